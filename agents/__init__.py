@@ -1,0 +1,1 @@
+"""RL agents that consume any gymnasium env (DrQ, Dreamer-style, exploration bonuses)."""

@@ -1,0 +1,195 @@
+"""Record episodes of a policy into an episode dataset (``worldmodel.episodes`` format).
+
+Policies of graded quality (expert, expert + action noise, random) give the
+episodes that train video models and evaluate rewards. Episodes run in worker
+processes, each file is written atomically, and episodes already on disk are
+skipped, so an interrupted collection resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from envs import make
+from envs.experts import Policy, make_expert, noisy_policy, random_policy
+from worldmodel.episodes import DatasetManifest, write_episode
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """``expert``, ``random``, or ``noisy:<std>`` (expert plus Gaussian action noise)."""
+
+    kind: str
+    noise_std: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "PolicySpec":
+        kind, _, value = text.strip().partition(":")
+        if kind in ("expert", "random") and not value:
+            return cls(kind)
+        if kind == "noisy":
+            try:
+                std = float(value)
+            except ValueError:
+                std = -1.0
+            if std > 0:
+                return cls(kind, std)
+        raise ValueError(f"bad policy '{text}': expected 'expert', 'random' or 'noisy:<std>' with std > 0")
+
+    @property
+    def label(self) -> str:
+        return f"noisy{self.noise_std:g}" if self.kind == "noisy" else self.kind
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    env_spec: str
+    policy: PolicySpec
+    seed: int
+    task_id: int
+    path: Path
+    max_steps: int | None = None
+
+
+def task_name(env_spec: str) -> str:
+    """``dmc:cartpole-swingup`` -> ``cartpole-swingup``."""
+    return env_spec.split(":", 1)[-1]
+
+
+def describe_action_space(space: gym.Space) -> dict[str, Any]:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "box", "shape": list(space.shape), "low": float(space.low.min()), "high": float(space.high.max())}
+    raise ValueError(f"cannot record episodes with action space {space}")
+
+
+def make_policy(spec: PolicySpec, env: gym.Env, env_spec: str, seed: int) -> Policy:
+    """The callable ``obs -> action`` that ``spec`` names, for this env."""
+    if spec.kind == "random":
+        return random_policy(env.action_space, seed)
+    expert = make_expert(task_name(env_spec), env)
+    return expert if spec.kind == "expert" else noisy_policy(expert, spec.noise_std, seed)
+
+
+def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray]:
+    """Roll out one episode; ``T`` frames, ``T`` actions (the last one padding, never taken), ``T`` rewards."""
+    obs, _ = env.reset(seed=seed)
+    frames, actions, rewards = [obs], [], []
+    done = False
+    while not done:
+        action = policy(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        frames.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        done = terminated or truncated
+    actions.append(np.zeros_like(actions[-1]))
+    rewards.append(0.0)
+    action_array = np.asarray(actions)
+    action_array = action_array.astype(np.int64 if np.issubdtype(action_array.dtype, np.integer) else np.float32)
+    return {"video": np.stack(frames), "actions": action_array, "rewards": np.asarray(rewards, np.float32)}
+
+
+def _run_job(job: EpisodeJob) -> tuple[EpisodeJob, float, int]:
+    env = make(job.env_spec)
+    if job.max_steps is not None:
+        env = gym.wrappers.TimeLimit(env, job.max_steps)
+    try:
+        episode = run_episode(env, make_policy(job.policy, env, job.env_spec, job.seed), job.seed)
+    finally:
+        env.close()
+    write_episode(job.path, episode["video"], episode["actions"], episode["rewards"], job.task_id)
+    return job, float(episode["rewards"].sum()), len(episode["video"])
+
+
+def plan_jobs(
+    env_spec: str,
+    policies: list[PolicySpec],
+    episodes: int,
+    root: Path,
+    seed: int,
+    test_fraction: float,
+    task_id: int,
+    max_steps: int | None = None,
+) -> list[EpisodeJob]:
+    """One job per episode; the last ``round(episodes * test_fraction)`` of each policy go to ``test``."""
+    test_count = min(episodes - 1, max(1, round(episodes * test_fraction))) if test_fraction > 0 else 0
+    jobs = []
+    for policy_index, policy in enumerate(policies):
+        for i in range(episodes):
+            split = "test" if i >= episodes - test_count else "train"
+            episode_seed = seed * 1_000_003 + policy_index * 10_007 + i
+            path = root / split / task_name(env_spec) / policy.label / f"seed{episode_seed}.npz"
+            jobs.append(EpisodeJob(env_spec, policy, episode_seed, task_id, path, max_steps))
+    return jobs
+
+
+def collect(
+    env_spec: str,
+    policies: list[PolicySpec],
+    episodes: int,
+    root: str | Path,
+    seed: int = 0,
+    test_fraction: float = 0.1,
+    workers: int = 1,
+    max_steps: int | None = None,
+) -> DatasetManifest:
+    """Collect ``episodes`` per policy into ``root`` (resuming), returning the updated manifest."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    root = Path(root)
+    probe = make(env_spec)
+    action_space = describe_action_space(probe.action_space)
+    frame_skip = int(getattr(probe.unwrapped, "action_repeat", getattr(probe.unwrapped, "frame_skip", 1)))
+    fps = float(probe.metadata.get("render_fps") or 15.0)
+    probe.close()
+
+    manifest = DatasetManifest.load(root) or DatasetManifest(env_spec.split(":")[0], [], action_space, frame_skip, fps)
+    if manifest.action_space != action_space:
+        raise ValueError(f"{root} holds episodes with action space {manifest.action_space}, not {action_space}")
+    task = task_name(env_spec)
+    if task not in manifest.tasks:
+        manifest.tasks.append(task)
+    jobs = plan_jobs(
+        env_spec, policies, episodes, root, seed, test_fraction, manifest.tasks.index(task), max_steps
+    )
+    todo = [job for job in jobs if not job.path.exists()]
+    manifest.save(root)
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(max(1, workers)) if workers > 1 else _InlinePool() as pool:
+        results = pool.imap_unordered(_run_job, todo)
+        for job, episode_return, length in tqdm(results, total=len(todo), desc=f"collect {task}", unit="episode"):
+            manifest.episodes[str(job.path.relative_to(root))] = {
+                "task": task,
+                "policy": job.policy.label,
+                "seed": job.seed,
+                "return": episode_return,
+                "length": length,
+            }
+            manifest.save(root)
+    return manifest
+
+
+class _InlinePool:
+    """The slice of ``multiprocessing.Pool`` that ``collect`` uses, run in this process."""
+
+    def __enter__(self) -> "_InlinePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def imap_unordered(function, items):
+        return map(function, items)

@@ -1,0 +1,1 @@
+"""The `wm` command line, presets, end-to-end pipelines, benchmarks and reports."""

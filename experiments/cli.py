@@ -1,0 +1,174 @@
+"""The ``wm`` command line: one subcommand per job, each with a ``--help`` that explains it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+DESCRIPTION = """\
+Video models as rewards (VIPER), world models and long-rollout generators.
+
+Typical flow:
+  wm collect --env dmc:cartpole-swingup --policies expert --episodes 20 --out data/cartpole-swingup
+  wm train-tokenizer --data data/cartpole-swingup --run runs/tokenizer --max-minutes 20
+  wm eval-tokenizer --checkpoint runs/tokenizer/checkpoint --data data/cartpole-swingup
+or all of it on a small default:
+  wm quickstart
+"""
+
+
+def _add_collect(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "collect",
+        help="record episodes of an expert, noisy-expert or random policy",
+        description="Run policies in a pixel env and write episodes (.npz) plus a manifest.json. "
+        "Episodes already on disk are skipped, so re-running resumes an interrupted collection.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--env", required=True, help="env spec, e.g. dmc:cartpole-swingup or atari:Pong")
+    parser.add_argument(
+        "--policies",
+        default="expert",
+        help="comma-separated policies: expert, random, noisy:<std> (expert + Gaussian action noise), "
+        "e.g. expert,noisy:0.3,noisy:1.0,random for graded-quality episodes",
+    )
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per policy")
+    parser.add_argument("--out", required=True, type=Path, help="dataset root ({out}/{train,test}/...)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="share of each policy's episodes held out")
+    parser.add_argument("--max-steps", type=int, default=None, help="cut episodes to this many agent steps")
+    parser.add_argument("--workers", type=int, default=2, help="episode-running processes")
+    parser.set_defaults(handler=_run_collect)
+
+
+def _run_collect(args: argparse.Namespace) -> None:
+    from envs.collect import PolicySpec, collect
+    from experiments.reports import returns_table
+
+    policies = [PolicySpec.parse(p) for p in args.policies.split(",")]
+    manifest = collect(
+        args.env, policies, args.episodes, args.out, args.seed, args.test_fraction, args.workers, args.max_steps
+    )
+    print(returns_table(manifest.episodes))
+
+
+TRAINING_HELP = {
+    "steps": "optimisation steps in all (a resumed run continues up to this)",
+    "batch_size": "frames per step",
+    "lr": "peak Adam learning rate",
+    "warmup_steps": "linear warm-up steps before cosine decay",
+    "min_lr_fraction": "final learning rate as a fraction of the peak",
+    "log_every": "steps between tensorboard scalars",
+    "eval_every": "steps between held-out evaluations (PSNR, SSIM, usage, image grid)",
+    "checkpoint_every": "steps between atomic checkpoints",
+    "eval_frames": "held-out frames scored at each evaluation",
+    "seed": "seed of initialisation and frame sampling",
+    "max_minutes": "stop (and checkpoint) after this much training time, counted across resumes",
+}
+
+
+def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
+    from worldmodel.train_tokenizer import TokenizerTraining
+
+    parser = subparsers.add_parser(
+        "train-tokenizer",
+        help="train a frame tokenizer (VQ / FSQ / LFQ) on an episode dataset",
+        description="Train a per-frame CNN tokenizer on the train split, evaluating PSNR, SSIM and codebook "
+        "usage on the test split. Logs to {run}/tb (tensorboard), checkpoints atomically to {run}/checkpoint; "
+        "--resume continues an interrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, type=Path, help="dataset root written by `wm collect`")
+    parser.add_argument("--run", required=True, type=Path, help="run directory (checkpoint, tensorboard, eval.json)")
+    parser.add_argument("--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16)")
+    parser.add_argument("--quantizer", choices=["vq", "fsq", "lfq"], default=None, help="override the preset's quantizer")
+    parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
+    parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    defaults = TokenizerTraining()
+    for field in fields(TokenizerTraining):
+        flag = "--" + field.name.replace("_", "-")
+        kind = float if field.name in ("lr", "min_lr_fraction", "max_minutes") else int
+        parser.add_argument(flag, type=kind, default=getattr(defaults, field.name), help=TRAINING_HELP[field.name])
+    parser.set_defaults(handler=_run_train_tokenizer)
+
+
+def _run_train_tokenizer(args: argparse.Namespace) -> None:
+    from experiments.presets import tokenizer_preset
+    from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
+
+    config = tokenizer_preset(args.preset, args.quantizer, args.channels)
+    training = TokenizerTraining(**{f.name: getattr(args, f.name) for f in fields(TokenizerTraining)})
+    summary = train_tokenizer(args.data, args.run, config, training, resume=args.resume, device=args.device)
+    print(json.dumps(summary, indent=2))
+
+
+def _add_eval_tokenizer(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-tokenizer",
+        help="held-out PSNR / SSIM / codebook usage and encode+decode speed of a tokenizer",
+        description="Score a tokenizer checkpoint on the test split of a dataset, time encode+decode on this "
+        "machine, and save a PNG of originals above reconstructions.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="tokenizer checkpoint directory")
+    parser.add_argument("--data", required=True, type=Path, help="dataset root with a test split")
+    parser.add_argument("--frames", type=int, default=1024, help="held-out frames to score")
+    parser.add_argument("--out", type=Path, default=None, help="where to write eval.json and reconstructions.png")
+    parser.set_defaults(handler=_run_eval_tokenizer)
+
+
+def _run_eval_tokenizer(args: argparse.Namespace) -> None:
+    from experiments.reports import tokenizer_report
+
+    print(json.dumps(tokenizer_report(args.checkpoint, args.data, args.frames, args.out), indent=2))
+
+
+def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quickstart",
+        help="the whole pipeline on a small DMC default",
+        description="Collect cartpole-swingup expert videos, train the DMC tokenizer on them and write a "
+        "report (returns table, held-out PSNR/SSIM, reconstructions). Resumes where it stopped.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where data, runs and report go")
+    parser.add_argument("--task", default="cartpole-swingup", help="DMC task with a scripted expert")
+    parser.add_argument("--episodes", type=int, default=12, help="expert episodes to collect")
+    parser.add_argument("--tokenizer-minutes", type=float, default=10.0, help="CPU budget for tokenizer training")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.set_defaults(handler=_run_quickstart)
+
+
+def _run_quickstart(args: argparse.Namespace) -> None:
+    from experiments.quickstart import quickstart
+
+    report = quickstart(args.out, args.task, args.episodes, args.tokenizer_minutes, args.workers)
+    print(f"report written to {report}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_collect(subparsers)
+    _add_train_tokenizer(subparsers)
+    _add_eval_tokenizer(subparsers)
+    _add_quickstart(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        sys.exit(f"wm {args.command}: error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from worldmodel.episodes import write_episode
+
+
+def moving_square_video(length: int, size: int, seed: int) -> np.ndarray:
+    """A coloured square drifting over a gradient: simple, but every frame differs."""
+    rng = np.random.default_rng(seed)
+    background = np.linspace(0, 120, size, dtype=np.float32)[None, :, None] * np.ones((size, 1, 3), np.float32)
+    colour = rng.integers(120, 256, 3)
+    x, y = rng.integers(0, size - 8, 2)
+    frames = []
+    for t in range(length):
+        frame = background.copy()
+        cx, cy = (x + t) % (size - 8), (y + 2 * t) % (size - 8)
+        frame[cy : cy + 8, cx : cx + 8] = colour
+        frames.append(frame)
+    return np.stack(frames).astype(np.uint8)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """Three train and one test episode of 16 frames, 32x32."""
+    root = tmp_path / "data"
+    for i, split in enumerate(["train", "train", "train", "test"]):
+        write_episode(root / split / f"ep{i}.npz", moving_square_video(16, 32, i), np.arange(16))
+    return root

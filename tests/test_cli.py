@@ -1,0 +1,33 @@
+import pytest
+
+from experiments.cli import build_parser, main
+
+SUBCOMMANDS = ["collect", "train-tokenizer", "eval-tokenizer", "quickstart"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"wm {command}" in text and len(text) > 400
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit, match="bad policy 'greedy'"):
+        main(["collect", "--env", "dmc:cartpole-balance", "--policies", "greedy", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no split 'train'"):
+        main(["train-tokenizer", "--data", str(tmp_path / "nothing"), "--run", str(tmp_path / "run")])
+
+
+def test_collect_train_and_eval_from_the_command_line(tmp_path, capsys):
+    data, run = tmp_path / "data", tmp_path / "run"
+    main(["collect", "--env", "dmc:cartpole-balance", "--episodes", "2", "--max-steps", "8",
+          "--out", str(data), "--workers", "1", "--test-fraction", "0.5"])
+    assert "| cartpole-balance | expert | 2 |" in capsys.readouterr().out
+    main(["train-tokenizer", "--data", str(data), "--run", str(run), "--channels", "8", "--steps", "3",
+          "--batch-size", "2", "--eval-frames", "4", "--quantizer", "fsq"])
+    main(["eval-tokenizer", "--checkpoint", str(run / "checkpoint"), "--data", str(data), "--frames", "4"])
+    assert (run / "reconstructions.png").exists() and (run / "tokenizer_eval.json").exists()
+    assert '"encode_decode_frames_per_s"' in capsys.readouterr().out

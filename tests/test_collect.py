@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from envs.collect import PolicySpec, collect
+from worldmodel.episodes import DatasetManifest, EpisodeDataset, read_episode
+
+
+def test_policy_specs_parse_and_reject():
+    assert PolicySpec.parse("expert") == PolicySpec("expert")
+    assert PolicySpec.parse("noisy:0.3").label == "noisy0.3"
+    for bad in ["noisy", "noisy:-1", "noisy:x", "greedy", "random:2"]:
+        with pytest.raises(ValueError, match="bad policy"):
+            PolicySpec.parse(bad)
+
+
+def test_collect_writes_episodes_manifest_and_resumes(tmp_path):
+    policies = [PolicySpec("expert"), PolicySpec("random")]
+    manifest = collect("dmc:cartpole-balance", policies, 2, tmp_path, test_fraction=0.5, max_steps=6)
+    assert manifest.tasks == ["cartpole-balance"] and manifest.frame_skip == 2
+    assert manifest.action_space == {"type": "box", "shape": [1], "low": -1.0, "high": 1.0}
+    assert len(manifest.episodes) == 4
+    assert sorted({info["policy"] for info in manifest.episodes.values()}) == ["expert", "random"]
+    assert DatasetManifest.load(tmp_path) == manifest
+    episode = read_episode(tmp_path / next(iter(manifest.episodes)))
+    assert episode.video.shape == (7, 64, 64, 3) and episode.actions.shape == (7, 1)
+    assert episode.actions.dtype == np.float32 and not episode.actions[-1].any()
+    assert len(EpisodeDataset(tmp_path, "train")) == len(EpisodeDataset(tmp_path, "test")) == 14
+
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npz")}
+    collect("dmc:cartpole-balance", policies, 2, tmp_path, test_fraction=0.5, max_steps=6)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.npz")} == before
+
+
+def test_worker_processes_give_the_same_episodes(tmp_path):
+    inline = collect("dmc:cartpole-balance", [PolicySpec("random")], 2, tmp_path / "a", max_steps=3)
+    pooled = collect("dmc:cartpole-balance", [PolicySpec("random")], 2, tmp_path / "b", max_steps=3, workers=2)
+    assert inline.episodes == pooled.episodes
+    for name in inline.episodes:
+        np.testing.assert_array_equal(read_episode(tmp_path / "a" / name).video, read_episode(tmp_path / "b" / name).video)
+
+
+def test_a_dataset_refuses_another_action_space(tmp_path):
+    collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)
+    with pytest.raises(ValueError, match="action space"):
+        collect("dmc:reacher-easy", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)

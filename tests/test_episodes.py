@@ -1,0 +1,124 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from worldmodel.episodes import (
+    DatasetManifest,
+    EpisodeDataset,
+    EpisodeFormatError,
+    read_episode,
+    write_episode,
+)
+
+
+def _video(t: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(t, 8, 8, 3), dtype=np.uint8)
+
+
+def test_round_trip_is_memory_mapped(tmp_path):
+    video, actions = _video(12), np.random.randn(12, 2).astype(np.float32)
+    rewards = np.arange(12, dtype=np.float32)
+    path = write_episode(tmp_path / "ep.npz", video, actions, rewards, task_id=3)
+    episode = read_episode(path)
+    assert isinstance(episode.video, np.memmap)
+    np.testing.assert_array_equal(episode.video, video)
+    np.testing.assert_array_equal(episode.actions, actions)
+    np.testing.assert_array_equal(episode.rewards, rewards)
+    assert episode.task_id == 3 and len(episode) == 12
+    assert not list(tmp_path.glob(".*.tmp")), "atomic write left its temporary file behind"
+
+
+def test_reads_teco_style_compressed_files(tmp_path):
+    video = _video(9)
+    (tmp_path / "train" / "0").mkdir(parents=True)
+    np.savez_compressed(tmp_path / "train" / "0" / "3.npz", video=video, actions=np.arange(9))
+    dataset = EpisodeDataset(tmp_path, "train", clip_length=3)
+    assert len(dataset) == 7
+    np.testing.assert_array_equal(dataset[6]["video"], video[6:9])
+    assert dataset[0]["task_id"] == 0
+
+
+def test_clips_with_frame_skip_cover_every_start(tmp_path):
+    write_episode(tmp_path / "train" / "a.npz", _video(10), np.arange(10))
+    write_episode(tmp_path / "train" / "b.npz", _video(4, 1), np.arange(100, 104))
+    dataset = EpisodeDataset(tmp_path, "train", clip_length=3, frame_skip=2)
+    # a clip spans (3-1)*2+1 = 5 frames: 6 starts in a, none in b
+    assert len(dataset) == 6
+    np.testing.assert_array_equal(dataset[5]["actions"], [5, 7, 9])
+    batch = dataset.sample(4, np.random.default_rng(0))
+    assert batch["video"].shape == (4, 3, 8, 8, 3) and batch["video"].dtype == np.uint8
+    with pytest.raises(IndexError):
+        dataset[6]
+
+
+def test_no_clip_fits_is_an_error(tmp_path):
+    write_episode(tmp_path / "train" / "a.npz", _video(3), np.arange(3))
+    with pytest.raises(ValueError, match="frames a clip"):
+        EpisodeDataset(tmp_path, "train", clip_length=4)
+
+
+def test_missing_split_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="test"):
+        EpisodeDataset(tmp_path, "test")
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"video": _video(5), "actions": np.arange(4)}, "5 frames but 4 actions"),
+        ({"video": _video(5).astype(np.float32), "actions": np.arange(5)}, "dtype is float32"),
+        ({"video": _video(5)[..., :2], "actions": np.arange(5)}, "expected \\(T, H, W, 3\\)"),
+        ({"video": _video(5), "actions": np.zeros((5, 2), np.float64)}, "actions dtype"),
+        ({"video": _video(5), "actions": np.arange(5), "rewards": np.zeros(4)}, "rewards shape"),
+        ({"video": _video(5)}, "missing arrays \\['actions'\\]"),
+    ],
+)
+def test_inconsistent_files_name_file_and_problem(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(EpisodeFormatError, match=message) as info:
+        read_episode(path)
+    assert "bad.npz" in str(info.value)
+
+
+def test_truncated_and_corrupt_files_raise(tmp_path):
+    path = write_episode(tmp_path / "ep.npz", _video(50), np.arange(50))
+    data = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(EpisodeFormatError, match="cut.npz"):
+        read_episode(tmp_path / "cut.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(EpisodeFormatError, match="junk.npz"):
+        read_episode(tmp_path / "junk.npz")
+
+
+def test_pickled_object_arrays_are_refused(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, video=_video(2), actions=np.array([{}, {}], dtype=object))
+    with pytest.raises(EpisodeFormatError, match="obj.npz"):
+        read_episode(path)
+
+
+def test_writing_bad_episode_raises_before_touching_disk(tmp_path):
+    with pytest.raises(EpisodeFormatError):
+        write_episode(tmp_path / "ep.npz", _video(3), np.arange(2))
+    assert not any(tmp_path.iterdir())
+
+
+def test_manifest_round_trip_and_corruption(tmp_path):
+    manifest = DatasetManifest("dmc", ["cartpole-swingup"], {"type": "box", "shape": [1]}, 2, 50.0)
+    manifest.episodes["train/a.npz"] = {"return": 812.5}
+    manifest.save(tmp_path)
+    assert DatasetManifest.load(tmp_path) == manifest
+    assert json.loads((tmp_path / "manifest.json").read_text())["tasks"] == ["cartpole-swingup"]
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(EpisodeFormatError, match="manifest"):
+        DatasetManifest.load(tmp_path)
+
+
+def test_stored_members_are_not_compressed(tmp_path):
+    path = write_episode(tmp_path / "ep.npz", _video(4), np.arange(4))
+    with zipfile.ZipFile(path) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from worldmodel.checkpoint import CheckpointError, load_checkpoint
+from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+from worldmodel.train_tokenizer import TokenizerTraining, learning_rate, train_tokenizer
+
+TINY = TokenizerConfig(
+    image_size=32, base_channels=8, ch_mult=(1, 2), latent_dim=8, quantizer="vq", quantizer_kwargs={"codebook_size": 16}
+)
+
+
+def _training(steps: int) -> TokenizerTraining:
+    # constant learning rate, so a run cut short and resumed sees the same schedule
+    return TokenizerTraining(
+        steps=steps, batch_size=4, lr=3e-3, warmup_steps=0, min_lr_fraction=1.0,
+        log_every=2, eval_every=4, checkpoint_every=3, eval_frames=8,
+    )
+
+
+def test_training_logs_checkpoints_and_evaluates(tiny_dataset, tmp_path):
+    summary = train_tokenizer(tiny_dataset, tmp_path / "run", TINY, _training(8))
+    assert summary["step"] == 8 and summary["eval_frames"] == 8
+    assert {"psnr", "ssim", "codebook_usage", "perplexity"} <= set(summary)
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["step"] == 8
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    tokenizer = FrameTokenizer.load(tmp_path / "run" / "checkpoint")
+    assert tokenizer.vocab_size == 16
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
+    train_tokenizer(tiny_dataset, tmp_path / "straight", TINY, _training(10))
+    train_tokenizer(tiny_dataset, tmp_path / "resumed", TINY, _training(5))
+    summary = train_tokenizer(tiny_dataset, tmp_path / "resumed", TINY, _training(10), resume=True)
+    assert summary["step"] == 10
+    straight, _ = load_checkpoint(tmp_path / "straight" / "checkpoint")
+    resumed, _ = load_checkpoint(tmp_path / "resumed" / "checkpoint")
+    for name in straight:
+        torch.testing.assert_close(straight[name], resumed[name], msg=name)
+
+
+def test_existing_run_needs_resume_and_matching_config(tiny_dataset, tmp_path):
+    train_tokenizer(tiny_dataset, tmp_path / "run", TINY, _training(2))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_tokenizer(tiny_dataset, tmp_path / "run", TINY, _training(4))
+    other = TokenizerConfig.from_dict({**TINY.to_dict(), "base_channels": 16})
+    with pytest.raises(CheckpointError, match="config"):
+        train_tokenizer(tiny_dataset, tmp_path / "run", other, _training(4), resume=True)
+
+
+def test_learning_rate_warms_up_then_decays():
+    training = TokenizerTraining(steps=1000, lr=1.0, warmup_steps=100, min_lr_fraction=0.1)
+    assert learning_rate(0, training) == pytest.approx(0.01)
+    assert learning_rate(99, training) == pytest.approx(1.0)
+    assert learning_rate(1000, training) == pytest.approx(0.1)
+    assert learning_rate(550, training) == pytest.approx(0.55)

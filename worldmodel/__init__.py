@@ -1,0 +1,1 @@
+"""Video models and the data they eat: tokenizers, transformers, likelihoods, metrics, datasets."""

@@ -1,0 +1,254 @@
+"""Episode files and datasets: the on-disk contract between collection and training.
+
+An episode is an ``.npz`` file with ``video (T,H,W,3) uint8`` and ``actions (T,)``
+int or ``(T,A)`` float32 (action ``t`` is taken after frame ``t``), optional
+``rewards (T,)`` and ``task_id ()``. A dataset is ``{root}/{split}/**/*.npz`` plus an
+optional ``{root}/manifest.json``; TECO's published ``{split}/{shard}/{i}.npz`` files
+read as they are. Episodes are written uncompressed and atomically, so reads can
+memory-map them: datasets larger than RAM work, and only touched frames are read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+MANIFEST_FILE = "manifest.json"
+REQUIRED_KEYS = ("video", "actions")
+
+
+class EpisodeFormatError(ValueError):
+    """An episode file is missing, corrupt, truncated or inconsistent."""
+
+
+@dataclass
+class Episode:
+    """One episode's arrays; ``video`` and friends may be read-only memory maps."""
+
+    video: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray | None = None
+    task_id: int = 0
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+
+@dataclass
+class DatasetManifest:
+    """Dataset-level facts: which env, which tasks, what actions, at what rate."""
+
+    env: str
+    tasks: list[str]
+    action_space: dict[str, Any]
+    frame_skip: int = 1
+    fps: float = 15.0
+    episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def save(self, root: str | Path) -> None:
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{MANIFEST_FILE}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        os.replace(tmp, root / MANIFEST_FILE)
+
+    @classmethod
+    def load(cls, root: str | Path) -> "DatasetManifest | None":
+        path = Path(root) / MANIFEST_FILE
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise EpisodeFormatError(f"{path}: corrupt manifest ({err})") from err
+
+
+def validate_episode(
+    video: np.ndarray, actions: np.ndarray, rewards: np.ndarray | None, source: str | Path
+) -> None:
+    """Raise :class:`EpisodeFormatError` naming ``source`` if the arrays break the contract."""
+    if video.dtype != np.uint8:
+        raise EpisodeFormatError(f"{source}: video dtype is {video.dtype}, expected uint8")
+    if video.ndim != 4 or video.shape[-1] != 3:
+        raise EpisodeFormatError(f"{source}: video shape is {video.shape}, expected (T, H, W, 3)")
+    if len(video) == 0:
+        raise EpisodeFormatError(f"{source}: episode has no frames")
+    if len(actions) != len(video):
+        raise EpisodeFormatError(
+            f"{source}: {len(video)} frames but {len(actions)} actions (expected one action per frame)"
+        )
+    if np.issubdtype(actions.dtype, np.integer):
+        if actions.ndim != 1:
+            raise EpisodeFormatError(f"{source}: discrete actions shape is {actions.shape}, expected (T,)")
+    elif actions.dtype == np.float32:
+        if actions.ndim != 2:
+            raise EpisodeFormatError(f"{source}: continuous actions shape is {actions.shape}, expected (T, A)")
+    else:
+        raise EpisodeFormatError(f"{source}: actions dtype is {actions.dtype}, expected an integer type or float32")
+    if rewards is not None and rewards.shape != (len(video),):
+        raise EpisodeFormatError(f"{source}: rewards shape is {rewards.shape}, expected ({len(video)},)")
+
+
+def write_episode(
+    path: str | Path,
+    video: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray | None = None,
+    task_id: int = 0,
+) -> Path:
+    """Validate and write one episode atomically (temporary file, then rename)."""
+    path = Path(path)
+    validate_episode(video, actions, rewards, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"video": video, "actions": actions, "task_id": np.asarray(task_id, dtype=np.int64)}
+    if rewards is not None:
+        arrays["rewards"] = np.asarray(rewards, dtype=np.float32)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def _memmap_npz(path: Path) -> dict[str, np.ndarray]:
+    """Map each array of an npz file: memory maps for stored members, loaded arrays otherwise."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            raw.seek(info.header_offset)
+            local_header = raw.read(30)
+            if local_header[:4] != b"PK\x03\x04":
+                raise EpisodeFormatError(f"{path}: corrupt zip entry {info.filename}")
+            name_len = int.from_bytes(local_header[26:28], "little")
+            extra_len = int.from_bytes(local_header[28:30], "little")
+            raw.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(raw)
+            if version not in ((1, 0), (2, 0)):
+                raise EpisodeFormatError(f"{path}: unsupported .npy format version {version} in {name}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(raw)
+            if dtype.hasobject:
+                raise EpisodeFormatError(f"{path}: {name} holds Python objects; refusing to unpickle")
+            offset = raw.tell()
+            if offset + int(np.prod(shape)) * dtype.itemsize > os.path.getsize(path):
+                raise EpisodeFormatError(f"{path}: file is truncated inside {name}")
+            if int(np.prod(shape)) == 0:
+                arrays[name] = np.zeros(shape, dtype)
+            else:
+                order = "F" if fortran else "C"
+                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+    return arrays
+
+
+def read_episode(path: str | Path) -> Episode:
+    """Open one episode file (memory-mapped where possible), naming the file in any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise EpisodeFormatError(f"{path}: no such episode file")
+    try:
+        arrays = _memmap_npz(path)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        if isinstance(err, EpisodeFormatError):
+            raise
+        raise EpisodeFormatError(f"{path}: corrupt or truncated episode file ({err})") from err
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise EpisodeFormatError(f"{path}: missing arrays {missing} (has {sorted(arrays)})")
+    rewards = arrays.get("rewards")
+    validate_episode(arrays["video"], arrays["actions"], rewards, path)
+    task_id = int(arrays["task_id"]) if "task_id" in arrays else 0
+    return Episode(arrays["video"], arrays["actions"], rewards, task_id, path)
+
+
+def episode_paths(root: str | Path, split: str) -> list[Path]:
+    """All episode files of a split, in a stable order."""
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"no split '{split}' under {root} (expected a folder {split_dir})")
+    return sorted(split_dir.rglob("*.npz"))
+
+
+class EpisodeDataset:
+    """Clips of ``clip_length`` frames, ``frame_skip`` apart, from one split of a dataset.
+
+    Episodes are opened lazily (memory-mapped, a bounded number kept open), so the
+    dataset can exceed RAM. Item ``i`` is the ``i``-th valid clip start over all
+    episodes; :meth:`sample` draws random clips. Items are dicts of numpy arrays:
+    ``video (T,H,W,3) uint8``, ``actions``, ``task_id``.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        clip_length: int = 1,
+        frame_skip: int = 1,
+        max_open_episodes: int = 64,
+    ) -> None:
+        if clip_length < 1 or frame_skip < 1:
+            raise ValueError(f"clip_length and frame_skip must be >= 1, got {clip_length}, {frame_skip}")
+        self.root = Path(root)
+        self.split = split
+        self.clip_length = clip_length
+        self.frame_skip = frame_skip
+        self.manifest = DatasetManifest.load(root)
+        self.paths = episode_paths(root, split)
+        if not self.paths:
+            raise FileNotFoundError(f"no episode files (*.npz) under {self.root / split}")
+        self._open = lru_cache(maxsize=max_open_episodes)(read_episode)
+        self.lengths = np.array([self._length(p) for p in self.paths])
+        span = (clip_length - 1) * frame_skip + 1
+        self.clips_per_episode = np.maximum(self.lengths - span + 1, 0)
+        if self.clips_per_episode.sum() == 0:
+            raise ValueError(
+                f"no episode under {self.root / split} has the {span} frames a clip of "
+                f"{clip_length} frames with frame skip {frame_skip} needs"
+            )
+        self._clip_offsets = np.concatenate([[0], np.cumsum(self.clips_per_episode)])
+
+    def _length(self, path: Path) -> int:
+        return len(self._open(path))
+
+    def episode(self, index: int) -> Episode:
+        return self._open(self.paths[index])
+
+    def __len__(self) -> int:
+        return int(self._clip_offsets[-1])
+
+    def clip(self, episode_index: int, start: int) -> dict[str, np.ndarray]:
+        episode = self.episode(episode_index)
+        frames = slice(start, start + (self.clip_length - 1) * self.frame_skip + 1, self.frame_skip)
+        return {
+            "video": np.asarray(episode.video[frames]),
+            "actions": np.asarray(episode.actions[frames]),
+            "task_id": np.asarray(episode.task_id, dtype=np.int64),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"clip index {index} out of range for {len(self)} clips")
+        episode_index = int(np.searchsorted(self._clip_offsets, index, side="right") - 1)
+        return self.clip(episode_index, index - int(self._clip_offsets[episode_index]))
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A batch of uniformly random clips, stacked."""
+        items = [self[int(i)] for i in rng.integers(0, len(self), size=batch_size)]
+        return {key: np.stack([item[key] for item in items]) for key in items[0]}
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for index in range(len(self)):
+            yield self[index]
