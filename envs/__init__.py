@@ -1,0 +1,42 @@
+"""Gymnasium pixel environments and scripted experts, built from one spec string.
+
+``make("dmc:cartpole-swingup")`` or ``make("atari:Pong")`` gives an env whose
+observations are ``(H, W, 3)`` uint8 frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from envs.atari import make_atari
+from envs.dmc import DMCEnv
+from envs.experts import EXPERT_TASKS, Policy, make_expert, noisy_policy, random_policy
+
+__all__ = [
+    "DMCEnv",
+    "EXPERT_TASKS",
+    "Policy",
+    "make",
+    "make_atari",
+    "make_expert",
+    "noisy_policy",
+    "random_policy",
+]
+
+_SPEC_FORMS = "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup') or 'atari:<Game>' (e.g. 'atari:Pong')"
+
+
+def make(spec: str, **kwargs: Any) -> gym.Env:
+    """The environment named by ``spec``; ``kwargs`` go to ``DMCEnv`` or ``make_atari``."""
+    kind, sep, name = spec.partition(":")
+    if not sep or kind not in ("dmc", "atari"):
+        raise ValueError(f"unknown env spec {spec!r}: expected {_SPEC_FORMS}")
+    if kind == "atari":
+        return make_atari(name, **kwargs)
+    # Domains contain underscores, not dashes, so the task follows the last dash.
+    domain, dash, task = name.rpartition("-")
+    if not dash or not domain or not task:
+        raise ValueError(f"bad DMC spec {spec!r}: expected 'dmc:<domain>-<task>', e.g. 'dmc:point_mass-easy'")
+    return DMCEnv(domain, task, **kwargs)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from envs import EXPERT_TASKS, DMCEnv, make, make_expert, noisy_policy, random_policy
+
+
+def short_return(env, policy, seed: int, steps: int) -> float:
+    observation, _ = env.reset(seed=seed)
+    total = 0.0
+    for _ in range(steps):
+        observation, reward, *_ = env.step(policy(observation))
+        total += reward
+    return total
+
+
+@pytest.mark.parametrize(
+    "task, steps, expert_at_least",
+    [
+        # Per-step DMC reward is at most 2 at action repeat 2.
+        ("cartpole-balance", 100, 190.0),
+        ("reacher-easy", 100, 150.0),
+        ("point_mass-easy", 100, 100.0),
+        ("cartpole-swingup", 150, 140.0),  # about 60 steps to swing up
+    ],
+)
+def test_expert_clearly_beats_random(task, steps, expert_at_least):
+    env = make(f"dmc:{task}", size=16)
+    expert = short_return(env, make_expert(task, env), seed=0, steps=steps)
+    random = short_return(env, random_policy(env.action_space, seed=0), seed=0, steps=steps)
+    assert expert >= expert_at_least
+    assert expert >= random + 50.0
+    env.close()
+
+
+@pytest.mark.parametrize("task", EXPERT_TASKS)
+def test_every_expert_gives_actions_in_the_action_space(task):
+    env = make(f"dmc:{task}", size=8)
+    observation, _ = env.reset(seed=0)
+    action = make_expert(task, env)(observation)
+    assert action.dtype == np.float32 and env.action_space.contains(action)
+    env.close()
+
+
+def test_noisy_policy_stays_in_bounds_and_is_reproducible():
+    def at_the_bounds(observation):
+        return np.array([1.0, -1.0, 0.0], np.float32)
+
+    observation = np.zeros((8, 8, 3), np.uint8)
+    policy = noisy_policy(at_the_bounds, noise_std=2.0, seed=0)
+    actions = np.stack([policy(observation) for _ in range(200)])
+    assert actions.dtype == np.float32
+    assert actions.min() >= -1.0 and actions.max() <= 1.0
+    assert actions.std(axis=0).min() > 0.1
+    replay = noisy_policy(at_the_bounds, noise_std=2.0, seed=0)
+    np.testing.assert_array_equal(actions, np.stack([replay(observation) for _ in range(200)]))
+    noiseless = noisy_policy(at_the_bounds, noise_std=0.0, seed=0)
+    np.testing.assert_array_equal(noiseless(observation), at_the_bounds(observation))
+
+
+def test_random_policy_is_reproducible_and_leaves_the_space_unseeded():
+    env = DMCEnv("reacher", "easy", size=8)
+    space_state = env.action_space.np_random.bit_generator.state
+    first, second = random_policy(env.action_space, 3), random_policy(env.action_space, 3)
+    observation = np.zeros((8, 8, 3), np.uint8)
+    for _ in range(5):
+        np.testing.assert_array_equal(first(observation), second(observation))
+    assert env.action_space.np_random.bit_generator.state == space_state
+    env.close()
+
+
+def test_unknown_task_raises_listing_expert_tasks():
+    env = DMCEnv("cartpole", "balance", size=8)
+    with pytest.raises(ValueError, match="cartpole-swingup") as error:
+        make_expert("walker-walk", env)
+    assert "walker-walk" in str(error.value)
+    with pytest.raises(ValueError, match="cartpole-balance"):
+        make_expert("reacher-easy", env)
+    env.close()
