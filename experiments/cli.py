@@ -139,14 +139,15 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", default="cartpole-swingup", help="DMC task with a scripted expert")
     parser.add_argument("--episodes", type=int, default=12, help="expert episodes to collect")
     parser.add_argument("--tokenizer-minutes", type=float, default=10.0, help="CPU budget for tokenizer training")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="episode-collecting processes")
+    parser.add_argument("--max-steps", type=int, default=None, help="cut episodes short (for a quick look)")
     parser.set_defaults(handler=_run_quickstart)
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
     from experiments.quickstart import quickstart
 
-    report = quickstart(args.out, args.task, args.episodes, args.tokenizer_minutes, args.workers)
+    report = quickstart(args.out, args.task, args.episodes, args.tokenizer_minutes, args.workers, args.max_steps)
     print(f"report written to {report}")
 
 

@@ -14,7 +14,7 @@ from worldmodel.tokenizer import TokenizerConfig
 
 TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
     "dmc": TokenizerConfig(
-        image_size=64, base_channels=48, ch_mult=(1, 2, 2, 2), latent_dim=64,
+        image_size=64, base_channels=32, ch_mult=(1, 2, 2, 2), latent_dim=64,
         quantizer="vq", quantizer_kwargs={"codebook_size": 256},
     ),
     "dmc-paper": TokenizerConfig(
@@ -22,11 +22,11 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
         quantizer="vq", quantizer_kwargs={"codebook_size": 256},
     ),
     "atari": TokenizerConfig(
-        image_size=64, base_channels=48, ch_mult=(1, 2, 2), latent_dim=64,
+        image_size=64, base_channels=32, ch_mult=(1, 2, 2), latent_dim=64,
         quantizer="vq", quantizer_kwargs={"codebook_size": 1024},
     ),
     "maze3d": TokenizerConfig(
-        image_size=64, base_channels=48, ch_mult=(1, 2, 2), latent_dim=64,
+        image_size=64, base_channels=32, ch_mult=(1, 2, 2), latent_dim=64,
         quantizer="vq", quantizer_kwargs={"codebook_size": 1024},
     ),
 }

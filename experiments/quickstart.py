@@ -11,16 +11,27 @@ from worldmodel.episodes import DatasetManifest
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 
 
-def quickstart(out: str | Path, task: str, episodes: int, tokenizer_minutes: float, workers: int) -> Path:
+def quickstart(
+    out: str | Path,
+    task: str = "cartpole-swingup",
+    episodes: int = 12,
+    tokenizer_minutes: float = 10.0,
+    workers: int = 2,
+    max_steps: int | None = None,
+) -> Path:
     """Collect expert videos, train the DMC tokenizer on them, write ``{out}/report.md``."""
     out = Path(out)
     data = out / "data"
     print(f"[1/3] collecting {episodes} expert episodes of {task} into {data}")
-    collect(f"dmc:{task}", [PolicySpec("expert")], episodes, data, seed=0, test_fraction=0.15, workers=workers)
+    collect(
+        f"dmc:{task}", [PolicySpec("expert")], episodes, data,
+        seed=0, test_fraction=0.15, workers=workers, max_steps=max_steps,
+    )
     manifest = DatasetManifest.load(data)
 
     print(f"[2/3] training the dmc tokenizer for up to {tokenizer_minutes:g} minutes into {out / 'tokenizer'}")
-    training = TokenizerTraining(steps=100_000, max_minutes=tokenizer_minutes, eval_every=1000, checkpoint_every=250)
+    # Bounded by time, not steps: the learning rate anneals over the minutes given.
+    training = TokenizerTraining(steps=1_000_000, max_minutes=tokenizer_minutes, eval_every=500, checkpoint_every=250)
     train_tokenizer(data, out / "tokenizer", tokenizer_preset("dmc"), training, resume=True)
 
     print("[3/3] evaluating and writing the report")

@@ -31,3 +31,14 @@ def test_collect_train_and_eval_from_the_command_line(tmp_path, capsys):
     main(["eval-tokenizer", "--checkpoint", str(run / "checkpoint"), "--data", str(data), "--frames", "4"])
     assert (run / "reconstructions.png").exists() and (run / "tokenizer_eval.json").exists()
     assert '"encode_decode_frames_per_s"' in capsys.readouterr().out
+
+
+def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
+    args = ["quickstart", "--out", str(tmp_path), "--task", "cartpole-balance", "--episodes", "3",
+            "--max-steps", "6", "--tokenizer-minutes", "0.05", "--workers", "1"]
+    main(args)
+    report = (tmp_path / "report.md").read_text()
+    assert "| cartpole-balance | expert | 3 |" in report and "PSNR" in report
+    assert (tmp_path / "tokenizer" / "reconstructions.png").exists()
+    main(args)  # everything on disk: collection skips, training resumes past its budget
+    assert (tmp_path / "report.md").read_text().splitlines()[:8] == report.splitlines()[:8]

@@ -56,3 +56,6 @@ def test_learning_rate_warms_up_then_decays():
     assert learning_rate(99, training) == pytest.approx(1.0)
     assert learning_rate(1000, training) == pytest.approx(0.1)
     assert learning_rate(550, training) == pytest.approx(0.55)
+    timed = TokenizerTraining(steps=1000, lr=1.0, warmup_steps=100, min_lr_fraction=0.1, max_minutes=10)
+    assert learning_rate(200, timed, elapsed_s=300) == pytest.approx(0.55)
+    assert learning_rate(200, timed, elapsed_s=600) == pytest.approx(0.1)

@@ -30,7 +30,8 @@ from worldmodel.checkpoint import (
 )
 from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
-from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+from worldmodel.quantizers import codebook_usage
+from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig, frames_to_images
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -52,19 +53,20 @@ class TokenizerTraining:
     max_minutes: float | None = None
 
 
-def learning_rate(step: int, training: TokenizerTraining) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak."""
+def learning_rate(step: int, training: TokenizerTraining, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak.
+
+    The decay follows whichever budget, steps or ``max_minutes``, is nearer its end,
+    so a run bounded by time still anneals.
+    """
     if step < training.warmup_steps:
         return training.lr * (step + 1) / training.warmup_steps
-    progress = min(1.0, (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps))
+    progress = (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps)
+    if training.max_minutes is not None:
+        progress = max(progress, elapsed_s / (60 * training.max_minutes))
+    progress = min(1.0, progress)
     floor = training.min_lr_fraction
     return training.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def to_model_input(frames: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 ``(B,H,W,3)`` -> float ``(B,3,H,W)`` in [-1, 1], the tokenizer's input range."""
-    frames = torch.as_tensor(np.asarray(frames), device=device)
-    return frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def evaluation_frames(data_root: str | Path, count: int, seed: int = 0) -> np.ndarray:
@@ -80,14 +82,12 @@ def evaluate_tokenizer(tokenizer: FrameTokenizer, frames: np.ndarray, batch_size
     """Held-out PSNR / SSIM of reconstructions, and how much of the codebook the frames use."""
     codes = tokenizer.encode(frames, batch_size=batch_size)
     recon = tokenizer.decode(codes, batch_size=batch_size)
-    counts = torch.bincount(codes.flatten(), minlength=tokenizer.vocab_size).double()
-    probs = counts / counts.sum()
-    entropy = -(probs[probs > 0] * probs[probs > 0].log()).sum()
+    usage = codebook_usage(codes, tokenizer.vocab_size)
     return {
         "psnr": float(psnr(frames, recon).mean()),
         "ssim": float(ssim(frames, recon).mean()),
-        "codebook_usage": float((counts > 0).double().mean()),
-        "perplexity": float(entropy.exp()),
+        "codebook_usage": float(usage["usage"]),
+        "perplexity": float(usage["perplexity"]),
     }
 
 
@@ -158,8 +158,9 @@ def train_tokenizer(
         rng = np.random.default_rng([training.seed, step])
         torch.manual_seed(training.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, training)
-        batch = to_model_input(train_data.sample(training.batch_size, rng)["video"][:, 0], device)
+            group["lr"] = learning_rate(step, training, elapsed)
+        frames = train_data.sample(training.batch_size, rng)["video"][:, 0]
+        batch = frames_to_images(torch.from_numpy(frames).to(device))
         output = tokenizer(batch)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
