@@ -1,0 +1,221 @@
+"""Sampling frames from a :class:`VideoTransformer` with the KV cache, at constant memory.
+
+:class:`StreamingSampler` is a :class:`StreamingScorer` that can also generate: ``push``
+real frames (context), ``sample`` the next frame of every stream one token per forward
+step, or ``rollout`` many frames from an action sequence or a policy. :func:`sample_frames`
+and :func:`rollout` wrap it for a batch of context clips. :func:`sample_frames_uncached`
+recomputes the whole clip for every token and exists to check the cached path: both draw
+from the generator in the same order, so they give identical tokens for the same seed.
+
+A factorised vocabulary is sampled group by group from the same context (the groups
+are independent given it); ``top_k`` applies to each group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from worldmodel.transformer import StreamingScorer, VideoTransformer
+
+Policy = Callable[[Tensor], Tensor]  # latest frame codes (B, h, w) -> actions (B,) or (B, A)
+
+
+def _check_sampling(temperature: float, top_k: int | None) -> None:
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+
+
+def sample_logits(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
+    """One index per row of ``logits (..., V)``: Gumbel-max on ``logits / temperature`` over the ``top_k`` largest.
+
+    Greedy (argmax, no random numbers drawn) when ``temperature == 0`` or ``top_k == 1``.
+    The generator must live on the logits' device.
+    """
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(-1)
+    logits = logits.float()
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return (logits / temperature - torch.log(-torch.log(uniform))).argmax(-1)
+
+
+class StreamingSampler(StreamingScorer):
+    """Per-stream generation through the rolling KV cache (see :class:`StreamingScorer`)."""
+
+    def __init__(self, model: VideoTransformer, batch_size: int) -> None:
+        super().__init__(model, batch_size)
+        self.latest: Tensor | None = None  # (B, h, w): each stream's last pushed or sampled frame
+
+    def push(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
+        log_prob = super().push(codes, actions, task)
+        self.latest = self.model.validate_codes(codes, (self.batch_size,))
+        return log_prob
+
+    @torch.no_grad()
+    def sample(
+        self,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate and append the next frame ``(B, h, w)`` of every stream.
+
+        ``actions`` as in :meth:`push`: taken after each stream's previous frame.
+        """
+        _check_sampling(temperature, top_k)
+        model, cache, b = self.model, self.cache, self.batch_size
+        actions = model.validate_actions(actions, b)
+        task = model.validate_task(task, b)
+        token = model.embed_start(actions, cache.time > 0)[:, None]
+        codes = []
+        for _ in range(model.config.codes_per_frame):
+            logits = model.step(token, cache, task)[:, 0]
+            code = model.join_codes(sample_logits(logits, temperature, top_k, generator))
+            codes.append(code)
+            token = model.embed_codes(code)[:, None]
+        model.step(token, cache, task)  # the last code's keys and values, for the frames to come
+        self.latest = torch.stack(codes, dim=1).view(b, *model.config.code_shape)
+        return self.latest
+
+    def rollout(
+        self,
+        horizon: int,
+        actions: Tensor | None = None,
+        policy: Policy | None = None,
+        task: Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate ``horizon`` frames per stream -> codes ``(B, horizon, h, w)``.
+
+        The action leading into generated frame ``j`` is ``actions[:, j]`` (``actions``
+        of shape ``(B, horizon)`` or ``(B, horizon, A)``) or ``policy(latest)``, called
+        before each frame with every stream's latest frame codes ``(B, h, w)``. Only the
+        returned codes grow with ``horizon``; the cache stays at ``window`` frames.
+        """
+        if not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+        if actions is not None and policy is not None:
+            raise ValueError("give an action sequence or a policy, not both")
+        if actions is not None:
+            actions = torch.as_tensor(actions)
+            if tuple(actions.shape[:2]) != (self.batch_size, horizon):
+                raise ValueError(
+                    f"expected actions of shape ({self.batch_size}, {horizon}[, A]), got {tuple(actions.shape)}"
+                )
+        frames = []
+        for j in range(horizon):
+            if actions is not None:
+                action = actions[:, j]
+            elif policy is not None and self.latest is not None:
+                action = policy(self.latest)
+            else:
+                action = None
+            frames.append(self.sample(action, task, temperature, top_k, generator))
+        return torch.stack(frames, dim=1)
+
+
+def _action_into(actions: Tensor | None, t: int) -> Tensor | None:
+    """The action that led into frame ``t`` of a clip (None for frame 0)."""
+    return None if actions is None or t == 0 else actions[:, t - 1]
+
+
+def _push_context(
+    model: VideoTransformer, context: Tensor, actions: Tensor | None, task: Tensor | None
+) -> StreamingSampler:
+    sampler = StreamingSampler(model, context.shape[0])
+    for t in range(context.shape[1]):
+        sampler.push(context[:, t], _action_into(actions, t), task)
+    return sampler
+
+
+def sample_frames(
+    model: VideoTransformer,
+    context: Tensor,
+    actions: Tensor | None = None,
+    task: Tensor | None = None,
+    horizon: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Continue context clips ``(B, T0, h, w)`` (``T0 >= 0``) by ``horizon`` frames -> ``(B, horizon, h, w)``.
+
+    ``actions`` cover the whole video as in :meth:`VideoTransformer.log_prob`:
+    ``(B, T0 + horizon[, A])`` or one shorter, action ``t`` taken after frame ``t``.
+    """
+    _check_sampling(temperature, top_k)
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+    context = model.validate_codes(context, ("B", "T0"))
+    b, t0 = context.shape[:2]
+    actions = model.validate_actions(actions, b, t0 + horizon)
+    sampler = _push_context(model, context, actions, task)
+    frames = [
+        sampler.sample(_action_into(actions, t0 + j), task, temperature, top_k, generator) for j in range(horizon)
+    ]
+    return torch.stack(frames, dim=1)
+
+
+def rollout(
+    model: VideoTransformer,
+    context: Tensor,
+    horizon: int,
+    actions: Tensor | None = None,
+    policy: Policy | None = None,
+    context_actions: Tensor | None = None,
+    task: Tensor | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """World-model rollout from context clips ``(B, T0, h, w)`` -> generated codes ``(B, horizon, h, w)``.
+
+    ``context_actions`` are the actions between context frames (``(B, T0[, A])`` or one
+    shorter); then each generated frame ``j`` follows ``actions[:, j]`` (``(B, horizon[, A])``)
+    or ``policy(latest frame codes)``. Memory is constant in ``horizon`` apart from the output.
+    """
+    context = model.validate_codes(context, ("B", "T0"))
+    b, t0 = context.shape[:2]
+    sampler = _push_context(model, context, model.validate_actions(context_actions, b, t0), task)
+    return sampler.rollout(horizon, actions, policy, task, temperature, top_k, generator)
+
+
+@torch.no_grad()
+def sample_frames_uncached(
+    model: VideoTransformer,
+    context: Tensor,
+    actions: Tensor | None = None,
+    task: Tensor | None = None,
+    horizon: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Reference for :func:`sample_frames`: a full forward pass for every token (for tests and benchmarks)."""
+    _check_sampling(temperature, top_k)
+    context = model.validate_codes(context, ("B", "T0"))
+    b, t0 = context.shape[:2]
+    actions = model.validate_actions(actions, b, t0 + horizon)
+    video = context
+    for _ in range(horizon):
+        frame = torch.zeros(b, 1, *model.config.code_shape, dtype=torch.long, device=model.device)
+        clip = torch.cat([video, frame], dim=1)
+        clip_actions = None if actions is None else actions[:, : clip.shape[1] - 1]
+        for i in range(model.config.codes_per_frame):  # later codes are placeholders the causal mask hides
+            logits = model(clip, clip_actions, task)[:, -1, i]
+            clip[:, -1].view(b, -1)[:, i] = model.join_codes(sample_logits(logits, temperature, top_k, generator))
+        video = clip
+    return video[:, t0:]
