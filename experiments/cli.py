@@ -15,6 +15,7 @@ Typical flow:
   wm collect --env dmc:cartpole-swingup --policies expert --episodes 20 --out data/cartpole-swingup
   wm train-tokenizer --data data/cartpole-swingup --run runs/tokenizer --max-minutes 20
   wm eval-tokenizer --checkpoint runs/tokenizer/checkpoint --data data/cartpole-swingup
+  wm train-video --data data/cartpole-swingup --tokenizer runs/tokenizer/checkpoint --run runs/video
 or all of it on a small default:
   wm quickstart
 """
@@ -58,7 +59,7 @@ def _run_collect(args: argparse.Namespace) -> None:
 TRAINING_HELP = {
     "steps": "optimisation steps in all (a resumed run continues up to this)",
     "batch_size": "frames per step",
-    "lr": "peak Adam learning rate",
+    "lr": "peak learning rate, reached after the warm-up",
     "warmup_steps": "linear warm-up steps before cosine decay",
     "min_lr_fraction": "final learning rate as a fraction of the peak",
     "log_every": "steps between tensorboard scalars",
@@ -68,6 +69,14 @@ TRAINING_HELP = {
     "seed": "seed of initialisation and frame sampling",
     "max_minutes": "stop (and checkpoint) after this much training time, counted across resumes",
 }
+
+
+def _add_training_flags(parser: argparse.ArgumentParser, defaults: object, helps: dict[str, str]) -> None:
+    """One ``--flag`` per field of a training dataclass, with its default and help."""
+    for field in fields(defaults):
+        flag = "--" + field.name.replace("_", "-")
+        kind = float if field.name in ("lr", "min_lr_fraction", "grad_clip", "max_minutes") else int
+        parser.add_argument(flag, type=kind, default=getattr(defaults, field.name), help=helps[field.name])
 
 
 def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
@@ -88,11 +97,7 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    defaults = TokenizerTraining()
-    for field in fields(TokenizerTraining):
-        flag = "--" + field.name.replace("_", "-")
-        kind = float if field.name in ("lr", "min_lr_fraction", "max_minutes") else int
-        parser.add_argument(flag, type=kind, default=getattr(defaults, field.name), help=TRAINING_HELP[field.name])
+    _add_training_flags(parser, TokenizerTraining(), TRAINING_HELP)
     parser.set_defaults(handler=_run_train_tokenizer)
 
 
@@ -103,6 +108,77 @@ def _run_train_tokenizer(args: argparse.Namespace) -> None:
     config = tokenizer_preset(args.preset, args.quantizer, args.channels)
     training = TokenizerTraining(**{f.name: getattr(args, f.name) for f in fields(TokenizerTraining)})
     summary = train_tokenizer(args.data, args.run, config, training, resume=args.resume, device=args.device)
+    print(json.dumps(summary, indent=2))
+
+
+VIDEO_TRAINING_HELP = {
+    **TRAINING_HELP,
+    "batch_size": "clips per step, per process",
+    "clip_length": "frames per training clip; None takes the preset's (16 for dmc and dmc-paper)",
+    "frame_skip": "take every n-th frame of the dataset (use its action at that frame)",
+    "grad_clip": "clip the global gradient norm to this",
+    "log_every": "steps between tensorboard scalars (loss, bits/code, bits/dim)",
+    "eval_every": "steps between held-out evaluations (log-likelihood, sampled continuations)",
+    "eval_clips": "held-out clips scored at each evaluation",
+    "seed": "seed of initialisation and clip sampling",
+}
+
+
+def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
+    from dataclasses import replace
+
+    from worldmodel.train_video import VideoTraining
+
+    parser = subparsers.add_parser(
+        "train-video",
+        help="train the video transformer on a dataset tokenised by a trained tokenizer",
+        description="Tokenise the dataset once with a tokenizer checkpoint (cached under "
+        "{data}/token_cache/<tokenizer fingerprint>, reused by later runs), then train a frame-causal video "
+        "transformer on clips of the train split, scoring held-out log-likelihood (bits per code and per pixel "
+        "dimension) on the test split. Logs to {run}/tb, checkpoints atomically to {run}/checkpoint, writes "
+        "the tokenizer + transformer bundle to {run}/model; --resume continues an interrupted run exactly. "
+        "Actions and tasks come from the dataset's manifest. For several processes or GPUs: "
+        "torchrun --nproc_per_node N -m experiments.cli train-video --run-dir RUN ... (batch size is per process).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, type=Path, help="dataset root written by `wm collect`")
+    parser.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint, e.g. runs/tok/checkpoint")
+    parser.add_argument(
+        "--run", "--run-dir", dest="run", required=True, type=Path,
+        help="run directory (checkpoint, model, tensorboard, eval.json); spell it --run-dir under torchrun, "
+        "whose own --run-path would swallow --run",
+    )
+    parser.add_argument("--preset", default="dmc", help="transformer preset: dmc (CPU-sized) or dmc-paper (VIPER's)")
+    parser.add_argument("--no-actions", action="store_true", help="train action-free (a VIPER reward model)")
+    parser.add_argument("--action-dropout", type=float, default=0.0, help="share of clips trained without actions")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="token cache directory; None means {data}/token_cache/<tokenizer id>"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    # clip_length defaults to None on the command line: the preset then decides.
+    _add_training_flags(parser, replace(VideoTraining(), clip_length=None), VIDEO_TRAINING_HELP)
+    parser.set_defaults(handler=_run_train_video)
+
+
+def _run_train_video(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from experiments.presets import video_preset
+    from worldmodel.episodes import DatasetManifest
+    from worldmodel.tokenizer import FrameTokenizer
+    from worldmodel.train_video import VideoTraining, fit_to_data, train_video
+
+    preset = video_preset(args.preset)
+    config = fit_to_data(
+        replace(preset.transformer, action_dropout=args.action_dropout),
+        FrameTokenizer.load(args.tokenizer),
+        DatasetManifest.load(args.data),
+        actions=not args.no_actions,
+    )
+    settings = {f.name: getattr(args, f.name) for f in fields(VideoTraining)}
+    training = VideoTraining(**{**settings, "clip_length": args.clip_length or preset.clip_length})
+    summary = train_video(args.data, args.tokenizer, args.run, config, training, args.resume, args.device, args.cache)
     print(json.dumps(summary, indent=2))
 
 
@@ -158,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_collect(subparsers)
     _add_train_tokenizer(subparsers)
+    _add_train_video(subparsers)
     _add_eval_tokenizer(subparsers)
     _add_quickstart(subparsers)
     return parser
@@ -165,9 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from worldmodel.checkpoint import CheckpointError
+
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as err:
         sys.exit(f"wm {args.command}: error: {err}")
 
 

@@ -4,13 +4,19 @@
 channel multipliers [1, 2, 2, 2]) with a narrower CNN for CPUs; ``dmc-paper``
 keeps VIPER's 128 base channels for GPUs. ``atari`` and ``maze3d`` map
 64x64 -> 16x16 codes with a 1024-entry codebook, as VIPER does for Atari.
+
+Video transformer presets give the architecture and clip length; the vocabulary,
+code grid, actions and tasks come from the tokenizer and the dataset
+(``worldmodel.train_video.fit_to_data``). ``dmc`` is sized for a CPU; ``dmc-paper``
+is VIPER's DMC model (embed 256, 8 layers, 8 heads, MLP 1024, 16-frame clips).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from worldmodel.tokenizer import TokenizerConfig
+from worldmodel.transformer import VideoTransformerConfig
 
 TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
     "dmc": TokenizerConfig(
@@ -52,3 +58,23 @@ def tokenizer_preset(name: str, quantizer: str | None = None, channels: int | No
     if channels is not None:
         config = replace(config, base_channels=channels)
     return config
+
+
+@dataclass(frozen=True)
+class VideoPreset:
+    """A transformer architecture (vocabulary, actions and tasks still to fit) and its training clip length."""
+
+    transformer: VideoTransformerConfig
+    clip_length: int
+
+
+VIDEO_PRESETS: dict[str, VideoPreset] = {
+    "dmc": VideoPreset(VideoTransformerConfig(window=8, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 16),
+    "dmc-paper": VideoPreset(VideoTransformerConfig(window=15, embed_dim=256, layers=8, heads=8, mlp_ratio=4.0), 16),
+}
+
+
+def video_preset(name: str) -> VideoPreset:
+    if name not in VIDEO_PRESETS:
+        raise ValueError(f"unknown video transformer preset '{name}'; choose from {sorted(VIDEO_PRESETS)}")
+    return VIDEO_PRESETS[name]

@@ -30,8 +30,10 @@ def quickstart(
     manifest = DatasetManifest.load(data)
 
     print(f"[2/3] training the dmc tokenizer for up to {tokenizer_minutes:g} minutes into {out / 'tokenizer'}")
-    # Bounded by time, not steps: the learning rate anneals over the minutes given.
-    training = TokenizerTraining(steps=1_000_000, max_minutes=tokenizer_minutes, eval_every=500, checkpoint_every=250)
+    # About as many steps as a 2-core CPU does in the minutes given; the learning rate
+    # anneals by whichever budget runs out first, so faster machines stop at the steps.
+    steps = max(1, round(80 * tokenizer_minutes))
+    training = TokenizerTraining(steps=steps, max_minutes=tokenizer_minutes, eval_every=250, checkpoint_every=250)
     train_tokenizer(data, out / "tokenizer", tokenizer_preset("dmc"), training, resume=True)
 
     print("[3/3] evaluating and writing the report")

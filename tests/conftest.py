@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from worldmodel.episodes import write_episode
+
+# Tests use tiny models, where a second thread only adds contention (and worker
+# processes spawned by a test each get their own threads).
+torch.set_num_threads(1)
 
 
 def moving_square_video(length: int, size: int, seed: int) -> np.ndarray:

@@ -2,7 +2,7 @@ import pytest
 
 from experiments.cli import build_parser, main
 
-SUBCOMMANDS = ["collect", "train-tokenizer", "eval-tokenizer", "quickstart"]
+SUBCOMMANDS = ["collect", "train-tokenizer", "train-video", "eval-tokenizer", "quickstart"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -42,3 +42,23 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert (tmp_path / "tokenizer" / "reconstructions.png").exists()
     main(args)  # everything on disk: collection skips, training resumes past its budget
     assert (tmp_path / "report.md").read_text().splitlines()[:8] == report.splitlines()[:8]
+
+
+def test_train_video_from_the_command_line(tiny_dataset, tmp_path, capsys):
+    from worldmodel.episodes import DatasetManifest
+    from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+    from worldmodel.video_model import VideoModel
+
+    DatasetManifest("synthetic", ["square"], {"type": "discrete", "n": 16}).save(tiny_dataset)
+    tokenizer = TokenizerConfig(image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8)
+    FrameTokenizer(tokenizer).save(tmp_path / "tok")
+    args = ["train-video", "--data", str(tiny_dataset), "--tokenizer", str(tmp_path / "tok"), "--run",
+            str(tmp_path / "run"), "--steps", "2", "--batch-size", "2", "--clip-length", "4", "--eval-clips", "2"]
+    main(args)
+    assert '"bits_per_dim"' in capsys.readouterr().out
+    model = VideoModel.load(tmp_path / "run" / "model")
+    assert model.transformer.config.num_actions == 16 and model.info.tasks == ["square"]
+    with pytest.raises(SystemExit, match="--resume"):
+        main(args)
+    with pytest.raises(SystemExit, match="no checkpoint directory"):
+        main([*args[:3], "--tokenizer", str(tmp_path / "missing"), "--run", str(tmp_path / "other")])

@@ -5,7 +5,8 @@ import torch
 
 from worldmodel.checkpoint import CheckpointError, load_checkpoint
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
-from worldmodel.train_tokenizer import TokenizerTraining, learning_rate, train_tokenizer
+from worldmodel.schedule import learning_rate
+from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 
 TINY = TokenizerConfig(
     image_size=32, base_channels=8, ch_mult=(1, 2), latent_dim=8, quantizer="vq", quantizer_kwargs={"codebook_size": 16}

@@ -8,9 +8,12 @@ either the old checkpoint or the new one, never a mix. No pickles anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,27 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def atomic_directory(directory: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``directory`` to fill; on success it replaces ``directory``.
+
+    The swap is two renames (old out, new in); :func:`load_checkpoint` finishes a swap
+    that a crash interrupted. If the body raises, ``directory`` is left untouched.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    yield tmp
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save_checkpoint(
     directory: str | Path,
     tensors: dict[str, torch.Tensor],
@@ -44,23 +68,23 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint directory atomically (temporary sibling, then rename)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    old = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / MODEL_FILE)
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-    if optimizer_tensors is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in optimizer_tensors.items()}, tmp / OPTIMIZER_FILE)
-    if trainer_state is not None:
-        (tmp / TRAINER_FILE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True))
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(directory) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp / MODEL_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        if optimizer_tensors is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in optimizer_tensors.items()}, tmp / OPTIMIZER_FILE)
+        if trainer_state is not None:
+            (tmp / TRAINER_FILE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True))
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of tensors' names, dtypes, shapes and bytes: identifies weights wherever they live."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _recover(directory: Path) -> None:

@@ -14,14 +14,13 @@ import json
 import os
 import zipfile
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 MANIFEST_FILE = "manifest.json"
-REQUIRED_KEYS = ("video", "actions")
 
 
 class EpisodeFormatError(ValueError):
@@ -108,10 +107,15 @@ def write_episode(
     """Validate and write one episode atomically (temporary file, then rename)."""
     path = Path(path)
     validate_episode(video, actions, rewards, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"video": video, "actions": actions, "task_id": np.asarray(task_id, dtype=np.int64)}
     if rewards is not None:
         arrays["rewards"] = np.asarray(rewards, dtype=np.float32)
+    return write_npz_atomic(path, arrays)
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an uncompressed (memory-mappable) ``.npz`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays)
@@ -154,8 +158,12 @@ def _memmap_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_episode(path: str | Path) -> Episode:
-    """Open one episode file (memory-mapped where possible), naming the file in any error."""
+def read_episode(path: str | Path, frames_key: str = "video") -> Episode:
+    """Open one episode file (memory-mapped where possible), naming the file in any error.
+
+    ``frames_key`` names the per-frame array: ``video`` (uint8 pixels, fully validated)
+    or another, e.g. the ``codes`` of a token cache, which need only one row per action.
+    """
     path = Path(path)
     if not path.is_file():
         raise EpisodeFormatError(f"{path}: no such episode file")
@@ -165,13 +173,16 @@ def read_episode(path: str | Path) -> Episode:
         if isinstance(err, EpisodeFormatError):
             raise
         raise EpisodeFormatError(f"{path}: corrupt or truncated episode file ({err})") from err
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    missing = [k for k in (frames_key, "actions") if k not in arrays]
     if missing:
         raise EpisodeFormatError(f"{path}: missing arrays {missing} (has {sorted(arrays)})")
-    rewards = arrays.get("rewards")
-    validate_episode(arrays["video"], arrays["actions"], rewards, path)
+    frames, actions, rewards = arrays[frames_key], arrays["actions"], arrays.get("rewards")
+    if frames_key == "video":
+        validate_episode(frames, actions, rewards, path)
+    elif len(frames) != len(actions):
+        raise EpisodeFormatError(f"{path}: {len(frames)} rows of {frames_key} but {len(actions)} actions")
     task_id = int(arrays["task_id"]) if "task_id" in arrays else 0
-    return Episode(arrays["video"], arrays["actions"], rewards, task_id, path)
+    return Episode(frames, actions, rewards, task_id, path)
 
 
 def episode_paths(root: str | Path, split: str) -> list[Path]:
@@ -188,7 +199,8 @@ class EpisodeDataset:
     Episodes are opened lazily (memory-mapped, a bounded number kept open), so the
     dataset can exceed RAM. Item ``i`` is the ``i``-th valid clip start over all
     episodes; :meth:`sample` draws random clips. Items are dicts of numpy arrays:
-    ``video (T,H,W,3) uint8``, ``actions``, ``task_id``.
+    ``video (T,H,W,3) uint8``, ``actions``, ``task_id``. With ``frames_key="codes"`` the
+    dataset reads a token cache (``worldmodel.token_cache``) and items hold ``codes (T,h,w)``.
     """
 
     def __init__(
@@ -198,6 +210,7 @@ class EpisodeDataset:
         clip_length: int = 1,
         frame_skip: int = 1,
         max_open_episodes: int = 64,
+        frames_key: str = "video",
     ) -> None:
         if clip_length < 1 or frame_skip < 1:
             raise ValueError(f"clip_length and frame_skip must be >= 1, got {clip_length}, {frame_skip}")
@@ -205,11 +218,12 @@ class EpisodeDataset:
         self.split = split
         self.clip_length = clip_length
         self.frame_skip = frame_skip
+        self.frames_key = frames_key
         self.manifest = DatasetManifest.load(root)
         self.paths = episode_paths(root, split)
         if not self.paths:
             raise FileNotFoundError(f"no episode files (*.npz) under {self.root / split}")
-        self._open = lru_cache(maxsize=max_open_episodes)(read_episode)
+        self._open = lru_cache(maxsize=max_open_episodes)(partial(read_episode, frames_key=frames_key))
         self.lengths = np.array([self._length(p) for p in self.paths])
         span = (clip_length - 1) * frame_skip + 1
         self.clips_per_episode = np.maximum(self.lengths - span + 1, 0)
@@ -233,7 +247,7 @@ class EpisodeDataset:
         episode = self.episode(episode_index)
         frames = slice(start, start + (self.clip_length - 1) * self.frame_skip + 1, self.frame_skip)
         return {
-            "video": np.asarray(episode.video[frames]),
+            self.frames_key: np.asarray(episode.video[frames]),
             "actions": np.asarray(episode.actions[frames]),
             "task_id": np.asarray(episode.task_id, dtype=np.int64),
         }

@@ -202,10 +202,11 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _to_tensor(array: np.ndarray | Tensor) -> Tensor:
-    """Zero-copy where possible; numpy views with negative strides (``frames[::-1]``) are copied."""
+    """Zero-copy where possible; read-only arrays (memory maps) and negative-stride views are copied."""
     if isinstance(array, Tensor):
         return array
-    return torch.from_numpy(array if min(array.strides, default=0) >= 0 else np.array(array))
+    shareable = array.flags.writeable and min(array.strides, default=0) >= 0
+    return torch.from_numpy(array if shareable else np.array(array))
 
 
 @contextmanager

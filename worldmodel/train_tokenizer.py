@@ -8,7 +8,6 @@ by steps and optionally by wall-clock minutes so CPU budgets can be stated.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from worldmodel.checkpoint import (
 from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
+from worldmodel.schedule import learning_rate
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig, frames_to_images
 
 CHECKPOINT_DIR = "checkpoint"
@@ -51,22 +51,6 @@ class TokenizerTraining:
     eval_frames: int = 512
     seed: int = 0
     max_minutes: float | None = None
-
-
-def learning_rate(step: int, training: TokenizerTraining, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak.
-
-    The decay follows whichever budget, steps or ``max_minutes``, is nearer its end,
-    so a run bounded by time still anneals.
-    """
-    if step < training.warmup_steps:
-        return training.lr * (step + 1) / training.warmup_steps
-    progress = (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps)
-    if training.max_minutes is not None:
-        progress = max(progress, elapsed_s / (60 * training.max_minutes))
-    progress = min(1.0, progress)
-    floor = training.min_lr_fraction
-    return training.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def evaluation_frames(data_root: str | Path, count: int, seed: int = 0) -> np.ndarray:

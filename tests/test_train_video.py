@@ -1,0 +1,121 @@
+import json
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from worldmodel.checkpoint import CheckpointError, fingerprint, load_checkpoint
+from worldmodel.token_cache import TokenCacheError, build_token_cache, default_cache_dir, tokenizer_fingerprint
+from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+from worldmodel.train_video import VideoTraining, bits_per_dim, train_video
+from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
+from worldmodel.video_model import VideoModel
+
+TOKENIZER = TokenizerConfig(
+    image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
+    quantizer_kwargs={"codebook_size": 16},
+)
+TRANSFORMER = VideoTransformerConfig(
+    vocab_size=16, code_shape=(4, 4), window=3, embed_dim=32, layers=2, heads=2, num_actions=16
+)
+
+
+def _tokenizer(path, seed: int = 0):
+    torch.manual_seed(seed)
+    FrameTokenizer(TOKENIZER).save(path)
+    return path
+
+
+def _training(steps: int, **overrides) -> VideoTraining:
+    # constant learning rate, so a run cut short and resumed sees the same schedule
+    settings = dict(
+        steps=steps, batch_size=4, clip_length=6, lr=3e-3, warmup_steps=0, min_lr_fraction=1.0,
+        log_every=2, eval_every=4, checkpoint_every=3, eval_clips=4,
+    )
+    return VideoTraining(**{**settings, **overrides})
+
+
+def test_training_lowers_the_loss_and_writes_metrics_checkpoint_and_bundle(tiny_dataset, tmp_path):
+    run = tmp_path / "run"
+    summary = train_video(tiny_dataset, _tokenizer(tmp_path / "tok"), run, TRANSFORMER, _training(40, eval_every=100))
+    assert summary["step"] == 40 and summary["eval_clips"] == 4
+    assert summary["bits_per_code"] < 0.6 * math.log2(16)  # an untrained model scores about log2(vocab)
+    assert summary["bits_per_dim"] == pytest.approx(summary["bits_per_code"] * 16 / (32 * 32 * 3))
+    assert summary["log_prob_per_frame"] < 0 and summary["log_prob_last_frame"] < 0
+    assert json.loads((run / "eval.json").read_text())["step"] == 40
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert VideoTransformer.load(run / "checkpoint").config == TRANSFORMER
+    model = VideoModel.load(run / "model")
+    assert model.window == 3 and model.info.frame_skip == 1
+    frames = torch.zeros(1, 3, 32, 32, 3, dtype=torch.uint8)
+    assert model.log_prob(frames, torch.tensor([[1, 2]])).shape == (1, 3)
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    straight = train_video(tiny_dataset, tokenizer, tmp_path / "straight", TRANSFORMER, _training(8))
+    train_video(tiny_dataset, tokenizer, tmp_path / "resumed", TRANSFORMER, _training(5))
+    resumed = train_video(tiny_dataset, tokenizer, tmp_path / "resumed", TRANSFORMER, _training(8), resume=True)
+    assert resumed["step"] == 8 and resumed["weights_sha256"] == straight["weights_sha256"]
+    a, _ = load_checkpoint(tmp_path / "straight" / "checkpoint")
+    b, _ = load_checkpoint(tmp_path / "resumed" / "checkpoint")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_token_cache_is_built_once_and_tied_to_its_tokenizer(tiny_dataset, tmp_path):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    first = train_video(tiny_dataset, tokenizer, tmp_path / "a", TRANSFORMER, _training(1))
+    again = train_video(tiny_dataset, tokenizer, tmp_path / "b", TRANSFORMER, _training(1))
+    assert first["cache"] == {"encoded": 4, "reused": 0} and again["cache"] == {"encoded": 0, "reused": 4}
+
+    other = _tokenizer(tmp_path / "other", seed=1)
+    rebuilt = train_video(tiny_dataset, other, tmp_path / "c", TRANSFORMER, _training(1))
+    assert rebuilt["cache"] == {"encoded": 4, "reused": 0}  # its own cache directory
+    own_cache = default_cache_dir(tiny_dataset, tokenizer_fingerprint(FrameTokenizer.load(tokenizer)))
+    with pytest.raises(TokenCacheError, match="made by tokenizer"):
+        build_token_cache(tiny_dataset, FrameTokenizer.load(other), own_cache)
+    with pytest.raises(CheckpointError, match="codes of tokenizer"):
+        train_video(tiny_dataset, other, tmp_path / "a", TRANSFORMER, _training(2), resume=True)
+
+
+def test_bad_configurations_are_refused_up_front(tiny_dataset, tmp_path):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    wrong_vocab = VideoTransformerConfig.from_dict({**TRANSFORMER.to_dict(), "vocab_size": 32})
+    with pytest.raises(ValueError, match="transformer models"):
+        train_video(tiny_dataset, tokenizer, tmp_path / "run", wrong_vocab, _training(1))
+    with_tasks = VideoTransformerConfig.from_dict({**TRANSFORMER.to_dict(), "num_tasks": 2})
+    train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(1))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(2))
+    with pytest.raises(CheckpointError, match="transformer config"):
+        train_video(tiny_dataset, tokenizer, tmp_path / "run", with_tasks, _training(2), resume=True)
+
+
+def test_bits_per_dim_counts_every_pixel_channel():
+    assert bits_per_dim(math.log(2), codes_per_frame=64, image_size=8) == pytest.approx(64 / (8 * 8 * 3))
+
+
+def _data_parallel_worker(rank: int, init_file: str, data, tokenizer, run, out) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        summary = train_video(data, tokenizer, run, TRANSFORMER, _training(3))
+    finally:
+        dist.destroy_process_group()
+    (out / f"rank{rank}.json").write_text(json.dumps(summary))
+
+
+def test_two_process_data_parallel_run_keeps_ranks_identical(tiny_dataset, tmp_path):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    args = (str(tmp_path / "init"), tiny_dataset, tokenizer, tmp_path / "ddp", tmp_path)
+    mp.spawn(_data_parallel_worker, args=args, nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    saved, _ = load_checkpoint(tmp_path / "ddp" / "checkpoint")
+    assert fingerprint(saved) == ranks[0]["weights_sha256"]
+    single = train_video(tiny_dataset, tokenizer, tmp_path / "single", TRANSFORMER, _training(3))
+    assert single["weights_sha256"] != ranks[0]["weights_sha256"]  # rank 1 saw other clips

@@ -1,0 +1,99 @@
+"""Episodes tokenised once: the frame codes a video transformer trains on, cached on disk.
+
+A cache mirrors a dataset: ``{cache}/{split}/<same relative path>.npz`` holds
+``codes (T,h,w)`` plus the episode's ``actions``, ``task_id`` and ``rewards``, so
+``EpisodeDataset(cache, frames_key="codes")`` samples clips from it exactly as from
+the pixels. ``{cache}/cache.json`` records the fingerprint of the tokenizer's weights;
+a cache is only ever extended by the tokenizer that made it. Episode files are
+written atomically, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldmodel.checkpoint import fingerprint, read_json, write_json_atomic
+from worldmodel.episodes import DatasetManifest, episode_paths, read_episode, write_npz_atomic
+from worldmodel.tokenizer import FrameTokenizer
+
+CACHE_FILE = "cache.json"
+CODES_KEY = "codes"
+
+
+class TokenCacheError(ValueError):
+    """A token cache was made by another tokenizer, or is not a token cache."""
+
+
+def tokenizer_fingerprint(tokenizer: FrameTokenizer) -> str:
+    """Identifies a tokenizer by its config and weights: equal fingerprints make equal codes."""
+    config = json.dumps(tokenizer.config.to_dict(), sort_keys=True)
+    return hashlib.sha256((config + fingerprint(tokenizer.state_dict())).encode()).hexdigest()
+
+
+def default_cache_dir(data_root: str | Path, tokenizer_id: str) -> Path:
+    """``{data_root}/token_cache/{fingerprint[:16]}``: one cache per tokenizer, next to the data."""
+    return Path(data_root) / "token_cache" / tokenizer_id[:16]
+
+
+def _codes_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.int32)
+
+
+def build_token_cache(
+    data_root: str | Path,
+    tokenizer: FrameTokenizer,
+    cache_dir: str | Path,
+    splits: tuple[str, ...] = ("train", "test"),
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Encode every episode of ``splits`` not yet in ``cache_dir``; returns counts ``{"encoded", "reused"}``.
+
+    Raises :class:`TokenCacheError` if ``cache_dir`` was made by a different tokenizer.
+    """
+    data_root, cache_dir = Path(data_root), Path(cache_dir)
+    expected = {
+        "fingerprint": tokenizer_fingerprint(tokenizer),
+        "tokenizer_config": tokenizer.config.to_dict(),
+        "code_shape": list(tokenizer.code_shape),
+        "vocab_size": tokenizer.vocab_size,
+    }
+    if (cache_dir / CACHE_FILE).exists():
+        found = read_json(cache_dir / CACHE_FILE)
+        if found.get("fingerprint") != expected["fingerprint"]:
+            raise TokenCacheError(
+                f"token cache {cache_dir} was made by tokenizer {str(found.get('fingerprint'))[:16]}, not by this "
+                f"one ({expected['fingerprint'][:16]}); delete it or use another cache directory"
+            )
+    else:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache_dir / CACHE_FILE, expected)
+    manifest = DatasetManifest.load(data_root)
+    if manifest is not None:
+        manifest.save(cache_dir)
+    counts = {"encoded": 0, "reused": 0}
+    for split in splits:
+        for path in episode_paths(data_root, split):
+            target = cache_dir / path.relative_to(data_root)
+            if target.exists():
+                counts["reused"] += 1
+                continue
+            episode = read_episode(path)
+            try:
+                codes = tokenizer.encode(episode.video, batch_size=batch_size).cpu().numpy()
+            except ValueError as err:
+                raise ValueError(f"{path}: cannot tokenise this episode ({err})") from err
+            arrays = {
+                CODES_KEY: codes.astype(_codes_dtype(tokenizer.vocab_size)),
+                "actions": np.asarray(episode.actions),
+                "task_id": np.asarray(episode.task_id, dtype=np.int64),
+            }
+            if episode.rewards is not None:
+                arrays["rewards"] = np.asarray(episode.rewards)
+            write_npz_atomic(target, arrays)
+            counts["encoded"] += 1
+    return counts

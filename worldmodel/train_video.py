@@ -1,0 +1,366 @@
+"""Training loop for the video transformer on the codes of a trained, frozen tokenizer.
+
+The dataset is tokenised once into a token cache (``worldmodel.token_cache``), then
+the transformer trains on clips of ``clip_length`` cached frames with their actions
+and task ids. Resumable (model, optimizer and step in one atomic checkpoint, all
+randomness a function of (seed, step, rank)), logged to tensorboard, bounded by
+steps and optionally by minutes. At the end ``{run}/model`` holds a
+:class:`~worldmodel.video_model.VideoModel` bundle.
+
+Likelihoods are reported as VideoGPT does: ``bits_per_code`` = NLL per code / ln 2,
+and ``bits_per_dim`` = NLL of a whole frame / (ln 2 * H * W * 3), i.e. bits per
+pixel channel of the original frame.
+
+Runs on several processes under ``torchrun`` (gloo on CPU, nccl on GPU): every rank
+draws its own clips, gradients are averaged across ranks, rank 0 logs, evaluates and
+writes checkpoints. ``batch_size`` is per process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from einops import rearrange
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from worldmodel.checkpoint import (
+    CheckpointError,
+    fingerprint,
+    load_checkpoint,
+    load_into_module,
+    load_training_state,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_checkpoint,
+)
+from worldmodel.episodes import DatasetManifest, EpisodeDataset
+from worldmodel.sampling import sample_frames
+from worldmodel.schedule import learning_rate
+from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
+from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
+from worldmodel.video_model import VideoModel, VideoModelInfo, check_parts_fit
+
+CHECKPOINT_DIR = "checkpoint"
+MODEL_DIR = "model"
+
+
+@dataclass
+class VideoTraining:
+    """Optimisation settings; the model's own shape lives in :class:`VideoTransformerConfig`."""
+
+    steps: int = 10000
+    batch_size: int = 16
+    clip_length: int = 16
+    frame_skip: int = 1
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    min_lr_fraction: float = 0.1
+    grad_clip: float = 1.0
+    log_every: int = 25
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    eval_clips: int = 32
+    seed: int = 0
+    max_minutes: float | None = None
+
+
+def bits_per_dim(nats_per_code: float, codes_per_frame: int, image_size: int) -> float:
+    """Bits per pixel channel: a frame's NLL in bits over its ``H * W * 3`` values."""
+    return nats_per_code * codes_per_frame / (math.log(2) * image_size * image_size * 3)
+
+
+@dataclass
+class _Distributed:
+    """This process's place in a (possibly one-process) data-parallel run."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False  # initialised here, so destroyed here
+
+    @classmethod
+    def start(cls, device: str) -> _Distributed:
+        """Join the caller's process group, or start one from torchrun's environment."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            return cls(dist.get_rank(), dist.get_world_size(), owns_group=True)
+        return cls()
+
+    def average_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """All-reduce the mean gradient in one flat buffer (unused parameters count as zero)."""
+        for p in parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in parameters]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        for grad, part in zip(grads, flat.split([g.numel() for g in grads])):
+            grad.copy_(part.view_as(grad))
+
+    def from_rank0(self, value: float, device: str) -> float:
+        """Rank 0's value everywhere, so that wall-clock decisions agree across ranks."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(tensor, src=0)
+        return float(tensor.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def fit_to_data(
+    config: VideoTransformerConfig,
+    tokenizer: FrameTokenizer,
+    manifest: DatasetManifest | None,
+    actions: bool = True,
+) -> VideoTransformerConfig:
+    """``config`` with the tokenizer's vocabulary and code grid, and the dataset's actions and tasks.
+
+    Actions come from the manifest's action space (``actions=False`` trains action-free,
+    as VIPER does); a dataset of several tasks makes the model task-conditional.
+    """
+    space = manifest.action_space if manifest is not None else None
+    if actions and space is None:
+        raise ValueError("the dataset has no manifest.json, so its action space is unknown; train without actions")
+    num_actions = int(space["n"]) if actions and space["type"] == "discrete" else 0
+    action_dim = int(np.prod(space["shape"])) if actions and space["type"] == "box" else 0
+    tasks = manifest.tasks if manifest is not None else []
+    return replace(
+        config,
+        vocab_size=tokenizer.vocab_size,
+        code_shape=tokenizer.code_shape,
+        num_actions=num_actions,
+        action_dim=action_dim,
+        num_tasks=len(tasks) if len(tasks) > 1 else 0,
+    )
+
+
+def _model_info(manifest: DatasetManifest | None, config: VideoTransformerConfig, frame_skip: int) -> VideoModelInfo:
+    """The bundle's metadata, checked before training so a mismatch costs no compute."""
+    tasks = list(manifest.tasks) if manifest is not None else []
+    if config.num_tasks and not tasks:
+        tasks = [f"task{i}" for i in range(config.num_tasks)]
+    if config.num_tasks and len(tasks) != config.num_tasks:
+        raise ValueError(
+            f"the transformer config has num_tasks={config.num_tasks}, but the dataset names tasks {tasks}"
+        )
+    data_skip = manifest.frame_skip if manifest is not None else 1
+    action_space = manifest.action_space if manifest is not None and config.action_kind else None
+    return VideoModelInfo(frame_skip=data_skip * frame_skip, action_space=action_space, tasks=tasks)
+
+
+def _to_model_inputs(
+    clips: dict[str, np.ndarray], config: VideoTransformerConfig, device: str
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Stacked cached clips -> ``(codes, actions, task)``, dropping inputs the model does not take."""
+    codes = torch.from_numpy(clips[CODES_KEY].astype(np.int64)).to(device)
+    actions = torch.from_numpy(np.asarray(clips["actions"])).to(device) if config.action_kind else None
+    task = torch.from_numpy(clips["task_id"]).to(device) if config.num_tasks else None
+    return codes, actions, task
+
+
+def evaluation_clips(cache_dir: Path, training: VideoTraining) -> dict[str, np.ndarray]:
+    """A fixed sample of held-out clips (the ``test`` split) of cached codes."""
+    dataset = EpisodeDataset(cache_dir, "test", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
+    rng = np.random.default_rng(training.seed)
+    indices = np.sort(rng.choice(len(dataset), size=min(training.eval_clips, len(dataset)), replace=False))
+    items = [dataset[int(i)] for i in indices]
+    return {key: np.stack([item[key] for item in items]) for key in items[0]}
+
+
+@torch.no_grad()
+def evaluate_transformer(
+    transformer: VideoTransformer, clips: dict[str, np.ndarray], image_size: int, batch_size: int = 16
+) -> dict[str, float]:
+    """Held-out log-likelihood of clips: per frame (nats), of the last frame, in bits per code and per dim."""
+    config = transformer.config
+    codes, actions, task = _to_model_inputs(clips, config, str(transformer.device))
+    log_probs = torch.cat([
+        transformer.log_prob(
+            codes[i : i + batch_size],
+            None if actions is None else actions[i : i + batch_size],
+            None if task is None else task[i : i + batch_size],
+        )
+        for i in range(0, len(codes), batch_size)
+    ])
+    nats_per_code = -log_probs.mean().item() / config.codes_per_frame
+    return {
+        "log_prob_per_frame": log_probs.mean().item(),
+        "log_prob_last_frame": log_probs[:, -1].mean().item(),
+        "bits_per_code": nats_per_code / math.log(2),
+        "bits_per_dim": bits_per_dim(nats_per_code, config.codes_per_frame, image_size),
+    }
+
+
+@torch.no_grad()
+def sample_grid(
+    transformer: VideoTransformer, tokenizer: FrameTokenizer, clips: dict[str, np.ndarray], seed: int, count: int = 4
+) -> Tensor:
+    """Real clips above continuations sampled from their first half: ``(count, 3, 2H, T*W)`` in [0, 1]."""
+    clips = {key: value[:count] for key, value in clips.items()}
+    codes, actions, task = _to_model_inputs(clips, transformer.config, str(transformer.device))
+    context = max(1, codes.shape[1] // 2)
+    generator = torch.Generator(transformer.device).manual_seed(seed)
+    sampled = sample_frames(
+        transformer, codes[:, :context], actions, task, codes.shape[1] - context, generator=generator
+    )
+    real = tokenizer.decode(codes)
+    fake = tokenizer.decode(torch.cat([codes[:, :context], sampled], dim=1))
+    grid = rearrange(torch.cat([real, fake], dim=2), "n t h w c -> n c h (t w)")
+    return grid.float().cpu() / 255.0
+
+
+def train_video(
+    data_root: str | Path,
+    tokenizer_checkpoint: str | Path,
+    run_dir: str | Path,
+    transformer_config: VideoTransformerConfig,
+    training: VideoTraining,
+    resume: bool = False,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train a video transformer on ``{data_root}/train`` clips, evaluating on ``test``; returns the final summary.
+
+    ``cache_dir`` defaults to ``{data_root}/token_cache/<tokenizer fingerprint>``. Under
+    torchrun each process calls this; with ``device="cuda"`` each uses its local GPU. Every
+    rank returns its step and ``weights_sha256``; rank 0 adds the cache counts and the final eval.
+    """
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    group = _Distributed.start(device)
+    if device == "cuda" and group.world > 1:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', group.rank)}"
+        torch.cuda.set_device(device)
+    if checkpoint_dir.exists() and not resume:
+        raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
+
+    tokenizer = FrameTokenizer.load(tokenizer_checkpoint, map_location=device).eval()
+    torch.manual_seed(training.seed)
+    transformer = VideoTransformer(transformer_config).to(device)
+    check_parts_fit(tokenizer, transformer)
+    info = _model_info(DatasetManifest.load(data_root), transformer_config, training.frame_skip)
+    tokenizer_id = tokenizer_fingerprint(tokenizer)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root, tokenizer_id)
+    cache_counts = build_token_cache(data_root, tokenizer, cache_dir) if group.rank == 0 else {}
+    group.barrier()
+
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=training.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    step, elapsed = 0, 0.0
+    if resume and checkpoint_dir.exists():
+        tensors, saved = load_checkpoint(checkpoint_dir)
+        if saved.get("config") != transformer_config.to_dict():
+            raise CheckpointError(
+                f"{checkpoint_dir} was trained with transformer config {saved.get('config')}, "
+                f"but this run asks for {transformer_config.to_dict()}"
+            )
+        if saved.get("tokenizer_fingerprint") != tokenizer_id:
+            raise CheckpointError(
+                f"{checkpoint_dir} was trained on the codes of tokenizer {str(saved.get('tokenizer_fingerprint'))[:16]}"
+                f", but {tokenizer_checkpoint} is tokenizer {tokenizer_id[:16]}"
+            )
+        load_into_module(transformer, tensors, checkpoint_dir)
+        optimizer_tensors, trainer_state = load_training_state(checkpoint_dir)
+        optimizer_from_tensors(optimizer, optimizer_tensors, trainer_state["optimizer"])
+        step, elapsed = trainer_state["step"], trainer_state["elapsed_s"]
+
+    train_data = EpisodeDataset(cache_dir, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
+    held_out = evaluation_clips(cache_dir, training)
+    image_size = tokenizer.config.image_size
+    codes_per_frame = transformer_config.codes_per_frame
+    writer = SummaryWriter(run_dir / "tb") if group.rank == 0 else None
+    parameters = list(transformer.parameters())
+
+    def save(summary: dict[str, Any] | None = None) -> None:
+        opt_tensors, opt_groups = optimizer_to_tensors(optimizer)
+        state = {"step": step, "elapsed_s": elapsed, "optimizer": opt_groups, "training": asdict(training)}
+        config = {
+            "kind": CHECKPOINT_KIND, "config": transformer_config.to_dict(), "tokenizer_fingerprint": tokenizer_id
+        }
+        save_checkpoint(checkpoint_dir, transformer.state_dict(), config, opt_tensors, state)
+        if summary is not None:
+            (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+
+    def evaluate() -> dict[str, float]:
+        transformer.eval()
+        metrics = evaluate_transformer(transformer, held_out, image_size)
+        for name, value in metrics.items():
+            writer.add_scalar(f"eval/{name}", value, step)
+        grid = sample_grid(transformer, tokenizer, held_out, training.seed)
+        writer.add_images("eval/real_top_sampled_bottom", grid, step)
+        transformer.train()
+        return metrics
+
+    transformer.train()
+    started = time.monotonic() - elapsed
+    out_of_time = False
+    progress = tqdm(
+        total=training.steps, initial=step, desc="video transformer", unit="step", dynamic_ncols=True,
+        disable=group.rank != 0,
+    )
+    while step < training.steps and not out_of_time:
+        # Randomness is a function of (seed, step, rank): resumed runs repeat uninterrupted ones,
+        # and every rank draws different clips.
+        seeds = [training.seed, step, group.rank]
+        rng = np.random.default_rng(seeds)
+        torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = learning_rate(step, training, elapsed)
+        codes, actions, task = _to_model_inputs(train_data.sample(training.batch_size, rng), transformer_config, device)
+        loss = transformer.loss(codes, actions, task)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if group.world > 1:
+            group.average_gradients(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, training.grad_clip)
+        optimizer.step()
+        step += 1
+        elapsed = group.from_rank0(time.monotonic() - started, device)
+        out_of_time = training.max_minutes is not None and elapsed > 60 * training.max_minutes
+        progress.update(1)
+        if writer is not None and step % training.log_every == 0:
+            nats = loss.item()
+            writer.add_scalar("train/loss", nats, step)
+            writer.add_scalar("train/bits_per_code", nats / math.log(2), step)
+            writer.add_scalar("train/bits_per_dim", bits_per_dim(nats, codes_per_frame, image_size), step)
+            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            progress.set_postfix(loss=f"{nats:.4f}", bpd=f"{bits_per_dim(nats, codes_per_frame, image_size):.4f}")
+        if writer is not None and step % training.eval_every == 0 and step < training.steps and not out_of_time:
+            metrics = evaluate()
+            progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if group.rank == 0 and step % training.checkpoint_every == 0:
+            save()
+    progress.close()
+
+    summary: dict[str, Any] = {
+        "step": step,
+        "elapsed_s": elapsed,
+        "cache": cache_counts,
+        "weights_sha256": fingerprint(transformer.state_dict()),
+    }
+    if writer is not None:
+        summary.update(eval_clips=len(held_out[CODES_KEY]), **evaluate())
+        save(summary)
+        VideoModel(tokenizer, transformer, info).save(run_dir / MODEL_DIR)
+        writer.close()
+    group.barrier()
+    if group.owns_group:
+        dist.destroy_process_group()
+    return summary

@@ -1,0 +1,210 @@
+"""The video model bundle: tokenizer + transformer + the facts needed to use them on pixels.
+
+One directory holds everything a consumer (VIPER reward, world-model env, rollout
+generator) needs::
+
+    model/
+      bundle.json     kind, frame size, code grid, vocabulary, window, frame skip,
+                      action space, task names, reward statistics
+      tokenizer/      FrameTokenizer checkpoint
+      transformer/    VideoTransformer checkpoint
+
+It is written atomically as a whole, and loading checks that the parts fit each other
+and ``bundle.json``. All methods take and return uint8 frames ``(..., H, W, 3)``; the
+codes stay inside.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from worldmodel.checkpoint import CheckpointError, atomic_directory, read_json
+from worldmodel import sampling
+from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.transformer import StreamingScorer, VideoTransformer
+
+BUNDLE_KIND = "video_model"
+BUNDLE_FILE = "bundle.json"
+TOKENIZER_DIR = "tokenizer"
+TRANSFORMER_DIR = "transformer"
+
+FramePolicy = Callable[[Tensor], Tensor]  # latest frames uint8 (B, H, W, 3) -> actions (B,) or (B, A)
+
+
+@dataclass
+class VideoModelInfo:
+    """What the weights do not say: how frames were taken, what actions and tasks mean.
+
+    ``frame_skip`` is env steps between consecutive model frames. ``reward_stats`` maps a
+    task name to ``{"mean": ..., "std": ...}`` of its per-frame log-likelihoods on expert
+    data, filled in by VIPER to normalise rewards.
+    """
+
+    frame_skip: int = 1
+    action_space: dict[str, Any] | None = None
+    tasks: list[str] = field(default_factory=list)
+    reward_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def check_parts_fit(tokenizer: FrameTokenizer, transformer: VideoTransformer) -> None:
+    """Raise ValueError unless the transformer models exactly the codes the tokenizer makes."""
+    config = transformer.config
+    if tokenizer.vocab_size != config.vocab_size or tokenizer.code_shape != config.code_shape:
+        raise ValueError(
+            f"the tokenizer makes {tokenizer.code_shape} codes from {tokenizer.vocab_size} values, but the "
+            f"transformer models {config.code_shape} codes from {config.vocab_size}"
+        )
+
+
+class VideoModel(nn.Module):
+    """A trained :class:`FrameTokenizer` and :class:`VideoTransformer` used together on pixels.
+
+    Kept in eval mode: it scores and samples, training happens on the parts.
+    """
+
+    def __init__(self, tokenizer: FrameTokenizer, transformer: VideoTransformer, info: VideoModelInfo) -> None:
+        super().__init__()
+        check_parts_fit(tokenizer, transformer)
+        num_tasks = transformer.config.num_tasks
+        if num_tasks and len(info.tasks) != num_tasks:
+            raise ValueError(f"the transformer is conditioned on {num_tasks} tasks, but {len(info.tasks)} are named")
+        unknown = sorted(set(info.reward_stats) - set(info.tasks))
+        if unknown:
+            raise ValueError(f"reward statistics for tasks {unknown} that are not in {info.tasks}")
+        self.tokenizer = tokenizer
+        self.transformer = transformer
+        self.info = info
+        self.eval()
+
+    @property
+    def image_size(self) -> int:
+        return self.tokenizer.config.image_size
+
+    @property
+    def window(self) -> int:
+        return self.transformer.config.window
+
+    def task_id(self, name: str) -> int:
+        """Index of a task name, as the transformer's ``task`` inputs expect."""
+        if name not in self.info.tasks:
+            raise ValueError(f"unknown task {name!r}; this model knows {self.info.tasks}")
+        return self.info.tasks.index(name)
+
+    @torch.no_grad()
+    def log_prob(
+        self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None
+    ) -> Tensor:
+        """Per-frame log-likelihood ``(B, T)`` of uint8 clips ``(B, T, H, W, 3)`` in one pass.
+
+        ``actions`` and ``task`` as in :meth:`VideoTransformer.log_prob`.
+        """
+        return self.transformer.log_prob(self.tokenizer.encode(frames), actions, task)
+
+    def scorer(self, batch_size: int) -> FrameScorer:
+        """A streaming scorer of ``batch_size`` streams that takes frames, one per stream per call."""
+        return FrameScorer(self, batch_size)
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        context_frames: Tensor | np.ndarray,
+        horizon: int,
+        actions: Tensor | None = None,
+        policy: FramePolicy | None = None,
+        context_actions: Tensor | None = None,
+        task: Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue uint8 clips ``(B, T0, H, W, 3)`` by ``horizon`` generated frames ``(B, horizon, H, W, 3)``.
+
+        As :func:`worldmodel.sampling.rollout`, except that ``policy`` sees each stream's
+        latest frame as uint8 pixels ``(B, H, W, 3)``.
+        """
+        codes = self.tokenizer.encode(context_frames)
+        code_policy = None if policy is None else (lambda latest: policy(self.tokenizer.decode(latest)))
+        generated = sampling.rollout(
+            self.transformer, codes, horizon, actions, code_policy, context_actions, task, temperature, top_k, generator
+        )
+        return self.tokenizer.decode(generated)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the bundle directory atomically: both parts and ``bundle.json``, or nothing."""
+        with atomic_directory(directory) as tmp:
+            self.tokenizer.save(tmp / TOKENIZER_DIR)
+            self.transformer.save(tmp / TRANSFORMER_DIR)
+            bundle = {
+                "kind": BUNDLE_KIND,
+                "image_size": self.image_size,
+                "code_shape": list(self.tokenizer.code_shape),
+                "vocab_size": self.tokenizer.vocab_size,
+                "window": self.window,
+                "frame_skip": self.info.frame_skip,
+                "action_space": self.info.action_space,
+                "tasks": self.info.tasks,
+                "reward_stats": self.info.reward_stats,
+            }
+            (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoModel:
+        """Rebuild a bundle from :meth:`save`; CheckpointError names any missing or mismatched part."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"no video model directory at {directory}")
+        bundle = read_json(directory / BUNDLE_FILE)
+        if bundle.get("kind") != BUNDLE_KIND:
+            raise CheckpointError(f"{directory} is of kind {bundle.get('kind')!r}, expected {BUNDLE_KIND!r}")
+        tokenizer = FrameTokenizer.load(directory / TOKENIZER_DIR, map_location)
+        transformer = VideoTransformer.load(directory / TRANSFORMER_DIR, map_location)
+        actual = {
+            "image_size": tokenizer.config.image_size,
+            "code_shape": list(tokenizer.code_shape),
+            "vocab_size": tokenizer.vocab_size,
+            "window": transformer.config.window,
+        }
+        wrong = [k for k, v in actual.items() if bundle.get(k) != v]
+        if wrong:
+            details = "; ".join(f"{k}: bundle.json says {bundle.get(k)}, the parts have {actual[k]}" for k in wrong)
+            raise CheckpointError(f"{directory}: bundle.json does not match its parts ({details})")
+        try:
+            info = VideoModelInfo(bundle["frame_skip"], bundle["action_space"], bundle["tasks"], bundle["reward_stats"])
+            return cls(tokenizer, transformer, info)
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{directory}: inconsistent video model ({err})") from err
+
+
+class FrameScorer:
+    """:class:`StreamingScorer` on pixels: each :meth:`push` encodes one frame per stream and scores it.
+
+    Equal to :meth:`VideoModel.log_prob` of each stream's frames since its last reset.
+    """
+
+    def __init__(self, model: VideoModel, batch_size: int) -> None:
+        self.tokenizer = model.tokenizer
+        self.scorer = StreamingScorer(model.transformer, batch_size)
+
+    @property
+    def batch_size(self) -> int:
+        return self.scorer.batch_size
+
+    def reset(self, env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None = None) -> None:
+        """Clear the history of some streams (ids or a bool mask; None = all)."""
+        self.scorer.reset(env_ids)
+
+    def push(self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
+        """Append uint8 frames ``(B, H, W, 3)`` and return their log-likelihoods ``(B,)``.
+
+        ``actions`` are those taken after each stream's previous frame, as in
+        :meth:`StreamingScorer.push`.
+        """
+        return self.scorer.push(self.tokenizer.encode(frames), actions, task)
