@@ -203,6 +203,39 @@ def _run_eval_tokenizer(args: argparse.Namespace) -> None:
     print(json.dumps(tokenizer_report(args.checkpoint, args.data, args.frames, args.out), indent=2))
 
 
+def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-video",
+        help="held-out likelihood by policy quality and sample rollouts of a video model bundle",
+        description="Score the test episodes of one or more datasets action-free (as a VIPER reward sees them), "
+        "grouped by each episode's policy label in the manifest (expert, noisy:<std>, random): mean "
+        "log-likelihood per frame in nats, over all frames and over frames after the first window of context. "
+        "Then roll out from real context frames of held-out expert episodes, following the episodes' own "
+        "actions if the model takes actions, and save ground truth (left) next to prediction (right) as a GIF "
+        "and a PNG strip. Writes {out}/eval_video.json and {out}/eval_video.md.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
+    parser.add_argument(
+        "--data", required=True, type=Path, action="append",
+        help="dataset root with a test split; repeat for more (e.g. an expert and a graded-quality dataset)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="where the report, GIFs and PNGs go")
+    parser.add_argument("--context", type=int, default=8, help="real frames before each rollout")
+    parser.add_argument("--horizon", type=int, default=32, help="generated frames per rollout")
+    parser.add_argument("--rollouts", type=int, default=2, help="expert episodes to roll out")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (rollout i uses seed + i)")
+    parser.set_defaults(handler=_run_eval_video)
+
+
+def _run_eval_video(args: argparse.Namespace) -> None:
+    from experiments.eval_video import evaluate_video_model
+
+    report = evaluate_video_model(args.model, args.data, args.out, args.context, args.horizon, args.rollouts, args.seed)
+    print(report["table"])
+    print(f"report and rollouts written to {args.out}")
+
+
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "quickstart",
@@ -236,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_tokenizer(subparsers)
     _add_train_video(subparsers)
     _add_eval_tokenizer(subparsers)
+    _add_eval_video(subparsers)
     _add_quickstart(subparsers)
     return parser
 

@@ -2,7 +2,7 @@ import pytest
 
 from experiments.cli import build_parser, main
 
-SUBCOMMANDS = ["collect", "train-tokenizer", "train-video", "eval-tokenizer", "quickstart"]
+SUBCOMMANDS = ["collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "quickstart"]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -102,6 +102,23 @@ def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dic
         raise CheckpointError(f"no checkpoint directory at {directory}")
     config = read_json(directory / CONFIG_FILE)
     return read_tensors(directory / MODEL_FILE), config
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def load_typed_checkpoint(
+    directory: str | Path, kind: str, parse_config: Callable[[dict[str, Any]], ConfigT]
+) -> tuple[ConfigT, dict[str, torch.Tensor]]:
+    """Read a checkpoint that must be of ``kind`` and parse its config, naming any mismatch."""
+    tensors, meta = load_checkpoint(directory)
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"checkpoint {directory} is of kind {meta.get('kind')!r}, expected {kind!r}")
+    try:
+        config = parse_config(meta["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {directory} has an invalid {kind} config: {err}") from err
+    return config, tensors
 
 
 def load_training_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from worldmodel.checkpoint import CheckpointError, load_checkpoint, load_into_module, save_checkpoint
+from worldmodel.checkpoint import load_into_module, load_typed_checkpoint, save_checkpoint
 from worldmodel.quantizers import QUANTIZERS, Quantizer, make_quantizer
 
 CHECKPOINT_KIND = "frame_tokenizer"
@@ -324,15 +324,7 @@ class FrameTokenizer(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FrameTokenizer:
         """Rebuild a tokenizer from :meth:`save`; CheckpointError names any mismatch."""
-        tensors, meta = load_checkpoint(directory)
-        if meta.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(
-                f"checkpoint {directory} is of kind {meta.get('kind')!r}, expected {CHECKPOINT_KIND!r}"
-            )
-        try:
-            config = TokenizerConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {directory} has an invalid tokenizer config: {err}") from err
+        config, tensors = load_typed_checkpoint(directory, CHECKPOINT_KIND, TokenizerConfig.from_dict)
         model = cls(config)
         load_into_module(model, tensors, directory)
         return model.to(map_location)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from worldmodel.checkpoint import CheckpointError, load_checkpoint, load_into_module, save_checkpoint
+from worldmodel.checkpoint import load_into_module, load_typed_checkpoint, save_checkpoint
 
 CHECKPOINT_KIND = "video_transformer"
 CHUNK_TOKENS = 1024  # full-sequence attention runs over query chunks of at least this many tokens
@@ -618,15 +618,7 @@ class VideoTransformer(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoTransformer:
         """Rebuild a model from :meth:`save`; CheckpointError names any mismatch."""
-        tensors, meta = load_checkpoint(directory)
-        if meta.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(
-                f"checkpoint {directory} is of kind {meta.get('kind')!r}, expected {CHECKPOINT_KIND!r}"
-            )
-        try:
-            config = VideoTransformerConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {directory} has an invalid video transformer config: {err}") from err
+        config, tensors = load_typed_checkpoint(directory, CHECKPOINT_KIND, VideoTransformerConfig.from_dict)
         model = cls(config)
         load_into_module(model, tensors, directory)
         return model.to(map_location)

@@ -1,0 +1,62 @@
+import json
+
+import imageio
+import numpy as np
+import torch
+from PIL import Image
+
+from experiments.benchmarks import video_model as bench
+from experiments.cli import main
+from worldmodel.episodes import DatasetManifest, write_episode
+from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
+from worldmodel.video_model import VideoModel, VideoModelInfo
+from tests.conftest import moving_square_video
+
+TOKENIZER = TokenizerConfig(
+    image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
+    quantizer_kwargs={"codebook_size": 16},
+)
+TINY = VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=3, embed_dim=24, layers=2, heads=2)
+
+
+def _labelled(root):
+    """The tiny dataset plus a random-policy test episode, all labelled in a manifest."""
+    write_episode(root / "test" / "ep9.npz", moving_square_video(16, 32, 9), np.arange(16) % 16)
+    policies = {"train/ep0.npz": "expert", "test/ep3.npz": "expert", "test/ep9.npz": "random"}
+    episodes = {path: {"task": "square", "policy": policy} for path, policy in policies.items()}
+    DatasetManifest("synthetic", ["square"], {"type": "discrete", "n": 16}, episodes=episodes).save(root)
+    return root
+
+
+def test_eval_video_scores_groups_and_saves_rollouts(tiny_dataset, tmp_path, capsys):
+    torch.manual_seed(0)
+    config = VideoTransformerConfig.from_dict({**TINY.to_dict(), "num_actions": 16})
+    info = VideoModelInfo(action_space={"type": "discrete", "n": 16}, tasks=[])
+    VideoModel(FrameTokenizer(TOKENIZER), VideoTransformer(config), info).save(tmp_path / "model")
+    out = tmp_path / "eval"
+    main(["eval-video", "--model", str(tmp_path / "model"), "--data", str(_labelled(tiny_dataset)),
+          "--out", str(out), "--context", "4", "--horizon", "3", "--rollouts", "1"])
+    assert f"| {tiny_dataset} | expert | 1 | 16 |" in capsys.readouterr().out
+    report = json.loads((out / "eval_video.json").read_text())
+    groups = {row["policy"]: row for row in report["likelihood"]}
+    assert set(groups) == {"expert", "random"} and groups["random"]["frames"] == 16
+    assert groups["expert"]["log_prob_per_frame"] < 0 and groups["expert"]["log_prob_per_frame_after_context"] < 0
+    rollout = report["rollouts"][0]
+    assert rollout["policy"] == "expert" and rollout["frames"] == 7 and len(rollout["psnr_db"]) == 3
+    gif = imageio.mimread(rollout["gif"])
+    assert len(gif) == 7 and gif[0].shape[:2] == (4 * 32, 4 * 2 * 32)
+    assert Image.open(rollout["png"]).size == (2 * 7 * 32, 2 * 2 * 32)
+    assert (out / "eval_video.md").read_text().startswith("| dataset | policy |")
+
+
+def test_benchmark_streaming_equals_receptive_field_reference_and_runs_small():
+    model = bench.random_model(TINY)
+    cost = bench.reward_cost(model, envs=2, steps=3, checks=2)
+    assert cost["max_abs_diff"] < 1e-4 and cost["stream_ms"] > 0
+    assert "full receptive field, 7 frames" in bench.reward_table(cost, TINY, 2)
+    sampling = bench.sampling_speed(model, batch=1, context=2, horizon=1)
+    assert sampling["identical"]
+    short, long = (bench.rollout_peak_rss(TINY, frames) for frames in (2, 6))
+    assert short["kv_cache_bytes"] == long["kv_cache_bytes"] > 0
+    assert "peak RSS ratio" in bench.memory_table(short, long, TINY)
