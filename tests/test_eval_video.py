@@ -56,7 +56,7 @@ def test_benchmark_streaming_equals_receptive_field_reference_and_runs_small():
     assert cost["max_abs_diff"] < 1e-4 and cost["stream_ms"] > 0
     assert "full receptive field, 7 frames" in bench.reward_table(cost, TINY, 2)
     sampling = bench.sampling_speed(model, batch=1, context=2, horizon=1)
-    assert sampling["identical"]
+    assert sampling["identical"] and "| 2 | 1 | 1 |" in bench.sampling_table([sampling])
     short, long = (bench.rollout_peak_rss(TINY, frames) for frames in (2, 6))
     assert short["kv_cache_bytes"] == long["kv_cache_bytes"] > 0
     assert "peak RSS ratio" in bench.memory_table(short, long, TINY)

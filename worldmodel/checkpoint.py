@@ -192,3 +192,39 @@ def optimizer_from_tensors(
         optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"optimizer state does not match the model: {err}") from err
+
+
+def save_training_checkpoint(
+    directory: str | Path,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    trainer_state: dict[str, Any],
+) -> None:
+    """Weights, config, optimizer and trainer state (step, elapsed time, ...) in one atomic checkpoint."""
+    optimizer_tensors, optimizer_groups = optimizer_to_tensors(optimizer)
+    state = {**trainer_state, "optimizer": optimizer_groups}
+    save_checkpoint(directory, module.state_dict(), config, optimizer_tensors, state)
+
+
+def resume_training(
+    directory: str | Path,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    expected: dict[str, tuple[str, Any]],
+) -> dict[str, Any]:
+    """Load a :func:`save_training_checkpoint` into ``module`` and ``optimizer``; return the trainer state.
+
+    ``expected`` maps config keys to ``(description, value)``; a checkpoint whose config
+    recorded another value (another architecture, another tokenizer) is refused, naming both.
+    """
+    tensors, saved = load_checkpoint(directory)
+    for key, (description, value) in expected.items():
+        if saved.get(key) != value:
+            raise CheckpointError(
+                f"{directory} was trained with {description} {saved.get(key)}, but this run asks for {value}"
+            )
+    load_into_module(module, tensors, directory)
+    optimizer_tensors, trainer_state = load_training_state(directory)
+    optimizer_from_tensors(optimizer, optimizer_tensors, trainer_state["optimizer"])
+    return trainer_state

@@ -18,20 +18,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from worldmodel.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_into_module,
-    load_training_state,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
-)
+from worldmodel.checkpoint import resume_training, save_training_checkpoint
 from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
 from worldmodel.schedule import learning_rate
-from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig, frames_to_images
+from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, TokenizerConfig, frames_to_images
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -97,16 +89,10 @@ def train_tokenizer(
     tokenizer = FrameTokenizer(model_config).to(device)
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=training.lr)
     step, elapsed = 0, 0.0
+    checkpoint_config = {"kind": CHECKPOINT_KIND, "config": model_config.to_dict()}
     if resume and checkpoint_dir.exists():
-        tensors, saved = load_checkpoint(checkpoint_dir)
-        if saved.get("config") != model_config.to_dict():
-            raise CheckpointError(
-                f"{checkpoint_dir} was trained with tokenizer config {saved.get('config')}, "
-                f"but this run asks for {model_config.to_dict()}"
-            )
-        load_into_module(tokenizer, tensors, checkpoint_dir)
-        optimizer_tensors, trainer_state = load_training_state(checkpoint_dir)
-        optimizer_from_tensors(optimizer, optimizer_tensors, trainer_state["optimizer"])
+        expected = {"config": ("tokenizer config", model_config.to_dict())}
+        trainer_state = resume_training(checkpoint_dir, tokenizer, optimizer, expected)
         step, elapsed = trainer_state["step"], trainer_state["elapsed_s"]
     elif checkpoint_dir.exists() and not resume:
         raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
@@ -117,10 +103,8 @@ def train_tokenizer(
     writer = SummaryWriter(run_dir / "tb")
 
     def save(summary: dict[str, Any] | None = None) -> None:
-        opt_tensors, opt_groups = optimizer_to_tensors(optimizer)
-        state = {"step": step, "elapsed_s": elapsed, "optimizer": opt_groups, "training": asdict(training)}
-        config = {"kind": "frame_tokenizer", "config": model_config.to_dict()}
-        save_checkpoint(checkpoint_dir, tokenizer.state_dict(), config, opt_tensors, state)
+        state = {"step": step, "elapsed_s": elapsed, "training": asdict(training)}
+        save_training_checkpoint(checkpoint_dir, tokenizer, optimizer, checkpoint_config, state)
         if summary is not None:
             (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
 

@@ -34,16 +34,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from worldmodel.checkpoint import (
-    CheckpointError,
-    fingerprint,
-    load_checkpoint,
-    load_into_module,
-    load_training_state,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    save_checkpoint,
-)
+from worldmodel.checkpoint import fingerprint, resume_training, save_training_checkpoint
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.sampling import sample_frames
 from worldmodel.schedule import learning_rate
@@ -263,21 +254,15 @@ def train_video(
 
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=training.lr, betas=(0.9, 0.95), weight_decay=0.0)
     step, elapsed = 0, 0.0
+    checkpoint_config = {
+        "kind": CHECKPOINT_KIND, "config": transformer_config.to_dict(), "tokenizer_fingerprint": tokenizer_id
+    }
     if resume and checkpoint_dir.exists():
-        tensors, saved = load_checkpoint(checkpoint_dir)
-        if saved.get("config") != transformer_config.to_dict():
-            raise CheckpointError(
-                f"{checkpoint_dir} was trained with transformer config {saved.get('config')}, "
-                f"but this run asks for {transformer_config.to_dict()}"
-            )
-        if saved.get("tokenizer_fingerprint") != tokenizer_id:
-            raise CheckpointError(
-                f"{checkpoint_dir} was trained on the codes of tokenizer {str(saved.get('tokenizer_fingerprint'))[:16]}"
-                f", but {tokenizer_checkpoint} is tokenizer {tokenizer_id[:16]}"
-            )
-        load_into_module(transformer, tensors, checkpoint_dir)
-        optimizer_tensors, trainer_state = load_training_state(checkpoint_dir)
-        optimizer_from_tensors(optimizer, optimizer_tensors, trainer_state["optimizer"])
+        expected = {
+            "config": ("transformer config", transformer_config.to_dict()),
+            "tokenizer_fingerprint": ("the codes of tokenizer", tokenizer_id),
+        }
+        trainer_state = resume_training(checkpoint_dir, transformer, optimizer, expected)
         step, elapsed = trainer_state["step"], trainer_state["elapsed_s"]
 
     train_data = EpisodeDataset(cache_dir, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
@@ -288,12 +273,8 @@ def train_video(
     parameters = list(transformer.parameters())
 
     def save(summary: dict[str, Any] | None = None) -> None:
-        opt_tensors, opt_groups = optimizer_to_tensors(optimizer)
-        state = {"step": step, "elapsed_s": elapsed, "optimizer": opt_groups, "training": asdict(training)}
-        config = {
-            "kind": CHECKPOINT_KIND, "config": transformer_config.to_dict(), "tokenizer_fingerprint": tokenizer_id
-        }
-        save_checkpoint(checkpoint_dir, transformer.state_dict(), config, opt_tensors, state)
+        state = {"step": step, "elapsed_s": elapsed, "training": asdict(training)}
+        save_training_checkpoint(checkpoint_dir, transformer, optimizer, checkpoint_config, state)
         if summary is not None:
             (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
 

@@ -91,7 +91,6 @@ def reward_cost(
         "field_ms": 1000 * field_time / checks,
         "speedup": window_time / stream_time,
         "max_abs_diff": max_diff,
-        "mean_log_prob": streamed.mean().item(),
     }
 
 
@@ -100,7 +99,7 @@ def sampling_speed(
 ) -> dict[str, Any]:
     """Tokens per second of KV-cached and uncached sampling of ``horizon`` frames after ``context`` real ones."""
     clip = _codes(model.config, batch, context, seed)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"context": context, "horizon": horizon, "batch": batch}
     samples = []
     for name, sample in (("cached", sample_frames), ("uncached", sample_frames_uncached)):
         start = time.perf_counter()
@@ -153,13 +152,15 @@ def reward_table(result: dict[str, float], config: VideoTransformerConfig, envs:
     )
 
 
-def sampling_table(result: dict[str, Any], batch: int, context: int, horizon: int) -> str:
+def sampling_table(results: list[dict[str, Any]]) -> str:
     rows = [
-        ["cached (`sample_frames`)", f"{result['cached_tokens_per_s']:.0f}"],
-        ["uncached (`sample_frames_uncached`)", f"{result['uncached_tokens_per_s']:.0f}"],
+        [str(r["context"]), str(r["horizon"]), str(r["batch"]), f"{r['cached_tokens_per_s']:.0f}",
+         f"{r['uncached_tokens_per_s']:.0f}", f"{r['speedup']:.1f}x", str(r["identical"])]
+        for r in results
     ]
-    table = markdown([f"sample {horizon} frames after {context}, batch {batch}", "tokens / s"], rows)
-    return f"{table}\n\ncached is {result['speedup']:.1f}x faster; identical tokens for the same seed: {result['identical']}"
+    header = ["context frames", "sampled frames", "batch", "cached tokens / s (`sample_frames`)",
+              "uncached tokens / s (`sample_frames_uncached`)", "speed-up", "identical tokens (same seed)"]
+    return markdown(header, rows)
 
 
 def memory_table(short: dict[str, int], long: dict[str, int], config: VideoTransformerConfig) -> str:
@@ -182,7 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--envs", type=int, default=8, help="parallel envs scored per step")
     parser.add_argument("--steps", type=int, default=40, help="timed env steps")
-    parser.add_argument("--context", type=int, default=4, help="real frames before sampling")
+    parser.add_argument(
+        "--contexts", type=int, nargs="+", default=[4, 15],
+        help="real frames before sampling, one measurement each (the uncached cost grows with them)",
+    )
     parser.add_argument("--horizon", type=int, default=2, help="frames sampled (the uncached path is slow)")
     parser.add_argument(
         "--memory-frames", type=int, nargs=2, default=[200, 2000], metavar=("SHORT", "LONG"),
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     report(
         "## Cached vs uncached sampling",
-        sampling_table(sampling_speed(model, 1, args.context, args.horizon), 1, args.context, args.horizon),
+        sampling_table([sampling_speed(model, 1, context, args.horizon) for context in args.contexts]),
     )
     report(
         "## Rollout peak memory (each in a fresh process)",
