@@ -1,23 +1,22 @@
 import json
+from dataclasses import replace
 
 import imageio
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import moving_square_video
+from tests.test_video_model import TOKENIZER, TRANSFORMER
 from experiments.benchmarks import video_model as bench
 from experiments.cli import main
 from worldmodel.episodes import DatasetManifest, write_episode
-from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
-from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
+from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.transformer import VideoTransformer
 from worldmodel.video_model import VideoModel, VideoModelInfo
-from tests.conftest import moving_square_video
 
-TOKENIZER = TokenizerConfig(
-    image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
-    quantizer_kwargs={"codebook_size": 16},
-)
-TINY = VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=3, embed_dim=24, layers=2, heads=2)
+TINY = replace(TRANSFORMER, num_tasks=0, num_actions=0)  # action-free, as VIPER scores
 
 
 def _labelled(root):
@@ -31,7 +30,7 @@ def _labelled(root):
 
 def test_eval_video_scores_groups_and_saves_rollouts(tiny_dataset, tmp_path, capsys):
     torch.manual_seed(0)
-    config = VideoTransformerConfig.from_dict({**TINY.to_dict(), "num_actions": 16})
+    config = replace(TINY, num_actions=16)
     info = VideoModelInfo(action_space={"type": "discrete", "n": 16}, tasks=[])
     VideoModel(FrameTokenizer(TOKENIZER), VideoTransformer(config), info).save(tmp_path / "model")
     out = tmp_path / "eval"
@@ -48,6 +47,8 @@ def test_eval_video_scores_groups_and_saves_rollouts(tiny_dataset, tmp_path, cap
     assert len(gif) == 7 and gif[0].shape[:2] == (4 * 32, 4 * 2 * 32)
     assert Image.open(rollout["png"]).size == (2 * 7 * 32, 2 * 2 * 32)
     assert (out / "eval_video.md").read_text().startswith("| dataset | policy |")
+    with pytest.raises(SystemExit, match="no video model directory"):
+        main(["eval-video", "--model", str(tmp_path / "missing"), "--data", str(tiny_dataset), "--out", str(out)])
 
 
 def test_benchmark_streaming_equals_receptive_field_reference_and_runs_small():

@@ -8,7 +8,7 @@ a. reward cost per env step: one frame per env through the rolling KV cache
    step, as VIPER's code does; the streamed scores must equal a re-score of the whole
    receptive field (``layers * window`` frames back), the only exact reference;
 b. cached against uncached sampling, tokens per second and identical tokens per seed;
-c. peak memory (process max RSS, each rollout in a fresh subprocess) of a long
+c. peak memory (the process's peak RSS, each rollout in a fresh subprocess) of a long
    rollout against a short one.
 
     python -m experiments.benchmarks.video_model --preset dmc --envs 8
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -118,11 +117,19 @@ def rollout_peak_rss(config: VideoTransformerConfig, frames: int, seed: int = 0)
     model = random_model(config, seed)
     rollout(model, _codes(config, 1, 1, seed), frames, generator=torch.Generator().manual_seed(seed))
     cache = model.new_cache(1)
-    return {
-        "frames": frames,
-        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
-        "kv_cache_bytes": cache.keys.nbytes + cache.values.nbytes,
-    }
+    return {"frames": frames, "max_rss_bytes": peak_rss_bytes(), "kv_cache_bytes": cache.keys.nbytes + cache.values.nbytes}
+
+
+def peak_rss_bytes() -> int:
+    """This process image's peak resident memory (Linux ``VmHWM``).
+
+    Not ``getrusage``'s ``ru_maxrss``: it survives fork + exec, so a subprocess would
+    report its parent's peak whenever that is higher.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status; peak memory is measured on Linux only")
 
 
 def measure_in_subprocess(config: VideoTransformerConfig, frames: int) -> dict[str, int]:
