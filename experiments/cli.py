@@ -225,13 +225,18 @@ def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--horizon", type=int, default=32, help="generated frames per rollout")
     parser.add_argument("--rollouts", type=int, default=2, help="expert episodes to roll out")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (rollout i uses seed + i)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes (1 = greedy)")
     parser.set_defaults(handler=_run_eval_video)
 
 
 def _run_eval_video(args: argparse.Namespace) -> None:
     from experiments.eval_video import evaluate_video_model
 
-    report = evaluate_video_model(args.model, args.data, args.out, args.context, args.horizon, args.rollouts, args.seed)
+    report = evaluate_video_model(
+        args.model, args.data, args.out, args.context, args.horizon, args.rollouts, args.seed,
+        args.temperature, args.top_k,
+    )
     print(report["table"])
     print(f"report and rollouts written to {args.out}")
 

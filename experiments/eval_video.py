@@ -116,7 +116,13 @@ def likelihood_table(rows: list[dict[str, Any]], window: int) -> str:
 
 
 def sample_rollout(
-    model: VideoModel, episode: HeldOutEpisode, context: int, horizon: int, seed: int
+    model: VideoModel,
+    episode: HeldOutEpisode,
+    context: int,
+    horizon: int,
+    seed: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth and prediction ``(context + horizon, H, W, 3)``: real context, then generated frames.
 
@@ -131,7 +137,7 @@ def sample_rollout(
         actions = torch.as_tensor(episode.actions[None, context - 1 : context - 1 + horizon])
     generated = model.rollout(
         truth[None, :context], horizon, actions=actions, context_actions=context_actions, task=episode.task,
-        generator=torch.Generator().manual_seed(seed),
+        temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed),
     )[0].numpy()
     return truth, np.concatenate([truth[:context], generated])
 
@@ -152,6 +158,8 @@ def evaluate_video_model(
     horizon: int = 32,
     rollouts: int = 2,
     seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
 ) -> dict[str, Any]:
     """Score the test splits of ``data_roots`` by policy and save ``rollouts`` expert rollouts under ``out``."""
     if context < 1 or horizon < 1 or rollouts < 0:
@@ -166,7 +174,7 @@ def evaluate_video_model(
         experts = [e for e in long_enough if e.policy == "expert"] or long_enough
         saved = []
         for i, episode in enumerate(experts[:rollouts]):
-            truth, prediction = sample_rollout(model, episode, context, horizon, seed + i)
+            truth, prediction = sample_rollout(model, episode, context, horizon, seed + i, temperature, top_k)
             saved.append({
                 "dataset": episode.dataset,
                 "policy": episode.policy,
@@ -185,6 +193,8 @@ def evaluate_video_model(
         "likelihood": rows,
         "rollouts": saved,
         "context_frames": context,
+        "temperature": temperature,
+        "top_k": top_k,
         "table": table,
     }
     (out / "eval_video.json").write_text(json.dumps(report, indent=2))
