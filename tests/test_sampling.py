@@ -13,14 +13,6 @@ from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 TINY = dict(vocab_size=16, code_shape=(2, 2), window=2, embed_dim=32, layers=2, heads=2, mlp_ratio=2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> VideoTransformer:
     """A tiny model with large random weights, so that samples depend visibly on the context."""
     torch.manual_seed(0)

@@ -114,16 +114,7 @@ def test_load_wrong_kind_or_bad_config_raises(tmp_path):
         FrameTokenizer.load(tmp_path / "b")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convs gain nothing from threads, and on a busy 2-core box threads stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tiny_tokenizer_overfits_a_few_frames(one_thread):
+def test_tiny_tokenizer_overfits_a_few_frames():
     config = TokenizerConfig(
         image_size=32, base_channels=16, ch_mult=(1, 2, 2), latent_dim=16, quantizer_kwargs={"codebook_size": 64}
     )

@@ -9,14 +9,6 @@ from worldmodel.transformer import KVCache, StreamingScorer, VideoTransformer, V
 TINY = dict(vocab_size=16, code_shape=(2, 2), window=2, embed_dim=32, layers=2, heads=2, mlp_ratio=2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomize(model: VideoTransformer, std: float = 0.3) -> VideoTransformer:
     """Add large noise to every weight: a fresh init is nearly uniform, this makes every input matter."""
     with torch.no_grad():
