@@ -141,6 +141,23 @@ def _push_context(
     return sampler
 
 
+def _validate_request(
+    model: VideoTransformer,
+    context: Tensor,
+    actions: Tensor | None,
+    horizon: int,
+    temperature: float,
+    top_k: int | None,
+) -> tuple[Tensor, Tensor | None]:
+    """The checks shared by the cached and uncached samplers; returns validated context and actions."""
+    _check_sampling(temperature, top_k)
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+    context = model.validate_codes(context, ("B", "T0"))
+    b, t0 = context.shape[:2]
+    return context, model.validate_actions(actions, b, t0 + horizon)
+
+
 def sample_frames(
     model: VideoTransformer,
     context: Tensor,
@@ -156,12 +173,8 @@ def sample_frames(
     ``actions`` cover the whole video as in :meth:`VideoTransformer.log_prob`:
     ``(B, T0 + horizon[, A])`` or one shorter, action ``t`` taken after frame ``t``.
     """
-    _check_sampling(temperature, top_k)
-    if not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon must be a positive int, got {horizon!r}")
-    context = model.validate_codes(context, ("B", "T0"))
+    context, actions = _validate_request(model, context, actions, horizon, temperature, top_k)
     b, t0 = context.shape[:2]
-    actions = model.validate_actions(actions, b, t0 + horizon)
     sampler = _push_context(model, context, actions, task)
     frames = [
         sampler.sample(_action_into(actions, t0 + j), task, temperature, top_k, generator) for j in range(horizon)
@@ -205,10 +218,8 @@ def sample_frames_uncached(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Reference for :func:`sample_frames`: a full forward pass for every token (for tests and benchmarks)."""
-    _check_sampling(temperature, top_k)
-    context = model.validate_codes(context, ("B", "T0"))
+    context, actions = _validate_request(model, context, actions, horizon, temperature, top_k)
     b, t0 = context.shape[:2]
-    actions = model.validate_actions(actions, b, t0 + horizon)
     video = context
     for _ in range(horizon):
         frame = torch.zeros(b, 1, *model.config.code_shape, dtype=torch.long, device=model.device)
