@@ -36,8 +36,9 @@ from tqdm import tqdm
 
 from worldmodel.checkpoint import fingerprint, resume_training, save_training_checkpoint
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
+from worldmodel.likelihood import expert_reward_stats
 from worldmodel.sampling import sample_frames
-from worldmodel.schedule import learning_rate
+from worldmodel.schedule import budget_spent, learning_rate
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
@@ -290,7 +291,7 @@ def train_video(
 
     transformer.train()
     started = time.monotonic() - elapsed
-    out_of_time = False
+    out_of_time = budget_spent(elapsed, training.max_minutes)  # a finished run resumes to no steps
     progress = tqdm(
         total=training.steps, initial=step, desc="video transformer", unit="step", dynamic_ncols=True,
         disable=group.rank != 0,
@@ -313,7 +314,7 @@ def train_video(
         optimizer.step()
         step += 1
         elapsed = group.from_rank0(time.monotonic() - started, device)
-        out_of_time = training.max_minutes is not None and elapsed > 60 * training.max_minutes
+        out_of_time = budget_spent(elapsed, training.max_minutes)
         progress.update(1)
         if writer is not None and step % training.log_every == 0:
             nats = loss.item()
@@ -339,6 +340,8 @@ def train_video(
     if writer is not None:
         summary.update(eval_clips=len(held_out[CODES_KEY]), **evaluate())
         save(summary)
+        if info.tasks:  # standardisation statistics for VIPER rewards, kept per named task
+            info.reward_stats = expert_reward_stats(transformer, cache_dir, training.frame_skip)
         VideoModel(tokenizer, transformer, info).save(run_dir / MODEL_DIR)
         writer.close()
     group.barrier()

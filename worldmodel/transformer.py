@@ -574,14 +574,14 @@ class VideoTransformer(nn.Module):
         return -self.code_log_prob(logits, codes.flatten(2)).mean()
 
     @torch.no_grad()
-    def log_prob(
+    def code_log_probs(
         self,
         codes: Tensor,
         actions: Tensor | None = None,
         task: Tensor | None = None,
         action_mask: Tensor | None = None,
     ) -> Tensor:
-        """Per-frame log-likelihood ``(B, T)``: ``log p(z_t | z_{<t}, a_{<t}, task)`` summed over the frame's codes.
+        """Log-likelihood of every code ``(B, T, h, w)``: ``log p(z_t^i | z_t^{<i}, z_{<t}, a_{<t}, task)``.
 
         One full-sequence forward pass (arguments as in :meth:`hidden`); frame 0 is scored
         given nothing but the task. Call ``model.eval()`` first if the model uses dropout.
@@ -589,7 +589,18 @@ class VideoTransformer(nn.Module):
         codes = self.validate_codes(codes, ("B", "T"))
         hidden = self.hidden(codes, actions, task, action_mask)
         chunks = zip(hidden.split(64, dim=1), codes.flatten(2).split(64, dim=1))  # bounds the logits' memory
-        return torch.cat([self.code_log_prob(self.logits(h), c).sum(-1) for h, c in chunks], dim=1)
+        per_code = torch.cat([self.code_log_prob(self.logits(h), c) for h, c in chunks], dim=1)
+        return per_code.view(codes.shape)
+
+    def log_prob(
+        self,
+        codes: Tensor,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+        action_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Per-frame log-likelihood ``(B, T)``: :meth:`code_log_probs` summed over each frame's codes."""
+        return self.code_log_probs(codes, actions, task, action_mask).flatten(2).sum(-1)
 
     # ----- cached, a few tokens at a time
 
