@@ -6,6 +6,7 @@ learn to score frames by reading the scoreboard.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 gym.register_envs(ale_py)
+
+NATIVE_HEIGHT = 210
 
 # Rows [start, stop) of the native 210x160 frame that show score, lives or clock.
 SCOREBOARD_ROWS: dict[str, tuple[tuple[int, int], ...]] = {
@@ -30,6 +33,19 @@ SCOREBOARD_ROWS: dict[str, tuple[tuple[int, int], ...]] = {
 def atari_games() -> list[str]:
     """Names of the ALE games available to ``make_atari``."""
     return sorted(name[4:-3] for name in gym.registry if name.startswith("ALE/") and name.endswith("-v5"))
+
+
+def scoreboard_mask(game: str, size: int = 64) -> np.ndarray:
+    """Bool ``(size, size)`` mask of the pixels that show ``game``'s score after resizing.
+
+    For :class:`envs.viper.ViperReward`'s ``score_mask`` when the agent's frames keep the score.
+    """
+    if game not in SCOREBOARD_ROWS:
+        raise ValueError(f"no scoreboard rows known for {game!r}; known: {sorted(SCOREBOARD_ROWS)}")
+    mask = np.zeros((size, size), bool)
+    for start, stop in SCOREBOARD_ROWS[game]:
+        mask[math.floor(start * size / NATIVE_HEIGHT) : math.ceil(stop * size / NATIVE_HEIGHT)] = True
+    return mask
 
 
 class AtariFrames(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):

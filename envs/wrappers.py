@@ -1,0 +1,37 @@
+"""Small gymnasium wrappers the agents' envs need and gymnasium does not ship."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+SUMMED_INFO = ("task_reward", "viper_reward")  # per-step reward terms that add up like the reward
+
+
+class ActionRepeat(gym.Wrapper):
+    """Repeat each agent action ``repeat`` times, summing the reward and the reward terms in ``info``.
+
+    Put it *outside* a :class:`envs.viper.ViperReward` so the video model still scores
+    every frame at the rate it was trained on, while the agent decides less often
+    (DrQ acts every 8 physics steps on cartpole).
+    """
+
+    def __init__(self, env: gym.Env, repeat: int) -> None:
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"repeat must be a positive int, got {repeat!r}")
+        super().__init__(env)
+        self.repeat = repeat
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        total = 0.0
+        sums = dict.fromkeys(SUMMED_INFO, 0.0)
+        for _ in range(self.repeat):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            for key in SUMMED_INFO:
+                sums[key] += float(info.get(key, 0.0))
+            if terminated or truncated:
+                break
+        info = {**info, **{key: value for key, value in sums.items() if key in info}}
+        return obs, total, terminated, truncated, info

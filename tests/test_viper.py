@@ -1,0 +1,191 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import envs
+from envs.atari import scoreboard_mask
+from envs.viper import ViperReward, ViperRewardVector, VideoLikelihoodReward
+from envs.wrappers import ActionRepeat
+from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
+from worldmodel.video_model import VideoModel, VideoModelInfo
+
+TOKENIZER = TokenizerConfig(
+    image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
+    quantizer_kwargs={"codebook_size": 16},
+)
+TRANSFORMER = VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=2, embed_dim=24, layers=2, heads=2)
+STATS = {"mean": -40.0, "std": 4.0, "frames": 100}
+
+
+def _model(frame_skip: int = 2, num_tasks: int = 0, stats: bool = True) -> VideoModel:
+    torch.manual_seed(0)
+    tasks = ["cartpole-swingup", "cartpole-balance"][: max(1, num_tasks)]
+    info = VideoModelInfo(
+        frame_skip=frame_skip, tasks=tasks, reward_stats={t: dict(STATS) for t in tasks} if stats else {}
+    )
+    transformer = VideoTransformer(VideoTransformerConfig(**{**TRANSFORMER.__dict__, "num_tasks": num_tasks}))
+    return VideoModel(FrameTokenizer(TOKENIZER), transformer, info)
+
+
+def _env(length: int | None = None) -> gym.Env:
+    env = envs.make("dmc:cartpole-swingup", size=32)
+    return env if length is None else gym.wrappers.TimeLimit(env, length)
+
+
+def _run(env: gym.Env, steps: int, seed: int = 0) -> tuple[np.ndarray, list[float], list[dict]]:
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    frames, rewards, infos = [obs], [], []
+    for _ in range(steps):
+        obs, reward, _, _, info = env.step(env.action_space.sample())
+        frames.append(obs)
+        rewards.append(reward)
+        infos.append(info)
+    return np.stack(frames), rewards, infos
+
+
+def _batch_log_prob(model: VideoModel, frames: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Per-frame log-likelihoods from the model's full-sequence forward, each phase a clip."""
+    out = np.zeros(len(frames))
+    for phase in range(stride):
+        out[phase::stride] = model.log_prob(frames[None, phase::stride])[0].numpy()
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_rewards_equal_the_models_batch_log_prob(stride):
+    model = _model(frame_skip=2 * stride)  # the env skips 2, so the context stride is `stride`
+    frames, rewards, infos = _run(ViperReward(_env(), model, standardize=False), 12)
+    assert model.info.frame_skip // 2 == stride
+    np.testing.assert_allclose(rewards, _batch_log_prob(model, frames, stride)[1:], rtol=1e-5, atol=1e-3)
+    assert all(info["viper_reward"] == r for info, r in zip(infos, rewards))
+
+
+def test_standardisation_mix_and_task_reward():
+    model = _model()
+    plain_frames, plain_rewards, _ = _run(_env(), 8)
+    wrapped = ViperReward(_env(), model, env_reward_weight=0.5, viper_weight=2.0)
+    frames, rewards, infos = _run(wrapped, 8)
+    np.testing.assert_array_equal(frames, plain_frames)
+    task_rewards = np.array([info["task_reward"] for info in infos])
+    np.testing.assert_array_equal(task_rewards, plain_rewards)
+    standardised = (_batch_log_prob(model, frames)[1:] - STATS["mean"]) / STATS["std"]
+    np.testing.assert_allclose([info["viper_reward"] for info in infos], standardised, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(rewards, 2.0 * standardised + 0.5 * task_rewards, rtol=1e-5, atol=1e-4)
+
+
+def test_joint_reward_sums_the_last_frames_and_offline_scoring_matches():
+    model = _model()
+    wrapped = ViperReward(_env(), model, mode="joint", joint_frames=3, standardize=False)
+    frames, rewards, _ = _run(wrapped, 10)
+    scores = _batch_log_prob(model, frames)
+    expected = [scores[max(0, t - 2) : t + 1].sum() for t in range(1, len(frames))]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-3)
+
+
+def test_task_conditioning_picks_the_tasks_statistics_and_ids():
+    model = _model(num_tasks=2)
+    with pytest.raises(ValueError, match="pass task="):
+        ViperReward(_env(), model)
+    with pytest.raises(ValueError, match="unknown task"):
+        ViperReward(_env(), model, task="walker-walk")
+    frames, rewards, _ = _run(ViperReward(_env(), model, task="cartpole-balance", standardize=False), 5)
+    expected = model.log_prob(frames[None], task=torch.tensor([1]))[0].numpy()[1:]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_vector_wrapper_resets_each_envs_context_at_its_own_episode_end():
+    model = _model()
+    lengths = [3, 5, 7]
+    vector = SyncVectorEnv([lambda n=n: _env(n) for n in lengths])
+    wrapped = ViperRewardVector(vector, model, standardize=False)
+    obs, _ = wrapped.reset(seed=0)
+    episodes = [[[frame]] for frame in obs]  # per env: episodes of frames
+    rewards = [[[]] for _ in lengths]
+    done = np.zeros(len(lengths), bool)
+    for _ in range(16):
+        obs, reward, terminated, truncated, info = wrapped.step(wrapped.action_space.sample())
+        for i in range(len(lengths)):
+            if done[i]:  # next-step autoreset: this frame starts a new episode, unrewarded
+                assert reward[i] == 0.0 and info["task_reward"][i] == 0.0
+                episodes[i].append([obs[i]])
+                rewards[i].append([])
+            else:
+                episodes[i][-1].append(obs[i])
+                rewards[i][-1].append(reward[i])
+        done = terminated | truncated
+    assert [len(e) for e in episodes] == [5, 3, 3]  # the envs really reset at different steps
+    for env_episodes, env_rewards in zip(episodes, rewards):
+        for frames, got in zip(env_episodes, env_rewards):
+            expected = _batch_log_prob(model, np.stack(frames))[1:]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_vector_wrapper_refuses_same_step_autoreset():
+    vector = SyncVectorEnv([_env, _env], autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="next-step autoreset"):
+        ViperRewardVector(vector, _model())
+
+
+def test_masked_pixels_do_not_change_the_reward():
+    mask = np.zeros((32, 32), bool)
+    mask[:6] = True
+    reward_fn = VideoLikelihoodReward(_model(), 1, score_mask=mask)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    other = frames.copy()
+    other[:, :6] = rng.integers(0, 256, (4, 6, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(reward_fn.episode_rewards(frames), reward_fn.episode_rewards(other))
+    assert scoreboard_mask("Pong", 64)[:7].all() and not scoreboard_mask("Pong", 64)[8:].any()
+
+
+def test_bad_inputs_are_named():
+    model = _model(stats=False)
+    with pytest.raises(ValueError, match="calibrate-reward"):
+        ViperReward(_env(), model)
+    with pytest.raises(ValueError, match="unknown VIPER reward mode"):
+        ViperReward(_env(), model, mode="ratio", standardize=False)
+    with pytest.raises(ValueError, match="image size"):
+        ViperReward(envs.make("dmc:cartpole-swingup", size=48), model, standardize=False).reset(seed=0)
+    with pytest.raises(ValueError, match="no multiple"):
+        ViperReward(_env(), _model(frame_skip=3), standardize=False)
+
+
+def test_stable_baselines3_sac_trains_on_the_wrapped_env():
+    from stable_baselines3 import SAC
+
+    torch.manual_seed(0)  # NatureCNN needs frames of at least 36 pixels: a 64-pixel model and env
+    tokenizer = FrameTokenizer(TokenizerConfig(**{**TOKENIZER.__dict__, "image_size": 64}))
+    transformer = VideoTransformer(VideoTransformerConfig(**{**TRANSFORMER.__dict__, "code_shape": (8, 8)}))
+    model = VideoModel(tokenizer, transformer, VideoModelInfo(frame_skip=2))
+    env = ViperReward(gym.wrappers.TimeLimit(envs.make("dmc:cartpole-swingup"), 50), model, standardize=False)
+    agent = SAC("CnnPolicy", env, buffer_size=500, learning_starts=150, batch_size=16, seed=0, verbose=0,
+                policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
+    before = [p.detach().clone() for p in agent.policy.actor.parameters()]
+    agent.learn(total_timesteps=200)
+    assert agent.num_timesteps == 200
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.actor.parameters()))
+    rewards = agent.replay_buffer.rewards[: agent.replay_buffer.pos]
+    assert np.isfinite(rewards).all() and rewards.std() > 0
+
+
+def test_action_repeat_outside_the_wrapper_sums_every_scored_frame():
+    model = _model()
+    actions = [np.array([a], np.float32) for a in (0.9, -0.4)]
+    plain = ViperReward(_env(), model)
+    plain.reset(seed=0)
+    singles = [plain.step(action)[1:5:3] for action in actions for _ in range(3)]  # (reward, info) per step
+    repeated = ActionRepeat(ViperReward(_env(), model), 3)
+    repeated.reset(seed=0)
+    for k, action in enumerate(actions):
+        _, reward, _, _, info = repeated.step(action)
+        group = singles[3 * k : 3 * k + 3]
+        assert reward == pytest.approx(sum(r for r, _ in group), rel=1e-6)
+        assert info["task_reward"] == pytest.approx(sum(i["task_reward"] for _, i in group), rel=1e-6)
+        assert info["viper_reward"] == pytest.approx(reward, rel=1e-6)
+    with pytest.raises(ValueError, match="repeat"):
+        ActionRepeat(_env(), 0)
