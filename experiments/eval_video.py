@@ -39,7 +39,7 @@ class HeldOutEpisode:
     fps: float  # model frames per second of the recording
 
 
-def _frame_stride(model: VideoModel, manifest: DatasetManifest | None, root: Path) -> int:
+def frame_stride(model: VideoModel, manifest: DatasetManifest | None, root: Path) -> int:
     """Dataset frames per model frame: the model may have been trained on every n-th frame."""
     data_skip = manifest.frame_skip if manifest is not None else 1
     if model.info.frame_skip % data_skip:
@@ -61,7 +61,7 @@ def held_out_episodes(model: VideoModel, root: str | Path) -> list[HeldOutEpisod
     """The test split of a dataset, labelled by policy, subsampled to the model's frame skip."""
     root = Path(root)
     manifest = DatasetManifest.load(root)
-    stride = _frame_stride(model, manifest, root)
+    stride = frame_stride(model, manifest, root)
     labels = manifest.episodes if manifest is not None else {}
     fps = (manifest.fps if manifest is not None else DatasetManifest.fps) / stride
     episodes = []
