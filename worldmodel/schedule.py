@@ -1,4 +1,4 @@
-"""The learning-rate schedule shared by the training loops."""
+"""The learning-rate schedule and time budget shared by the training loops."""
 
 from __future__ import annotations
 
@@ -30,3 +30,8 @@ def learning_rate(step: int, training: ScheduleSettings, elapsed_s: float = 0.0)
     progress = min(1.0, progress)
     floor = training.min_lr_fraction
     return training.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def budget_spent(elapsed_s: float, max_minutes: float | None) -> bool:
+    """Whether a run has used its ``max_minutes`` (None: no time budget), counted across resumes."""
+    return max_minutes is not None and elapsed_s > 60 * max_minutes

@@ -1,0 +1,358 @@
+"""Training loop for DrQ on any pixel gymnasium env, resumable and logged for learning curves.
+
+``make_env(seed)`` builds the env: uint8 ``(H, W, 3)`` frames and a Box action space.
+Frames are stacked by the loop and the replay buffer (each stored once), not by a
+wrapper. Two returns are tracked per episode: ``return`` sums the reward the agent
+trains on (the VIPER reward when the env is VIPER-wrapped) and ``true_return`` sums
+``info["task_reward"]`` when the env provides it (else the same reward), which is
+the curve papers plot.
+
+A run directory holds ``tb/`` (tensorboard), ``videos/`` (GIFs of evaluation
+episodes), ``returns.json`` (train and eval returns by env step, for plotting) and
+``checkpoint/``: ``model.safetensors`` (weights), ``optimizer.safetensors``
+(optimizer states and the torch RNG), ``config.json``, ``trainer.json`` (counters,
+numpy RNG) and ``replay.npz``, swapped in atomically. Every episode's reset seed is
+a function of (seed, episode), so a run resumed from a checkpoint taken between
+episodes repeats the uninterrupted run exactly; one taken mid-episode starts the
+next episode on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import imageio.v2 as imageio
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.drq import DrQAgent, DrQConfig
+from agents.replay import FrameStack, ReplayBuffer
+from worldmodel.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    TRAINER_FILE,
+    CheckpointError,
+    atomic_directory,
+    load_checkpoint,
+    load_training_state,
+    write_json_atomic,
+)
+from worldmodel.schedule import budget_spent
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_KIND = "drq_agent"
+REPLAY_FILE = "replay.npz"
+RETURNS_FILE = "returns.json"
+_TORCH_RNG = "rng.torch"
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+
+
+@dataclass
+class DrQTraining:
+    """Loop settings, counted in agent steps (env steps after any action repeat)."""
+
+    total_steps: int = 500_000
+    seed_steps: int = 1000  # uniform random actions before the first update
+    update_every: int = 1  # one update per this many env steps
+    frame_stack: int = 3
+    replay_capacity: int = 100_000
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 10_000
+    video_every: int = 50_000  # a GIF of the first evaluation episode; a multiple of eval_every, 0 for none
+    log_every: int = 1000  # losses and timings to tensorboard
+    max_minutes: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "update_every", "frame_stack", "replay_capacity", "eval_every",
+                     "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed_steps < 0 or self.eval_episodes < 0 or self.video_every < 0:
+            raise ValueError("seed_steps, eval_episodes and video_every must be >= 0")
+        if self.video_every % self.eval_every:
+            raise ValueError(f"video_every ({self.video_every}) must be a multiple of eval_every ({self.eval_every})")
+
+
+def _episode_seed(seed: int, stream: int, episode: int) -> int:
+    return int(np.random.SeedSequence([seed, stream, episode]).generate_state(1)[0])
+
+
+def _check_env(env: gym.Env) -> tuple[tuple[int, int, int], gym.spaces.Box]:
+    """The env's frame shape and action space, or an error naming what DrQ cannot use."""
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3 or space.shape[2] != 3:
+        raise ValueError(f"DrQ needs uint8 (H, W, 3) frames as observations, the env has {space}")
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(f"DrQ needs a Box action space, the env has {env.action_space}")
+    height, width, _ = space.shape
+    return (int(height), int(width), 3), env.action_space
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.gif")
+    imageio.mimsave(tmp, frames, duration=1000.0 / fps, loop=0)
+    os.replace(tmp, path)
+
+
+def evaluate_drq(
+    agent: DrQAgent,
+    env: gym.Env,
+    episodes: int,
+    frame_stack: int,
+    seed: int = 0,
+    video_path: str | Path | None = None,
+) -> dict[str, float]:
+    """Mean true and env return of deterministic episodes with fixed reset seeds; a GIF of the first."""
+    true_returns, returns = [], []
+    stack = FrameStack(frame_stack)
+    video: list[np.ndarray] = []
+    for index in range(episodes):
+        frame, _ = env.reset(seed=_episode_seed(seed, _EVAL_STREAM, index))
+        obs = stack.reset(frame)
+        record = video_path is not None and index == 0
+        video += [frame] if record else []
+        true_return = env_return = 0.0
+        done = False
+        while not done:
+            frame, reward, terminated, truncated, info = env.step(agent.act(obs, sample=False))
+            obs = stack.push(frame)
+            video += [frame] if record else []
+            env_return += float(reward)
+            true_return += float(info.get("task_reward", reward))
+            done = terminated or truncated
+        true_returns.append(true_return)
+        returns.append(env_return)
+    if video_path is not None and video:
+        _write_gif(Path(video_path), video, env.metadata.get("render_fps", 30))
+    return {"true_return": float(np.mean(true_returns)), "return": float(np.mean(returns)), "episodes": episodes}
+
+
+def load_drq_agent(checkpoint_dir: str | Path, device: str = "cpu") -> DrQAgent:
+    """The agent (weights only) of a ``train_drq`` checkpoint, ready to ``act``."""
+    tensors, meta = load_checkpoint(checkpoint_dir)
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{checkpoint_dir} is of kind {meta.get('kind')!r}, expected {CHECKPOINT_KIND!r}")
+    low, high = np.array(meta["action_low"], np.float32), np.array(meta["action_high"], np.float32)
+    agent = DrQAgent(DrQConfig.from_dict(meta["config"]), tuple(meta["obs_shape"]), gym.spaces.Box(low, high))
+    agent.to(device).load_state_tensors(tensors)
+    return agent
+
+
+class _Means:
+    """Running sums of scalars between two tensorboard writes."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        means = {name: total / self.counts[name] for name, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+
+def train_drq(
+    make_env: Callable[[int], gym.Env],
+    run_dir: str | Path,
+    agent_config: DrQConfig,
+    training: DrQTraining,
+    resume: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Train DrQ on ``make_env(seed)`` for ``training.total_steps``; returns a summary of the run."""
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    if checkpoint_dir.exists() and not resume:
+        raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
+    env = make_env(training.seed)
+    eval_env = make_env(training.seed + 1)
+    frame_shape, action_space = _check_env(env)
+    obs_shape = (3 * training.frame_stack, frame_shape[0], frame_shape[1])
+
+    torch.manual_seed(training.seed)
+    agent = DrQAgent(agent_config, obs_shape, action_space).to(device)
+    replay = ReplayBuffer(training.replay_capacity, frame_shape, action_space.shape, training.frame_stack)
+    rng = np.random.default_rng(training.seed)
+    meta = {
+        "kind": CHECKPOINT_KIND,
+        "config": agent_config.to_dict(),
+        "obs_shape": list(obs_shape),
+        "action_low": action_space.low.tolist(),
+        "action_high": action_space.high.tolist(),
+    }
+    counters = {"step": 0, "episode": 0, "updates": 0, "elapsed_s": 0.0, "env_time_s": 0.0, "update_time_s": 0.0}
+    returns: dict[str, list[dict[str, float]]] = {"train": [], "eval": []}
+    last_eval: dict[str, float] | None = None
+    resumed = resume and checkpoint_dir.exists()
+    if resumed:
+        tensors, saved_meta = load_checkpoint(checkpoint_dir)
+        changed = sorted(k for k in meta if saved_meta.get(k) != meta[k])
+        if changed:
+            details = "; ".join(f"{k}: checkpoint {saved_meta.get(k)} vs now {meta[k]}" for k in changed)
+            raise CheckpointError(f"{checkpoint_dir} belongs to another agent or env ({details})")
+        training_tensors, state = load_training_state(checkpoint_dir)
+        torch_rng = training_tensors.pop(_TORCH_RNG)
+        agent.load_state_tensors({**tensors, **training_tensors})
+        try:
+            replay.load(checkpoint_dir / REPLAY_FILE)
+        except (ValueError, FileNotFoundError) as err:
+            raise CheckpointError(f"cannot resume the replay buffer of {checkpoint_dir}: {err}") from err
+        torch.set_rng_state(torch_rng)
+        rng.bit_generator.state = state["numpy_rng"]
+        counters = state["counters"]
+        last_eval = state["last_eval"]
+        if (run_dir / RETURNS_FILE).is_file():
+            logged = json.loads((run_dir / RETURNS_FILE).read_text())
+            returns = {k: [r for r in logged.get(k, []) if r["env_step"] <= counters["step"]] for k in returns}
+        if state["episode_open"]:  # the env's mid-episode state was not saved: start the next episode
+            counters["episode"] += 1
+
+    writer = SummaryWriter(run_dir / "tb", purge_step=counters["step"] if resumed else None)
+    stack = FrameStack(training.frame_stack)
+    window = _Means()
+    need_reset, obs = True, None
+    episode_return = episode_true_return = 0.0
+    episode_length = 0
+
+    def save() -> None:
+        tensors = agent.state_tensors()
+        weights = {k: v for k, v in tensors.items() if k.startswith("model.")}
+        training_tensors = {k: v for k, v in tensors.items() if not k.startswith("model.")}
+        state = {
+            "counters": counters,
+            "numpy_rng": rng.bit_generator.state,
+            "episode_open": not need_reset,
+            "last_eval": last_eval,
+            "training": asdict(training),
+        }
+        with atomic_directory(checkpoint_dir) as tmp:
+            save_file(weights, tmp / MODEL_FILE)
+            save_file({**training_tensors, _TORCH_RNG: torch.get_rng_state()}, tmp / OPTIMIZER_FILE)
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            (tmp / TRAINER_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+            replay.save(tmp / REPLAY_FILE)
+
+    def evaluate(final: bool = False) -> dict[str, float]:
+        step = counters["step"]
+        video = training.video_every and (final or step % training.video_every == 0)
+        video_path = run_dir / "videos" / f"eval_{step:08d}.gif" if video else None
+        result = evaluate_drq(agent, eval_env, training.eval_episodes, training.frame_stack, training.seed, video_path)
+        result = {"env_step": step, **result}
+        writer.add_scalar("eval/true_return", result["true_return"], step)
+        writer.add_scalar("eval/return", result["return"], step)
+        returns["eval"].append(result)
+        write_json_atomic(run_dir / RETURNS_FILE, returns)
+        return result
+
+    started = time.monotonic() - counters["elapsed_s"]
+    out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)  # a finished run resumes to no steps
+    progress = tqdm(total=training.total_steps, initial=counters["step"], desc="drq", unit="step", dynamic_ncols=True)
+    while counters["step"] < training.total_steps and not out_of_time:
+        if need_reset:
+            frame, _ = env.reset(seed=_episode_seed(training.seed, _TRAIN_STREAM, counters["episode"]))
+            replay.add_first(frame)
+            obs = stack.reset(frame)
+            episode_return = episode_true_return = 0.0
+            episode_length = 0
+            need_reset = False
+        if counters["step"] < training.seed_steps:
+            action = rng.uniform(action_space.low, action_space.high).astype(np.float32)
+        else:
+            action = agent.act(obs, sample=True)
+        tick = time.perf_counter()
+        frame, reward, terminated, truncated, info = env.step(action)
+        env_s = time.perf_counter() - tick
+        counters["env_time_s"] += env_s
+        replay.add(action, reward, frame, terminated)
+        obs = stack.push(frame)
+        episode_return += float(reward)
+        episode_true_return += float(info.get("task_reward", reward))
+        episode_length += 1
+        counters["step"] += 1
+        step = counters["step"]
+        window.add({"env_step_ms": 1000 * env_s})
+
+        if step >= training.seed_steps and step % training.update_every == 0:
+            tick = time.perf_counter()
+            metrics = agent.update(replay.sample(agent_config.batch_size, rng))
+            update_s = time.perf_counter() - tick
+            counters["update_time_s"] += update_s
+            counters["updates"] += 1
+            window.add({**metrics, "update_ms": 1000 * update_s})
+
+        if terminated or truncated:
+            counters["episode"] += 1
+            need_reset = True
+            writer.add_scalar("train/true_return", episode_true_return, step)
+            writer.add_scalar("train/return", episode_return, step)
+            writer.add_scalar("train/episode_length", episode_length, step)
+            returns["train"].append({
+                "env_step": step,
+                "episode": counters["episode"],
+                "true_return": episode_true_return,
+                "return": episode_return,
+                "length": episode_length,
+            })
+            write_json_atomic(run_dir / RETURNS_FILE, returns)
+            progress.set_postfix(true_return=f"{episode_true_return:.1f}", episode=counters["episode"])
+
+        counters["elapsed_s"] = time.monotonic() - started
+        out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)
+        progress.update(1)
+        if step % training.log_every == 0:
+            for name, value in window.pop().items():
+                group = "time" if name.endswith("_ms") else "train"
+                writer.add_scalar(f"{group}/{name}", value, step)
+            writer.add_scalar("time/env_steps_per_s", step / max(counters["elapsed_s"], 1e-9), step)
+        if training.eval_episodes and step % training.eval_every == 0:
+            last_eval = evaluate()
+        if step % training.checkpoint_every == 0:
+            save()
+    progress.close()
+
+    if training.eval_episodes and (last_eval is None or last_eval["env_step"] != counters["step"]):
+        last_eval = evaluate(final=True)  # the policy the run ends with, on video too
+    counters["elapsed_s"] = time.monotonic() - started
+    save()
+    writer.close()
+    step, elapsed = counters["step"], counters["elapsed_s"]
+    summary = {
+        "env_steps": step,
+        "episodes": counters["episode"],
+        "updates": counters["updates"],
+        "eval_true_return": last_eval["true_return"] if last_eval else None,
+        "eval_return": last_eval["return"] if last_eval else None,
+        "elapsed_s": elapsed,
+        "env_steps_per_s": step / max(elapsed, 1e-9),
+        "env_time_s": counters["env_time_s"],
+        "update_time_s": counters["update_time_s"],
+        "stopped_by_budget": out_of_time,
+    }
+    eval_text = f"eval true return {last_eval['true_return']:.1f}" if last_eval else "no evaluation"
+    print(
+        f"drq: {step} env steps, {counters['updates']} updates in {elapsed / 60:.1f} min "
+        f"({summary['env_steps_per_s']:.1f} steps/s; env {counters['env_time_s']:.0f} s, "
+        f"updates {counters['update_time_s']:.0f} s); {eval_text}"
+    )
+    env.close()
+    eval_env.close()
+    return summary
