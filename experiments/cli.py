@@ -16,6 +16,8 @@ Typical flow:
   wm train-tokenizer --data data/cartpole-swingup --run runs/tokenizer --max-minutes 20
   wm eval-tokenizer --checkpoint runs/tokenizer/checkpoint --data data/cartpole-swingup
   wm train-video --data data/cartpole-swingup --tokenizer runs/tokenizer/checkpoint --run runs/video
+  wm eval-reward --model runs/video/model --data data/cartpole-swingup-graded --out runs/video/reward
+  wm train-drq --env dmc:cartpole-swingup --reward viper --model runs/video/model --run runs/drq
 or all of it on a small default:
   wm quickstart
 """
@@ -241,27 +243,179 @@ def _run_eval_video(args: argparse.Namespace) -> None:
     print(f"report and rollouts written to {args.out}")
 
 
+def _add_calibrate_reward(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate-reward",
+        help="store the VIPER reward's expert statistics in a video model bundle",
+        description="Score the train episodes of an expert dataset with the video model, as the VIPER reward "
+        "would (action-free, context stride = the model's frame skip), and store the mean and std of the "
+        "per-frame log-likelihood per task in the bundle, which the reward wrappers use to standardise. "
+        "`wm train-video` already does this on its training data; use this for other expert data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
+    parser.add_argument("--data", required=True, type=Path, help="expert dataset root (its train split is used)")
+    parser.set_defaults(handler=_run_calibrate_reward)
+
+
+def _run_calibrate_reward(args: argparse.Namespace) -> None:
+    from experiments.eval_reward import calibrate_reward
+
+    print(json.dumps(calibrate_reward(args.model, args.data), indent=2))
+
+
+def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-reward",
+        help="does VIPER return rank graded episodes as the true return does?",
+        description="Score recorded episodes of graded quality (e.g. `wm collect --policies "
+        "expert,noisy:0.3,noisy:1.0,random`) with the VIPER reward exactly as the reward wrapper would step "
+        "through them, and report per task the Spearman and Pearson correlation between VIPER return and true "
+        "return (from the manifest), a per-policy table, a scatter plot, per-step reward curves of an expert "
+        "and a random episode, and a heat-map of per-code log-likelihood over frames. Writes "
+        "{out}/reward_eval.json, {out}/reward_eval.md and PNGs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
+    parser.add_argument(
+        "--data", required=True, type=Path, action="append",
+        help="dataset root with policy labels and returns in its manifest; repeat for more",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="where the report and figures go")
+    parser.add_argument(
+        "--split", default="all", choices=["all", "test", "train"],
+        help="episodes to score; keep the video model's own training episodes out (e.g. --split test)",
+    )
+    parser.add_argument("--mode", default="conditional", choices=["conditional", "joint"], help="VIPER reward mode")
+    parser.add_argument("--joint-frames", type=int, default=None, help="frames per joint reward (default window+1)")
+    parser.set_defaults(handler=_run_eval_reward)
+
+
+def _run_eval_reward(args: argparse.Namespace) -> None:
+    from experiments.eval_reward import evaluate_reward
+
+    report = evaluate_reward(args.model, args.data, args.out, args.split, args.mode, args.joint_frames)
+    print(report["table"])
+    print(f"report and figures written to {args.out}")
+
+
+DRQ_TRAINING_HELP = {
+    "total_steps": "agent steps in all (a resumed run continues up to this)",
+    "seed_steps": "uniformly random actions before the first update",
+    "update_every": "agent steps per DrQ update",
+    "frame_stack": "frames stacked into each observation (each stored once in the replay)",
+    "replay_capacity": "agent steps kept in the replay buffer",
+    "eval_every": "agent steps between evaluation episodes (deterministic policy)",
+    "eval_episodes": "episodes per evaluation",
+    "checkpoint_every": "agent steps between atomic checkpoints (agent, optimizers, replay, RNG)",
+    "video_every": "agent steps between GIFs of an evaluation episode (a multiple of eval-every; 0 = none)",
+    "log_every": "agent steps between tensorboard scalars (losses, timings)",
+    "max_minutes": "stop (and checkpoint) after this much training time, counted across resumes",
+    "seed": "seed of the agent, the replay sampling and the episodes",
+}
+
+
+def _add_train_drq(subparsers: argparse._SubParsersAction) -> None:
+    from agents.drq import DRQ_PRESETS
+    from agents.train_drq import DrQTraining
+
+    parser = subparsers.add_parser(
+        "train-drq",
+        help="train a DrQ agent from pixels on the VIPER reward or the true reward",
+        description="DrQ (SAC from pixels, random-shift augmentation) on a pixel env. With --reward viper the "
+        "env's reward is replaced by the video model's standardised log-likelihood of each new frame (VIPER), "
+        "plus beta times an RND exploration bonus; the true reward is still logged as true_return. Logs to "
+        "{run}/tb, evaluation GIFs to {run}/videos, returns by step to {run}/returns.json, checkpoints to "
+        "{run}/checkpoint; --resume continues an interrupted run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--env", required=True, help="env spec, e.g. dmc:cartpole-swingup")
+    parser.add_argument("--run", required=True, type=Path, help="run directory")
+    parser.add_argument("--reward", default="viper", choices=["viper", "env"], help="what the agent is trained on")
+    parser.add_argument("--model", type=Path, default=None, help="video model bundle (needed for --reward viper)")
+    parser.add_argument("--task", default=None, help="task the video model is conditioned on / standardised for")
+    parser.add_argument("--mode", default="conditional", choices=["conditional", "joint"], help="VIPER reward mode")
+    parser.add_argument(
+        "--env-reward-weight", type=float, default=0.0, help="add this times the env's own reward to VIPER's"
+    )
+    parser.add_argument(
+        "--rnd-weight", type=float, default=None,
+        help="beta of the RND exploration bonus; default 1 with --reward viper (VIPER's setting), 0 with env",
+    )
+    parser.add_argument(
+        "--action-repeat", type=int, default=4,
+        help="env steps per agent decision (DMC envs already repeat 2 physics steps: 4 gives DrQ's 8 on cartpole)",
+    )
+    parser.add_argument("--preset", default="cpu", choices=sorted(DRQ_PRESETS), help="DrQ size: cpu or viper")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
+    _add_training_flags(parser, DrQTraining(), DRQ_TRAINING_HELP)
+    parser.set_defaults(handler=_run_train_drq)
+
+
+def _drq_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
+    """Agent config, loop settings and VIPER options from train-drq's flags."""
+    from dataclasses import replace
+
+    from agents.drq import DRQ_PRESETS
+    from agents.train_drq import DrQTraining
+
+    rnd_weight = args.rnd_weight if args.rnd_weight is not None else (1.0 if args.reward == "viper" else 0.0)
+    config = replace(DRQ_PRESETS[args.preset], rnd_weight=rnd_weight)
+    if args.batch_size is not None:
+        config = replace(config, batch_size=args.batch_size)
+    training = DrQTraining(**{f.name: getattr(args, f.name) for f in fields(DrQTraining)})
+    viper = {"task": args.task, "mode": args.mode, "env_reward_weight": args.env_reward_weight}
+    return config, training, viper if args.reward == "viper" else {}
+
+
+def _run_train_drq(args: argparse.Namespace) -> None:
+    from experiments.train_agent import run_drq
+
+    config, training, viper = _drq_setup(args)
+    summary = run_drq(
+        args.env, args.run, config, training, args.reward, args.model, args.action_repeat, args.resume, **viper
+    )
+    print(json.dumps(summary, indent=2))
+
+
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
+    from experiments.quickstart import QuickstartBudget
+
+    defaults = QuickstartBudget()
     parser = subparsers.add_parser(
         "quickstart",
-        help="the whole pipeline on a small DMC default",
-        description="Collect cartpole-swingup expert videos, train the DMC tokenizer on them and write a "
-        "report (returns table, held-out PSNR/SSIM, reconstructions). Resumes where it stopped.",
+        help="VIPER end to end on a small DMC default (about 25 minutes on a 2-core CPU)",
+        description="Collect expert videos of a DMC task, train the tokenizer and the video model on them, score "
+        "episodes of graded quality (expert, expert + noise, random) with the VIPER reward and correlate VIPER "
+        "return with true return, train DrQ on the VIPER reward alone, and write {out}/report.md with tables, "
+        "plots and a GIF of the agent. Every stage resumes where it stopped.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where data, runs and report go")
     parser.add_argument("--task", default="cartpole-swingup", help="DMC task with a scripted expert")
-    parser.add_argument("--episodes", type=int, default=12, help="expert episodes to collect")
-    parser.add_argument("--tokenizer-minutes", type=float, default=10.0, help="CPU budget for tokenizer training")
+    parser.add_argument("--episodes", type=int, default=defaults.episodes, help="expert episodes to collect")
+    parser.add_argument("--graded-episodes", type=int, default=defaults.graded_episodes,
+                        help="episodes per graded policy (expert, noisy:0.3, noisy:1.0, random) for the reward check")
+    parser.add_argument("--tokenizer-minutes", type=float, default=defaults.tokenizer_minutes,
+                        help="CPU budget for tokenizer training")
+    parser.add_argument("--video-minutes", type=float, default=defaults.video_minutes,
+                        help="CPU budget for video model training")
+    parser.add_argument("--agent-minutes", type=float, default=defaults.agent_minutes,
+                        help="CPU budget for DrQ on the VIPER reward")
     parser.add_argument("--workers", type=int, default=2, help="episode-collecting processes")
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes short (for a quick look)")
     parser.set_defaults(handler=_run_quickstart)
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
-    from experiments.quickstart import quickstart
+    from experiments.quickstart import QuickstartBudget, quickstart
 
-    report = quickstart(args.out, args.task, args.episodes, args.tokenizer_minutes, args.workers, args.max_steps)
+    budget = QuickstartBudget(
+        episodes=args.episodes, graded_episodes=args.graded_episodes, tokenizer_minutes=args.tokenizer_minutes,
+        video_minutes=args.video_minutes, agent_minutes=args.agent_minutes, max_steps=args.max_steps,
+    )
+    report = quickstart(args.out, args.task, budget, args.workers)
     print(f"report written to {report}")
 
 
@@ -275,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_video(subparsers)
     _add_eval_tokenizer(subparsers)
     _add_eval_video(subparsers)
+    _add_calibrate_reward(subparsers)
+    _add_eval_reward(subparsers)
+    _add_train_drq(subparsers)
     _add_quickstart(subparsers)
     return parser
 

@@ -1,54 +1,144 @@
-"""`wm quickstart`: the pipeline end to end on a small DMC default, resumable at every stage."""
+"""`wm quickstart`: VIPER end to end on a small DMC default, resumable at every stage.
+
+Collect expert videos, train the tokenizer and the video model on them, check the
+reward on episodes of graded quality, train DrQ on the VIPER reward alone, and write
+``{out}/report.md``. Each stage writes its results where a rerun finds them (episodes
+on disk are skipped, training resumes from its checkpoint), so an interrupted
+quickstart continues where it stopped. The minute budgets fit a 2-core CPU in about
+25 minutes; faster machines stop at the step counts instead.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from agents.drq import DRQ_PRESETS
+from agents.train_drq import DrQTraining
 from envs.collect import PolicySpec, collect
-from experiments.presets import tokenizer_preset
+from experiments.eval_reward import evaluate_reward
+from experiments.plots import return_curves
+from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import returns_table, tokenizer_report
+from experiments.train_agent import run_drq
 from worldmodel.episodes import DatasetManifest
+from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
+from worldmodel.train_video import VideoTraining, fit_to_data, train_video
+
+GRADED_POLICIES = ("expert", "noisy:0.3", "noisy:1.0", "random")
+STAGES = 6
 
 
-def quickstart(
-    out: str | Path,
-    task: str = "cartpole-swingup",
-    episodes: int = 12,
-    tokenizer_minutes: float = 10.0,
-    workers: int = 2,
-    max_steps: int | None = None,
-) -> Path:
-    """Collect expert videos, train the DMC tokenizer on them, write ``{out}/report.md``."""
+@dataclass
+class QuickstartBudget:
+    """Episodes and CPU minutes per stage; step counts cap faster machines."""
+
+    episodes: int = 12
+    graded_episodes: int = 2
+    tokenizer_minutes: float = 5.0
+    video_minutes: float = 8.0
+    agent_minutes: float = 7.0
+    agent_action_repeat: int = 4
+    max_steps: int | None = None  # cut episodes short, for a quick look
+
+
+def _stage(number: int, text: str) -> None:
+    print(f"[{number}/{STAGES}] {text}", flush=True)
+
+
+def _drq_section(run: Path, summary: dict[str, Any], action_repeat: int) -> str:
+    returns = json.loads((run / "returns.json").read_text())
+    curves = {
+        name: ([r["env_step"] for r in returns[name]], [r["true_return"] for r in returns[name]])
+        for name in ("train", "eval") if returns[name]
+    }
+    lines = [
+        f"{summary['env_steps']} agent steps (x{action_repeat} env steps) in {summary['elapsed_s'] / 60:.1f} min, "
+        f"{summary['updates']} updates; final evaluation: true return "
+        f"**{summary['eval_true_return']:.1f}**, VIPER return {summary['eval_return']:.1f}.",
+    ]
+    if curves:
+        plot = return_curves(curves, run / "true_return.png", "DrQ on VIPER reward alone: true return")
+        lines.append(f"\n![true return]({plot.relative_to(run.parent)})")
+    gifs = sorted((run / "videos").glob("*.gif"))
+    if gifs:
+        lines.append(f"\nThe agent (last evaluation): ![agent]({gifs[-1].relative_to(run.parent)})")
+    return "\n".join(lines)
+
+
+def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: QuickstartBudget | None = None,
+               workers: int = 2) -> Path:
+    """Run every stage into ``out`` and write ``{out}/report.md``; returns its path."""
+    budget = budget or QuickstartBudget()
     out = Path(out)
-    data = out / "data"
-    print(f"[1/3] collecting {episodes} expert episodes of {task} into {data}")
-    collect(
-        f"dmc:{task}", [PolicySpec("expert")], episodes, data,
-        seed=0, test_fraction=0.15, workers=workers, max_steps=max_steps,
-    )
+    started = time.monotonic()
+    data, graded = out / "data", out / "data-graded"
+
+    _stage(1, f"collecting {budget.episodes} expert episodes of {task} into {data}")
+    collect(f"dmc:{task}", [PolicySpec("expert")], budget.episodes, data,
+            seed=0, test_fraction=0.15, workers=workers, max_steps=budget.max_steps)
     manifest = DatasetManifest.load(data)
 
-    print(f"[2/3] training the dmc tokenizer for up to {tokenizer_minutes:g} minutes into {out / 'tokenizer'}")
+    _stage(2, f"training the dmc tokenizer for up to {budget.tokenizer_minutes:g} minutes into {out / 'tokenizer'}")
     # About as many steps as a 2-core CPU does in the minutes given; the learning rate
-    # anneals by whichever budget runs out first, so faster machines stop at the steps.
-    steps = max(1, round(80 * tokenizer_minutes))
-    training = TokenizerTraining(steps=steps, max_minutes=tokenizer_minutes, eval_every=250, checkpoint_every=250)
-    train_tokenizer(data, out / "tokenizer", tokenizer_preset("dmc"), training, resume=True)
+    # anneals by whichever budget runs out first.
+    tokenizer_training = TokenizerTraining(
+        steps=max(1, round(90 * budget.tokenizer_minutes)), max_minutes=budget.tokenizer_minutes,
+        eval_every=250, checkpoint_every=100,
+    )
+    train_tokenizer(data, out / "tokenizer", tokenizer_preset("dmc"), tokenizer_training, resume=True)
+    tokenizer_checkpoint = out / "tokenizer" / "checkpoint"
+    tokenizer = tokenizer_report(tokenizer_checkpoint, data, out=out / "tokenizer")
 
-    print("[3/3] evaluating and writing the report")
-    tokenizer = tokenizer_report(out / "tokenizer" / "checkpoint", data, out=out / "tokenizer")
+    _stage(3, f"training the video model for up to {budget.video_minutes:g} minutes into {out / 'video'}")
+    preset = video_preset("dmc")
+    config = fit_to_data(
+        replace(preset.transformer, action_dropout=0.5), FrameTokenizer.load(tokenizer_checkpoint), manifest, True
+    )
+    video_training = VideoTraining(
+        steps=max(1, round(40 * budget.video_minutes)), clip_length=preset.clip_length, warmup_steps=50,
+        max_minutes=budget.video_minutes, eval_every=10**9, checkpoint_every=50,
+    )
+    video = train_video(data, tokenizer_checkpoint, out / "video", config, video_training, resume=True)
+
+    _stage(4, f"scoring episodes of graded quality ({', '.join(GRADED_POLICIES)}) with the VIPER reward")
+    collect(f"dmc:{task}", [PolicySpec.parse(p) for p in GRADED_POLICIES], budget.graded_episodes, graded,
+            seed=1000, test_fraction=0.99, workers=workers, max_steps=budget.max_steps)
+    reward = evaluate_reward(out / "video" / "model", [graded], out / "reward")
+
+    _stage(5, f"training DrQ on the VIPER reward alone for up to {budget.agent_minutes:g} minutes into {out / 'drq'}")
+    drq_training = DrQTraining(
+        total_steps=10**6, seed_steps=500, eval_every=500, eval_episodes=1, checkpoint_every=250,
+        video_every=500, log_every=100, max_minutes=budget.agent_minutes,
+    )
+    agent = run_drq(f"dmc:{task}", out / "drq", replace(DRQ_PRESETS["cpu"], rnd_weight=1.0), drq_training,
+                    "viper", out / "video" / "model", budget.agent_action_repeat, resume=True,
+                    max_episode_steps=budget.max_steps)
+
+    _stage(6, "writing the report")
     report = out / "report.md"
+    minutes = (time.monotonic() - started) / 60
     report.write_text(
-        f"# Quickstart: {task}\n\n"
+        f"# Quickstart: VIPER on {task}\n\n"
+        f"Wall time of this invocation: {minutes:.1f} min.\n\n"
         f"## Expert episodes (true return)\n\n{returns_table(manifest.episodes)}\n\n"
         f"## Tokenizer (held-out {tokenizer['eval_frames']} frames)\n\n"
-        "| PSNR (dB) | SSIM | codebook usage | perplexity | codes per frame | encode+decode frames/s |\n"
-        "|---|---|---|---|---|---|\n"
+        "| PSNR (dB) | SSIM | codebook usage | perplexity | codes per frame |\n|---|---|---|---|---|\n"
         f"| {tokenizer['psnr']:.2f} | {tokenizer['ssim']:.3f} | {tokenizer['codebook_usage']:.2f} "
-        f"| {tokenizer['perplexity']:.1f} | {tokenizer['code_shape'][0]}x{tokenizer['code_shape'][1]} "
-        f"| {tokenizer['encode_decode_frames_per_s']:.0f} |\n\n"
+        f"| {tokenizer['perplexity']:.1f} | {tokenizer['code_shape'][0]}x{tokenizer['code_shape'][1]} |\n\n"
         "Originals (top) and reconstructions (bottom):\n\n![reconstructions](tokenizer/reconstructions.png)\n\n"
-        f"Tensorboard: `tensorboard --logdir {out / 'tokenizer' / 'tb'}`\n"
+        f"## Video model\n\n{video['step']} steps; held-out {video['bits_per_code']:.3f} bits per code, "
+        f"{video['bits_per_dim']:.4f} bits per dimension, {video['log_prob_per_frame']:.1f} nats per frame.\n\n"
+        f"## VIPER reward against the true return\n\n{reward['table']}\n\n"
+        "![VIPER vs true return](reward/viper_vs_true_return.png)\n\n"
+        "![reward curves](reward/reward_curves.png)\n\n"
+        "Per-code log-likelihood over frames (bright = likely under the expert video model):\n\n"
+        "![likelihood heat-map](reward/likelihood_heatmap.png)\n\n"
+        f"## DrQ on the VIPER reward alone\n\n{_drq_section(out / 'drq', agent, budget.agent_action_repeat)}\n\n"
+        f"Tensorboard: `tensorboard --logdir {out}`\n"
     )
     return report

@@ -2,7 +2,10 @@ import pytest
 
 from experiments.cli import build_parser, main
 
-SUBCOMMANDS = ["collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "quickstart"]
+SUBCOMMANDS = [
+    "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "calibrate-reward", "eval-reward",
+    "train-drq", "quickstart",
+]
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -35,13 +38,19 @@ def test_collect_train_and_eval_from_the_command_line(tmp_path, capsys):
 
 def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     args = ["quickstart", "--out", str(tmp_path), "--task", "cartpole-balance", "--episodes", "3",
-            "--max-steps", "6", "--tokenizer-minutes", "0.05", "--workers", "1"]
+            "--graded-episodes", "1", "--max-steps", "20", "--tokenizer-minutes", "0.02", "--video-minutes", "0.02",
+            "--agent-minutes", "0.02", "--workers", "1"]
     main(args)
     report = (tmp_path / "report.md").read_text()
-    assert "| cartpole-balance | expert | 3 |" in report and "PSNR" in report
-    assert (tmp_path / "tokenizer" / "reconstructions.png").exists()
+    for expected in ("| cartpole-balance | expert | 3 |", "PSNR", "bits per code", "| cartpole-balance | 4 |",
+                     "## DrQ on the VIPER reward alone", "true return"):
+        assert expected in report
+    for figure in ("tokenizer/reconstructions.png", "reward/likelihood_heatmap.png", "drq/true_return.png"):
+        assert (tmp_path / figure).exists()
+    assert list((tmp_path / "drq" / "videos").glob("*.gif"))
     main(args)  # everything on disk: collection skips, training resumes past its budget
-    assert (tmp_path / "report.md").read_text().splitlines()[:8] == report.splitlines()[:8]
+    again = (tmp_path / "report.md").read_text()
+    assert again.split("## Tokenizer")[0].splitlines()[3:] == report.split("## Tokenizer")[0].splitlines()[3:]
 
 
 def test_train_video_from_the_command_line(tiny_dataset, tmp_path, capsys):

@@ -1,0 +1,139 @@
+"""What the VIPER reward costs an agent, measured: env steps per second with and without the wrapper.
+
+One DMC env renders 64x64 frames; a DrQ agent acts and updates once per env step (its
+training loop's default). Timed separately, best of ``--repeats``, one torch thread:
+
+- env step alone, and env step inside :class:`envs.viper.ViperReward` (their difference
+  is the reward's cost: encode one frame, push it through the rolling KV cache);
+- the agent's own work per step (act + one update on a replay batch);
+- batched scoring of ``--envs`` envs in one call (the vector wrapper) against one
+  scorer per env, per env step.
+
+    python -m experiments.benchmarks.viper_throughput --model runs/video-dmc/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import envs
+from agents.drq import DRQ_PRESETS, DrQAgent
+from agents.replay import FrameStack, ReplayBuffer
+from envs.viper import VideoLikelihoodReward, ViperReward
+from worldmodel.video_model import VideoModel
+
+
+def best_ms(run: Callable[[], None], count: int, repeats: int) -> float:
+    """Best-of-``repeats`` milliseconds per call of ``run``, each timing ``count`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(count):
+            run()
+        times.append((time.perf_counter() - start) / count)
+    return 1000 * min(times)
+
+
+def _stepper(env) -> Callable[[], None]:
+    env.reset(seed=0)
+    env.action_space.seed(0)
+
+    def step() -> None:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+
+    return step
+
+
+def measure(model: VideoModel, task: str, preset: str, steps: int, repeats: int, num_envs: int) -> dict[str, float]:
+    plain = envs.make(f"dmc:{task}")
+    wrapped = ViperReward(envs.make(f"dmc:{task}"), model)
+    env_ms = best_ms(_stepper(plain), steps, repeats)
+    viper_env_ms = best_ms(_stepper(wrapped), steps, repeats)
+
+    config = DRQ_PRESETS[preset]
+    stack = FrameStack(3)
+    frame, _ = plain.reset(seed=1)
+    replay = ReplayBuffer(10 * config.batch_size, frame.shape, plain.action_space.shape, 3)
+    replay.add_first(frame)
+    obs = stack.reset(frame)
+    for _ in range(2 * config.batch_size):
+        frame, reward, *_ = plain.step(plain.action_space.sample())
+        replay.add(plain.action_space.sample(), reward, frame, False)
+        obs = stack.push(frame)
+    agent = DrQAgent(config, obs.shape, plain.action_space)
+    rng = np.random.default_rng(0)
+    act_ms = best_ms(lambda: agent.act(obs, sample=True), steps, repeats)
+    update_ms = best_ms(lambda: agent.update(replay.sample(config.batch_size, rng)), max(steps // 10, 3), repeats)
+
+    frames = np.stack([plain.step(plain.action_space.sample())[0] for _ in range(num_envs)])
+    batched = VideoLikelihoodReward(model, num_envs, task=task)
+    singles = [VideoLikelihoodReward(model, 1, task=task) for _ in range(num_envs)]
+    no_reset = np.zeros(num_envs, bool)
+    batched_ms = best_ms(lambda: batched(frames, no_reset), steps, repeats) / num_envs
+    single_ms = best_ms(lambda: [s(frames[i : i + 1], no_reset[:1]) for i, s in enumerate(singles)], steps, repeats)
+
+    viper_ms = viper_env_ms - env_ms
+    agent_ms = act_ms + update_ms
+    with_viper = viper_env_ms + agent_ms
+    return {
+        "env_step_ms": env_ms,
+        "viper_reward_ms": viper_ms,
+        "agent_act_ms": act_ms,
+        "agent_update_ms": update_ms,
+        "steps_per_s_without_viper": 1000 / (env_ms + agent_ms),
+        "steps_per_s_with_viper": 1000 / with_viper,
+        "viper_share_of_step": viper_ms / with_viper,
+        "batched_ms_per_env": batched_ms,
+        "separate_ms_per_env": single_ms / num_envs,
+        "envs": num_envs,
+    }
+
+
+def table(r: dict[str, float], preset: str) -> str:
+    return "\n".join([
+        f"| per env step (DrQ '{preset}', 1 update/step) | ms |",
+        "|---|---:|",
+        f"| env step (render 64x64) | {r['env_step_ms']:.1f} |",
+        f"| VIPER reward (wrapper minus env) | {r['viper_reward_ms']:.1f} |",
+        f"| agent act | {r['agent_act_ms']:.1f} |",
+        f"| agent update | {r['agent_update_ms']:.1f} |",
+        "",
+        "| | env steps/s |",
+        "|---|---:|",
+        f"| without VIPER | {r['steps_per_s_without_viper']:.2f} |",
+        f"| with VIPER | {r['steps_per_s_with_viper']:.2f} |",
+        f"| VIPER share of the agent's step time | {100 * r['viper_share_of_step']:.1f} % |",
+        "",
+        f"| scoring {r['envs']} envs | ms per env step |",
+        "|---|---:|",
+        f"| one batched call (vector wrapper) | {r['batched_ms_per_env']:.2f} |",
+        f"| one scorer per env | {r['separate_ms_per_env']:.2f} "
+        f"({r['separate_ms_per_env'] / r['batched_ms_per_env']:.1f}x) |",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="video model bundle with reward statistics for --task")
+    parser.add_argument("--task", default="cartpole-swingup")
+    parser.add_argument("--preset", default="cpu", choices=sorted(DRQ_PRESETS), help="DrQ size")
+    parser.add_argument("--steps", type=int, default=100, help="calls per timing")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--envs", type=int, default=8, help="envs for the batched-scoring comparison")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result = measure(VideoModel.load(args.model), args.task, args.preset, args.steps, args.repeats, args.envs)
+    print(table(result, args.preset))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
