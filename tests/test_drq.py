@@ -165,7 +165,8 @@ def test_train_resume_repeats_an_uninterrupted_run(tmp_path):
     assert [r["episode"] for r in split["train"]] == [1, 2, 3, 4, 5]
     assert all(r["return"] == -20.0 and r["true_return"] >= 0 for r in split["train"])
     assert [r["env_step"] for r in split["eval"]] == [40, 60, 80, 100]
-    assert sorted(p.name for p in (tmp_path / "split" / "videos").iterdir()) == ["eval_00000040.gif", "eval_00000080.gif"]
+    gifs = sorted(p.name for p in (tmp_path / "split" / "videos").iterdir())  # every video_every, and each run's end
+    assert gifs == ["eval_00000040.gif", "eval_00000060.gif", "eval_00000080.gif", "eval_00000100.gif"]
     assert any((tmp_path / "split" / "tb").iterdir())
 
     whole = train_drq(make_env, tmp_path / "whole", config, run_settings(100))
