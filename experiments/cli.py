@@ -379,6 +379,34 @@ def _run_train_drq(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare-runs",
+        help="plot and tabulate the true-return curves of several agent runs",
+        description="Read {run}/returns.json of agent runs (e.g. DrQ on VIPER reward vs on the true reward) and "
+        "draw their evaluation true return against agent steps in one PNG, with a markdown table of the same "
+        "numbers. Training episodes are drawn too, as a moving average over --smooth episodes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, action="append", help="LABEL=RUN_DIR; repeat for each run")
+    parser.add_argument("--out", required=True, type=Path, help="PNG to write (the table goes next to it as .md)")
+    parser.add_argument("--title", default="true return", help="plot title")
+    parser.add_argument("--smooth", type=int, default=5, help="training episodes per moving average")
+    parser.set_defaults(handler=_run_compare_runs)
+
+
+def _run_compare_runs(args: argparse.Namespace) -> None:
+    from experiments.plots import compare_runs
+
+    runs = {}
+    for item in args.run:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"expected --run LABEL=RUN_DIR, got {item!r}")
+        runs[label] = Path(path)
+    print(compare_runs(runs, args.out, args.title, args.smooth))
+
+
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     from experiments.quickstart import QuickstartBudget
 
@@ -432,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate_reward(subparsers)
     _add_eval_reward(subparsers)
     _add_train_drq(subparsers)
+    _add_compare_runs(subparsers)
     _add_quickstart(subparsers)
     return parser
 

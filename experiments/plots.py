@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,12 +75,53 @@ def likelihood_heatmaps(rows: dict[str, tuple[np.ndarray, np.ndarray, Sequence[i
 
 
 def return_curves(runs: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str) -> Path:
-    """True return against env steps, one line per run (``label -> (steps, returns)``)."""
+    """True return against agent steps, one line per run (``label -> (steps, returns)``)."""
     figure = Figure(figsize=(6, 3.6))
     axes = figure.add_subplot()
     for label, (steps, returns) in runs.items():
         axes.plot(steps, returns, marker="o", ms=3, label=label)
-    axes.set(title=title, xlabel="env steps", ylabel="true return")
+    axes.set(title=title, xlabel="agent steps", ylabel="true return")
     axes.grid(alpha=0.3)
     axes.legend()
     return _save(figure, path)
+
+
+def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    width = max(1, min(width, len(values)))
+    return np.convolve(values, np.ones(width) / width, mode="valid")
+
+
+def compare_runs(runs: dict[str, Path], path: str | Path, title: str, smooth: int = 5) -> str:
+    """Evaluation true return (markers) and smoothed training true return (lines) of agent runs.
+
+    Reads each run's ``returns.json``; writes the PNG and a markdown table next to it, and
+    returns the table.
+    """
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    rows = ["| run | agent steps | eval true return | last train episodes (mean true return) |", "|---|---:|---:|---:|"]
+    for i, (label, run) in enumerate(runs.items()):
+        log_path = Path(run) / "returns.json"
+        if not log_path.is_file():
+            raise FileNotFoundError(f"no returns.json in {run}: is it an agent run directory?")
+        log = json.loads(log_path.read_text())
+        colour = f"C{i}"
+        train, evals = log["train"], log["eval"]
+        if train:
+            averaged = _moving_average([r["true_return"] for r in train], smooth)
+            steps = [r["env_step"] for r in train][len(train) - len(averaged):]
+            axes.plot(steps, averaged, color=colour, alpha=0.5, lw=1)
+        if evals:
+            axes.plot([r["env_step"] for r in evals], [r["true_return"] for r in evals], "o-", color=colour,
+                      label=label, ms=4)
+        recent = np.mean([r["true_return"] for r in train[-smooth:]]) if train else float("nan")
+        last = evals[-1] if evals else {"env_step": 0, "true_return": float("nan")}
+        rows.append(f"| {label} | {last['env_step']} | {last['true_return']:.1f} | {recent:.1f} |")
+    axes.set(title=title, xlabel="agent steps", ylabel="true return")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    path = _save(figure, path)
+    table = "\n".join(rows)
+    path.with_suffix(".md").write_text(table + "\n")
+    return table

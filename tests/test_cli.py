@@ -4,7 +4,7 @@ from experiments.cli import build_parser, main
 
 SUBCOMMANDS = [
     "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "calibrate-reward", "eval-reward",
-    "train-drq", "quickstart",
+    "train-drq", "compare-runs", "quickstart",
 ]
 
 
@@ -71,3 +71,25 @@ def test_train_video_from_the_command_line(tiny_dataset, tmp_path, capsys):
         main(args)
     with pytest.raises(SystemExit, match="no checkpoint directory"):
         main([*args[:3], "--tokenizer", str(tmp_path / "missing"), "--run", str(tmp_path / "other")])
+
+
+def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
+    import json
+
+    for name, scale in (("viper", 1.0), ("true", 2.0)):
+        log = {
+            "train": [{"env_step": 10 * i, "true_return": scale * i, "return": 0.0} for i in range(1, 7)],
+            "eval": [{"env_step": 30, "true_return": scale * 3}, {"env_step": 60, "true_return": scale * 6}],
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "returns.json").write_text(json.dumps(log))
+    out = tmp_path / "cmp.png"
+    main(["compare-runs", "--run", f"VIPER={tmp_path / 'viper'}", "--run", f"true={tmp_path / 'true'}",
+          "--out", str(out), "--smooth", "2"])
+    table = capsys.readouterr().out
+    assert "| VIPER | 60 | 6.0 | 5.5 |" in table and "| true | 60 | 12.0 | 11.0 |" in table
+    assert out.stat().st_size > 0 and out.with_suffix(".md").read_text().strip() == table.strip()
+    with pytest.raises(SystemExit, match="LABEL=RUN_DIR"):
+        main(["compare-runs", "--run", str(tmp_path / "viper"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no returns.json"):
+        main(["compare-runs", "--run", f"x={tmp_path}", "--out", str(out)])
