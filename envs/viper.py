@@ -30,6 +30,7 @@ afresh at its own episode boundary (gymnasium's next-step autoreset).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -172,46 +173,48 @@ class VideoLikelihoodReward:
         return rewards[1:].astype(np.float32)
 
 
-def _model_stride(model: VideoModel, env_skip: int, context_stride: int | None) -> int:
-    """The context stride in env observations: the model's frame skip over the env's, unless given."""
-    if context_stride is not None:
-        return context_stride
-    if model.info.frame_skip % env_skip:
-        raise ValueError(
-            f"the video model's frames are {model.info.frame_skip} env steps apart, which is no multiple of "
-            f"this env's {env_skip} per observation: pass context_stride explicitly"
+@dataclass(frozen=True)
+class ViperOptions:
+    """The wrappers' keyword options (see the module docstring); ``context_stride=None`` follows the model."""
+
+    task: str | None = None
+    mode: str = "conditional"
+    joint_frames: int | None = None
+    context_stride: int | None = None
+    standardize: bool = True
+    score_mask: np.ndarray | None = None
+    viper_weight: float = 1.0
+    env_reward_weight: float = 0.0
+
+    def reward_fn(self, model: VideoModel, num_envs: int, env_skip: int) -> VideoLikelihoodReward:
+        """The scorer for ``num_envs`` envs that take ``env_skip`` env steps per observation."""
+        stride = self.context_stride
+        if stride is None:  # the model sees frames at the rate it was trained on
+            if model.info.frame_skip % env_skip:
+                raise ValueError(
+                    f"the video model's frames are {model.info.frame_skip} env steps apart, which is no multiple "
+                    f"of this env's {env_skip} per observation: pass context_stride explicitly"
+                )
+            stride = model.info.frame_skip // env_skip
+        return VideoLikelihoodReward(
+            model, num_envs, task=self.task, mode=self.mode, joint_frames=self.joint_frames, context_stride=stride,
+            standardize=self.standardize, score_mask=self.score_mask,
         )
-    return model.info.frame_skip // env_skip
+
+    def mix(self, viper: np.ndarray | float, env_reward: np.ndarray | float) -> np.ndarray | float:
+        return self.viper_weight * viper + self.env_reward_weight * env_reward
 
 
 class ViperReward(gym.Wrapper):
-    """Replace a pixel env's reward by the VIPER reward (options in the module docstring).
+    """Replace a pixel env's reward by the VIPER reward; keyword options as :class:`ViperOptions`.
 
     ``info["task_reward"]`` is the env's own reward, ``info["viper_reward"]`` the VIPER term.
     """
 
-    def __init__(
-        self,
-        env: gym.Env,
-        model: VideoModel,
-        *,
-        task: str | None = None,
-        mode: str = "conditional",
-        joint_frames: int | None = None,
-        context_stride: int | None = None,
-        standardize: bool = True,
-        score_mask: np.ndarray | None = None,
-        viper_weight: float = 1.0,
-        env_reward_weight: float = 0.0,
-    ) -> None:
+    def __init__(self, env: gym.Env, model: VideoModel, **options: Any) -> None:
         super().__init__(env)
-        stride = _model_stride(model, env_frame_skip(env.get_wrapper_attr), context_stride)
-        self.reward_fn = VideoLikelihoodReward(
-            model, 1, task=task, mode=mode, joint_frames=joint_frames, context_stride=stride,
-            standardize=standardize, score_mask=score_mask,
-        )
-        self.viper_weight = viper_weight
-        self.env_reward_weight = env_reward_weight
+        self.options = ViperOptions(**options)
+        self.reward_fn = self.options.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -222,7 +225,7 @@ class ViperReward(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         viper = float(self.reward_fn(obs[None], np.zeros(1, bool))[0])
         info = {**info, "task_reward": float(reward), "viper_reward": viper}
-        return obs, self.viper_weight * viper + self.env_reward_weight * float(reward), terminated, truncated, info
+        return obs, self.options.mix(viper, float(reward)), terminated, truncated, info
 
 
 class ViperRewardVector(VectorWrapper):
@@ -232,31 +235,13 @@ class ViperRewardVector(VectorWrapper):
     following ``step``, whose frame starts that env's new context and earns no reward.
     """
 
-    def __init__(
-        self,
-        env: VectorEnv,
-        model: VideoModel,
-        *,
-        task: str | None = None,
-        mode: str = "conditional",
-        joint_frames: int | None = None,
-        context_stride: int | None = None,
-        standardize: bool = True,
-        score_mask: np.ndarray | None = None,
-        viper_weight: float = 1.0,
-        env_reward_weight: float = 0.0,
-    ) -> None:
+    def __init__(self, env: VectorEnv, model: VideoModel, **options: Any) -> None:
         super().__init__(env)
         autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if autoreset != AutoresetMode.NEXT_STEP:
             raise ValueError(f"ViperRewardVector needs a vector env with next-step autoreset, got {autoreset}")
-        stride = _model_stride(model, env_frame_skip(lambda name: env.get_attr(name)[0]), context_stride)
-        self.reward_fn = VideoLikelihoodReward(
-            model, env.num_envs, task=task, mode=mode, joint_frames=joint_frames, context_stride=stride,
-            standardize=standardize, score_mask=score_mask,
-        )
-        self.viper_weight = viper_weight
-        self.env_reward_weight = env_reward_weight
+        self.options = ViperOptions(**options)
+        self.reward_fn = self.options.reward_fn(model, env.num_envs, env_frame_skip(lambda name: env.get_attr(name)[0]))
         self.resetting = np.zeros(env.num_envs, bool)
 
     def reset(
@@ -276,5 +261,5 @@ class ViperRewardVector(VectorWrapper):
         everywhere = np.ones(self.num_envs, bool)
         info = {**info, "task_reward": reward, "_task_reward": everywhere, "viper_reward": viper,
                 "_viper_reward": everywhere}
-        mixed = (self.viper_weight * viper + self.env_reward_weight * reward).astype(np.float32)
+        mixed = self.options.mix(viper, reward).astype(np.float32)
         return obs, mixed, terminated, truncated, info
