@@ -349,6 +349,7 @@ def _add_train_drq(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="cpu", choices=sorted(DRQ_PRESETS), help="DrQ size: cpu or viper")
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
+    parser.add_argument("--device", default="cpu", help="torch device of the agent and the video model")
     _add_training_flags(parser, DrQTraining(), DRQ_TRAINING_HELP)
     parser.set_defaults(handler=_run_train_drq)
 
@@ -374,7 +375,8 @@ def _run_train_drq(args: argparse.Namespace) -> None:
 
     config, training, viper = _drq_setup(args)
     summary = run_drq(
-        args.env, args.run, config, training, args.reward, args.model, args.action_repeat, args.resume, **viper
+        args.env, args.run, config, training, args.reward, args.model, args.action_repeat, args.resume,
+        device=args.device, **viper,
     )
     print(json.dumps(summary, indent=2))
 

@@ -65,9 +65,10 @@ def run_drq(
     action_repeat: int = 1,
     resume: bool = False,
     max_episode_steps: int | None = None,
+    device: str = "cpu",
     **viper_options: Any,
 ) -> dict[str, Any]:
-    """Train DrQ on ``env_spec`` with the chosen reward; the summary of :func:`train_drq`."""
-    model = VideoModel.load(model_dir) if reward == "viper" and model_dir is not None else None
+    """Train DrQ on ``env_spec`` with the chosen reward (agent and video model on ``device``); :func:`train_drq`'s summary."""
+    model = VideoModel.load(model_dir, device) if reward == "viper" and model_dir is not None else None
     make_env = env_factory(env_spec, reward, model, action_repeat, max_episode_steps, **viper_options)
-    return train_drq(make_env, run_dir, agent_config, training, resume=resume)
+    return train_drq(make_env, run_dir, agent_config, training, resume=resume, device=device)

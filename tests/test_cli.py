@@ -22,6 +22,8 @@ def test_bad_input_is_one_clear_line(tmp_path):
         main(["collect", "--env", "dmc:cartpole-balance", "--policies", "greedy", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="no split 'train'"):
         main(["train-tokenizer", "--data", str(tmp_path / "nothing"), "--run", str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match="needs a video model"):
+        main(["train-drq", "--env", "dmc:cartpole-swingup", "--run", str(tmp_path / "drq")])
 
 
 def test_collect_train_and_eval_from_the_command_line(tmp_path, capsys):
