@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from envs import make
 from envs.experts import Policy, make_expert, noisy_policy, random_policy
+from envs.wrappers import env_frame_skip
 from worldmodel.episodes import DatasetManifest, write_episode
 
 
@@ -150,7 +151,7 @@ def collect(
     root = Path(root)
     probe = make(env_spec)
     action_space = describe_action_space(probe.action_space)
-    frame_skip = int(getattr(probe.unwrapped, "action_repeat", getattr(probe.unwrapped, "frame_skip", 1)))
+    frame_skip = env_frame_skip(probe.get_wrapper_attr)
     fps = float(probe.metadata.get("render_fps") or 15.0)
     probe.close()
 

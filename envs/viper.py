@@ -29,7 +29,6 @@ afresh at its own episode boundary (gymnasium's next-step autoreset).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,20 +37,11 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from envs.wrappers import env_frame_skip
 from worldmodel.likelihood import episode_code_log_probs
 from worldmodel.video_model import VideoModel
 
 MODES = ("conditional", "joint")
-
-
-def env_frame_skip(get_attr: Callable[[str], Any]) -> int:
-    """Env steps per observation of an env, from its ``action_repeat`` or ``frame_skip`` attribute (else 1)."""
-    for name in ("action_repeat", "frame_skip"):
-        try:
-            return int(get_attr(name))
-        except AttributeError:
-            continue
-    return 1
 
 
 class VideoLikelihoodReward:

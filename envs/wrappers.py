@@ -1,12 +1,26 @@
-"""Small gymnasium wrappers the agents' envs need and gymnasium does not ship."""
+"""Small gymnasium wrappers and helpers the agents' envs need and gymnasium does not ship."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 
 SUMMED_INFO = ("task_reward", "viper_reward")  # per-step reward terms that add up like the reward
+
+
+def env_frame_skip(get_attr: Callable[[str], Any]) -> int:
+    """Env steps per observation, from an env's ``action_repeat`` or ``frame_skip`` attribute (else 1).
+
+    ``get_attr`` is ``env.get_wrapper_attr`` for an env, or a lookup in one sub-env of a vector env.
+    """
+    for name in ("action_repeat", "frame_skip"):
+        try:
+            return int(get_attr(name))
+        except AttributeError:
+            continue
+    return 1
 
 
 class ActionRepeat(gym.Wrapper):
