@@ -103,6 +103,80 @@ def _tables(correlations: dict[str, dict[str, float]], by_policy: list[dict[str,
     return "\n".join(lines)
 
 
+HeatInputs = dict[str, tuple[VideoLikelihoodReward, np.ndarray]]  # "task policy" -> (its reward, a video)
+
+
+def score_episodes(
+    model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None
+) -> tuple[list[ScoredEpisode], HeatInputs]:
+    """Every episode of ``data_roots`` scored as the reward wrapper would, and an expert and a random video per task."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    reward_fns: dict[tuple[str, int], VideoLikelihoodReward] = {}
+    episodes: list[ScoredEpisode] = []
+    heat_inputs: HeatInputs = {}
+    for root in map(Path, data_roots):
+        manifest = DatasetManifest.load(root)
+        if manifest is None:
+            raise FileNotFoundError(f"{root} has no manifest.json: the policy labels and true returns live there")
+        stride = frame_stride(model, manifest, root)
+        splits = [s for s in SPLITS[split] if split != "all" or (root / s).is_dir()]
+        paths = [p for s in splits for p in episode_paths(root, s)]
+        if not paths:
+            raise FileNotFoundError(f"no episodes under {root} in split {split!r}")
+        for path in tqdm(paths, desc=f"scoring {root.name}", unit="episode", dynamic_ncols=True):
+            episode = read_episode(path)
+            task = manifest.tasks[episode.task_id]
+            if (task, stride) not in reward_fns:
+                conditioned = bool(model.transformer.config.num_tasks)
+                reward_fns[task, stride] = VideoLikelihoodReward(
+                    model, 1, task=task if conditioned or task in model.info.tasks else None, mode=mode,
+                    joint_frames=joint_frames, context_stride=stride, standardize=task in model.info.reward_stats,
+                )
+            reward_fn = reward_fns[task, stride]
+            video = np.asarray(episode.video)
+            policy = manifest.episodes.get(str(path.relative_to(root)), {}).get("policy", "unlabelled")
+            true_return = _true_return(manifest, root, path, episode.rewards)
+            episodes.append(ScoredEpisode(task, policy, str(path), true_return, reward_fn.episode_rewards(video)))
+            if policy in ("expert", "random"):
+                heat_inputs.setdefault(f"{task} {policy}", (reward_fn, video))
+    return episodes, heat_inputs
+
+
+def _by_policy(episodes: list[ScoredEpisode], tasks: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for task in tasks:
+        for policy in sorted({e.policy for e in episodes if e.task == task}):
+            group = [e for e in episodes if e.task == task and e.policy == policy]
+            rows.append({
+                "task": task, "policy": policy, "episodes": len(group),
+                "true_return": float(np.mean([e.true_return for e in group])),
+                "viper_return": float(np.mean([e.viper_return for e in group])),
+            })
+    return rows
+
+
+def _figures(
+    episodes: list[ScoredEpisode], tasks: list[str], heat_inputs: HeatInputs, window: int, out: Path
+) -> dict[str, str]:
+    """Scatter of returns per task, reward curves of the first task, likelihood heat-maps."""
+    figures = {"scatter": str(scatter_returns(
+        {t: [(e.true_return, e.viper_return, e.policy) for e in episodes if e.task == t] for t in tasks},
+        out / "viper_vs_true_return.png",
+    ))}
+    first_task = [e for e in episodes if e.task == tasks[0]]
+    curves = {p: e.rewards for p in ("expert", "random") if (e := _pick(first_task, p)) is not None}
+    if curves:
+        figures["reward_curves"] = str(reward_curves(curves, out / "reward_curves.png", tasks[0]))
+    if heat_inputs:
+        rows = {}
+        for label, (reward_fn, video) in sorted(heat_inputs.items(), key=lambda item: item[0].endswith("random")):
+            steps = np.linspace(window, len(video) - 1, HEATMAP_FRAMES).astype(int)
+            rows[label] = (video[steps], reward_fn.episode_code_log_probs(video)[steps], steps.tolist())
+        figures["heatmap"] = str(likelihood_heatmaps(rows, out / "likelihood_heatmap.png"))
+    return figures
+
+
 def evaluate_reward(
     model_dir: str | Path,
     data_roots: list[str | Path],
@@ -116,77 +190,22 @@ def evaluate_reward(
     Rewards are standardised when the bundle has statistics for the task (correlations do
     not depend on it). Writes ``reward_eval.json``, ``reward_eval.md`` and three PNGs.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     model = VideoModel.load(model_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    reward_fns: dict[tuple[str, int], VideoLikelihoodReward] = {}
-    episodes: list[ScoredEpisode] = []
-    heat_inputs: dict[str, tuple[VideoLikelihoodReward, np.ndarray]] = {}
     with torch.no_grad():
-        for root in map(Path, data_roots):
-            manifest = DatasetManifest.load(root)
-            if manifest is None:
-                raise FileNotFoundError(f"{root} has no manifest.json: the policy labels and true returns live there")
-            stride = frame_stride(model, manifest, root)
-            splits = [s for s in SPLITS[split] if split != "all" or (root / s).is_dir()]
-            paths = [p for s in splits for p in episode_paths(root, s)]
-            if not paths:
-                raise FileNotFoundError(f"no episodes under {root} in split {split!r}")
-            for path in tqdm(paths, desc=f"scoring {root.name}", unit="episode", dynamic_ncols=True):
-                episode = read_episode(path)
-                task = manifest.tasks[episode.task_id]
-                key = (task, stride)
-                if key not in reward_fns:
-                    conditioned = bool(model.transformer.config.num_tasks)
-                    reward_fns[key] = VideoLikelihoodReward(
-                        model, 1, task=task if conditioned or task in model.info.tasks else None, mode=mode,
-                        joint_frames=joint_frames, context_stride=stride,
-                        standardize=task in model.info.reward_stats,
-                    )
-                video = np.asarray(episode.video)
-                policy = manifest.episodes.get(str(path.relative_to(root)), {}).get("policy", "unlabelled")
-                rewards = reward_fns[key].episode_rewards(video)
-                true_return = _true_return(manifest, root, path, episode.rewards)
-                episodes.append(ScoredEpisode(task, policy, str(path), true_return, rewards))
-                if policy in ("expert", "random") and f"{task} {policy}" not in heat_inputs:
-                    heat_inputs[f"{task} {policy}"] = (reward_fns[key], video)
-
+        episodes, heat_inputs = score_episodes(model, data_roots, split, mode, joint_frames)
         tasks = sorted({e.task for e in episodes})
         correlations = {task: _correlations([e for e in episodes if e.task == task]) for task in tasks}
-        by_policy = []
-        for task in tasks:
-            for policy in sorted({e.policy for e in episodes if e.task == task}):
-                group = [e for e in episodes if e.task == task and e.policy == policy]
-                by_policy.append({
-                    "task": task, "policy": policy, "episodes": len(group),
-                    "true_return": float(np.mean([e.true_return for e in group])),
-                    "viper_return": float(np.mean([e.viper_return for e in group])),
-                })
-
-        figures = {"scatter": str(scatter_returns(
-            {t: [(e.true_return, e.viper_return, e.policy) for e in episodes if e.task == t] for t in tasks},
-            out / "viper_vs_true_return.png",
-        ))}
-        task_episodes = [e for e in episodes if e.task == tasks[0]]
-        curves = {p: e.rewards for p in ("expert", "random") if (e := _pick(task_episodes, p)) is not None}
-        if curves:
-            figures["reward_curves"] = str(reward_curves(curves, out / "reward_curves.png", tasks[0]))
-        if heat_inputs:
-            rows = {}
-            for label, (reward_fn, video) in sorted(heat_inputs.items(), key=lambda item: item[0].endswith("random")):
-                steps = np.linspace(model.window, len(video) - 1, HEATMAP_FRAMES).astype(int)
-                rows[label] = (video[steps], reward_fn.episode_code_log_probs(video)[steps], steps.tolist())
-            figures["heatmap"] = str(likelihood_heatmaps(rows, out / "likelihood_heatmap.png"))
-
+        by_policy = _by_policy(episodes, tasks)
+        figures = _figures(episodes, tasks, heat_inputs, model.window, out)
     table = _tables(correlations, by_policy)
     report = {
         "model": str(model_dir),
         "data": [str(r) for r in data_roots],
         "split": split,
         "mode": mode,
-        "standardized": sorted({t for t, _ in reward_fns if t in model.info.reward_stats}),
+        "standardized": [t for t in tasks if t in model.info.reward_stats],
         "correlations": correlations,
         "by_policy": by_policy,
         "episodes": [
