@@ -394,19 +394,28 @@ def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="PNG to write (the table goes next to it as .md)")
     parser.add_argument("--title", default="true return", help="plot title")
     parser.add_argument("--smooth", type=int, default=5, help="training episodes per moving average")
+    parser.add_argument(
+        "--baseline", action="append", default=[], help="LABEL=RETURN drawn as a dashed line (e.g. random=108.3)"
+    )
     parser.set_defaults(handler=_run_compare_runs)
 
 
 def _run_compare_runs(args: argparse.Namespace) -> None:
     from experiments.plots import compare_runs
 
-    runs = {}
-    for item in args.run:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise ValueError(f"expected --run LABEL=RUN_DIR, got {item!r}")
-        runs[label] = Path(path)
-    print(compare_runs(runs, args.out, args.title, args.smooth))
+    def labelled(items: list[str], flag: str, value_name: str) -> dict[str, str]:
+        pairs = [item.partition("=") for item in items]
+        bad = [item for item, (label, sep, value) in zip(items, pairs) if not (label and sep and value)]
+        if bad:
+            raise ValueError(f"expected {flag} LABEL={value_name}, got {bad[0]!r}")
+        return {label: value for label, _, value in pairs}
+
+    runs = {label: Path(path) for label, path in labelled(args.run, "--run", "RUN_DIR").items()}
+    try:
+        baselines = {label: float(v) for label, v in labelled(args.baseline, "--baseline", "RETURN").items()}
+    except ValueError as err:
+        raise ValueError(f"--baseline needs LABEL=RETURN with a number: {err}") from err
+    print(compare_runs(runs, args.out, args.title, args.smooth, baselines))
 
 
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:

@@ -92,11 +92,13 @@ def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
     return np.convolve(values, np.ones(width) / width, mode="valid")
 
 
-def compare_runs(runs: dict[str, Path], path: str | Path, title: str, smooth: int = 5) -> str:
+def compare_runs(
+    runs: dict[str, Path], path: str | Path, title: str, smooth: int = 5, baselines: dict[str, float] | None = None
+) -> str:
     """Evaluation true return (markers) and smoothed training true return (lines) of agent runs.
 
-    Reads each run's ``returns.json``; writes the PNG and a markdown table next to it, and
-    returns the table.
+    Reads each run's ``returns.json``; ``baselines`` (e.g. a random policy's mean return)
+    are dashed lines. Writes the PNG and a markdown table next to it, and returns the table.
     """
     figure = Figure(figsize=(7, 4))
     axes = figure.add_subplot()
@@ -118,6 +120,11 @@ def compare_runs(runs: dict[str, Path], path: str | Path, title: str, smooth: in
         recent = np.mean([r["true_return"] for r in train[-smooth:]]) if train else float("nan")
         last = evals[-1] if evals else {"env_step": 0, "true_return": float("nan")}
         rows.append(f"| {label} | {last['env_step']} | {last['true_return']:.1f} | {recent:.1f} |")
+    for label, value in (baselines or {}).items():
+        axes.axhline(value, ls="--", color="grey", lw=1)
+        axes.annotate(label, (0, value), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                      textcoords="offset points", fontsize=8, color="grey")
+        rows.append(f"| {label} | - | {value:.1f} | - |")
     axes.set(title=title, xlabel="agent steps", ylabel="true return")
     axes.grid(alpha=0.3)
     axes.legend()

@@ -87,11 +87,14 @@ def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
         (tmp_path / name / "returns.json").write_text(json.dumps(log))
     out = tmp_path / "cmp.png"
     main(["compare-runs", "--run", f"VIPER={tmp_path / 'viper'}", "--run", f"true={tmp_path / 'true'}",
-          "--out", str(out), "--smooth", "2"])
+          "--out", str(out), "--smooth", "2", "--baseline", "random=1.5"])
     table = capsys.readouterr().out
     assert "| VIPER | 60 | 6.0 | 5.5 |" in table and "| true | 60 | 12.0 | 11.0 |" in table
+    assert "| random | - | 1.5 | - |" in table
     assert out.stat().st_size > 0 and out.with_suffix(".md").read_text().strip() == table.strip()
     with pytest.raises(SystemExit, match="LABEL=RUN_DIR"):
         main(["compare-runs", "--run", str(tmp_path / "viper"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="a number"):
+        main(["compare-runs", "--run", f"x={tmp_path / 'viper'}", "--out", str(out), "--baseline", "random=low"])
     with pytest.raises(SystemExit, match="no returns.json"):
         main(["compare-runs", "--run", f"x={tmp_path}", "--out", str(out)])
