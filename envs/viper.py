@@ -155,7 +155,11 @@ class VideoLikelihoodReward:
 
         Equal to stepping the episode through a wrapper, computed in one pass per phase.
         """
-        scores = (self.episode_code_log_probs(frames).reshape(len(frames), -1).sum(-1) - self.mean) / self.std
+        return self.rewards_from_code_log_probs(self.episode_code_log_probs(frames))
+
+    def rewards_from_code_log_probs(self, code_log_probs: np.ndarray) -> np.ndarray:
+        """:meth:`episode_rewards` from the episode's :meth:`episode_code_log_probs` ``(T, h, w)``."""
+        scores = (code_log_probs.reshape(len(code_log_probs), -1).sum(-1) - self.mean) / self.std
         rewards = np.zeros_like(scores)
         for back in range(self.joint_frames):  # the frames t, t - s, ... of the same phase
             shift = back * self.stride

@@ -103,13 +103,14 @@ def _tables(correlations: dict[str, dict[str, float]], by_policy: list[dict[str,
     return "\n".join(lines)
 
 
-HeatInputs = dict[str, tuple[VideoLikelihoodReward, np.ndarray]]  # "task policy" -> (its reward, a video)
+HeatInputs = dict[str, tuple[np.ndarray, np.ndarray]]  # "task policy" -> (a video, its per-code log-likelihoods)
 
 
 def score_episodes(
     model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None
 ) -> tuple[list[ScoredEpisode], HeatInputs]:
-    """Every episode of ``data_roots`` scored as the reward wrapper would, and an expert and a random video per task."""
+    """Every episode of ``data_roots`` scored as the reward wrapper would, and an expert and a random one per task
+    with its per-code log-likelihoods (for the heat-map)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     reward_fns: dict[tuple[str, int], VideoLikelihoodReward] = {}
@@ -137,9 +138,11 @@ def score_episodes(
             video = np.asarray(episode.video)
             policy = manifest.episodes.get(str(path.relative_to(root)), {}).get("policy", "unlabelled")
             true_return = _true_return(manifest, root, path, episode.rewards)
-            episodes.append(ScoredEpisode(task, policy, str(path), true_return, reward_fn.episode_rewards(video)))
+            code_log_probs = reward_fn.episode_code_log_probs(video)
+            rewards = reward_fn.rewards_from_code_log_probs(code_log_probs)
+            episodes.append(ScoredEpisode(task, policy, str(path), true_return, rewards))
             if policy in ("expert", "random"):
-                heat_inputs.setdefault(f"{task} {policy}", (reward_fn, video))
+                heat_inputs.setdefault(f"{task} {policy}", (video, code_log_probs))
     return episodes, heat_inputs
 
 
@@ -170,9 +173,9 @@ def _figures(
         figures["reward_curves"] = str(reward_curves(curves, out / "reward_curves.png", tasks[0]))
     if heat_inputs:
         rows = {}
-        for label, (reward_fn, video) in sorted(heat_inputs.items(), key=lambda item: item[0].endswith("random")):
+        for label, (video, code_log_probs) in sorted(heat_inputs.items(), key=lambda item: item[0].endswith("random")):
             steps = np.linspace(window, len(video) - 1, HEATMAP_FRAMES).astype(int)
-            rows[label] = (video[steps], reward_fn.episode_code_log_probs(video)[steps], steps.tolist())
+            rows[label] = (video[steps], code_log_probs[steps], steps.tolist())
         figures["heatmap"] = str(likelihood_heatmaps(rows, out / "likelihood_heatmap.png"))
     return figures
 
