@@ -74,18 +74,6 @@ def likelihood_heatmaps(rows: dict[str, tuple[np.ndarray, np.ndarray, Sequence[i
     return _save(figure, path)
 
 
-def return_curves(runs: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, title: str) -> Path:
-    """True return against agent steps, one line per run (``label -> (steps, returns)``)."""
-    figure = Figure(figsize=(6, 3.6))
-    axes = figure.add_subplot()
-    for label, (steps, returns) in runs.items():
-        axes.plot(steps, returns, marker="o", ms=3, label=label)
-    axes.set(title=title, xlabel="agent steps", ylabel="true return")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _save(figure, path)
-
-
 def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     width = max(1, min(width, len(values)))

@@ -10,7 +10,6 @@ quickstart continues where it stopped. The minute budgets fit a 2-core CPU in ab
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from agents.drq import DRQ_PRESETS
 from agents.train_drq import DrQTraining
 from envs.collect import PolicySpec, collect
 from experiments.eval_reward import evaluate_reward
-from experiments.plots import return_curves
+from experiments.plots import compare_runs
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import returns_table, tokenizer_report
 from experiments.train_agent import run_drq
@@ -51,19 +50,14 @@ def _stage(number: int, text: str) -> None:
 
 
 def _drq_section(run: Path, summary: dict[str, Any], action_repeat: int) -> str:
-    returns = json.loads((run / "returns.json").read_text())
-    curves = {
-        name: ([r["env_step"] for r in returns[name]], [r["true_return"] for r in returns[name]])
-        for name in ("train", "eval") if returns[name]
-    }
+    plot = run / "true_return.png"
+    compare_runs({"DrQ on VIPER reward": run}, plot, "DrQ on VIPER reward alone: true return", smooth=1)
     lines = [
         f"{summary['env_steps']} agent steps (x{action_repeat} env steps) in {summary['elapsed_s'] / 60:.1f} min, "
         f"{summary['updates']} updates; final evaluation: true return "
         f"**{summary['eval_true_return']:.1f}**, VIPER return {summary['eval_return']:.1f}.",
+        f"\n![true return]({plot.relative_to(run.parent)})",
     ]
-    if curves:
-        plot = return_curves(curves, run / "true_return.png", "DrQ on VIPER reward alone: true return")
-        lines.append(f"\n![true return]({plot.relative_to(run.parent)})")
     gifs = sorted((run / "videos").glob("*.gif"))
     if gifs:
         lines.append(f"\nThe agent (last evaluation): ![agent]({gifs[-1].relative_to(run.parent)})")
