@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from agents.drq import DrQAgent, DrQConfig
 from agents.replay import FrameStack, ReplayBuffer
@@ -48,7 +47,7 @@ from worldmodel.checkpoint import (
     load_training_state,
     write_json_atomic,
 )
-from worldmodel.schedule import budget_spent
+from worldmodel.schedule import BudgetProgress, budget_spent
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_KIND = "drq_agent"
@@ -265,7 +264,9 @@ def train_drq(
 
     started = time.monotonic() - counters["elapsed_s"]
     out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)  # a finished run resumes to no steps
-    progress = tqdm(total=training.total_steps, initial=counters["step"], desc="drq", unit="step", dynamic_ncols=True)
+    progress = BudgetProgress(
+        training.total_steps, counters["step"], counters["elapsed_s"], training.max_minutes, desc="drq"
+    )
     while counters["step"] < training.total_steps and not out_of_time:
         if need_reset:
             frame, _ = env.reset(seed=_episode_seed(training.seed, _TRAIN_STREAM, counters["episode"]))
@@ -317,7 +318,7 @@ def train_drq(
 
         counters["elapsed_s"] = time.monotonic() - started
         out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)
-        progress.update(1)
+        progress.advance(counters["elapsed_s"])
         if step % training.log_every == 0:
             for name, value in window.pop().items():
                 group = "time" if name.endswith("_ms") else "train"

@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from worldmodel.checkpoint import resume_training, save_training_checkpoint
 from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
-from worldmodel.schedule import budget_spent, learning_rate
+from worldmodel.schedule import BudgetProgress, budget_spent, learning_rate
 from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, TokenizerConfig, frames_to_images
 
 CHECKPOINT_DIR = "checkpoint"
@@ -120,7 +119,7 @@ def train_tokenizer(
     tokenizer.train()
     started = time.monotonic() - elapsed
     out_of_time = budget_spent(elapsed, training.max_minutes)  # a finished run resumes to no steps
-    progress = tqdm(total=training.steps, initial=step, desc="tokenizer", unit="step", dynamic_ncols=True)
+    progress = BudgetProgress(training.steps, step, elapsed, training.max_minutes, desc="tokenizer")
     while step < training.steps and not out_of_time:
         # Randomness is a function of (seed, step), so a resumed run repeats an uninterrupted one.
         rng = np.random.default_rng([training.seed, step])
@@ -136,7 +135,7 @@ def train_tokenizer(
         step += 1
         elapsed = time.monotonic() - started
         out_of_time = budget_spent(elapsed, training.max_minutes)
-        progress.update(1)
+        progress.advance(elapsed)
         if step % training.log_every == 0:
             batch_psnr = float(-10 * torch.log10(((output.recon.detach() - batch) / 2).pow(2).mean()))
             writer.add_scalar("train/loss", output.loss.item(), step)

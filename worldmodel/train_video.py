@@ -32,13 +32,12 @@ import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from worldmodel.checkpoint import fingerprint, resume_training, save_training_checkpoint
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.likelihood import expert_reward_stats
 from worldmodel.sampling import sample_frames
-from worldmodel.schedule import budget_spent, learning_rate
+from worldmodel.schedule import BudgetProgress, budget_spent, learning_rate
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
@@ -292,9 +291,8 @@ def train_video(
     transformer.train()
     started = time.monotonic() - elapsed
     out_of_time = budget_spent(elapsed, training.max_minutes)  # a finished run resumes to no steps
-    progress = tqdm(
-        total=training.steps, initial=step, desc="video transformer", unit="step", dynamic_ncols=True,
-        disable=group.rank != 0,
+    progress = BudgetProgress(
+        training.steps, step, elapsed, training.max_minutes, desc="video transformer", disable=group.rank != 0
     )
     while step < training.steps and not out_of_time:
         # Randomness is a function of (seed, step, rank): resumed runs repeat uninterrupted ones,
@@ -315,7 +313,7 @@ def train_video(
         step += 1
         elapsed = group.from_rank0(time.monotonic() - started, device)
         out_of_time = budget_spent(elapsed, training.max_minutes)
-        progress.update(1)
+        progress.advance(elapsed)
         if writer is not None and step % training.log_every == 0:
             nats = loss.item()
             writer.add_scalar("train/loss", nats, step)
