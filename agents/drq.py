@@ -239,12 +239,8 @@ class DrQAgent(nn.Module):
         next_obs = random_shift(tensors["next_obs"], self.config.image_pad)
         action = tensors["action"]
 
-        # Critic (and encoder): soft Bellman target from the target networks.
-        with torch.no_grad():
-            next_action, next_log_prob = self.actor(self.encoder(next_obs), sample=True)
-            target_q1, target_q2 = self.critic_target(self.encoder_target(next_obs), next_action)
-            target_v = torch.min(target_q1, target_q2) - self.alpha * next_log_prob
-            target_q = reward + self.config.discount * tensors["discount"] * target_v
+        # Critic (and encoder) towards the soft Bellman target.
+        target_q = self.critic_target_q(reward, tensors["discount"], next_obs)
         h = self.encoder(obs)
         q1, q2 = self.critic(h, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
@@ -270,6 +266,15 @@ class DrQAgent(nn.Module):
             "q": q1.mean().item(),
             "target_q": target_q.mean().item(),
         }
+
+    @torch.no_grad()
+    def critic_target_q(self, reward: Tensor, discount: Tensor, next_obs: Tensor) -> Tensor:
+        """Soft Bellman target ``(B,)`` from the target networks; ``discount`` 0 (a terminal
+        transition) leaves the reward alone, with nothing bootstrapped."""
+        next_action, next_log_prob = self.actor(self.encoder(next_obs), sample=True)
+        target_q1, target_q2 = self.critic_target(self.encoder_target(next_obs), next_action)
+        target_v = torch.min(target_q1, target_q2) - self.alpha * next_log_prob
+        return reward + self.config.discount * discount * target_v
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Weights (``model.*``) and optimizer states (``optim.<name>.*``) as one flat dict."""

@@ -9,6 +9,15 @@ from worldmodel.episodes import write_episode
 torch.set_num_threads(1)
 
 
+def randomize_weights(module: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
+    """Add large noise to every weight: a fresh transformer is nearly uniform over codes, so
+    a bug in what it is given as context would move its scores by little; this makes every input matter."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return module
+
+
 def moving_square_video(length: int, size: int, seed: int) -> np.ndarray:
     """A coloured square drifting over a gradient: simple, but every frame differs."""
     rng = np.random.default_rng(seed)

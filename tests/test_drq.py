@@ -8,6 +8,7 @@ import torch
 
 import envs
 from agents import DRQ_PRESETS, DrQAgent, DrQConfig, DrQTraining, load_drq_agent, random_shift, train_drq
+from agents.replay import ReplayBuffer
 from worldmodel.checkpoint import CheckpointError
 
 TINY = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8)
@@ -52,14 +53,79 @@ def test_update_gives_finite_losses_and_trains_every_part():
     assert not torch.equal(online, target)
 
 
-def test_rnd_and_intrinsic_rewards_join_the_env_reward():
+def _twin_agents(config_a: DrQConfig, config_b: DrQConfig) -> tuple[DrQAgent, DrQAgent]:
+    """Two agents with the same weights (and RND nets), differing only in their configs."""
     torch.manual_seed(0)
-    agent = DrQAgent(dataclasses.replace(TINY, rnd_weight=1.0), OBS_SHAPE, ACTIONS)
-    assert agent.rnd is not None and "rnd" in agent.optimizers
-    metrics = agent.update(toy_batch(), intrinsic_reward_fn=lambda batch: torch.full_like(batch["reward"], 2.0))
-    assert metrics["reward_rnd"] > 0 and metrics["reward_intrinsic"] == 2.0
+    a = DrQAgent(config_a, OBS_SHAPE, ACTIONS)
+    torch.manual_seed(0)
+    return a, DrQAgent(config_b, OBS_SHAPE, ACTIONS)
+
+
+def test_rnd_and_intrinsic_rewards_join_the_critic_target():
+    # Same weights and random draws: the targets differ by exactly the added reward.
+    once, twice = _twin_agents(dataclasses.replace(TINY, rnd_weight=1.0), dataclasses.replace(TINY, rnd_weight=2.0))
+    assert once.rnd is not None and "rnd" in once.optimizers
+    torch.manual_seed(1)
+    first = once.update(toy_batch())
+    torch.manual_seed(1)
+    second = twice.update(toy_batch())
+    assert first["reward_rnd"] == second["reward_rnd"]
+    assert second["target_q"] - first["target_q"] == pytest.approx(first["reward_rnd"], rel=1e-4)
+
+    plain, extra = _twin_agents(TINY, TINY)
+    torch.manual_seed(1)
+    without = plain.update(toy_batch())
+    torch.manual_seed(1)
+    with_bonus = extra.update(toy_batch(), intrinsic_reward_fn=lambda batch: torch.full_like(batch["reward"], 2.0))
+    assert with_bonus["reward_intrinsic"] == 2.0
+    assert with_bonus["target_q"] - without["target_q"] == pytest.approx(2.0, rel=1e-4)
     with pytest.raises(ValueError, match="intrinsic_reward_fn returned shape"):
-        agent.update(toy_batch(), intrinsic_reward_fn=lambda batch: torch.zeros(3))
+        plain.update(toy_batch(), intrinsic_reward_fn=lambda batch: torch.zeros(3))
+
+
+def test_terminal_transitions_do_not_bootstrap():
+    agent, half = _twin_agents(dataclasses.replace(TINY, discount=0.9), dataclasses.replace(TINY, discount=0.45))
+    batch = toy_batch()
+    reward = torch.as_tensor(batch["reward"])
+    next_obs = torch.as_tensor(batch["next_obs"])
+    discount = torch.tensor([0.0, 1.0] * 4)
+    torch.manual_seed(1)
+    target = agent.critic_target_q(reward, discount, next_obs)
+    torch.manual_seed(1)
+    target_half = half.critic_target_q(reward, discount, next_obs)
+    terminal = discount == 0
+    assert torch.equal(target[terminal], reward[terminal])
+    assert (target[~terminal] - reward[~terminal]).abs().min() > 1e-3  # the rest bootstrap...
+    torch.testing.assert_close(target_half[~terminal] - reward[~terminal], 0.5 * (target[~terminal] - reward[~terminal]))
+
+
+def test_critic_and_policy_learn_a_contextual_bandit():
+    """Dark frames pay the action, bright frames its negative: the critic fits the reward and
+    the greedy action moves to the rewarded side of each frame, within a few hundred updates."""
+    torch.manual_seed(0)
+    config = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=32, lr=1e-3)
+    shape = (3, 16, 16)
+    agent = DrQAgent(config, shape, gym.spaces.Box(-1.0, 1.0, (1,), np.float32))
+    rng = np.random.default_rng(0)
+
+    def bandit_batch(size: int) -> dict[str, np.ndarray]:
+        bright = rng.integers(0, 2, size).astype(bool)
+        obs = np.where(bright, 220, 30).astype(np.uint8)[:, None, None, None] * np.ones((size, *shape), np.uint8)
+        action = rng.uniform(-1, 1, (size, 1)).astype(np.float32)
+        reward = np.where(bright, -action[:, 0], action[:, 0]).astype(np.float32)
+        return {"obs": obs, "action": action, "reward": reward, "discount": np.zeros(size, np.float32), "next_obs": obs}
+
+    probe = bandit_batch(64)
+    bright = probe["obs"][:, 0, 0, 0] > 100
+    assert np.abs(agent.act(probe["obs"], sample=False)).max() < 0.5  # no side preferred at the start
+    for _ in range(250):
+        agent.update(bandit_batch(32))
+    with torch.no_grad():
+        q1, q2 = agent.critic(agent.encoder(torch.as_tensor(probe["obs"])), torch.as_tensor(probe["action"]))
+    for q in (q1, q2):
+        assert np.abs(q.numpy() - probe["reward"]).mean() < 0.1
+    greedy = agent.act(probe["obs"], sample=False)[:, 0]
+    assert greedy[~bright].min() > 0.7 and greedy[bright].max() < -0.7
 
 
 def test_act_returns_actions_in_the_box():
@@ -175,3 +241,48 @@ def test_train_resume_repeats_an_uninterrupted_run(tmp_path):
     assert once["train"] == split["train"]
     a, b = load_drq_agent(tmp_path / "split" / "checkpoint"), load_drq_agent(tmp_path / "whole" / "checkpoint")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+class StepCounterEnv(gym.Env):
+    """Frames that name themselves: red = step in the episode, green = a mark of the reset seed."""
+
+    observation_space = gym.spaces.Box(0, 255, (40, 40, 3), np.uint8)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.mark = 0, 1 + int(self.np_random.integers(254))
+        return self._frame(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._frame(), float(action[0]), False, self.t == 20, {}
+
+    def _frame(self) -> np.ndarray:
+        frame = np.zeros((40, 40, 3), np.uint8)
+        frame[..., 0], frame[..., 1] = self.t, self.mark
+        return frame
+
+
+def test_resume_from_the_middle_of_an_episode_starts_a_fresh_one(tmp_path):
+    config = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8)
+    settings = dict(seed_steps=10, replay_capacity=500, eval_every=100, eval_episodes=0, video_every=0, seed=3)
+    cut = train_drq(lambda seed: StepCounterEnv(), tmp_path, config, DrQTraining(30, checkpoint_every=15, **settings))
+    assert cut["env_steps"] == 30 and cut["episodes"] == 1
+    assert json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())["episode_open"]  # cut at step 10 of 20
+
+    resumed = train_drq(lambda seed: StepCounterEnv(), tmp_path, config, DrQTraining(60, **settings), resume=True)
+    assert resumed["env_steps"] == 60 and resumed["episodes"] == 3  # the cut episode counts, and is not logged
+    train = json.loads((tmp_path / "returns.json").read_text())["train"]
+    assert [(r["env_step"], r["episode"], r["length"]) for r in train] == [(20, 1, 20), (50, 3, 20)]
+
+    replay = ReplayBuffer(500, (40, 40, 3), (1,), frame_stack=3)
+    replay.load(tmp_path / "checkpoint" / "replay.npz")
+    assert replay.total_frames == 21 + 11 + 21 + 11  # reset frame + steps of each episode, the cut one kept
+    batch = replay.sample(500, np.random.default_rng(0))
+    obs, next_obs = batch["obs"][:, :, 0, 0].reshape(500, 3, 3), batch["next_obs"][:, :, 0, 0].reshape(500, 3, 3)
+    marks = set(obs[:, -1, 1].tolist())
+    assert len(marks) == 4  # a new reset seed after the cut, not the cut episode's again
+    for stack, following in zip(obs, next_obs):  # no stack or transition crosses the cut
+        assert len(set(stack[:, 1])) == 1 and following[-1, 1] == stack[-1, 1]
+        assert following[-1, 0] == stack[-1, 0] + 1

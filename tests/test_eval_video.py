@@ -11,7 +11,7 @@ from tests.conftest import moving_square_video
 from tests.test_video_model import TOKENIZER, TRANSFORMER
 from experiments.benchmarks import video_model as bench
 from experiments.cli import main
-from worldmodel.episodes import DatasetManifest, write_episode
+from worldmodel.episodes import DatasetManifest, read_episode, write_episode
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.transformer import VideoTransformer
 from worldmodel.video_model import VideoModel, VideoModelInfo
@@ -40,7 +40,11 @@ def test_eval_video_scores_groups_and_saves_rollouts(tiny_dataset, tmp_path, cap
     report = json.loads((out / "eval_video.json").read_text())
     groups = {row["policy"]: row for row in report["likelihood"]}
     assert set(groups) == {"expert", "random"} and groups["random"]["frames"] == 16
-    assert groups["expert"]["log_prob_per_frame"] < 0 and groups["expert"]["log_prob_per_frame_after_context"] < 0
+    model = VideoModel.load(tmp_path / "model")
+    scores = model.log_prob(read_episode(tiny_dataset / "test" / "ep3.npz").video[None])[0]
+    assert groups["expert"]["log_prob_per_frame"] == pytest.approx(scores.mean().item(), rel=1e-5)
+    after_context = scores[model.window :].mean().item()
+    assert groups["expert"]["log_prob_per_frame_after_context"] == pytest.approx(after_context, rel=1e-5)
     rollout = report["rollouts"][0]
     assert rollout["policy"] == "expert" and rollout["frames"] == 7 and len(rollout["psnr_db"]) == 3
     gif = imageio.mimread(rollout["gif"])

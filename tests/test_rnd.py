@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from agents.rnd import RND
+from agents.rnd import RND, RunningMeanStd
 
 SHAPE = (3, 40, 40)
 
@@ -11,21 +11,55 @@ def states(seed: int, count: int = 16) -> torch.Tensor:
     return torch.randint(0, 256, (count, *SHAPE), dtype=torch.uint8, generator=generator)
 
 
-def test_bonus_fades_on_repeated_states_and_stays_high_on_new_ones():
+def scenes(seed: int, square_at: int, count: int = 16) -> torch.Tensor:
+    """Dark noise with a white square at (square_at, square_at): one kind of scene per corner."""
+    frames = states(seed, count) // 4
+    frames[:, :, square_at : square_at + 16, square_at : square_at + 16] = 255
+    return frames
+
+
+def test_bonus_falls_on_seen_scenes_and_stays_high_on_unseen_ones():
     torch.manual_seed(0)
     rnd = RND(SHAPE)  # VIPER's lr 3e-4
-    seen, unseen = states(0), states(1)
-    history = []
+    seen, unseen = scenes(0, square_at=0), scenes(1, square_at=24)
+
+    def error(obs: torch.Tensor) -> float:  # the raw prediction error, undoing the running scale
+        return (rnd.bonus(obs) * rnd.bonus_stats.rms).mean().item()
+
+    rnd.update(seen)
+    seen_start, unseen_start = error(seen), error(unseen)
     for _ in range(60):
-        bonus, metrics = rnd.update(seen)
-        assert bonus.shape == (16,) and torch.isfinite(bonus).all() and (bonus >= 0).all()
-        assert metrics["rnd_loss"] >= 0
-        history.append(bonus.mean().item())
-    assert history[-1] < 0.5 * history[0]
-    assert sum(history[-10:]) < sum(history[:10])  # a trend, not one lucky step
-    # bonus() is a pure query, and familiar states are less novel than new ones.
-    assert torch.equal(rnd.bonus(seen), rnd.bonus(seen))
-    assert rnd.bonus(seen).mean() < rnd.bonus(unseen).mean()
+        rnd.update(seen)
+    assert error(seen) < 0.2 * seen_start
+    assert error(unseen) > 0.4 * unseen_start
+    assert rnd.bonus(unseen).mean() > 10 * rnd.bonus(seen).mean()
+    assert torch.equal(rnd.bonus(seen), rnd.bonus(seen))  # bonus() is a pure query
+
+
+def test_running_statistics_equal_those_of_all_batches_seen():
+    batches = [torch.randn(n, 3, 2, generator=torch.Generator().manual_seed(n)) * n + n for n in (5, 1, 12)]
+    stats = RunningMeanStd((3, 2))
+    for batch in batches:
+        stats.update(batch)
+    together = torch.cat(batches).double()
+    torch.testing.assert_close(stats.mean.double(), together.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stats.var.double(), together.var(0, unbiased=False), rtol=1e-5, atol=1e-5)
+    assert stats.count == 18
+
+    torch.manual_seed(0)
+    rnd = RND(SHAPE)
+    frames = [states(seed, count) for seed, count in ((0, 16), (1, 4), (2, 9))]
+    errors = []
+    for batch in frames:
+        bonus, metrics = rnd.update(batch)
+        errors.append(bonus * metrics["rnd_bonus_scale"])  # the bonus is the error over the scale
+        # ...and the scale is the root mean square of every error seen so far, this batch's included
+        # (1e-8 keeps it above zero).
+        mean_square = torch.cat(errors).double().pow(2).mean().item()
+        assert metrics["rnd_bonus_scale"] == pytest.approx((mean_square + 1e-8) ** 0.5, rel=1e-5)
+    pixels = torch.cat(frames).double()
+    torch.testing.assert_close(rnd.obs_stats.mean.double(), pixels.mean(0), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(rnd.obs_stats.var.double(), pixels.var(0, unbiased=False), rtol=1e-4, atol=1e-2)
 
 
 def test_target_is_frozen_and_predictor_learns():

@@ -3,24 +3,17 @@ import json
 import pytest
 import torch
 
+from tests.conftest import randomize_weights
 from worldmodel.checkpoint import CheckpointError, save_checkpoint
 from worldmodel.transformer import KVCache, StreamingScorer, VideoTransformer, VideoTransformerConfig
 
 TINY = dict(vocab_size=16, code_shape=(2, 2), window=2, embed_dim=32, layers=2, heads=2, mlp_ratio=2.0)
 
 
-def randomize(model: VideoTransformer, std: float = 0.3) -> VideoTransformer:
-    """Add large noise to every weight: a fresh init is nearly uniform, this makes every input matter."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return model
-
-
 def tiny(seed: int = 0, random: bool = True, **overrides) -> VideoTransformer:
     torch.manual_seed(seed)
     model = VideoTransformer(VideoTransformerConfig(**{**TINY, **overrides})).eval()
-    return randomize(model) if random else model
+    return randomize_weights(model) if random else model
 
 
 def random_clip(b, t, model, seed=0):
@@ -36,7 +29,10 @@ def test_shapes_and_dtypes():
     assert logits.shape == (2, 5, 4, 1, 16) and logits.dtype == torch.float32
     assert model.hidden(codes).shape == (2, 5, 4, 32)
     log_prob = model.log_prob(codes, actions, task)
-    assert log_prob.shape == (2, 5) and log_prob.dtype == torch.float32 and (log_prob < 0).all()
+    assert log_prob.shape == (2, 5) and log_prob.dtype == torch.float32
+    # Each frame's log-likelihood is the sum of its codes' log-softmax entries, read off the logits.
+    per_code = logits[..., 0, :].log_softmax(-1).gather(-1, codes.flatten(2)[..., None])[..., 0]
+    torch.testing.assert_close(log_prob, per_code.sum(-1))
     assert torch.equal(model.log_prob(codes, actions[:, :4], task), log_prob)  # the last action is unused
     loss = model.loss(codes, actions, task)
     assert loss.ndim == 0 and torch.allclose(loss, -log_prob.sum() / codes.numel())
@@ -166,7 +162,7 @@ def test_task_conditioning():
     codes = random_clip(2, 3, fresh)
     # zero-initialised task weights: training starts unconditional
     assert torch.equal(fresh.log_prob(codes, task=torch.tensor([0, 2])), fresh.log_prob(codes))
-    model = randomize(fresh)
+    model = randomize_weights(fresh)
     zero, two = model.log_prob(codes, task=torch.tensor([0, 0])), model.log_prob(codes, task=torch.tensor([2, 2]))
     assert ((zero - two).abs() > 1e-3).all()
     mixed = model.log_prob(codes, task=torch.tensor([0, 2]))

@@ -33,7 +33,10 @@ def test_log_prob_scorer_and_rollout_shapes():
     model, frames = _model(), _clips()
     actions, task = torch.tensor([[1, 2, 3, 4, 0], [0, 0, 1, 1, 2]]), torch.tensor([0, 1])
     log_prob = model.log_prob(frames, actions, task)
-    assert log_prob.shape == (2, 6) and log_prob.dtype == torch.float32 and (log_prob < 0).all()
+    assert log_prob.shape == (2, 6) and log_prob.dtype == torch.float32
+    codes = model.tokenizer.encode(frames)
+    assert codes.shape == (2, 6, *model.transformer.config.code_shape)
+    torch.testing.assert_close(log_prob, model.transformer.log_prob(codes, actions, task))
     scorer = model.scorer(2)
     streamed = [scorer.push(frames[:, t], None if t == 0 else actions[:, t - 1], task) for t in range(6)]
     torch.testing.assert_close(torch.stack(streamed, 1), log_prob, atol=1e-4, rtol=1e-4)

@@ -8,6 +8,7 @@ import envs
 from envs.atari import scoreboard_mask
 from envs.viper import ViperReward, ViperRewardVector, VideoLikelihoodReward
 from envs.wrappers import ActionRepeat
+from tests.conftest import randomize_weights
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 from worldmodel.video_model import VideoModel, VideoModelInfo
@@ -27,7 +28,8 @@ def _model(frame_skip: int = 2, num_tasks: int = 0, stats: bool = True) -> Video
         frame_skip=frame_skip, tasks=tasks, reward_stats={t: dict(STATS) for t in tasks} if stats else {}
     )
     transformer = VideoTransformer(VideoTransformerConfig(**{**TRANSFORMER.__dict__, "num_tasks": num_tasks}))
-    return VideoModel(FrameTokenizer(TOKENIZER), transformer, info)
+    # Perturbed weights: every frame of context moves the scores far beyond the tolerances.
+    return VideoModel(FrameTokenizer(TOKENIZER), randomize_weights(transformer.eval()), info)
 
 
 def _env(length: int | None = None) -> gym.Env:
@@ -85,6 +87,22 @@ def test_joint_reward_sums_the_last_frames_and_offline_scoring_matches():
     expected = [scores[max(0, t - 2) : t + 1].sum() for t in range(1, len(frames))]
     np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode, stride", [("conditional", 2), ("joint", 2), ("joint", 1)])
+def test_standardised_strided_and_joint_rewards_match_the_offline_scorer(mode, stride):
+    model = _model(frame_skip=2 * stride)
+    wrapped = ViperReward(_env(), model, mode=mode, joint_frames=3)
+    frames, rewards, infos = _run(wrapped, 11)
+    # Independently: batch log_prob per phase, standardised, summed over the joint window of that phase.
+    scores = (_batch_log_prob(model, frames, stride) - STATS["mean"]) / STATS["std"]
+    window = 3 if mode == "joint" else 1
+    expected = [sum(scores[t - k * stride] for k in range(window) if t - k * stride >= 0) for t in range(1, len(frames))]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-4)
+    # The context matters: scored without it (each frame alone), the rewards are far off.
+    alone = (np.array([model.log_prob(f[None, None])[0, 0].item() for f in frames]) - STATS["mean"]) / STATS["std"]
+    assert np.abs(alone[1:] - scores[1:]).max() > 100 * 1e-4 * np.abs(scores[1:]).max()
 
 
 def test_task_conditioning_picks_the_tasks_statistics_and_ids():
@@ -161,7 +179,7 @@ def test_stable_baselines3_sac_trains_on_the_wrapped_env():
     torch.manual_seed(0)  # NatureCNN needs frames of at least 36 pixels: a 64-pixel model and env
     tokenizer = FrameTokenizer(TokenizerConfig(**{**TOKENIZER.__dict__, "image_size": 64}))
     transformer = VideoTransformer(VideoTransformerConfig(**{**TRANSFORMER.__dict__, "code_shape": (8, 8)}))
-    model = VideoModel(tokenizer, transformer, VideoModelInfo(frame_skip=2))
+    model = VideoModel(tokenizer, randomize_weights(transformer.eval()), VideoModelInfo(frame_skip=2))
     env = ViperReward(gym.wrappers.TimeLimit(envs.make("dmc:cartpole-swingup"), 50), model, standardize=False)
     agent = SAC("CnnPolicy", env, buffer_size=500, learning_starts=150, batch_size=16, seed=0, verbose=0,
                 policy_kwargs={"features_extractor_kwargs": {"features_dim": 32}})
@@ -169,8 +187,15 @@ def test_stable_baselines3_sac_trains_on_the_wrapped_env():
     agent.learn(total_timesteps=200)
     assert agent.num_timesteps == 200
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.actor.parameters()))
-    rewards = agent.replay_buffer.rewards[: agent.replay_buffer.pos]
-    assert np.isfinite(rewards).all() and rewards.std() > 0
+    # The rewards SB3 stored are the video model's scores of the frames it stored, episode by episode.
+    buffer = agent.replay_buffer
+    frames = buffer.observations[:200, 0].transpose(0, 2, 3, 1)  # SB3 keeps images channels first
+    next_frames = buffer.next_observations[:200, 0].transpose(0, 2, 3, 1)
+    rewards = buffer.rewards[:200, 0]
+    for start in range(0, 200, 50):  # four whole episodes of 50 steps
+        episode = np.concatenate([frames[start : start + 1], next_frames[start : start + 50]])
+        np.testing.assert_allclose(rewards[start : start + 50], _batch_log_prob(model, episode)[1:], rtol=1e-4, atol=1e-2)
+    assert rewards.std() > 1.0
 
 
 def test_action_repeat_outside_the_wrapper_sums_every_scored_frame():
