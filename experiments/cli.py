@@ -18,6 +18,7 @@ Typical flow:
   wm train-video --data data/cartpole-swingup --tokenizer runs/tokenizer/checkpoint --run runs/video
   wm eval-reward --model runs/video/model --data data/cartpole-swingup-graded --out runs/video/reward
   wm train-drq --env dmc:cartpole-swingup --reward viper --model runs/video/model --run runs/drq
+  wm diagnose-reward --run runs/drq
 or all of it on a small default:
   wm quickstart
 """
@@ -264,6 +265,19 @@ def _run_calibrate_reward(args: argparse.Namespace) -> None:
     print(json.dumps(calibrate_reward(args.model, args.data), indent=2))
 
 
+def _add_reward_flags(parser: argparse.ArgumentParser) -> None:
+    """How the VIPER reward scores frames (see worldmodel/reward.py)."""
+    parser.add_argument(
+        "--score", default="log_prob", choices=["log_prob", "entropy_adjusted"],
+        help="log_prob: VIPER's log-likelihood of each frame; entropy_adjusted: log-likelihood plus the model's "
+        "predictive entropy of the same codes (surprise beyond what the model expected)",
+    )
+    parser.add_argument(
+        "--mode", default="conditional", choices=["conditional", "joint"],
+        help="conditional: the newest frame's score; joint: the sum over the last --joint-frames frames",
+    )
+
+
 def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval-reward",
@@ -286,7 +300,7 @@ def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
         "--split", default="all", choices=["all", "test", "train"],
         help="episodes to score; keep the video model's own training episodes out (e.g. --split test)",
     )
-    parser.add_argument("--mode", default="conditional", choices=["conditional", "joint"], help="VIPER reward mode")
+    _add_reward_flags(parser)
     parser.add_argument("--joint-frames", type=int, default=None, help="frames per joint reward (default window+1)")
     parser.set_defaults(handler=_run_eval_reward)
 
@@ -294,7 +308,7 @@ def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
 def _run_eval_reward(args: argparse.Namespace) -> None:
     from experiments.eval_reward import evaluate_reward
 
-    report = evaluate_reward(args.model, args.data, args.out, args.split, args.mode, args.joint_frames)
+    report = evaluate_reward(args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score)
     print(report["table"])
     print(f"report and figures written to {args.out}")
 
@@ -334,7 +348,7 @@ def _add_train_drq(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reward", default="viper", choices=["viper", "env"], help="what the agent is trained on")
     parser.add_argument("--model", type=Path, default=None, help="video model bundle (needed for --reward viper)")
     parser.add_argument("--task", default=None, help="task the video model is conditioned on / standardised for")
-    parser.add_argument("--mode", default="conditional", choices=["conditional", "joint"], help="VIPER reward mode")
+    _add_reward_flags(parser)
     parser.add_argument(
         "--env-reward-weight", type=float, default=0.0, help="add this times the env's own reward to VIPER's"
     )
@@ -366,7 +380,7 @@ def _drq_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
     training = DrQTraining(**{f.name: getattr(args, f.name) for f in fields(DrQTraining)})
-    viper = {"task": args.task, "mode": args.mode, "env_reward_weight": args.env_reward_weight}
+    viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight}
     return config, training, viper if args.reward == "viper" else {}
 
 
@@ -416,6 +430,34 @@ def _run_compare_runs(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise ValueError(f"--baseline needs LABEL=RETURN with a number: {err}") from err
     print(compare_runs(runs, args.out, args.title, args.smooth, baselines))
+
+
+def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "diagnose-reward",
+        help="what a VIPER-trained agent does, and what the reward says about it, next to the expert",
+        description="Play a `wm train-drq --reward viper` run's final agent, the scripted expert and a random "
+        "policy from the same reset seeds, score every env step with the run's own VIPER reward (video model and "
+        "options from {run}/run.json), and write {out}/reward_trace.png (per-step VIPER reward, log-likelihood "
+        "against the model's expected log-likelihood, true reward), GIFs with the rewards drawn under each frame "
+        "(one per policy and episode, and the three side by side), and a table of returns and mean per-step "
+        "log-likelihood, entropy and entropy-adjusted score per episode half (diagnosis.md / .json).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, type=Path, help="a train-drq run directory trained on --reward viper")
+    parser.add_argument("--out", type=Path, default=None, help="where figures, GIFs and tables go (default {run}/diagnosis)")
+    parser.add_argument("--episodes", type=int, default=2, help="episodes per policy")
+    parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode (then +1 per episode)")
+    parser.add_argument("--model", type=Path, default=None, help="score with this video model instead of the run's")
+    parser.set_defaults(handler=_run_diagnose_reward)
+
+
+def _run_diagnose_reward(args: argparse.Namespace) -> None:
+    from experiments.diagnose_reward import diagnose_reward
+
+    report = diagnose_reward(args.run, args.out, args.episodes, args.seed, args.model)
+    print(report["table"])
+    print(f"figure, GIFs and tables written next to {report['figure']}")
 
 
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
@@ -472,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_reward(subparsers)
     _add_train_drq(subparsers)
     _add_compare_runs(subparsers)
+    _add_diagnose_reward(subparsers)
     _add_quickstart(subparsers)
     return parser
 

@@ -20,11 +20,11 @@ import torch
 from scipy import stats
 from tqdm import tqdm
 
-from envs.viper import VideoLikelihoodReward
 from experiments.eval_video import frame_stride
 from experiments.plots import likelihood_heatmaps, reward_curves, scatter_returns
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode
 from worldmodel.likelihood import expert_reward_stats
+from worldmodel.reward import VideoLikelihoodReward
 from worldmodel.token_cache import build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.video_model import VideoModel
 
@@ -103,14 +103,15 @@ def _tables(correlations: dict[str, dict[str, float]], by_policy: list[dict[str,
     return "\n".join(lines)
 
 
-HeatInputs = dict[str, tuple[np.ndarray, np.ndarray]]  # "task policy" -> (a video, its per-code log-likelihoods)
+HeatInputs = dict[str, tuple[np.ndarray, np.ndarray]]  # "task policy" -> (a video, its per-code scores)
 
 
 def score_episodes(
-    model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None
+    model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None,
+    score: str = "log_prob",
 ) -> tuple[list[ScoredEpisode], HeatInputs]:
     """Every episode of ``data_roots`` scored as the reward wrapper would, and an expert and a random one per task
-    with its per-code log-likelihoods (for the heat-map)."""
+    with the per-code scores the reward sums (for the heat-map)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     reward_fns: dict[tuple[str, int], VideoLikelihoodReward] = {}
@@ -131,18 +132,18 @@ def score_episodes(
             if (task, stride) not in reward_fns:
                 conditioned = bool(model.transformer.config.num_tasks)
                 reward_fns[task, stride] = VideoLikelihoodReward(
-                    model, 1, task=task if conditioned or task in model.info.tasks else None, mode=mode,
+                    model, 1, task=task if conditioned or task in model.info.tasks else None, score=score, mode=mode,
                     joint_frames=joint_frames, context_stride=stride, standardize=task in model.info.reward_stats,
                 )
             reward_fn = reward_fns[task, stride]
             video = np.asarray(episode.video)
             policy = manifest.episodes.get(str(path.relative_to(root)), {}).get("policy", "unlabelled")
             true_return = _true_return(manifest, root, path, episode.rewards)
-            code_log_probs = reward_fn.episode_code_log_probs(video)
-            rewards = reward_fn.rewards_from_code_log_probs(code_log_probs)
+            code_scores = reward_fn.episode_code_scores(video)
+            rewards = reward_fn.rewards_from_code_scores(code_scores)
             episodes.append(ScoredEpisode(task, policy, str(path), true_return, rewards))
             if policy in ("expert", "random"):
-                heat_inputs.setdefault(f"{task} {policy}", (video, code_log_probs))
+                heat_inputs.setdefault(f"{task} {policy}", (video, reward_fn.code_values(code_scores)))
     return episodes, heat_inputs
 
 
@@ -160,7 +161,7 @@ def _by_policy(episodes: list[ScoredEpisode], tasks: list[str]) -> list[dict[str
 
 
 def _figures(
-    episodes: list[ScoredEpisode], tasks: list[str], heat_inputs: HeatInputs, window: int, out: Path
+    episodes: list[ScoredEpisode], tasks: list[str], heat_inputs: HeatInputs, window: int, out: Path, score: str
 ) -> dict[str, str]:
     """Scatter of returns per task, reward curves of the first task, likelihood heat-maps."""
     figures = {"scatter": str(scatter_returns(
@@ -176,7 +177,8 @@ def _figures(
         for label, (video, code_log_probs) in sorted(heat_inputs.items(), key=lambda item: item[0].endswith("random")):
             steps = np.linspace(window, len(video) - 1, HEATMAP_FRAMES).astype(int)
             rows[label] = (video[steps], code_log_probs[steps], steps.tolist())
-        figures["heatmap"] = str(likelihood_heatmaps(rows, out / "likelihood_heatmap.png"))
+        label = "log p(code) (nats)" if score == "log_prob" else "log p(code) + entropy (nats)"
+        figures["heatmap"] = str(likelihood_heatmaps(rows, out / "likelihood_heatmap.png", label))
     return figures
 
 
@@ -187,6 +189,7 @@ def evaluate_reward(
     split: str = "all",
     mode: str = "conditional",
     joint_frames: int | None = None,
+    score: str = "log_prob",
 ) -> dict[str, Any]:
     """Score every episode of ``data_roots`` (``split``: test, train or all) and write the reward report to ``out``.
 
@@ -197,17 +200,18 @@ def evaluate_reward(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        episodes, heat_inputs = score_episodes(model, data_roots, split, mode, joint_frames)
+        episodes, heat_inputs = score_episodes(model, data_roots, split, mode, joint_frames, score)
         tasks = sorted({e.task for e in episodes})
         correlations = {task: _correlations([e for e in episodes if e.task == task]) for task in tasks}
         by_policy = _by_policy(episodes, tasks)
-        figures = _figures(episodes, tasks, heat_inputs, model.window, out)
+        figures = _figures(episodes, tasks, heat_inputs, model.window, out, score)
     table = _tables(correlations, by_policy)
     report = {
         "model": str(model_dir),
         "data": [str(r) for r in data_roots],
         "split": split,
         "mode": mode,
+        "score": score,
         "standardized": [t for t in tasks if t in model.info.reward_stats],
         "correlations": correlations,
         "by_policy": by_policy,

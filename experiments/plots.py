@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write a figure as PNG (its folder made if needed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -29,7 +30,7 @@ def scatter_returns(points: dict[str, list[tuple[float, float, str]]], path: str
         axes.set(title=task, xlabel="true return", ylabel="VIPER return")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def reward_curves(curves: dict[str, np.ndarray], path: str | Path, title: str) -> Path:
@@ -41,10 +42,12 @@ def reward_curves(curves: dict[str, np.ndarray], path: str | Path, title: str) -
     axes.set(title=title, xlabel="env step", ylabel="VIPER reward")
     axes.grid(alpha=0.3)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def likelihood_heatmaps(rows: dict[str, tuple[np.ndarray, np.ndarray, Sequence[int]]], path: str | Path) -> Path:
+def likelihood_heatmaps(
+    rows: dict[str, tuple[np.ndarray, np.ndarray, Sequence[int]]], path: str | Path, label: str = "log p(code) (nats)"
+) -> Path:
     """Frames with their per-code log-likelihood overlaid (upsampled), one row per episode.
 
     ``rows`` maps a label to ``(frames (K, H, W, 3) uint8, code log-likelihoods (K, h, w), steps)``;
@@ -70,8 +73,8 @@ def likelihood_heatmaps(rows: dict[str, tuple[np.ndarray, np.ndarray, Sequence[i
             axes.set_title(f"t={steps[c]}", fontsize=7)
         grid[r][0].text(-0.08, 0.5, label, rotation=90, ha="right", va="center", fontsize=7,
                         transform=grid[r][0].transAxes)
-    figure.colorbar(image, ax=grid, shrink=0.8, label="log p(code) (nats)")
-    return _save(figure, path)
+    figure.colorbar(image, ax=grid, shrink=0.8, label=label)
+    return save_figure(figure, path)
 
 
 def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
@@ -116,7 +119,7 @@ def compare_runs(
     axes.set(title=title, xlabel="agent steps", ylabel="true return")
     axes.grid(alpha=0.3)
     axes.legend()
-    path = _save(figure, path)
+    path = save_figure(figure, path)
     table = "\n".join(rows)
     path.with_suffix(".md").write_text(table + "\n")
     return table

@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 import envs
 from agents.drq import DrQConfig
 from agents.train_drq import DrQTraining, train_drq
 from envs.viper import ViperReward
 from envs.wrappers import ActionRepeat
+from worldmodel.checkpoint import write_json_atomic
 from worldmodel.video_model import VideoModel
 
 REWARDS = ("viper", "env")
+RUN_FILE = "run.json"
 
 
 def env_factory(
@@ -68,7 +71,18 @@ def run_drq(
     device: str = "cpu",
     **viper_options: Any,
 ) -> dict[str, Any]:
-    """Train DrQ on ``env_spec`` with the chosen reward (agent and video model on ``device``); :func:`train_drq`'s summary."""
+    """Train DrQ on ``env_spec`` with the chosen reward (agent and video model on ``device``); :func:`train_drq`'s summary.
+
+    ``{run_dir}/run.json`` records the env and reward settings, so tools such as
+    ``wm diagnose-reward`` can rebuild the run's env later.
+    """
     model = VideoModel.load(model_dir, device) if reward == "viper" and model_dir is not None else None
+    settings = {
+        "env": env_spec, "reward": reward, "model": None if model is None else str(model_dir),
+        "action_repeat": action_repeat, "max_episode_steps": max_episode_steps,
+        "viper_options": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in viper_options.items()},
+    }
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(run_dir) / RUN_FILE, settings)
     make_env = env_factory(env_spec, reward, model, action_repeat, max_episode_steps, **viper_options)
     return train_drq(make_env, run_dir, agent_config, training, resume=resume, device=device)

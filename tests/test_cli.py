@@ -6,7 +6,7 @@ from experiments.cli import build_parser, main
 
 SUBCOMMANDS = [
     "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "calibrate-reward", "eval-reward",
-    "train-drq", "compare-runs", "quickstart",
+    "train-drq", "compare-runs", "diagnose-reward", "quickstart",
 ]
 
 

@@ -61,6 +61,13 @@ def test_report_scores_episodes_as_the_wrapper_and_correlates(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert json.loads((tmp_path / "out" / "reward_eval.json").read_text())["table"] == report["table"]
 
+    adjusted = evaluate_reward(model_dir, [data], tmp_path / "adjusted", score="entropy_adjusted")
+    assert adjusted["score"] == "entropy_adjusted"
+    for episode in adjusted["episodes"]:
+        scores = model.transformer.code_scores(model.tokenizer.encode(np.load(episode["path"])["video"][None]))
+        expected = (scores.log_prob + scores.entropy)[0, 1:].sum().item()
+        assert episode["viper_return"] == pytest.approx(expected, rel=1e-5)
+
 
 def test_calibration_stores_statistics_that_standardise_the_report(tmp_path):
     data, model_dir = _graded_dataset(tmp_path / "graded"), _model(tmp_path / "model")

@@ -4,7 +4,13 @@ import torch
 
 from tests.conftest import moving_square_video
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode, write_episode
-from worldmodel.likelihood import episode_code_log_probs, expert_reward_stats, reward_statistics
+from worldmodel.likelihood import (
+    code_values,
+    episode_code_scores,
+    expert_reward_stats,
+    reward_statistics,
+    stat_key,
+)
 from worldmodel.token_cache import CODES_KEY, build_token_cache
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.train_video import VideoTraining, train_video
@@ -18,6 +24,10 @@ TOKENIZER = TokenizerConfig(
 )
 
 
+def _code_log_probs(*args, **kwargs) -> torch.Tensor:
+    return episode_code_scores(*args, **kwargs).log_prob
+
+
 def _transformer(**overrides) -> VideoTransformer:
     torch.manual_seed(0)
     return VideoTransformer(VideoTransformerConfig(**{**TRANSFORMER.__dict__, **overrides})).eval()
@@ -26,11 +36,11 @@ def _transformer(**overrides) -> VideoTransformer:
 def test_episode_scores_equal_each_phase_scored_as_a_clip():
     model = _transformer()
     codes = np.random.default_rng(0).integers(0, 16, (9, 4, 4)).astype(np.uint16)  # as the token cache stores them
-    per_code = episode_code_log_probs(model, codes, stride=1)
+    per_code = _code_log_probs(model, codes, stride=1)
     assert per_code.shape == (9, 4, 4)
     full = model.log_prob(torch.from_numpy(codes.astype(np.int64))[None])[0]
     torch.testing.assert_close(per_code.sum((1, 2)), full, atol=1e-4, rtol=1e-5)
-    strided = episode_code_log_probs(model, codes, stride=3).sum((1, 2))
+    strided = _code_log_probs(model, codes, stride=3).sum((1, 2))
     for phase in range(3):
         clip = torch.from_numpy(codes[phase::3].astype(np.int64))[None]
         torch.testing.assert_close(strided[phase::3], model.log_prob(clip)[0], atol=1e-4, rtol=1e-5)
@@ -41,7 +51,7 @@ def test_task_conditioned_scores_use_the_task():
     with torch.no_grad():
         model.blocks[0].ln1.task_weight.normal_()  # make the task matter
     codes = np.random.default_rng(1).integers(0, 16, (4, 4, 4))
-    a, b = (episode_code_log_probs(model, codes, task=t).sum() for t in (0, 1))
+    a, b = (_code_log_probs(model, codes, task=t).sum() for t in (0, 1))
     assert not torch.isclose(a, b)
     torch.testing.assert_close(a, model.log_prob(torch.from_numpy(codes)[None], task=torch.tensor([0])).sum())
 
@@ -49,9 +59,11 @@ def test_task_conditioned_scores_use_the_task():
 def test_bad_episode_inputs_are_named():
     model = _transformer()
     with pytest.raises(ValueError, match=r"\(T, h, w\)"):
-        episode_code_log_probs(model, np.zeros((2, 3, 4, 4), np.int64))
+        _code_log_probs(model, np.zeros((2, 3, 4, 4), np.int64))
     with pytest.raises(ValueError, match="stride"):
-        episode_code_log_probs(model, np.zeros((3, 4, 4), np.int64), stride=0)
+        _code_log_probs(model, np.zeros((3, 4, 4), np.int64), stride=0)
+    with pytest.raises(ValueError, match="unknown reward score"):
+        code_values(episode_code_scores(model, np.zeros((3, 4, 4), np.int64)), "ratio")
 
 
 def test_reward_statistics_skip_each_episodes_reset_frame():
@@ -78,10 +90,20 @@ def test_expert_stats_from_a_token_cache_and_from_training(tmp_path):
     model = _transformer()
     stats = expert_reward_stats(model, cache, stride=2)
     scores = [
-        episode_code_log_probs(model, read_episode(p, frames_key=CODES_KEY).video, stride=2).sum((1, 2)).numpy()
+        _code_log_probs(model, read_episode(p, frames_key=CODES_KEY).video, stride=2).sum((1, 2)).numpy()
         for p in episode_paths(cache, "train")
     ]
-    assert stats == {"cartpole-swingup": reward_statistics(scores)} and stats["cartpole-swingup"]["frames"] == 33
+    assert {k: stats["cartpole-swingup"][k] for k in ("mean", "std", "frames")} == reward_statistics(scores)
+    assert stats["cartpole-swingup"]["frames"] == 33
+    adjusted = [
+        code_values(episode_code_scores(model, read_episode(p, frames_key=CODES_KEY).video, stride=2), "entropy_adjusted")
+        .sum((1, 2)).numpy()
+        for p in episode_paths(cache, "train")
+    ]
+    expected = reward_statistics(adjusted)
+    assert stats["cartpole-swingup"][stat_key("entropy_adjusted", "mean")] == expected["mean"]
+    assert stats["cartpole-swingup"][stat_key("entropy_adjusted", "std")] == expected["std"]
+    assert expected["mean"] > reward_statistics(scores)["mean"]  # the entropy is positive
 
     tokenizer.save(tmp_path / "tok")
     training = VideoTraining(steps=2, batch_size=2, clip_length=4, eval_every=100, checkpoint_every=100, eval_clips=2)

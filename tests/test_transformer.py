@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -186,6 +187,31 @@ def test_distributions_are_normalised(vocab_size, groups, given_a_frame):
         second = model.log_prob(clips)[:, 1]
         assert torch.allclose(second.logsumexp(0), torch.tensor(0.0), atol=1e-4)
         assert not torch.allclose(first, second)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_entropy_is_the_expected_surprise_and_streams_exactly(groups):
+    """Over every code of a 1x1 frame: sum_z p(z) log p(z) = -H, so log p + H averages to 0 under the
+    model's own prediction; the streaming scorer's entropies equal the full pass's."""
+    model = tiny(vocab_size=64, factorized_groups=groups, code_shape=(1, 1))
+    every = torch.arange(64)
+    clips = torch.stack([torch.full_like(every, 5), every], dim=1).view(-1, 2, 1, 1)
+    scores = model.code_scores(clips)
+    assert scores.log_prob.shape == scores.entropy.shape == clips.shape
+    torch.testing.assert_close(scores.log_prob, model.code_log_probs(clips))
+    log_p, entropy = scores.log_prob[:, 1, 0, 0], scores.entropy[:, 1, 0, 0]
+    assert torch.allclose(entropy, entropy[0])  # one context, one predictive distribution
+    assert 0.5 < entropy[0] < math.log(64)
+    torch.testing.assert_close((log_p.exp() * (log_p + entropy)).sum(), torch.tensor(0.0), atol=1e-5, rtol=0)
+
+    codes = random_clip(2, 9, tiny(code_shape=(2, 2)))
+    model = tiny(code_shape=(2, 2))
+    scorer = StreamingScorer(model, 2)
+    streamed = [scorer.push_scores(codes[:, i]) for i in range(9)]
+    full = model.code_scores(codes)
+    torch.testing.assert_close(torch.stack([s.entropy for s in streamed], 1), full.entropy.sum((2, 3)), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(torch.stack([s.log_prob for s in streamed], 1), full.log_prob.sum((2, 3)), atol=1e-4, rtol=1e-5)
+    assert full.entropy.std() > 0.1  # the context changes the prediction's spread
 
 
 def test_overfits_a_tiny_dataset():

@@ -6,9 +6,10 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import envs
 from envs.atari import scoreboard_mask
-from envs.viper import ViperReward, ViperRewardVector, VideoLikelihoodReward
+from envs.viper import ViperReward, ViperRewardVector
 from envs.wrappers import ActionRepeat
 from tests.conftest import randomize_weights
+from worldmodel.reward import VideoLikelihoodReward
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 from worldmodel.video_model import VideoModel, VideoModelInfo
@@ -18,7 +19,7 @@ TOKENIZER = TokenizerConfig(
     quantizer_kwargs={"codebook_size": 16},
 )
 TRANSFORMER = VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=2, embed_dim=24, layers=2, heads=2)
-STATS = {"mean": -40.0, "std": 4.0, "frames": 100}
+STATS = {"mean": -40.0, "std": 4.0, "entropy_adjusted_mean": -5.0, "entropy_adjusted_std": 2.0, "frames": 100}
 
 
 def _model(frame_skip: int = 2, num_tasks: int = 0, stats: bool = True) -> VideoModel:
@@ -89,20 +90,35 @@ def test_joint_reward_sums_the_last_frames_and_offline_scoring_matches():
     np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.parametrize("mode, stride", [("conditional", 2), ("joint", 2), ("joint", 1)])
-def test_standardised_strided_and_joint_rewards_match_the_offline_scorer(mode, stride):
+def _batch_scores(model: VideoModel, frames: np.ndarray, stride: int, score: str) -> np.ndarray:
+    """Per-frame scores from the transformer's full-sequence pass over each phase's codes."""
+    out = np.zeros(len(frames))
+    for phase in range(stride):
+        scores = model.transformer.code_scores(model.tokenizer.encode(frames[None, phase::stride]))
+        value = scores.log_prob + (scores.entropy if score == "entropy_adjusted" else 0)
+        out[phase::stride] = value[0].sum((1, 2)).detach().numpy()
+    return out
+
+
+@pytest.mark.parametrize(
+    "score, mode, stride",
+    [("log_prob", "conditional", 2), ("log_prob", "joint", 2), ("log_prob", "joint", 1),
+     ("entropy_adjusted", "conditional", 2), ("entropy_adjusted", "joint", 1)],
+)
+def test_standardised_strided_and_joint_rewards_match_the_offline_scorer(score, mode, stride):
     model = _model(frame_skip=2 * stride)
-    wrapped = ViperReward(_env(), model, mode=mode, joint_frames=3)
+    wrapped = ViperReward(_env(), model, score=score, mode=mode, joint_frames=3)
     frames, rewards, infos = _run(wrapped, 11)
-    # Independently: batch log_prob per phase, standardised, summed over the joint window of that phase.
-    scores = (_batch_log_prob(model, frames, stride) - STATS["mean"]) / STATS["std"]
+    # Independently: batch scores per phase, standardised, summed over the joint window of that phase.
+    mean, std = (STATS["mean"], STATS["std"]) if score == "log_prob" else (-5.0, 2.0)
+    scores = (_batch_scores(model, frames, stride, score) - mean) / std
     window = 3 if mode == "joint" else 1
     expected = [sum(scores[t - k * stride] for k in range(window) if t - k * stride >= 0) for t in range(1, len(frames))]
     np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-4)
     # The context matters: scored without it (each frame alone), the rewards are far off.
-    alone = (np.array([model.log_prob(f[None, None])[0, 0].item() for f in frames]) - STATS["mean"]) / STATS["std"]
-    assert np.abs(alone[1:] - scores[1:]).max() > 100 * 1e-4 * np.abs(scores[1:]).max()
+    alone = np.array([_batch_scores(model, f[None], 1, score)[0] for f in frames])
+    assert np.abs((alone[1:] - mean) / std - scores[1:]).max() > 100 * 1e-4 * np.abs(scores[1:]).max()
 
 
 def test_task_conditioning_picks_the_tasks_statistics_and_ids():
@@ -167,6 +183,12 @@ def test_bad_inputs_are_named():
         ViperReward(_env(), model)
     with pytest.raises(ValueError, match="unknown VIPER reward mode"):
         ViperReward(_env(), model, mode="ratio", standardize=False)
+    with pytest.raises(ValueError, match="unknown VIPER reward score"):
+        ViperReward(_env(), model, score="ratio", standardize=False)
+    old_bundle = _model()
+    old_bundle.info.reward_stats = {"cartpole-swingup": {"mean": -40.0, "std": 4.0, "frames": 100}}
+    with pytest.raises(ValueError, match="no entropy_adjusted reward statistics"):
+        ViperReward(_env(), old_bundle, score="entropy_adjusted")
     with pytest.raises(ValueError, match="image size"):
         ViperReward(envs.make("dmc:cartpole-swingup", size=48), model, standardize=False).reset(seed=0)
     with pytest.raises(ValueError, match="no multiple"):

@@ -19,16 +19,17 @@ from torch import Tensor
 
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode
 from worldmodel.token_cache import CODES_KEY
-from worldmodel.transformer import VideoTransformer
+from worldmodel.transformer import CodeScores, VideoTransformer
 
 
-def episode_code_log_probs(
+@torch.no_grad()
+def episode_code_scores(
     transformer: VideoTransformer, codes: Tensor | np.ndarray, stride: int = 1, task: int | None = None
-) -> Tensor:
-    """``log p`` of every code ``(T, h, w)`` of one episode's codes ``(T, h, w)``, action-free.
+) -> CodeScores:
+    """``log p`` and predictive entropy of every code ``(T, h, w)`` of one episode's codes ``(T, h, w)``, action-free.
 
     ``stride`` is the context stride in frames; ``task`` the transformer's task id (None
-    for an unconditional model). Sum over ``(h, w)`` for per-frame log-likelihoods.
+    for an unconditional model). Sum over ``(h, w)`` for per-frame values.
     """
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be a positive int, got {stride!r}")
@@ -38,10 +39,30 @@ def episode_code_log_probs(
     if codes.ndim != 3:
         raise ValueError(f"expected one episode of codes (T, h, w), got shape {tuple(codes.shape)}")
     task_ids = None if task is None else torch.tensor([task], device=transformer.device)
-    out = torch.empty(codes.shape, dtype=torch.float32, device=transformer.device)
+    log_prob, entropy = (torch.empty(codes.shape, dtype=torch.float32, device=transformer.device) for _ in range(2))
     for phase in range(min(stride, len(codes))):
-        out[phase::stride] = transformer.code_log_probs(codes[None, phase::stride], task=task_ids)[0]
-    return out
+        scores = transformer.code_scores(codes[None, phase::stride], task=task_ids)
+        log_prob[phase::stride], entropy[phase::stride] = scores.log_prob[0], scores.entropy[0]
+    return CodeScores(log_prob, entropy)
+
+
+SCORES = ("log_prob", "entropy_adjusted")
+
+
+def code_values(scores: CodeScores, score: str) -> Tensor:
+    """What a reward sums over a frame's codes: ``log p`` (VIPER), or ``log p + entropy``
+    (``entropy_adjusted``: the surprise beyond what the model expected, which does not
+    penalise scenes that are intrinsically hard to predict)."""
+    if score == "log_prob":
+        return scores.log_prob
+    if score == "entropy_adjusted":
+        return scores.log_prob + scores.entropy
+    raise ValueError(f"unknown reward score {score!r}; expected one of {SCORES}")
+
+
+def stat_key(score: str, name: str) -> str:
+    """The key of statistic ``name`` (mean, std) of ``score`` in a task's reward statistics."""
+    return name if score == "log_prob" else f"{score}_{name}"
 
 
 def rewarded_frames(log_probs: np.ndarray) -> np.ndarray:
@@ -62,6 +83,7 @@ def expert_reward_stats(
 ) -> dict[str, dict[str, float]]:
     """Reward statistics per task name from the ``train`` episodes of a token cache (the expert data).
 
+    For each score of :data:`SCORES`, its per-frame mean and std (keys :func:`stat_key`).
     ``codes_root`` is a dataset whose episodes hold ``codes`` (see :mod:`worldmodel.token_cache`);
     at most ``max_episodes`` episodes per task are scored, spread evenly over the split.
     """
@@ -80,11 +102,15 @@ def expert_reward_stats(
     transformer.eval()
     for task_id, task_paths in sorted(by_task.items()):
         chosen = task_paths[:: max(1, math.ceil(len(task_paths) / max_episodes))]
-        scores = [
-            episode_code_log_probs(
+        episodes = [
+            episode_code_scores(
                 transformer, read_episode(path, frames_key=CODES_KEY).video, stride, task_id if conditioned else None
-            ).flatten(1).sum(-1).cpu().numpy()
+            )
             for path in chosen
         ]
-        stats[manifest.tasks[task_id]] = reward_statistics(scores)
+        task_stats: dict[str, float] = {}
+        for score in SCORES:
+            found = reward_statistics([code_values(e, score).flatten(1).sum(-1).cpu().numpy() for e in episodes])
+            task_stats.update({stat_key(score, k): v for k, v in found.items() if k != "frames"}, frames=found["frames"])
+        stats[manifest.tasks[task_id]] = task_stats
     return stats

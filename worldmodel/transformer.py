@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,6 +49,17 @@ CHECKPOINT_KIND = "video_transformer"
 CHUNK_TOKENS = 1024  # full-sequence attention runs over query chunks of at least this many tokens
 
 Attend = Callable[[Tensor, Tensor, Tensor], Tensor]  # (q, k, v) each (B, H, L, D) -> (B, H, L, D)
+
+
+class CodeScores(NamedTuple):
+    """How well codes were predicted: ``log p`` of the actual codes and the entropy of the prediction (nats).
+
+    ``log_prob + entropy`` is the surprise beyond what the model expected: zero on average
+    for codes drawn from the model's own prediction, whatever the scene's intrinsic randomness.
+    """
+
+    log_prob: Tensor
+    entropy: Tensor
 
 
 @dataclass
@@ -491,6 +502,15 @@ class VideoTransformer(nn.Module):
         log_probs = logits.float().log_softmax(-1)
         return log_probs.gather(-1, self.split_codes(codes).unsqueeze(-1)).squeeze(-1).sum(-1)
 
+    def code_entropy(self, logits: Tensor) -> Tensor:
+        """Entropy (nats) ``(...)`` of the predicted code distribution, from logits ``(..., groups, group_vocab)``.
+
+        The groups of a factorised vocabulary are predicted independently given the context,
+        so a code's entropy is the sum of its groups' entropies.
+        """
+        log_probs = logits.float().log_softmax(-1)
+        return -(log_probs.exp() * log_probs).sum(-1).sum(-1)
+
     def _positions(self, time: Tensor, offset: int, n: int) -> Tensor:
         """(time, row, col) of tokens ``offset .. offset + n - 1`` of frames ``time (...)`` -> ``(..., n, 3)``."""
         spatial = self._spatial[offset : offset + n].expand(*time.shape, n, 2)
@@ -586,11 +606,25 @@ class VideoTransformer(nn.Module):
         One full-sequence forward pass (arguments as in :meth:`hidden`); frame 0 is scored
         given nothing but the task. Call ``model.eval()`` first if the model uses dropout.
         """
+        return self.code_scores(codes, actions, task, action_mask).log_prob
+
+    def code_scores(
+        self,
+        codes: Tensor,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+        action_mask: Tensor | None = None,
+    ) -> CodeScores:
+        """:meth:`code_log_probs` and the predictive entropy of every code ``(B, T, h, w)``, from one pass."""
         codes = self.validate_codes(codes, ("B", "T"))
         hidden = self.hidden(codes, actions, task, action_mask)
         chunks = zip(hidden.split(64, dim=1), codes.flatten(2).split(64, dim=1))  # bounds the logits' memory
-        per_code = torch.cat([self.code_log_prob(self.logits(h), c) for h, c in chunks], dim=1)
-        return per_code.view(codes.shape)
+        log_probs, entropies = [], []
+        for h, c in chunks:
+            logits = self.logits(h)
+            log_probs.append(self.code_log_prob(logits, c))
+            entropies.append(self.code_entropy(logits))
+        return CodeScores(torch.cat(log_probs, dim=1).view(codes.shape), torch.cat(entropies, dim=1).view(codes.shape))
 
     def log_prob(
         self,
@@ -686,10 +720,16 @@ class StreamingScorer:
         ``actions (B,)`` / ``(B, A)`` is the action taken after each stream's *previous*
         frame (ignored for a stream's first frame; None = null action); ``task (B,)``.
         """
+        return self.push_scores(codes, actions, task).log_prob
+
+    @torch.no_grad()
+    def push_scores(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> CodeScores:
+        """:meth:`push`, with the frame's predictive entropy ``(B,)`` (the sum over its codes) beside its log-likelihood."""
         model, b = self.model, self.batch_size
         codes = model.validate_codes(codes, (b,)).flatten(1)
         actions = model.validate_actions(actions, b)
         task = model.validate_task(task, b)
         start = model.embed_start(actions, self.cache.time > 0)
         logits = model.step(torch.cat([start[:, None], model.embed_codes(codes)], dim=1), self.cache, task)
-        return model.code_log_prob(logits[:, :-1], codes).sum(-1)
+        logits = logits[:, :-1]
+        return CodeScores(model.code_log_prob(logits, codes).sum(-1), model.code_entropy(logits).sum(-1))

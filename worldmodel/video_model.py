@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from worldmodel.checkpoint import CheckpointError, atomic_directory, read_json
 from worldmodel import sampling
 from worldmodel.tokenizer import FrameTokenizer
-from worldmodel.transformer import StreamingScorer, VideoTransformer
+from worldmodel.transformer import CodeScores, StreamingScorer, VideoTransformer
 
 BUNDLE_KIND = "video_model"
 BUNDLE_FILE = "bundle.json"
@@ -208,3 +208,9 @@ class FrameScorer:
         :meth:`StreamingScorer.push`.
         """
         return self.scorer.push(self.tokenizer.encode(frames), actions, task)
+
+    def push_scores(
+        self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None
+    ) -> CodeScores:
+        """:meth:`push`, with each frame's predictive entropy ``(B,)`` beside its log-likelihood."""
+        return self.scorer.push_scores(self.tokenizer.encode(frames), actions, task)

@@ -25,7 +25,8 @@ import torch
 import envs
 from agents.drq import DRQ_PRESETS, DrQAgent
 from agents.replay import FrameStack, ReplayBuffer
-from envs.viper import VideoLikelihoodReward, ViperReward
+from envs.viper import ViperReward
+from worldmodel.reward import VideoLikelihoodReward
 from worldmodel.video_model import VideoModel
 
 
