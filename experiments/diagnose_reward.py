@@ -17,6 +17,7 @@ and options of ``{run}/run.json``), and write:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,34 +70,28 @@ class Trace:
         return row
 
 
+def held_actions(decide: Callable[[np.ndarray, bool], np.ndarray], action_repeat: int) -> Policy:
+    """An env-step policy that calls ``decide(frame, first_of_episode)`` every ``action_repeat``
+    env steps and holds its action in between, as :class:`envs.wrappers.ActionRepeat` does. One per episode."""
+    state: dict[str, Any] = {"step": 0, "action": None}
+
+    def act(frame: np.ndarray) -> np.ndarray:
+        if state["step"] % action_repeat == 0:
+            state["action"] = decide(frame, state["step"] == 0)
+        state["step"] += 1
+        return state["action"]
+
+    return act
+
+
 def agent_policy(agent: DrQAgent, frame_stack: int, action_repeat: int) -> Policy:
-    """The agent as the training loop ran it, at env-step level: a deterministic action from the
-    stacked frames every ``action_repeat`` env steps, held in between. One per episode."""
+    """The agent as the training loop ran it: deterministic actions from the frames it saw, stacked."""
     stack = FrameStack(frame_stack)
-    state: dict[str, Any] = {"step": 0, "action": None}
 
-    def act(frame: np.ndarray) -> np.ndarray:
-        if state["step"] % action_repeat == 0:
-            obs = stack.reset(frame) if state["step"] == 0 else stack.push(frame)
-            state["action"] = agent.act(obs, sample=False)
-        state["step"] += 1
-        return state["action"]
+    def decide(frame: np.ndarray, first: bool) -> np.ndarray:
+        return agent.act(stack.reset(frame) if first else stack.push(frame), sample=False)
 
-    return act
-
-
-def held_random_policy(space: gym.spaces.Space, seed: int, action_repeat: int) -> Policy:
-    """Uniform random actions held for ``action_repeat`` env steps (the agent's seed-step episodes)."""
-    sample = random_policy(space, seed)
-    state: dict[str, Any] = {"step": 0, "action": None}
-
-    def act(frame: np.ndarray) -> np.ndarray:
-        if state["step"] % action_repeat == 0:
-            state["action"] = sample(frame)
-        state["step"] += 1
-        return state["action"]
-
-    return act
+    return held_actions(decide, action_repeat)
 
 
 def load_run_settings(run: Path) -> dict[str, Any]:
@@ -126,32 +121,26 @@ def diagnose_reward(
     frame_stack = agent.obs_shape[0] // 3
     repeat = int(settings["action_repeat"])
 
-    def make_env() -> gym.Env:
-        env = envs.make(settings["env"])
-        steps = settings.get("max_episode_steps")
-        return gym.wrappers.TimeLimit(env, steps) if steps else env
-
-    traces: list[Trace] = []
-    env = make_env()
+    env = envs.make(settings["env"])
+    if settings.get("max_episode_steps"):
+        env = gym.wrappers.TimeLimit(env, settings["max_episode_steps"])
     reward_fn = viper.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr))
-    raw_fn = ViperOptions(**{**options, "score": "log_prob", "mode": "conditional", "standardize": False}).reward_fn(
-        model, 1, env_frame_skip(env.get_wrapper_attr)
-    )
+    traces: list[Trace] = []
     for index in range(episodes):
         episode_seed = seed + index
+        random_action = random_policy(env.action_space, episode_seed)
         policies = {
             "agent": agent_policy(agent, frame_stack, repeat),
             "expert": make_expert(task_name(settings["env"]), env),
-            "random": held_random_policy(env.action_space, episode_seed, repeat),
+            "random": held_actions(lambda frame, first: random_action(frame), repeat),
         }
         for name, policy in policies.items():
             played = run_episode(env, policy, episode_seed)
             frames = played["video"]
-            scores = raw_fn.episode_code_scores(frames)
-            traces.append(Trace(
-                name, index, frames, played["rewards"][:-1], reward_fn.episode_rewards(frames),
-                scores.log_prob.reshape(len(frames), -1).sum(-1)[1:], scores.entropy.reshape(len(frames), -1).sum(-1)[1:],
-            ))
+            scores = reward_fn.episode_code_scores(frames)  # one pass gives the reward and its parts
+            per_frame = [part.reshape(len(frames), -1).sum(-1)[1:] for part in scores]
+            rewards = reward_fn.rewards_from_code_scores(scores)
+            traces.append(Trace(name, index, frames, played["rewards"][:-1], rewards, *per_frame))
     env.close()
 
     out.mkdir(parents=True, exist_ok=True)
@@ -162,8 +151,10 @@ def diagnose_reward(
         gifs.append(str(reward_gif([t for t in traces if t.episode == index], out / f"side_by_side_{index}.gif", fps)))
     rows = [t.summary() for t in traces]
     table = diagnosis_table(rows)
-    report = {"run": str(run), "settings": settings, "episodes": rows, "figure": str(save_figure(figure, out / "reward_trace.png")),
-              "gifs": gifs, "table": table}
+    report = {
+        "run": str(run), "settings": settings, "episodes": rows, "table": table, "gifs": gifs,
+        "figure": str(save_figure(figure, out / "reward_trace.png")),
+    }
     (out / "diagnosis.json").write_text(json.dumps(report, indent=2))
     (out / "diagnosis.md").write_text(table + "\n")
     return report
