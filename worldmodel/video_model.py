@@ -45,7 +45,8 @@ class VideoModelInfo:
 
     ``frame_skip`` is env steps between consecutive model frames. ``reward_stats`` maps a
     task name to ``{"mean": ..., "std": ...}`` of its per-frame log-likelihoods on expert
-    data, filled in by VIPER to normalise rewards.
+    data (and ``entropy_adjusted_mean`` / ``_std`` of the entropy-adjusted score), filled in
+    by VIPER to normalise rewards.
     """
 
     frame_skip: int = 1
