@@ -1,21 +1,27 @@
-"""RL agents that consume any gymnasium env (DrQ, Dreamer-style, exploration bonuses)."""
+"""RL agents that consume any gymnasium env (DrQ, DrQ-v2, exploration bonuses) and their shared loop."""
 
-from agents.drq import DRQ_PRESETS, DrQAgent, DrQConfig, random_shift
-from agents.replay import FrameStack, ReplayBuffer
+from agents.common import random_shift
+from agents.drq import DRQ_PRESETS, DrQAgent, DrQConfig
+from agents.drqv2 import DRQV2_PRESETS, DrQV2Agent, DrQV2Config
+from agents.replay import ObservationStack, ReplayBuffer
 from agents.rnd import RND, RNDConfig
-from agents.train_drq import DrQTraining, evaluate_drq, load_drq_agent, train_drq
+from agents.workspace import AGENTS, Training, evaluate_agent, load_agent, train_agent
 
 __all__ = [
+    "AGENTS",
+    "DRQV2_PRESETS",
     "DRQ_PRESETS",
     "DrQAgent",
     "DrQConfig",
-    "DrQTraining",
-    "FrameStack",
+    "DrQV2Agent",
+    "DrQV2Config",
+    "ObservationStack",
     "RND",
     "RNDConfig",
     "ReplayBuffer",
-    "evaluate_drq",
-    "load_drq_agent",
+    "Training",
+    "evaluate_agent",
+    "load_agent",
     "random_shift",
-    "train_drq",
+    "train_agent",
 ]

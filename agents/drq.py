@@ -25,8 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agents.common import (
+    TwinCritic,
+    batch_tensors,
+    check_obs,
+    load_state_tensors,
+    mlp,
+    optimizer_step,
+    random_shift,
+    soft_update,
+    state_tensors,
+    to_box,
+    trunk,
+)
 from agents.rnd import RND
-from worldmodel.checkpoint import CheckpointError
 
 IntrinsicRewardFn = Callable[[dict[str, Tensor]], Tensor]
 
@@ -82,19 +94,6 @@ DRQ_PRESETS: dict[str, DrQConfig] = {
 }
 
 
-def random_shift(obs: Tensor, pad: int) -> Tensor:
-    """Shift each image by up to ``pad`` pixels: replicate-pad, then crop at a random offset."""
-    if pad == 0:
-        return obs
-    _, _, height, width = obs.shape
-    padded = F.pad(obs, (pad, pad, pad, pad), mode="replicate").permute(0, 2, 3, 1)
-    # Slicing per sample copies far less than one gather over the batch; stacking the
-    # (H, W, C) crops yields channels-last images, the layout CPU convolutions run fastest on.
-    offsets = torch.randint(0, 2 * pad + 1, (obs.shape[0], 2)).tolist()
-    crops = [image[y : y + height, x : x + width] for image, (y, x) in zip(padded, offsets)]
-    return torch.stack(crops).permute(0, 3, 1, 2)
-
-
 class Encoder(nn.Module):
     """3x3 stride-2 convolutions with ReLU on pixels scaled to [-0.5, 0.5]; flattened output."""
 
@@ -114,25 +113,13 @@ class Encoder(nn.Module):
         return self.convs(obs.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255).sub_(0.5))
 
 
-def _trunk(in_dim: int, feature_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
-
-
-def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.ReLU(),
-        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
-        nn.Linear(hidden_dim, out_dim),
-    )
-
-
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy on encoder features."""
 
     def __init__(self, in_dim: int, action_dim: int, config: DrQConfig) -> None:
         super().__init__()
-        self.trunk = _trunk(in_dim, config.feature_dim)
-        self.policy = _mlp(config.feature_dim, config.hidden_dim, 2 * action_dim)
+        self.trunk = trunk(in_dim, config.feature_dim)
+        self.policy = mlp(config.feature_dim, config.hidden_dim, 2 * action_dim)
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
 
     def forward(self, h: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
@@ -145,20 +132,6 @@ class Actor(nn.Module):
         # Change of variables for tanh, in a numerically stable form.
         log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
         return torch.tanh(u), log_prob
-
-
-class Critic(nn.Module):
-    """Twin Q networks on a shared trunk of encoder features."""
-
-    def __init__(self, in_dim: int, action_dim: int, config: DrQConfig) -> None:
-        super().__init__()
-        self.trunk = _trunk(in_dim, config.feature_dim)
-        self.q1 = _mlp(config.feature_dim + action_dim, config.hidden_dim, 1)
-        self.q2 = _mlp(config.feature_dim + action_dim, config.hidden_dim, 1)
-
-    def forward(self, h: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.cat([self.trunk(h), action], dim=-1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
 class DrQAgent(nn.Module):
@@ -180,7 +153,7 @@ class DrQAgent(nn.Module):
         self.target_entropy = -float(self.action_dim)
 
         self.encoder = Encoder(self.obs_shape, config.encoder_channels)
-        self.critic = Critic(self.encoder.out_dim, self.action_dim, config)
+        self.critic = TwinCritic(self.encoder.out_dim, self.action_dim, config.feature_dim, config.hidden_dim)
         self.actor = Actor(self.encoder.out_dim, self.action_dim, config)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -206,22 +179,31 @@ class DrQAgent(nn.Module):
         return self.log_alpha.exp()
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, sample: bool) -> np.ndarray:
-        """Action(s) in the env's Box for one stack ``(3*S, H, W)`` or a batch ``(B, 3*S, H, W)`` of uint8."""
-        obs_t = self._check_obs(torch.as_tensor(np.asarray(obs), device=self.device), "obs", allow_single=True)
+    def act(self, obs: np.ndarray, sample: bool, step: int = 0) -> np.ndarray:
+        """Action(s) in the env's Box for one stack ``(3*S, H, W)`` or a batch ``(B, 3*S, H, W)`` of uint8.
+
+        ``step`` is the shared loop's agent step; SAC's exploration needs no schedule.
+        """
+        obs_t = check_obs(torch.as_tensor(np.asarray(obs), device=self.device), self.obs_shape, "obs", allow_single=True)
         single = obs_t.dim() == 3
         action, _ = self.actor(self.encoder(obs_t[None] if single else obs_t), sample)
-        scaled = self.action_low + (action + 1) * 0.5 * (self.action_high - self.action_low)
-        scaled = scaled.cpu().numpy()
+        scaled = to_box(action, self.action_low, self.action_high)
         return scaled[0] if single else scaled
 
-    def update(self, batch: dict[str, np.ndarray], intrinsic_reward_fn: IntrinsicRewardFn | None = None) -> dict[str, float]:
+    def batch_spec(self) -> dict[str, Any]:
+        """How the loop samples replay for :meth:`update`: one-step transitions discounted by gamma."""
+        return {"batch_size": self.config.batch_size, "n_step": 1, "gamma": self.config.discount}
+
+    def update(
+        self, batch: dict[str, np.ndarray], step: int = 0, intrinsic_reward_fn: IntrinsicRewardFn | None = None
+    ) -> dict[str, float]:
         """One critic, actor and temperature step on a replay batch; returns losses, alpha and Q.
 
-        ``batch`` is :meth:`~agents.replay.ReplayBuffer.sample`'s output. ``intrinsic_reward_fn``
+        ``batch`` is :meth:`~agents.replay.ReplayBuffer.sample`'s output as :meth:`batch_spec`
+        asks (``discount`` is the factor on the bootstrapped value). ``intrinsic_reward_fn``
         maps the batch (as tensors) to an extra reward ``(B,)``, added to the env reward.
         """
-        tensors = self._batch_tensors(batch)
+        tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
         reward = tensors["reward"]
         metrics: dict[str, float] = {"reward_env": reward.mean().item()}
         if self.rnd is not None:
@@ -269,88 +251,24 @@ class DrQAgent(nn.Module):
 
     @torch.no_grad()
     def critic_target_q(self, reward: Tensor, discount: Tensor, next_obs: Tensor) -> Tensor:
-        """Soft Bellman target ``(B,)`` from the target networks; ``discount`` 0 (a terminal
-        transition) leaves the reward alone, with nothing bootstrapped."""
+        """Soft Bellman target ``(B,)`` from the target networks; ``discount`` is the factor on the
+        bootstrapped value (gamma, or 0 after a terminal transition: the reward alone)."""
         next_action, next_log_prob = self.actor(self.encoder(next_obs), sample=True)
         target_q1, target_q2 = self.critic_target(self.encoder_target(next_obs), next_action)
         target_v = torch.min(target_q1, target_q2) - self.alpha * next_log_prob
-        return reward + self.config.discount * discount * target_v
+        return reward + discount * target_v
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Weights (``model.*``) and optimizer states (``optim.<name>.*``) as one flat dict."""
-        tensors = {f"model.{k}": v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
-        for name, optimizer in self.optimizers.items():
-            for param_id, state in optimizer.state_dict()["state"].items():
-                for key, value in state.items():
-                    tensors[f"optim.{name}.{param_id}.{key}"] = torch.as_tensor(value).to("cpu", copy=True)
-        return tensors
+        return state_tensors(self, self.optimizers)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of :meth:`state_tensors`; optimizer states are optional (weights only for acting)."""
-        weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-        expected = self.state_dict()
-        missing = sorted(set(expected) - set(weights))
-        unexpected = sorted(set(weights) - set(expected))
-        wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-                 if k in weights and weights[k].shape != v.shape]
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"DrQ weights do not match this agent: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                f"wrong shapes {wrong[:5]}"
-            )
-        self.load_state_dict(weights)
-        stray = [k for k in tensors if not k.startswith(("model.", "optim."))]
-        if stray:
-            raise CheckpointError(f"unexpected DrQ state entries {stray[:5]}")
-        for name, optimizer in self.optimizers.items():
-            prefix = f"optim.{name}."
-            state: dict[int, dict[str, Tensor]] = {}
-            for key, value in tensors.items():
-                if key.startswith(prefix):
-                    param_id, field = key.removeprefix(prefix).split(".", 1)
-                    state.setdefault(int(param_id), {})[field] = value
-            if not state:
-                continue
-            try:
-                optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
-            except (ValueError, KeyError) as err:
-                raise CheckpointError(f"DrQ {name} optimizer state does not match this agent: {err}") from err
+        load_state_tensors(self, self.optimizers, tensors, "DrQ")
 
     def _step(self, name: str, loss: Tensor) -> None:
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(self.optimizers[name], loss)
 
-    @torch.no_grad()
     def _soft_update(self) -> None:
-        for online, target in ((self.encoder, self.encoder_target), (self.critic, self.critic_target)):
-            for p, p_target in zip(online.parameters(), target.parameters()):
-                p_target.lerp_(p, self.config.tau)
-
-    def _check_obs(self, obs: Tensor, name: str, allow_single: bool = False) -> Tensor:
-        ok_shape = tuple(obs.shape[1:]) == self.obs_shape or (allow_single and tuple(obs.shape) == self.obs_shape)
-        if obs.dtype != torch.uint8 or not ok_shape:
-            raise ValueError(f"{name} must be uint8 (B, {', '.join(map(str, self.obs_shape))}), got {obs.dtype} {tuple(obs.shape)}")
-        return obs
-
-    def _batch_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, Tensor]:
-        """Tensors of a replay batch, checked, with actions mapped from the env's Box to [-1, 1]."""
-        missing = {"obs", "action", "reward", "discount", "next_obs"} - set(batch)
-        if missing:
-            raise ValueError(f"batch is missing {sorted(missing)}")
-        keys = ("obs", "action", "reward", "discount", "next_obs")
-        out = {k: torch.as_tensor(np.asarray(batch[k]), device=self.device) for k in keys}
-        size = out["obs"].shape[0]
-        for name in ("obs", "next_obs"):
-            self._check_obs(out[name], name)
-        if tuple(out["action"].shape) != (size, self.action_dim):
-            raise ValueError(f"action must be ({size}, {self.action_dim}), got {tuple(out['action'].shape)}")
-        for name in ("reward", "discount", "next_obs"):
-            if out[name].shape[0] != size or (name != "next_obs" and out[name].dim() != 1):
-                raise ValueError(f"{name} has shape {tuple(out[name].shape)}, expected a leading batch of {size}")
-        action = out["action"].float()
-        out["action"] = (2 * (action - self.action_low) / (self.action_high - self.action_low) - 1).clamp(-1, 1)
-        out["reward"] = out["reward"].float()
-        out["discount"] = out["discount"].float()
-        return out
+        soft_update(self.encoder, self.encoder_target, self.config.tau)
+        soft_update(self.critic, self.critic_target, self.config.tau)

@@ -1,12 +1,12 @@
-"""Replay buffer for pixel observations that stores every frame once, as uint8.
+"""Replay buffer that stores every observation once: uint8 frames or float state vectors.
 
-Frame stacks are assembled at sampling time from the single stored frames, so
-``obs`` and ``next_obs`` share memory instead of being kept twice (and a stack of
-``S`` frames costs one frame, not ``S``). A slot holds one frame plus the step that
-produced it (action, reward, terminated); the transition from frame ``g`` uses the
-step stored with frame ``g + 1``. Before an episode's first frame the stack repeats
-that first frame, so stacks never mix episodes. When full, the oldest frames are
-overwritten.
+Stacks of the last ``S`` observations are assembled at sampling time from the single
+stored ones, so ``obs`` and ``next_obs`` share memory instead of being kept twice (and
+a stack of ``S`` frames costs one frame, not ``S``). A slot holds one observation plus
+the step that produced it (action, reward, terminated); the transition from
+observation ``g`` uses the step stored with ``g + 1``. Before an episode's first
+observation the stack repeats it, so stacks never mix episodes. When full, the oldest
+observations are overwritten. Batches can carry n-step returns (DrQ-v2 uses 3).
 """
 
 from __future__ import annotations
@@ -21,102 +21,138 @@ from worldmodel.episodes import write_npz_atomic
 _REJECTION_ROUNDS = 8
 
 
+def stored_layout(obs_shape: tuple[int, ...]) -> tuple[tuple[int, ...], type]:
+    """How an observation is stored and stacked: ``(H, W, 3)`` frames channels first as uint8,
+    ``(D,)`` state vectors as float32; a stack concatenates along the first axis."""
+    obs_shape = tuple(int(d) for d in obs_shape)
+    if len(obs_shape) == 3 and obs_shape[2] == 3:
+        return (3, obs_shape[0], obs_shape[1]), np.uint8
+    if len(obs_shape) == 1:
+        return obs_shape, np.float32
+    raise ValueError(f"observations must be (H, W, 3) frames or (D,) state vectors, got shape {obs_shape}")
+
+
+def _stored(obs: np.ndarray, obs_shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """One observation in its stored layout, or an error naming what is wrong with it."""
+    obs = np.asarray(obs)
+    if dtype == np.uint8:
+        if obs.dtype != np.uint8 or obs.shape != obs_shape:
+            raise ValueError(f"frame must be uint8 {obs_shape}, got {obs.dtype} {obs.shape}")
+        return obs.transpose(2, 0, 1)
+    if obs.shape != obs_shape or not np.issubdtype(obs.dtype, np.floating):
+        raise ValueError(f"state must be a float vector of shape {obs_shape}, got {obs.dtype} {obs.shape}")
+    return obs.astype(np.float32, copy=False)
+
+
 class ReplayBuffer:
-    """Circular store of episodes, filled step by step with :meth:`add_first` and :meth:`add`."""
+    """Circular store of episodes, filled step by step with :meth:`add_first` and :meth:`add`.
+
+    ``obs_shape`` is the env's observation shape: ``(H, W, 3)`` uint8 frames or ``(D,)`` states.
+    """
 
     def __init__(
-        self, capacity: int, frame_shape: tuple[int, int, int], action_shape: tuple[int, ...], frame_stack: int = 3
+        self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...], frame_stack: int = 3
     ) -> None:
         if capacity < 2:
-            raise ValueError(f"capacity must hold at least two frames, got {capacity}")
+            raise ValueError(f"capacity must hold at least two observations, got {capacity}")
         if frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
-        if len(frame_shape) != 3 or frame_shape[2] != 3:
-            raise ValueError(f"frame_shape must be (H, W, 3), got {tuple(frame_shape)}")
-        height, width, _ = frame_shape
         self.capacity = capacity
-        self.frame_shape = (height, width, 3)
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.stored_shape, self.obs_dtype = stored_layout(self.obs_shape)
         self.action_shape = tuple(action_shape)
         self.frame_stack = frame_stack
-        # Channels first, so a stack is a reshape of consecutive frames.
-        self._frames = np.zeros((capacity, 3, height, width), np.uint8)
+        self._obs = np.zeros((capacity, *self.stored_shape), self.obs_dtype)
         self._actions = np.zeros((capacity, *self.action_shape), np.float32)
         self._rewards = np.zeros(capacity, np.float32)
         self._terminated = np.zeros(capacity, bool)
-        self._position = np.zeros(capacity, np.int64)  # index of the frame within its episode
-        self._has_next = np.zeros(capacity, bool)  # the frame's successor in the episode is stored
-        self._total = 0  # frames ever written; frame g lives in slot g % capacity
+        self._position = np.zeros(capacity, np.int64)  # index of the observation within its episode
+        self._has_next = np.zeros(capacity, bool)  # its successor in the episode is stored
+        self._total = 0  # observations ever written; observation g lives in slot g % capacity
         self._episode_open = False
 
     def __len__(self) -> int:
-        """Frames currently stored."""
+        """Observations currently stored."""
         return min(self._total, self.capacity)
 
     @property
     def total_frames(self) -> int:
-        """Frames ever written, including overwritten ones."""
+        """Observations ever written, including overwritten ones."""
         return self._total
 
     @property
     def nbytes(self) -> int:
         """Memory held by the stored arrays."""
-        arrays = (self._frames, self._actions, self._rewards, self._terminated, self._position, self._has_next)
+        arrays = (self._obs, self._actions, self._rewards, self._terminated, self._position, self._has_next)
         return sum(a.nbytes for a in arrays)
 
-    def add_first(self, frame: np.ndarray) -> None:
-        """Start an episode with its reset frame (ending any episode still open)."""
-        self._write(self._check_frame(frame), np.zeros(self.action_shape, np.float32), 0.0, False, 0)
+    def add_first(self, obs: np.ndarray) -> None:
+        """Start an episode with its reset observation (ending any episode still open)."""
+        self._write(_stored(obs, self.obs_shape, self.obs_dtype), np.zeros(self.action_shape, np.float32), 0.0, False, 0)
         self._episode_open = True
 
-    def add(self, action: np.ndarray, reward: float, frame: np.ndarray, terminated: bool) -> None:
-        """Append one env step: ``action`` taken after the previous frame led to ``frame`` and ``reward``.
+    def add(self, action: np.ndarray, reward: float, obs: np.ndarray, terminated: bool) -> None:
+        """Append one env step: ``action`` taken after the previous observation led to ``obs`` and ``reward``.
 
         ``terminated`` means the task ended (no bootstrapping); a time-limit truncation is
         not a termination; the next :meth:`add_first` simply starts a new episode.
         """
         if not self._episode_open:
-            raise RuntimeError("add() before add_first(): start each episode with its reset frame")
+            raise RuntimeError("add() before add_first(): start each episode with its reset observation")
         action = np.asarray(action, np.float32)
         if action.shape != self.action_shape:
             raise ValueError(f"action has shape {action.shape}, the buffer stores actions of shape {self.action_shape}")
-        frame = self._check_frame(frame)
+        stored = _stored(obs, self.obs_shape, self.obs_dtype)
         previous = (self._total - 1) % self.capacity
         position = int(self._position[previous]) + 1
-        self._write(frame, action, float(reward), bool(terminated), position)
+        self._write(stored, action, float(reward), bool(terminated), position)
         self._has_next[previous] = True
         self._episode_open = not terminated
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A batch of transitions, uniformly over those stored.
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, n_step: int = 1, gamma: float = 1.0
+    ) -> dict[str, np.ndarray]:
+        """A batch of transitions, uniformly over those stored, with ``n_step`` returns.
 
-        Returns ``obs`` and ``next_obs`` uint8 ``(B, 3*S, H, W)`` (oldest frame first),
-        ``action`` ``(B, *action_shape)``, ``reward`` ``(B,)`` and ``discount`` ``(B,)``:
-        0 where the episode terminated, 1 otherwise (the agent applies its own gamma).
+        Returns ``obs`` and ``next_obs`` (stacks, oldest first: uint8 ``(B, 3*S, H, W)`` or
+        float32 ``(B, S*D)``), ``action`` ``(B, *action_shape)`` (the first step's),
+        ``reward`` ``(B,)``: the sum of ``gamma**k * r_{k+1}`` over the ``m <= n_step``
+        steps stored before the episode ends, and ``discount`` ``(B,)``: ``gamma**m``, the
+        factor on the value of ``next_obs`` (the observation ``m`` steps on), 0 where the
+        episode terminated within those steps. The defaults give one-step transitions
+        with ``discount`` 1 or 0.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        frames = self._sample_frames(batch_size, rng)
-        slots = frames % self.capacity
-        next_slots = (frames + 1) % self.capacity
-        # Frames g-S+1 .. g+1, each clamped to the episode's first frame.
-        offsets = np.arange(self.frame_stack, -1, -1)
-        back = np.minimum(offsets[None, :], self._position[slots][:, None] + 1)
-        window = self._frames[(frames[:, None] + 1 - back) % self.capacity]  # (B, S+1, 3, H, W)
-        height, width = self.frame_shape[:2]
-        channels = 3 * self.frame_stack
+        if n_step < 1 or not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"need n_step >= 1 and 0 <= gamma <= 1, got {n_step} and {gamma}")
+        first = self._sample_frames(batch_size, rng)
+        reward = np.zeros(batch_size, np.float32)
+        factor = np.ones(batch_size, np.float32)
+        last = first.copy()  # the observation the bootstrap reads
+        going = np.ones(batch_size, bool)
+        for k in range(n_step):
+            current = first + k
+            if k:  # a further step exists: stored and in the same episode (a terminal one has no successor)
+                going &= (current + 1 < self._total) & self._has_next[current % self.capacity]
+            following = (current + 1) % self.capacity
+            reward += np.where(going, factor * self._rewards[following], 0.0).astype(np.float32)
+            factor = np.where(going, factor * gamma, factor).astype(np.float32)
+            last = np.where(going, current + 1, last)
+        discount = np.where(self._terminated[last % self.capacity], 0.0, factor).astype(np.float32)
         return {
-            "obs": window[:, :-1].reshape(batch_size, channels, height, width),
-            "action": self._actions[next_slots],
-            "reward": self._rewards[next_slots],
-            "discount": (~self._terminated[next_slots]).astype(np.float32),
-            "next_obs": window[:, 1:].reshape(batch_size, channels, height, width),
+            "obs": self._stacks(first),
+            "action": self._actions[(first + 1) % self.capacity],
+            "reward": reward,
+            "discount": discount,
+            "next_obs": self._stacks(last),
         }
 
     def save(self, path: str | Path) -> Path:
         """Write the stored part of the buffer to one ``.npz``, atomically."""
         n = len(self)
         arrays = {
-            "frames": self._frames[:n],
+            "obs": self._obs[:n],
             "actions": self._actions[:n],
             "rewards": self._rewards[:n],
             "terminated": self._terminated[:n],
@@ -133,7 +169,7 @@ class ReplayBuffer:
             raise FileNotFoundError(f"no replay buffer at {path}")
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-        missing = {"frames", "actions", "rewards", "terminated", "position", "has_next", "counters"} - set(arrays)
+        missing = {"obs", "actions", "rewards", "terminated", "position", "has_next", "counters"} - set(arrays)
         if missing:
             raise ValueError(f"{path} is not a replay buffer: missing {sorted(missing)}")
         total, capacity, frame_stack, episode_open = (int(v) for v in arrays["counters"])
@@ -143,12 +179,12 @@ class ReplayBuffer:
                 f"this one has capacity {self.capacity} and frame_stack {self.frame_stack}"
             )
         n = min(total, capacity)
-        expected = {"frames": (n, 3, *self.frame_shape[:2]), "actions": (n, *self.action_shape)}
+        expected = {"obs": (n, *self.stored_shape), "actions": (n, *self.action_shape)}
         for name, shape in expected.items():
             if arrays[name].shape != shape:
                 raise ValueError(f"{path}: {name} has shape {arrays[name].shape}, this buffer expects {shape}")
         # Slots past ``n`` are never read before they are written again.
-        self._frames[:n] = arrays["frames"]
+        self._obs[:n] = arrays["obs"]
         self._actions[:n] = arrays["actions"]
         self._rewards[:n] = arrays["rewards"]
         self._terminated[:n] = arrays["terminated"]
@@ -157,15 +193,15 @@ class ReplayBuffer:
         self._total = total
         self._episode_open = bool(episode_open)
 
-    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.asarray(frame)
-        if frame.dtype != np.uint8 or frame.shape != self.frame_shape:
-            raise ValueError(f"frame must be uint8 {self.frame_shape}, got {frame.dtype} {frame.shape}")
-        return frame.transpose(2, 0, 1)
+    def _stacks(self, last: np.ndarray) -> np.ndarray:
+        """Stacks ending at observations ``last``, each clamped to its episode's first observation."""
+        back = np.minimum(np.arange(self.frame_stack - 1, -1, -1)[None, :], self._position[last % self.capacity][:, None])
+        window = self._obs[(last[:, None] - back) % self.capacity]  # (B, S, *stored_shape)
+        return window.reshape(len(last), self.frame_stack * self.stored_shape[0], *self.stored_shape[1:])
 
-    def _write(self, frame: np.ndarray, action: np.ndarray, reward: float, terminated: bool, position: int) -> None:
+    def _write(self, obs: np.ndarray, action: np.ndarray, reward: float, terminated: bool, position: int) -> None:
         slot = self._total % self.capacity
-        self._frames[slot] = frame
+        self._obs[slot] = obs
         self._actions[slot] = action
         self._rewards[slot] = reward
         self._terminated[slot] = terminated
@@ -200,10 +236,11 @@ class ReplayBuffer:
         return np.concatenate(chosen)
 
 
-class FrameStack:
-    """The acting-side view of the buffer's stacks: the last ``size`` frames as ``(3*size, H, W)`` uint8.
+class ObservationStack:
+    """The acting-side view of the buffer's stacks: the last ``size`` observations, concatenated.
 
-    Oldest frame first, the reset frame repeated before the episode starts, exactly as
+    ``(3*size, H, W)`` uint8 for frames, ``(size*D,)`` float32 for states; oldest first,
+    the reset observation repeated before the episode starts, exactly as
     :meth:`ReplayBuffer.sample` builds ``obs``.
     """
 
@@ -211,25 +248,21 @@ class FrameStack:
         if size < 1:
             raise ValueError(f"frame stack size must be >= 1, got {size}")
         self.size = size
-        self._frames: deque[np.ndarray] = deque(maxlen=size)
+        self._items: deque[np.ndarray] = deque(maxlen=size)
+        self._layout: tuple[tuple[int, ...], type] | None = None
 
-    def reset(self, frame: np.ndarray) -> np.ndarray:
-        self._frames.clear()
-        self._frames.extend([self._channels_first(frame)] * self.size)
+    def reset(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs)
+        self._layout = (obs.shape, stored_layout(obs.shape)[1])
+        self._items.clear()
+        self._items.extend([_stored(obs, *self._layout)] * self.size)
         return self.observation()
 
-    def push(self, frame: np.ndarray) -> np.ndarray:
-        if not self._frames:
-            raise RuntimeError("push() before reset(): start each episode with its reset frame")
-        self._frames.append(self._channels_first(frame))
+    def push(self, obs: np.ndarray) -> np.ndarray:
+        if self._layout is None:
+            raise RuntimeError("push() before reset(): start each episode with its reset observation")
+        self._items.append(_stored(obs, *self._layout))
         return self.observation()
 
     def observation(self) -> np.ndarray:
-        return np.concatenate(self._frames, axis=0)
-
-    @staticmethod
-    def _channels_first(frame: np.ndarray) -> np.ndarray:
-        frame = np.asarray(frame)
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
-        return frame.transpose(2, 0, 1)
+        return np.concatenate(self._items, axis=0)

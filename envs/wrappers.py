@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 SUMMED_INFO = ("task_reward", "viper_reward")  # per-step reward terms that add up like the reward
 
@@ -49,3 +50,28 @@ class ActionRepeat(gym.Wrapper):
                 break
         info = {**info, **{key: value for key, value in sums.items() if key in info}}
         return obs, total, terminated, truncated, info
+
+
+class StateObservation(gym.Wrapper):
+    """Observe the env's state vector (``env.unwrapped.state()``, e.g. :class:`envs.dmc.DMCEnv`'s)
+    instead of its frames, which ``render()`` still returns.
+
+    Put it *outside* a :class:`envs.viper.ViperReward`: the video model keeps scoring the
+    rendered frames while the agent sees the state, the control that separates "is the
+    reward learnable?" from "can pixel RL learn it in this budget?".
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        if not callable(getattr(env.unwrapped, "state", None)):
+            raise ValueError(f"{env.unwrapped} has no state() method: state observations need one (DMC envs do)")
+        super().__init__(env)
+        size = int(env.unwrapped.state_size)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        _, info = self.env.reset(**kwargs)
+        return self.env.unwrapped.state(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        _, reward, terminated, truncated, info = self.env.step(action)
+        return self.env.unwrapped.state(), reward, terminated, truncated, info

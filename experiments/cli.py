@@ -17,7 +17,7 @@ Typical flow:
   wm eval-tokenizer --checkpoint runs/tokenizer/checkpoint --data data/cartpole-swingup
   wm train-video --data data/cartpole-swingup --tokenizer runs/tokenizer/checkpoint --run runs/video
   wm eval-reward --model runs/video/model --data data/cartpole-swingup-graded --out runs/video/reward
-  wm train-drq --env dmc:cartpole-swingup --reward viper --model runs/video/model --run runs/drq
+  wm train-agent --env dmc:cartpole-swingup --reward viper --model runs/video/model --run runs/drq
   wm diagnose-reward --run runs/drq
 or all of it on a small default:
   wm quickstart
@@ -313,11 +313,12 @@ def _run_eval_reward(args: argparse.Namespace) -> None:
     print(f"report and figures written to {args.out}")
 
 
-DRQ_TRAINING_HELP = {
+AGENT_TRAINING_HELP = {
     "total_steps": "agent steps in all (a resumed run continues up to this)",
     "seed_steps": "uniformly random actions before the first update",
-    "update_every": "agent steps per DrQ update",
-    "frame_stack": "frames stacked into each observation (each stored once in the replay)",
+    "update_every": "agent steps per update (default: the agent's own, 1 for drq, 2 for drqv2)",
+    "frame_stack": "observations stacked into each agent input, each stored once in the replay "
+    "(default: 3 frames for pixels, 1 for states)",
     "replay_capacity": "agent steps kept in the replay buffer",
     "eval_every": "agent steps between evaluation episodes (deterministic policy)",
     "eval_episodes": "episodes per evaluation",
@@ -329,22 +330,26 @@ DRQ_TRAINING_HELP = {
 }
 
 
-def _add_train_drq(subparsers: argparse._SubParsersAction) -> None:
-    from agents.drq import DRQ_PRESETS
-    from agents.train_drq import DrQTraining
+def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
+    from agents.workspace import AGENTS, Training
 
+    presets = sorted({name for kind in AGENTS.values() for name in kind.presets})
     parser = subparsers.add_parser(
-        "train-drq",
-        help="train a DrQ agent from pixels on the VIPER reward or the true reward",
-        description="DrQ (SAC from pixels, random-shift augmentation) on a pixel env. With --reward viper the "
-        "env's reward is replaced by the video model's standardised log-likelihood of each new frame (VIPER), "
-        "plus beta times an RND exploration bonus; the true reward is still logged as true_return. Logs to "
+        "train-agent",
+        help="train DrQ or DrQ-v2 from pixels (or states) on the VIPER reward or the true reward",
+        description="DrQ (SAC + random shift) or DrQ-v2 (DDPG + random shift, n-step returns, scheduled "
+        "exploration noise) on a DMC env. With --reward viper the env's reward is replaced by the video model's "
+        "standardised log-likelihood of each new frame (VIPER), plus beta times an RND exploration bonus; the "
+        "true reward is still logged as true_return. With --obs state the agent observes the dm_control state "
+        "vector while the video model still scores the rendered frames (the state-observation control). Logs to "
         "{run}/tb, evaluation GIFs to {run}/videos, returns by step to {run}/returns.json, checkpoints to "
         "{run}/checkpoint; --resume continues an interrupted run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--env", required=True, help="env spec, e.g. dmc:cartpole-swingup")
     parser.add_argument("--run", required=True, type=Path, help="run directory")
+    parser.add_argument("--agent", default="drq", choices=sorted(AGENTS), help="drq (SAC) or drqv2 (DDPG)")
+    parser.add_argument("--obs", default="pixels", choices=["pixels", "state"], help="what the agent observes")
     parser.add_argument("--reward", default="viper", choices=["viper", "env"], help="what the agent is trained on")
     parser.add_argument("--model", type=Path, default=None, help="video model bundle (needed for --reward viper)")
     parser.add_argument("--task", default=None, help="task the video model is conditioned on / standardised for")
@@ -354,45 +359,103 @@ def _add_train_drq(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--rnd-weight", type=float, default=None,
-        help="beta of the RND exploration bonus; default 1 with --reward viper (VIPER's setting), 0 with env",
+        help="beta of the RND exploration bonus; default 1 with --reward viper on pixels (VIPER's setting), else 0",
     )
     parser.add_argument(
         "--action-repeat", type=int, default=4,
         help="env steps per agent decision (DMC envs already repeat 2 physics steps: 4 gives DrQ's 8 on cartpole)",
     )
-    parser.add_argument("--preset", default="cpu", choices=sorted(DRQ_PRESETS), help="DrQ size: cpu or viper")
+    parser.add_argument(
+        "--preset", default="cpu", choices=presets,
+        help="agent size: cpu (both agents), viper (drq's published), paper (drqv2's published)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device of the agent and the video model")
-    _add_training_flags(parser, DrQTraining(), DRQ_TRAINING_HELP)
-    parser.set_defaults(handler=_run_train_drq)
+    _add_training_flags(parser, Training(), AGENT_TRAINING_HELP)
+    parser.set_defaults(handler=_run_train_agent, update_every=None, frame_stack=None)
 
 
-def _drq_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
-    """Agent config, loop settings and VIPER options from train-drq's flags."""
+def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
+    """Agent config, loop settings and VIPER options from train-agent's flags."""
     from dataclasses import replace
 
-    from agents.drq import DRQ_PRESETS
-    from agents.train_drq import DrQTraining
+    from agents.workspace import Training
+    from experiments.train_agent import agent_config, loop_defaults
 
-    rnd_weight = args.rnd_weight if args.rnd_weight is not None else (1.0 if args.reward == "viper" else 0.0)
-    config = replace(DRQ_PRESETS[args.preset], rnd_weight=rnd_weight)
+    config = agent_config(args.agent, args.preset, args.reward, args.obs, args.rnd_weight)
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
-    training = DrQTraining(**{f.name: getattr(args, f.name) for f in fields(DrQTraining)})
+    settings = {f.name: getattr(args, f.name) for f in fields(Training)}
+    defaults = loop_defaults(args.agent, args.obs)
+    settings.update({k: v for k, v in defaults.items() if settings[k] is None})
     viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight}
-    return config, training, viper if args.reward == "viper" else {}
+    return config, Training(**settings), viper if args.reward == "viper" else {}
 
 
-def _run_train_drq(args: argparse.Namespace) -> None:
-    from experiments.train_agent import run_drq
+def _run_train_agent(args: argparse.Namespace) -> None:
+    from experiments.train_agent import run_agent
 
-    config, training, viper = _drq_setup(args)
-    summary = run_drq(
-        args.env, args.run, config, training, args.reward, args.model, args.action_repeat, args.resume,
-        device=args.device, **viper,
+    config, training, viper = _agent_setup(args)
+    summary = run_agent(
+        args.env, args.run, args.agent, config, training, args.reward, args.model, args.action_repeat, args.resume,
+        observation=args.obs, device=args.device, **viper,
     )
     print(json.dumps(summary, indent=2))
+
+
+def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
+    from agents.workspace import AGENTS
+
+    parser = subparsers.add_parser(
+        "benchmark-dmc",
+        help="the DMC-100k grid: task x reward x agent x observation x seed, in parallel, resumable",
+        description="Train every combination of the given tasks, agents, observations, rewards and seeds at the "
+        "DMC-100k budget (100k physics steps; action repeat 8 on cartpole, 4 on reacher), --workers runs at a time "
+        "in separate processes. Each run is a train-agent run directory under {out}/{task}/{agent}-{obs}-{reward}/"
+        "seed{seed}; rerunning skips finished runs and resumes interrupted ones. Writes {out}/results.md (mean and "
+        "spread over seeds of the final true return, VIPER as a share of the true-reward agent, wall time per run, "
+        "GIF paths), results.json and {out}/{task}_curves.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, type=Path, help="grid directory")
+    parser.add_argument("--tasks", default="cartpole-swingup,cartpole-balance,reacher-easy", help="comma-separated")
+    parser.add_argument("--agents", default="drqv2", help=f"comma-separated, of {sorted(AGENTS)}")
+    parser.add_argument("--obs", default="pixels", help="comma-separated, of pixels,state (state needs drqv2)")
+    parser.add_argument("--rewards", default="viper,env", help="comma-separated, of viper,env")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    parser.add_argument(
+        "--model", action="append", default=[], metavar="TASK=PATH",
+        help="video model bundle of a task for its VIPER runs, e.g. cartpole-swingup=runs/qs/video/model; repeat",
+    )
+    parser.add_argument("--physics-steps", type=int, default=100_000, help="budget of each run in physics steps")
+    parser.add_argument("--preset", default="cpu", help="agent size preset (cpu; paper for drqv2, viper for drq)")
+    parser.add_argument("--eval-every", type=int, default=10_000, help="physics steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    parser.add_argument("--max-minutes", type=float, default=None, help="cap each run's training time (CPU)")
+    _add_reward_flags(parser)
+    parser.add_argument("--rnd-weight", type=float, default=None, help="RND beta (default 1 on VIPER from pixels)")
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one process each")
+    parser.set_defaults(handler=_run_benchmark_dmc)
+
+
+def _run_benchmark_dmc(args: argparse.Namespace) -> None:
+    from experiments.dmc_benchmark import GridSettings, plan_grid, run_grid
+
+    def items(text: str) -> list[str]:
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    models = {}
+    for entry in args.model:
+        task, sep, path = entry.partition("=")
+        if not sep:
+            raise SystemExit(f"--model expects TASK=PATH, got {entry!r}")
+        models[task] = Path(path)
+    runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
+                     [int(s) for s in items(args.seeds)], models)
+    settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
+                            args.score, args.mode, args.rnd_weight)
+    print(run_grid(args.out, runs, settings, models, args.workers))
 
 
 def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
@@ -436,7 +499,7 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "diagnose-reward",
         help="what a VIPER-trained agent does, and what the reward says about it, next to the expert",
-        description="Play a `wm train-drq --reward viper` run's final agent, the scripted expert and a random "
+        description="Play a `wm train-agent --reward viper` run's final agent, the scripted expert and a random "
         "policy from the same reset seeds, score every env step with the run's own VIPER reward (video model and "
         "options from {run}/run.json), and write {out}/reward_trace.png (per-step VIPER reward, log-likelihood "
         "against the model's expected log-likelihood, true reward), GIFs with the rewards drawn under each frame "
@@ -444,7 +507,7 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
         "log-likelihood, entropy and entropy-adjusted score per episode half (diagnosis.md / .json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run", required=True, type=Path, help="a train-drq run directory trained on --reward viper")
+    parser.add_argument("--run", required=True, type=Path, help="a train-agent run directory trained on --reward viper")
     parser.add_argument("--out", type=Path, default=None, help="where figures, GIFs and tables go (default {run}/diagnosis)")
     parser.add_argument("--episodes", type=int, default=2, help="episodes per policy")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode (then +1 per episode)")
@@ -512,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_video(subparsers)
     _add_calibrate_reward(subparsers)
     _add_eval_reward(subparsers)
-    _add_train_drq(subparsers)
+    _add_train_agent(subparsers)
+    _add_benchmark_dmc(subparsers)
     _add_compare_runs(subparsers)
     _add_diagnose_reward(subparsers)
     _add_quickstart(subparsers)

@@ -29,15 +29,15 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 import envs
-from agents.drq import DrQAgent
-from agents.replay import FrameStack
-from agents.train_drq import load_drq_agent
+from agents.replay import ObservationStack
+from agents.workspace import CHECKPOINT_DIR, Agent, load_agent
 from envs.collect import run_episode, task_name
 from envs.experts import Policy, make_expert, random_policy
 from envs.viper import ViperOptions
 from envs.wrappers import env_frame_skip
 from experiments.plots import save_figure
 from experiments.train_agent import RUN_FILE
+from worldmodel.checkpoint import TRAINER_FILE
 from worldmodel.video_model import VideoModel
 
 POLICIES = ("agent", "expert", "random")
@@ -84,21 +84,28 @@ def held_actions(decide: Callable[[np.ndarray, bool], np.ndarray], action_repeat
     return act
 
 
-def agent_policy(agent: DrQAgent, frame_stack: int, action_repeat: int) -> Policy:
-    """The agent as the training loop ran it: deterministic actions from the frames it saw, stacked."""
-    stack = FrameStack(frame_stack)
+def agent_policy(
+    agent: Agent, frame_stack: int, action_repeat: int, observe: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Policy:
+    """The agent as the training loop ran it: deterministic actions from what it observed, stacked.
+
+    ``observe`` maps the frame to the agent's observation (the env's state vector for a
+    state-observation agent); by default the agent sees the frame.
+    """
+    stack = ObservationStack(frame_stack)
 
     def decide(frame: np.ndarray, first: bool) -> np.ndarray:
-        return agent.act(stack.reset(frame) if first else stack.push(frame), sample=False)
+        obs = frame if observe is None else observe(frame)
+        return agent.act(stack.reset(obs) if first else stack.push(obs), sample=False)
 
     return held_actions(decide, action_repeat)
 
 
 def load_run_settings(run: Path) -> dict[str, Any]:
-    """The env and reward settings a run was trained with (``run.json``, written by ``wm train-drq``)."""
+    """The env and reward settings a run was trained with (``run.json``, written by ``wm train-agent``)."""
     path = run / RUN_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: it is written by `wm train-drq` when a run starts")
+        raise FileNotFoundError(f"{path} is missing: it is written by `wm train-agent` when a run starts")
     settings = json.loads(path.read_text())
     if settings.get("reward") != "viper" or not settings.get("model"):
         raise ValueError(f"{run} was not trained on a VIPER reward (run.json: reward {settings.get('reward')!r})")
@@ -117,20 +124,21 @@ def diagnose_reward(
     if options.get("score_mask") is not None:
         options["score_mask"] = np.asarray(options["score_mask"], bool)
     viper = ViperOptions(**options)
-    agent = load_drq_agent(run / "checkpoint")
-    frame_stack = agent.obs_shape[0] // 3
+    agent = load_agent(run / CHECKPOINT_DIR)
+    frame_stack = int(json.loads((run / CHECKPOINT_DIR / TRAINER_FILE).read_text())["training"]["frame_stack"])
     repeat = int(settings["action_repeat"])
 
     env = envs.make(settings["env"])
     if settings.get("max_episode_steps"):
         env = gym.wrappers.TimeLimit(env, settings["max_episode_steps"])
     reward_fn = viper.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr))
+    observe = (lambda frame: env.unwrapped.state()) if settings.get("observation") == "state" else None
     traces: list[Trace] = []
     for index in range(episodes):
         episode_seed = seed + index
         random_action = random_policy(env.action_space, episode_seed)
         policies = {
-            "agent": agent_policy(agent, frame_stack, repeat),
+            "agent": agent_policy(agent, frame_stack, repeat, observe),
             "expert": make_expert(task_name(settings["env"]), env),
             "random": held_actions(lambda frame, first: random_action(frame), repeat),
         }

@@ -15,14 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agents.drq import DRQ_PRESETS
-from agents.train_drq import DrQTraining
+from agents.workspace import Training
 from envs.collect import PolicySpec, collect
 from experiments.eval_reward import evaluate_reward
 from experiments.plots import compare_runs
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import returns_table, tokenizer_report
-from experiments.train_agent import run_drq
+from experiments.train_agent import agent_config, run_agent
 from worldmodel.episodes import DatasetManifest
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
@@ -105,13 +104,13 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
     reward = evaluate_reward(out / "video" / "model", [graded], out / "reward")
 
     _stage(5, f"training DrQ on the VIPER reward alone for up to {budget.agent_minutes:g} minutes into {out / 'drq'}")
-    drq_training = DrQTraining(
+    drq_training = Training(
         total_steps=10**6, seed_steps=500, eval_every=500, eval_episodes=1, checkpoint_every=250,
         video_every=500, log_every=100, max_minutes=budget.agent_minutes,
     )
-    agent = run_drq(f"dmc:{task}", out / "drq", replace(DRQ_PRESETS["cpu"], rnd_weight=1.0), drq_training,
-                    "viper", out / "video" / "model", budget.agent_action_repeat, resume=True,
-                    max_episode_steps=budget.max_steps)
+    agent = run_agent(f"dmc:{task}", out / "drq", "drq", agent_config("drq", "cpu", "viper"), drq_training,
+                      "viper", out / "video" / "model", budget.agent_action_repeat, resume=True,
+                      max_episode_steps=budget.max_steps)
 
     _stage(6, "writing the report")
     report = out / "report.md"

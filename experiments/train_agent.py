@@ -1,14 +1,17 @@
 """Agents on VIPER reward or the true reward: the env each run builds, and the run itself.
 
 The env stack, inside out: the pixel env (one frame per env step, at the rate the video
-model was trained on), :class:`envs.viper.ViperReward` scoring every frame, and
-:class:`envs.wrappers.ActionRepeat` so the agent decides every ``action_repeat`` env
-steps. The true reward always reaches the logs through ``info["task_reward"]``.
+model was trained on), :class:`envs.viper.ViperReward` scoring every frame,
+:class:`envs.wrappers.StateObservation` when the agent observes the state vector
+instead of the frames, and :class:`envs.wrappers.ActionRepeat` so the agent decides
+every ``action_repeat`` env steps. The true reward always reaches the logs through
+``info["task_reward"]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +19,33 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from agents.drq import DrQConfig
-from agents.train_drq import DrQTraining, train_drq
+from agents.workspace import Training, agent_kind, train_agent
 from envs.viper import ViperReward
-from envs.wrappers import ActionRepeat
+from envs.wrappers import ActionRepeat, StateObservation
 from worldmodel.checkpoint import write_json_atomic
 from worldmodel.video_model import VideoModel
 
 REWARDS = ("viper", "env")
+OBSERVATIONS = ("pixels", "state")
 RUN_FILE = "run.json"
+
+
+def agent_config(
+    agent_name: str, preset: str, reward: str, observation: str = "pixels", rnd_weight: float | None = None
+) -> Any:
+    """An agent's config from its preset; RND (beta 1, VIPER's setting) by default on VIPER reward from pixels."""
+    kind = agent_kind(agent_name)
+    if preset not in kind.presets:
+        raise ValueError(f"agent {agent_name!r} has no preset {preset!r}; its presets: {sorted(kind.presets)}")
+    if rnd_weight is None:
+        rnd_weight = 1.0 if reward == "viper" and observation == "pixels" else 0.0
+    return replace(kind.presets[preset], rnd_weight=rnd_weight)
+
+
+def loop_defaults(agent_name: str, observation: str) -> dict[str, int]:
+    """Loop settings that follow the agent and observation: DrQ-v2 updates every 2 agent steps
+    (its published setting); state vectors already hold velocities, so they are not stacked."""
+    return {"update_every": 2 if agent_name == "drqv2" else 1, "frame_stack": 1 if observation == "state" else 3}
 
 
 def env_factory(
@@ -33,15 +54,19 @@ def env_factory(
     model: VideoModel | None = None,
     action_repeat: int = 1,
     max_episode_steps: int | None = None,
+    observation: str = "pixels",
     **viper_options: Any,
 ) -> Callable[[int], gym.Env]:
-    """``make_env(seed)`` for :func:`agents.train_drq.train_drq`: VIPER-rewarded (``reward="viper"``) or not.
+    """``make_env(seed)`` for :func:`agents.workspace.train_agent`: VIPER-rewarded (``reward="viper"``) or not,
+    observing frames (``observation="pixels"``) or the state vector (``"state"``).
 
     ``max_episode_steps`` cuts episodes (in env steps); ``viper_options`` go to
     :class:`envs.viper.ViperReward` (task, mode, standardize, ...).
     """
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r}; expected one of {REWARDS}")
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"unknown observation {observation!r}; expected one of {OBSERVATIONS}")
     if reward == "viper" and model is None:
         raise ValueError("a VIPER reward needs a video model (--model)")
 
@@ -51,6 +76,8 @@ def env_factory(
             env = gym.wrappers.TimeLimit(env, max_episode_steps)
         if reward == "viper":
             env = ViperReward(env, model, **viper_options)
+        if observation == "state":
+            env = StateObservation(env)
         env = ActionRepeat(env, action_repeat) if action_repeat > 1 else env
         env.action_space.seed(seed)
         return env
@@ -58,31 +85,35 @@ def env_factory(
     return make_env
 
 
-def run_drq(
+def run_agent(
     env_spec: str,
     run_dir: str | Path,
-    agent_config: DrQConfig,
-    training: DrQTraining,
+    agent_name: str,
+    agent_config: Any,
+    training: Training,
     reward: str = "viper",
     model_dir: str | Path | None = None,
     action_repeat: int = 1,
     resume: bool = False,
     max_episode_steps: int | None = None,
+    observation: str = "pixels",
     device: str = "cpu",
     **viper_options: Any,
 ) -> dict[str, Any]:
-    """Train DrQ on ``env_spec`` with the chosen reward (agent and video model on ``device``); :func:`train_drq`'s summary.
+    """Train ``agent_name`` on ``env_spec`` with the chosen reward and observation (agent and video
+    model on ``device``); :func:`agents.workspace.train_agent`'s summary.
 
-    ``{run_dir}/run.json`` records the env and reward settings, so tools such as
+    ``{run_dir}/run.json`` records the env, agent and reward settings, so tools such as
     ``wm diagnose-reward`` can rebuild the run's env later.
     """
     model = VideoModel.load(model_dir, device) if reward == "viper" and model_dir is not None else None
     settings = {
-        "env": env_spec, "reward": reward, "model": None if model is None else str(model_dir),
+        "env": env_spec, "agent": agent_name, "reward": reward, "observation": observation,
+        "model": None if model is None else str(model_dir),
         "action_repeat": action_repeat, "max_episode_steps": max_episode_steps,
         "viper_options": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in viper_options.items()},
     }
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run_dir) / RUN_FILE, settings)
-    make_env = env_factory(env_spec, reward, model, action_repeat, max_episode_steps, **viper_options)
-    return train_drq(make_env, run_dir, agent_config, training, resume=resume, device=device)
+    make_env = env_factory(env_spec, reward, model, action_repeat, max_episode_steps, observation, **viper_options)
+    return train_agent(make_env, run_dir, agent_name, agent_config, training, resume=resume, device=device)

@@ -6,7 +6,7 @@ from experiments.cli import build_parser, main
 
 SUBCOMMANDS = [
     "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "calibrate-reward", "eval-reward",
-    "train-drq", "compare-runs", "diagnose-reward", "quickstart",
+    "train-agent", "benchmark-dmc", "compare-runs", "diagnose-reward", "quickstart",
 ]
 
 
@@ -25,7 +25,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
     with pytest.raises(SystemExit, match="no split 'train'"):
         main(["train-tokenizer", "--data", str(tmp_path / "nothing"), "--run", str(tmp_path / "run")])
     with pytest.raises(SystemExit, match="needs a video model"):
-        main(["train-drq", "--env", "dmc:cartpole-swingup", "--run", str(tmp_path / "drq")])
+        main(["train-agent", "--env", "dmc:cartpole-swingup", "--run", str(tmp_path / "drq")])
 
 
 def test_collect_train_and_eval_from_the_command_line(tmp_path, capsys):

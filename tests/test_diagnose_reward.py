@@ -1,15 +1,14 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from agents.drq import DrQConfig
-from agents.replay import FrameStack
-from agents.train_drq import DrQTraining, load_drq_agent
+from agents.replay import ObservationStack
+from agents.workspace import Training, load_agent
 from experiments.diagnose_reward import diagnose_reward
-from experiments.train_agent import env_factory, run_drq
+from experiments.train_agent import env_factory, run_agent
 from tests.conftest import randomize_weights
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
@@ -32,10 +31,10 @@ def viper_run(tmp_path):
     ))
     info = VideoModelInfo(frame_skip=2, tasks=["cartpole-swingup"], reward_stats={"cartpole-swingup": STATS})
     VideoModel(tokenizer, randomize_weights(transformer.eval()), info).save(tmp_path / "model")
-    training = DrQTraining(total_steps=12, seed_steps=4, replay_capacity=100, eval_every=100, eval_episodes=0,
+    training = Training(total_steps=12, seed_steps=4, replay_capacity=100, eval_every=100, eval_episodes=0,
                            checkpoint_every=100, video_every=0)
-    run_drq("dmc:cartpole-swingup", tmp_path / "run", AGENT, training, "viper", tmp_path / "model",
-            action_repeat=2, max_episode_steps=16, score="entropy_adjusted", mode="joint")
+    run_agent("dmc:cartpole-swingup", tmp_path / "run", "drq", AGENT, training, "viper", tmp_path / "model",
+              action_repeat=2, max_episode_steps=16, score="entropy_adjusted", mode="joint")
     return tmp_path
 
 
@@ -49,8 +48,8 @@ def test_diagnosis_scores_the_agent_as_it_was_trained(viper_run, capsys):
     # The same agent stepped through the training env stack (VIPER wrapper inside action repeat).
     env = env_factory("dmc:cartpole-swingup", "viper", VideoModel.load(viper_run / "model"), 2, 16,
                       score="entropy_adjusted", mode="joint")(0)
-    agent = load_drq_agent(run / "checkpoint")
-    stack = FrameStack(agent.obs_shape[0] // 3)
+    agent = load_agent(run / "checkpoint")
+    stack = ObservationStack(agent.obs_shape[0] // 3)
     frame, _ = env.reset(seed=7)
     obs, done, viper_return, true_return = stack.reset(frame), False, 0.0, 0.0
     while not done:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import envs
-from agents import DRQ_PRESETS, DrQAgent, DrQConfig, DrQTraining, load_drq_agent, random_shift, train_drq
+from agents import DRQ_PRESETS, DrQAgent, DrQConfig, Training, load_agent, random_shift, train_agent
 from agents.replay import ReplayBuffer
 from worldmodel.checkpoint import CheckpointError
 
@@ -84,15 +84,17 @@ def test_rnd_and_intrinsic_rewards_join_the_critic_target():
 
 
 def test_terminal_transitions_do_not_bootstrap():
-    agent, half = _twin_agents(dataclasses.replace(TINY, discount=0.9), dataclasses.replace(TINY, discount=0.45))
+    torch.manual_seed(0)
+    agent = DrQAgent(dataclasses.replace(TINY, discount=0.9), OBS_SHAPE, ACTIONS)
+    assert agent.batch_spec() == {"batch_size": TINY.batch_size, "n_step": 1, "gamma": 0.9}
     batch = toy_batch()
     reward = torch.as_tensor(batch["reward"])
     next_obs = torch.as_tensor(batch["next_obs"])
-    discount = torch.tensor([0.0, 1.0] * 4)
+    discount = torch.tensor([0.0, 0.9] * 4)  # as the replay gives it: gamma, or 0 after a terminal step
     torch.manual_seed(1)
     target = agent.critic_target_q(reward, discount, next_obs)
     torch.manual_seed(1)
-    target_half = half.critic_target_q(reward, discount, next_obs)
+    target_half = agent.critic_target_q(reward, discount / 2, next_obs)
     terminal = discount == 0
     assert torch.equal(target[terminal], reward[terminal])
     assert (target[~terminal] - reward[~terminal]).abs().min() > 1e-3  # the rest bootstrap...
@@ -207,8 +209,8 @@ def make_env(seed: int) -> gym.Env:
     return TaskRewardInInfo(gym.wrappers.TimeLimit(envs.make("dmc:cartpole-swingup"), max_episode_steps=20))
 
 
-def run_settings(total_steps: int) -> DrQTraining:
-    return DrQTraining(
+def run_settings(total_steps: int) -> Training:
+    return Training(
         total_steps=total_steps, seed_steps=20, replay_capacity=500, eval_every=40, eval_episodes=1,
         checkpoint_every=20, video_every=40, log_every=20, seed=3,
     )
@@ -216,15 +218,15 @@ def run_settings(total_steps: int) -> DrQTraining:
 
 def test_train_resume_repeats_an_uninterrupted_run(tmp_path):
     config = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8, rnd_weight=1.0)
-    first = train_drq(make_env, tmp_path / "split", config, run_settings(60))
+    first = train_agent(make_env, tmp_path / "split", "drq", config, run_settings(60))
     assert first["env_steps"] == 60 and first["updates"] == 41 and first["episodes"] == 3
     assert np.isfinite(first["eval_true_return"]) and first["eval_return"] == -20.0
     with pytest.raises(FileExistsError):
-        train_drq(make_env, tmp_path / "split", config, run_settings(100))
+        train_agent(make_env, tmp_path / "split", "drq", config, run_settings(100))
     with pytest.raises(CheckpointError, match="config"):
-        train_drq(make_env, tmp_path / "split", TINY, run_settings(100), resume=True)
+        train_agent(make_env, tmp_path / "split", "drq", TINY, run_settings(100), resume=True)
 
-    resumed = train_drq(make_env, tmp_path / "split", config, run_settings(100), resume=True)
+    resumed = train_agent(make_env, tmp_path / "split", "drq", config, run_settings(100), resume=True)
     assert resumed["env_steps"] == 100 and resumed["updates"] == 81 and resumed["episodes"] == 5
     split = json.loads((tmp_path / "split" / "returns.json").read_text())
     assert [r["env_step"] for r in split["train"]] == [20, 40, 60, 80, 100]
@@ -235,11 +237,11 @@ def test_train_resume_repeats_an_uninterrupted_run(tmp_path):
     assert gifs == ["eval_00000040.gif", "eval_00000060.gif", "eval_00000080.gif", "eval_00000100.gif"]
     assert any((tmp_path / "split" / "tb").iterdir())
 
-    whole = train_drq(make_env, tmp_path / "whole", config, run_settings(100))
+    whole = train_agent(make_env, tmp_path / "whole", "drq", config, run_settings(100))
     assert whole["eval_true_return"] == resumed["eval_true_return"]
     once = json.loads((tmp_path / "whole" / "returns.json").read_text())
     assert once["train"] == split["train"]
-    a, b = load_drq_agent(tmp_path / "split" / "checkpoint"), load_drq_agent(tmp_path / "whole" / "checkpoint")
+    a, b = load_agent(tmp_path / "split" / "checkpoint"), load_agent(tmp_path / "whole" / "checkpoint")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
@@ -267,11 +269,11 @@ class StepCounterEnv(gym.Env):
 def test_resume_from_the_middle_of_an_episode_starts_a_fresh_one(tmp_path):
     config = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8)
     settings = dict(seed_steps=10, replay_capacity=500, eval_every=100, eval_episodes=0, video_every=0, seed=3)
-    cut = train_drq(lambda seed: StepCounterEnv(), tmp_path, config, DrQTraining(30, checkpoint_every=15, **settings))
+    cut = train_agent(lambda seed: StepCounterEnv(), tmp_path, "drq", config, Training(30, checkpoint_every=15, **settings))
     assert cut["env_steps"] == 30 and cut["episodes"] == 1
     assert json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())["episode_open"]  # cut at step 10 of 20
 
-    resumed = train_drq(lambda seed: StepCounterEnv(), tmp_path, config, DrQTraining(60, **settings), resume=True)
+    resumed = train_agent(lambda seed: StepCounterEnv(), tmp_path, "drq", config, Training(60, **settings), resume=True)
     assert resumed["env_steps"] == 60 and resumed["episodes"] == 3  # the cut episode counts, and is not logged
     train = json.loads((tmp_path / "returns.json").read_text())["train"]
     assert [(r["env_step"], r["episode"], r["length"]) for r in train] == [(20, 1, 20), (50, 3, 20)]

@@ -7,7 +7,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import envs
 from envs.atari import scoreboard_mask
 from envs.viper import ViperReward, ViperRewardVector
-from envs.wrappers import ActionRepeat
+from envs.wrappers import ActionRepeat, StateObservation
 from tests.conftest import randomize_weights
 from worldmodel.reward import VideoLikelihoodReward
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
@@ -236,3 +236,25 @@ def test_action_repeat_outside_the_wrapper_sums_every_scored_frame():
         assert info["viper_reward"] == pytest.approx(reward, rel=1e-6)
     with pytest.raises(ValueError, match="repeat"):
         ActionRepeat(_env(), 0)
+
+
+def test_state_observation_outside_the_wrapper_keeps_the_frames_reward():
+    """The state-observation control: the agent sees the state vector, the video model still
+    scores the rendered frames, exactly as it would for a pixel agent."""
+    model = _model()
+    pixels = ViperReward(_env(), model)
+    states = StateObservation(ViperReward(_env(), model))
+    assert states.observation_space.shape == (5,) and states.observation_space.dtype == np.float32
+    state, _ = states.reset(seed=3)
+    pixels.reset(seed=3)
+    physics = states.unwrapped.physics
+    np.testing.assert_allclose(state[:1], [physics.named.data.qpos["slider"][0]], rtol=1e-6)
+    for action in (0.7, -0.2, 0.4):
+        frame, reward, *_ = pixels.step(np.array([action], np.float32))
+        state, state_reward, *_ = states.step(np.array([action], np.float32))
+        assert state_reward == reward
+        assert state.shape == (5,) and state.dtype == np.float32
+        np.testing.assert_array_equal(states.render(), frame)
+    np.testing.assert_allclose(state[3:], physics.velocity(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no state"):
+        StateObservation(envs.make("atari:Pong"))

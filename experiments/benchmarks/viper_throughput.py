@@ -24,7 +24,7 @@ import torch
 
 import envs
 from agents.drq import DRQ_PRESETS, DrQAgent
-from agents.replay import FrameStack, ReplayBuffer
+from agents.replay import ObservationStack, ReplayBuffer
 from envs.viper import ViperReward
 from worldmodel.reward import VideoLikelihoodReward
 from worldmodel.video_model import VideoModel
@@ -60,7 +60,7 @@ def measure(model: VideoModel, task: str, preset: str, steps: int, repeats: int,
     viper_env_ms = best_ms(_stepper(wrapped), steps, repeats)
 
     config = DRQ_PRESETS[preset]
-    stack = FrameStack(3)
+    stack = ObservationStack(3)
     frame, _ = plain.reset(seed=1)
     replay = ReplayBuffer(10 * config.batch_size, frame.shape, plain.action_space.shape, 3)
     replay.add_first(frame)
@@ -72,7 +72,7 @@ def measure(model: VideoModel, task: str, preset: str, steps: int, repeats: int,
     agent = DrQAgent(config, obs.shape, plain.action_space)
     rng = np.random.default_rng(0)
     act_ms = best_ms(lambda: agent.act(obs, sample=True), steps, repeats)
-    update_ms = best_ms(lambda: agent.update(replay.sample(config.batch_size, rng)), max(steps // 10, 3), repeats)
+    update_ms = best_ms(lambda: agent.update(replay.sample(rng=rng, **agent.batch_spec())), max(steps // 10, 3), repeats)
 
     frames = np.stack([plain.step(plain.action_space.sample())[0] for _ in range(num_envs)])
     batched = VideoLikelihoodReward(model, num_envs, task=task)

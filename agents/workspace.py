@@ -1,20 +1,24 @@
-"""Training loop for DrQ on any pixel gymnasium env, resumable and logged for learning curves.
+"""One training loop for every agent: train, evaluate, save and resume (DrQ-v2's ``Workspace``).
 
-``make_env(seed)`` builds the env: uint8 ``(H, W, 3)`` frames and a Box action space.
-Frames are stacked by the loop and the replay buffer (each stored once), not by a
-wrapper. Two returns are tracked per episode: ``return`` sums the reward the agent
-trains on (the VIPER reward when the env is VIPER-wrapped) and ``true_return`` sums
-``info["task_reward"]`` when the env provides it (else the same reward), which is
-the curve papers plot.
+``make_env(seed)`` builds the env: uint8 ``(H, W, 3)`` frames or float ``(D,)`` states,
+and a Box action space. Observations are stacked by the loop and the replay buffer
+(each stored once), not by a wrapper. Two returns are tracked per episode: ``return``
+sums the reward the agent trains on (the VIPER reward when the env is VIPER-wrapped)
+and ``true_return`` sums ``info["task_reward"]`` when the env provides it (else the
+same reward), which is the curve papers plot.
 
-A run directory holds ``tb/`` (tensorboard), ``videos/`` (GIFs of evaluation
-episodes), ``returns.json`` (train and eval returns by env step, for plotting) and
-``checkpoint/``: ``model.safetensors`` (weights), ``optimizer.safetensors``
-(optimizer states and the torch RNG), ``config.json``, ``trainer.json`` (counters,
-numpy RNG) and ``replay.npz``, swapped in atomically. Every episode's reset seed is
-a function of (seed, episode), so a run resumed from a checkpoint taken between
-episodes repeats the uninterrupted run exactly; one taken mid-episode starts the
-next episode on resume.
+An agent (see :class:`Agent`) acts, updates on replay batches drawn as its
+``batch_spec`` asks (n-step returns, discount), and turns its weights and optimizer
+states into tensors. The loop counts agent steps (env steps after any action repeat).
+
+A run directory holds ``tb/`` (tensorboard), ``videos/`` (GIFs of evaluation episodes,
+from ``env.render()``), ``returns.json`` (train and eval returns by agent step) and
+``checkpoint/``: ``model.safetensors`` (weights), ``optimizer.safetensors`` (optimizer
+states and the torch RNG), ``config.json`` (agent kind, config, shapes),
+``trainer.json`` (counters, numpy RNG) and ``replay.npz``, swapped in atomically.
+Every episode's reset seed is a function of (seed, episode), so a run resumed from a
+checkpoint taken between episodes repeats the uninterrupted run exactly; one taken
+mid-episode starts the next episode on resume.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -34,8 +38,9 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.tensorboard import SummaryWriter
 
-from agents.drq import DrQAgent, DrQConfig
-from agents.replay import FrameStack, ReplayBuffer
+from agents.drq import DRQ_PRESETS, DrQAgent, DrQConfig
+from agents.drqv2 import DRQV2_PRESETS, DrQV2Agent, DrQV2Config
+from agents.replay import ObservationStack, ReplayBuffer, stored_layout
 from worldmodel.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -50,21 +55,59 @@ from worldmodel.checkpoint import (
 from worldmodel.schedule import BudgetProgress, budget_spent
 
 CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_KIND = "drq_agent"
+CHECKPOINT_KIND = "agent"
 REPLAY_FILE = "replay.npz"
 RETURNS_FILE = "returns.json"
 _TORCH_RNG = "rng.torch"
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 
 
+class Agent(Protocol):
+    """What the loop needs of an agent (``DrQAgent``, ``DrQV2Agent``)."""
+
+    config: Any  # a dataclass with to_dict()
+    obs_shape: tuple[int, ...]
+
+    def act(self, obs: np.ndarray, sample: bool, step: int = 0) -> np.ndarray: ...
+
+    def update(self, batch: dict[str, np.ndarray], step: int = 0) -> dict[str, float]: ...
+
+    def batch_spec(self) -> dict[str, Any]: ...  # ReplayBuffer.sample's batch_size, n_step, gamma
+
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+
+@dataclass(frozen=True)
+class AgentKind:
+    """An agent class with its config class and size presets, by the name runs record."""
+
+    agent: type
+    config: type
+    presets: dict[str, Any]
+
+
+AGENTS: dict[str, AgentKind] = {
+    "drq": AgentKind(DrQAgent, DrQConfig, DRQ_PRESETS),
+    "drqv2": AgentKind(DrQV2Agent, DrQV2Config, DRQV2_PRESETS),
+}
+
+
+def agent_kind(name: str) -> AgentKind:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; expected one of {sorted(AGENTS)}")
+    return AGENTS[name]
+
+
 @dataclass
-class DrQTraining:
+class Training:
     """Loop settings, counted in agent steps (env steps after any action repeat)."""
 
     total_steps: int = 500_000
     seed_steps: int = 1000  # uniform random actions before the first update
-    update_every: int = 1  # one update per this many env steps
-    frame_stack: int = 3
+    update_every: int = 1  # one update per this many agent steps (DrQ-v2 publishes 2)
+    frame_stack: int = 3  # observations per agent input (1 for state vectors, which hold velocities)
     replay_capacity: int = 100_000
     eval_every: int = 10_000
     eval_episodes: int = 10
@@ -89,15 +132,23 @@ def _episode_seed(seed: int, stream: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, stream, episode]).generate_state(1)[0])
 
 
-def _check_env(env: gym.Env) -> tuple[tuple[int, int, int], gym.spaces.Box]:
-    """The env's frame shape and action space, or an error naming what DrQ cannot use."""
+def _check_env(env: gym.Env) -> tuple[tuple[int, ...], gym.spaces.Box]:
+    """The env's observation shape and action space, or an error naming what the agents cannot use."""
     space = env.observation_space
-    if not isinstance(space, gym.spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3 or space.shape[2] != 3:
-        raise ValueError(f"DrQ needs uint8 (H, W, 3) frames as observations, the env has {space}")
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"agents need Box observations (frames or state vectors), the env has {space}")
+    stored_layout(space.shape)  # frames or vectors, else a named error
+    if len(space.shape) == 3 and space.dtype != np.uint8:
+        raise ValueError(f"frame observations must be uint8, the env has {space}")
     if not isinstance(env.action_space, gym.spaces.Box):
-        raise ValueError(f"DrQ needs a Box action space, the env has {env.action_space}")
-    height, width, _ = space.shape
-    return (int(height), int(width), 3), env.action_space
+        raise ValueError(f"agents need a Box action space, the env has {env.action_space}")
+    return tuple(int(d) for d in space.shape), env.action_space
+
+
+def agent_obs_shape(obs_shape: tuple[int, ...], frame_stack: int) -> tuple[int, ...]:
+    """The agent's input: a stack of ``frame_stack`` observations, concatenated on the first stored axis."""
+    stored, _ = stored_layout(obs_shape)
+    return (stored[0] * frame_stack, *stored[1:])
 
 
 def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
@@ -107,8 +158,8 @@ def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_drq(
-    agent: DrQAgent,
+def evaluate_agent(
+    agent: Agent,
     env: gym.Env,
     episodes: int,
     frame_stack: int,
@@ -117,19 +168,25 @@ def evaluate_drq(
 ) -> dict[str, float]:
     """Mean true and env return of deterministic episodes with fixed reset seeds; a GIF of the first."""
     true_returns, returns = [], []
-    stack = FrameStack(frame_stack)
+    stack = ObservationStack(frame_stack)
     video: list[np.ndarray] = []
     for index in range(episodes):
-        frame, _ = env.reset(seed=_episode_seed(seed, _EVAL_STREAM, index))
-        obs = stack.reset(frame)
+        obs, _ = env.reset(seed=_episode_seed(seed, _EVAL_STREAM, index))
+        agent_obs = stack.reset(obs)
         record = video_path is not None and index == 0
-        video += [frame] if record else []
+
+        def film() -> None:
+            frame = env.render() if record else None
+            if frame is not None:
+                video.append(np.asarray(frame))
+
+        film()
         true_return = env_return = 0.0
         done = False
         while not done:
-            frame, reward, terminated, truncated, info = env.step(agent.act(obs, sample=False))
-            obs = stack.push(frame)
-            video += [frame] if record else []
+            obs, reward, terminated, truncated, info = env.step(agent.act(agent_obs, sample=False))
+            agent_obs = stack.push(obs)
+            film()
             env_return += float(reward)
             true_return += float(info.get("task_reward", reward))
             done = terminated or truncated
@@ -140,13 +197,18 @@ def evaluate_drq(
     return {"true_return": float(np.mean(true_returns)), "return": float(np.mean(returns)), "episodes": episodes}
 
 
-def load_drq_agent(checkpoint_dir: str | Path, device: str = "cpu") -> DrQAgent:
-    """The agent (weights only) of a ``train_drq`` checkpoint, ready to ``act``."""
+def _build_agent(meta: dict[str, Any]) -> Agent:
+    kind = agent_kind(meta["agent"])
+    low, high = np.array(meta["action_low"], np.float32), np.array(meta["action_high"], np.float32)
+    return kind.agent(kind.config.from_dict(meta["config"]), tuple(meta["obs_shape"]), gym.spaces.Box(low, high))
+
+
+def load_agent(checkpoint_dir: str | Path, device: str = "cpu") -> Agent:
+    """The agent (weights only) of a :func:`train_agent` checkpoint, ready to ``act``."""
     tensors, meta = load_checkpoint(checkpoint_dir)
     if meta.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{checkpoint_dir} is of kind {meta.get('kind')!r}, expected {CHECKPOINT_KIND!r}")
-    low, high = np.array(meta["action_low"], np.float32), np.array(meta["action_high"], np.float32)
-    agent = DrQAgent(DrQConfig.from_dict(meta["config"]), tuple(meta["obs_shape"]), gym.spaces.Box(low, high))
+    agent = _build_agent(meta)
     agent.to(device).load_state_tensors(tensors)
     return agent
 
@@ -169,35 +231,39 @@ class _Means:
         return means
 
 
-def train_drq(
+def train_agent(
     make_env: Callable[[int], gym.Env],
     run_dir: str | Path,
-    agent_config: DrQConfig,
-    training: DrQTraining,
+    agent_name: str,
+    agent_config: Any,
+    training: Training,
     resume: bool = False,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Train DrQ on ``make_env(seed)`` for ``training.total_steps``; returns a summary of the run."""
+    """Train agent ``agent_name`` (a key of :data:`AGENTS`) on ``make_env(seed)``; a summary of the run."""
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     if checkpoint_dir.exists() and not resume:
         raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
+    kind = agent_kind(agent_name)
+    if not isinstance(agent_config, kind.config):
+        raise TypeError(f"agent {agent_name!r} takes a {kind.config.__name__}, got {type(agent_config).__name__}")
     env = make_env(training.seed)
     eval_env = make_env(training.seed + 1)
-    frame_shape, action_space = _check_env(env)
-    obs_shape = (3 * training.frame_stack, frame_shape[0], frame_shape[1])
+    env_obs_shape, action_space = _check_env(env)
 
-    torch.manual_seed(training.seed)
-    agent = DrQAgent(agent_config, obs_shape, action_space).to(device)
-    replay = ReplayBuffer(training.replay_capacity, frame_shape, action_space.shape, training.frame_stack)
-    rng = np.random.default_rng(training.seed)
     meta = {
         "kind": CHECKPOINT_KIND,
+        "agent": agent_name,
         "config": agent_config.to_dict(),
-        "obs_shape": list(obs_shape),
+        "obs_shape": list(agent_obs_shape(env_obs_shape, training.frame_stack)),
         "action_low": action_space.low.tolist(),
         "action_high": action_space.high.tolist(),
     }
+    torch.manual_seed(training.seed)
+    agent = _build_agent(meta).to(device)
+    replay = ReplayBuffer(training.replay_capacity, env_obs_shape, action_space.shape, training.frame_stack)
+    rng = np.random.default_rng(training.seed)
     counters = {"step": 0, "episode": 0, "updates": 0, "elapsed_s": 0.0, "env_time_s": 0.0, "update_time_s": 0.0}
     returns: dict[str, list[dict[str, float]]] = {"train": [], "eval": []}
     last_eval: dict[str, float] | None = None
@@ -226,9 +292,9 @@ def train_drq(
             counters["episode"] += 1
 
     writer = SummaryWriter(run_dir / "tb", purge_step=counters["step"] if resumed else None)
-    stack = FrameStack(training.frame_stack)
+    stack = ObservationStack(training.frame_stack)
     window = _Means()
-    need_reset, obs = True, None
+    need_reset, agent_obs = True, None
     episode_return = episode_true_return = 0.0
     episode_length = 0
 
@@ -254,7 +320,7 @@ def train_drq(
         step = counters["step"]
         video = training.video_every and (final or step % training.video_every == 0)
         video_path = run_dir / "videos" / f"eval_{step:08d}.gif" if video else None
-        result = evaluate_drq(agent, eval_env, training.eval_episodes, training.frame_stack, training.seed, video_path)
+        result = evaluate_agent(agent, eval_env, training.eval_episodes, training.frame_stack, training.seed, video_path)
         result = {"env_step": step, **result}
         writer.add_scalar("eval/true_return", result["true_return"], step)
         writer.add_scalar("eval/return", result["return"], step)
@@ -265,26 +331,26 @@ def train_drq(
     started = time.monotonic() - counters["elapsed_s"]
     out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)  # a finished run resumes to no steps
     progress = BudgetProgress(
-        training.total_steps, counters["step"], counters["elapsed_s"], training.max_minutes, desc="drq"
+        training.total_steps, counters["step"], counters["elapsed_s"], training.max_minutes, desc=agent_name
     )
     while counters["step"] < training.total_steps and not out_of_time:
         if need_reset:
-            frame, _ = env.reset(seed=_episode_seed(training.seed, _TRAIN_STREAM, counters["episode"]))
-            replay.add_first(frame)
-            obs = stack.reset(frame)
+            obs, _ = env.reset(seed=_episode_seed(training.seed, _TRAIN_STREAM, counters["episode"]))
+            replay.add_first(obs)
+            agent_obs = stack.reset(obs)
             episode_return = episode_true_return = 0.0
             episode_length = 0
             need_reset = False
         if counters["step"] < training.seed_steps:
             action = rng.uniform(action_space.low, action_space.high).astype(np.float32)
         else:
-            action = agent.act(obs, sample=True)
+            action = agent.act(agent_obs, sample=True, step=counters["step"])
         tick = time.perf_counter()
-        frame, reward, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
         env_s = time.perf_counter() - tick
         counters["env_time_s"] += env_s
-        replay.add(action, reward, frame, terminated)
-        obs = stack.push(frame)
+        replay.add(action, reward, obs, terminated)
+        agent_obs = stack.push(obs)
         episode_return += float(reward)
         episode_true_return += float(info.get("task_reward", reward))
         episode_length += 1
@@ -294,7 +360,7 @@ def train_drq(
 
         if step >= training.seed_steps and step % training.update_every == 0:
             tick = time.perf_counter()
-            metrics = agent.update(replay.sample(agent_config.batch_size, rng))
+            metrics = agent.update(replay.sample(rng=rng, **agent.batch_spec()), step=step)
             update_s = time.perf_counter() - tick
             counters["update_time_s"] += update_s
             counters["updates"] += 1
@@ -337,6 +403,7 @@ def train_drq(
     writer.close()
     step, elapsed = counters["step"], counters["elapsed_s"]
     summary = {
+        "agent": agent_name,
         "env_steps": step,
         "episodes": counters["episode"],
         "updates": counters["updates"],
@@ -350,7 +417,7 @@ def train_drq(
     }
     eval_text = f"eval true return {last_eval['true_return']:.1f}" if last_eval else "no evaluation"
     print(
-        f"drq: {step} env steps, {counters['updates']} updates in {elapsed / 60:.1f} min "
+        f"{agent_name}: {step} agent steps, {counters['updates']} updates in {elapsed / 60:.1f} min "
         f"({summary['env_steps_per_s']:.1f} steps/s; env {counters['env_time_s']:.0f} s, "
         f"updates {counters['update_time_s']:.0f} s); {eval_text}"
     )

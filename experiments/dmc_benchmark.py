@@ -1,0 +1,207 @@
+"""The DMC-100k benchmark grid: task x reward x agent x observation x seed, in parallel, resumable.
+
+DMC-100k (PlaNet's budget) gives every run 100 000 physics steps, with action repeat 8
+on cartpole and 4 on reacher. Our DMC envs repeat each action over 2 physics steps and
+render one frame (the rate the video models are trained on); an :class:`ActionRepeat`
+of 4 (cartpole) or 2 (reacher) outside the VIPER wrapper gives the published repeat, so
+the video model still scores every frame. Each run is an ordinary ``wm train-agent``
+run directory under ``{out}/{task}/{agent}-{obs}-{reward}/seed{seed}``; a run that
+finished has ``summary.json`` and is skipped, an interrupted one resumes from its
+checkpoint. The grid writes ``{out}/results.md`` (mean and spread over seeds of the
+final evaluation's true return, VIPER as a fraction of the true-reward agent, wall
+time per run), ``{out}/results.json``, and a true-return curve per task (PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.plots import compare_runs
+from worldmodel.checkpoint import write_json_atomic
+
+PHYSICS_STEPS_PER_ENV_STEP = 2  # envs.dmc.DMCEnv's default action repeat
+# Agent-decision repeats of DMC-100k, counted in physics steps.
+PUBLISHED_ACTION_REPEAT = {"cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4}
+# True-reward DrQ at 100k physics steps (Kostrikov et al. 2020, table 1), for the table's last column.
+PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213"}
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One cell of the grid, and the run directory it trains in."""
+
+    task: str
+    agent: str
+    observation: str
+    reward: str
+    seed: int
+
+    @property
+    def variant(self) -> str:
+        return f"{self.agent}-{self.observation}-{self.reward}"
+
+    def directory(self, out: Path) -> Path:
+        return out / self.task / self.variant / f"seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """What every run of the grid shares."""
+
+    physics_steps: int = 100_000
+    preset: str = "cpu"
+    eval_every_physics: int = 10_000
+    eval_episodes: int = 5
+    max_minutes: float | None = None  # per run, a cap for small machines
+    score: str = "log_prob"
+    mode: str = "conditional"
+    rnd_weight: float | None = None  # None: the agent's default (1 on VIPER from pixels)
+
+    def __post_init__(self) -> None:
+        if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
+            raise ValueError("physics_steps and eval_every_physics must be >= 1 and eval_episodes >= 0")
+
+
+def env_action_repeat(task: str) -> int:
+    """The ActionRepeat put on our 2-physics-step DMC env to reach DMC-100k's published repeat."""
+    if task not in PUBLISHED_ACTION_REPEAT:
+        raise ValueError(f"task {task!r} is not in DMC-100k here; expected one of {sorted(PUBLISHED_ACTION_REPEAT)}")
+    return PUBLISHED_ACTION_REPEAT[task] // PHYSICS_STEPS_PER_ENV_STEP
+
+
+def plan_grid(
+    tasks: Sequence[str], agents: Sequence[str], observations: Sequence[str], rewards: Sequence[str],
+    seeds: Sequence[int], models: dict[str, Path],
+) -> list[GridRun]:
+    """Every run of the grid, checked before anything starts (a VIPER run needs its task's video model)."""
+    from agents.workspace import agent_kind
+    from experiments.train_agent import OBSERVATIONS, REWARDS
+
+    for task in tasks:
+        env_action_repeat(task)
+    for agent in agents:
+        agent_kind(agent)
+    for name, values, allowed in (("observation", observations, OBSERVATIONS), ("reward", rewards, REWARDS)):
+        bad = sorted(set(values) - set(allowed))
+        if bad:
+            raise ValueError(f"unknown {name} {bad}; expected a subset of {list(allowed)}")
+    if "viper" in rewards:
+        missing = [task for task in tasks if task not in models]
+        if missing:
+            raise ValueError(f"VIPER runs need a video model per task: no --model for {missing}")
+        for task, path in models.items():
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"video model for {task} not found at {path}")
+    if "state" in observations and "drq" in agents:
+        raise ValueError("state observations run with drqv2 (DrQ here is a pixel agent); drop 'drq' or 'state'")
+    return [GridRun(t, a, o, r, s) for t in tasks for a in agents for o in observations for r in rewards for s in seeds]
+
+
+def run_one(run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], threads: int) -> dict[str, Any]:
+    """Train (or resume) one run in this process; its summary, also written to ``summary.json``."""
+    import torch
+
+    from agents.workspace import Training
+    from experiments.train_agent import agent_config, loop_defaults, run_agent
+
+    torch.set_num_threads(threads)
+    directory = run.directory(out)
+    if (directory / SUMMARY_FILE).is_file():
+        return json.loads((directory / SUMMARY_FILE).read_text())
+    repeat = env_action_repeat(run.task)
+    physics_per_agent_step = repeat * PHYSICS_STEPS_PER_ENV_STEP
+    total = settings.physics_steps // physics_per_agent_step
+    eval_every = max(settings.eval_every_physics // physics_per_agent_step, 1)
+    training = Training(
+        total_steps=total, seed_steps=min(1000, total // 10), replay_capacity=total + 1, eval_every=eval_every,
+        eval_episodes=settings.eval_episodes, checkpoint_every=eval_every, video_every=eval_every * 5,
+        log_every=max(eval_every // 4, 1), max_minutes=settings.max_minutes, seed=run.seed,
+        **loop_defaults(run.agent, run.observation),
+    )
+    config = agent_config(run.agent, settings.preset, run.reward, run.observation, settings.rnd_weight)
+    viper = {"score": settings.score, "mode": settings.mode} if run.reward == "viper" else {}
+    started = time.monotonic()
+    summary = run_agent(
+        f"dmc:{run.task}", directory, run.agent, config, training, run.reward, models.get(run.task), repeat,
+        resume=True, observation=run.observation, **viper,
+    )
+    summary = {**summary, **asdict(run), "physics_steps": summary["env_steps"] * physics_per_agent_step,
+               "wall_s_this_session": time.monotonic() - started}
+    write_json_atomic(directory / SUMMARY_FILE, summary)
+    return summary
+
+
+def run_grid(
+    out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2
+) -> str:
+    """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "grid.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs],
+                                          "models": {k: str(v) for k, v in models.items()}})
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    todo = [run for run in runs if not (run.directory(out) / SUMMARY_FILE).is_file()]
+    print(f"dmc benchmark: {len(runs)} runs, {len(runs) - len(todo)} already done, {workers} at a time")
+    if todo:
+        context = multiprocessing.get_context("spawn")  # torch and MuJoCo's GL state are not fork-safe
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(run_one, run, out, settings, models, threads): run for run in todo}
+            for future in as_completed(futures):
+                run = futures[future]
+                summary = future.result()
+                print(f"done {run.task} {run.variant} seed {run.seed}: eval true return "
+                      f"{summary['eval_true_return']:.1f} in {summary['elapsed_s'] / 60:.1f} min")
+    return write_results(out, runs)
+
+
+def write_results(out: Path, runs: list[GridRun]) -> str:
+    """``results.md`` / ``results.json`` and one curve plot per task from the runs' summaries."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        path = run.directory(out) / SUMMARY_FILE
+        if path.is_file():
+            cells.setdefault((run.task, run.variant), []).append(json.loads(path.read_text()))
+    rows = [
+        "| task | agent | obs | reward | seeds | true return (mean +- std) | % of true-reward agent | physics steps "
+        "| wall min/run | published DrQ (true reward) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    means: dict[tuple[str, str], float] = {}
+    for (task, variant), summaries in cells.items():
+        means[(task, variant)] = float(np.mean([s["eval_true_return"] for s in summaries]))
+    results = []
+    for (task, variant), summaries in sorted(cells.items()):
+        returns = [s["eval_true_return"] for s in summaries]
+        first = summaries[0]
+        reference = means.get((task, variant.rsplit("-", 1)[0] + "-env"))
+        share = f"{100 * means[(task, variant)] / reference:.0f} %" if first["reward"] == "viper" and reference else "-"
+        wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
+        physics = int(np.mean([s["physics_steps"] for s in summaries]))
+        rows.append(
+            f"| {task} | {first['agent']} | {first['observation']} | {first['reward']} | {len(returns)} "
+            f"| {np.mean(returns):.1f} +- {np.std(returns):.1f} | {share} | {physics} | {wall:.1f} "
+            f"| {PUBLISHED_DRQ_100K.get(task, '-') if first['reward'] == 'env' else '-'} |"
+        )
+        results.append({"task": task, "variant": variant, "returns": returns, "wall_min": wall, "physics_steps": physics})
+    for task in sorted({task for task, _ in cells}):
+        curves = {f"{run.variant} s{run.seed}": run.directory(out) for run in runs
+                  if run.task == task and (run.directory(out) / "returns.json").is_file()}
+        if curves:
+            compare_runs(curves, out / f"{task}_curves.png", f"DMC-100k {task}: true return", smooth=3)
+    table = "\n".join(rows)
+    gifs = [f"- {run.task} {run.variant} seed {run.seed}: {gif.relative_to(out)}" for run in runs
+            for gif in sorted((run.directory(out) / "videos").glob("eval_*.gif"))[-1:]]
+    (out / "results.md").write_text(table + "\n\nLatest evaluation GIF of each run:\n\n" + "\n".join(gifs) + "\n")
+    write_json_atomic(out / "results.json", {"results": results})
+    return table

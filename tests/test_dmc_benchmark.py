@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from experiments.dmc_benchmark import GridRun, GridSettings, env_action_repeat, plan_grid, run_grid, write_results
+
+
+def test_plan_checks_the_grid_before_anything_runs(tmp_path):
+    assert env_action_repeat("cartpole-swingup") == 4 and env_action_repeat("reacher-easy") == 2
+    runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels", "state"], ["env"], [0, 1], {})
+    assert len(runs) == 4 and runs[0].directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-env/seed0"
+    with pytest.raises(ValueError, match="not in DMC-100k"):
+        plan_grid(["walker-walk"], ["drqv2"], ["pixels"], ["env"], [0], {})
+    with pytest.raises(ValueError, match="no --model for"):
+        plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper"], [0], {})
+    with pytest.raises(FileNotFoundError, match="not found"):
+        plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper"], [0], {"cartpole-swingup": tmp_path / "x"})
+    with pytest.raises(ValueError, match="state observations run with drqv2"):
+        plan_grid(["cartpole-swingup"], ["drq", "drqv2"], ["state"], ["env"], [0], {})
+    with pytest.raises(ValueError, match="unknown reward"):
+        plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["sparse"], [0], {})
+
+
+def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, capsys):
+    runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["state"], ["env"], [0, 1], {})
+    settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1)
+    table = run_grid(tmp_path, runs, settings, {}, workers=2)
+    for run in runs:
+        summary = json.loads((run.directory(tmp_path) / "summary.json").read_text())
+        assert summary["env_steps"] == 20 and summary["physics_steps"] == 160 and summary["agent"] == "drqv2"
+        assert json.loads((run.directory(tmp_path) / "run.json").read_text())["action_repeat"] == 4
+    assert "| cartpole-swingup | drqv2 | state | env | 2 |" in table
+    assert (tmp_path / "cartpole-swingup_curves.png").is_file()
+    capsys.readouterr()
+    run_grid(tmp_path, runs, settings, {}, workers=2)
+    assert "2 already done" in capsys.readouterr().out
+
+
+def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
+    runs = [GridRun("cartpole-swingup", "drqv2", "pixels", reward, seed) for reward in ("viper", "env") for seed in (0, 1)]
+    returns = {("viper", 0): 200.0, ("viper", 1): 400.0, ("env", 0): 500.0, ("env", 1): 700.0}
+    for run in runs:
+        run.directory(tmp_path).mkdir(parents=True)
+        summary = {"task": run.task, "agent": run.agent, "observation": run.observation, "reward": run.reward,
+                   "seed": run.seed, "eval_true_return": returns[(run.reward, run.seed)], "elapsed_s": 120.0,
+                   "physics_steps": 100_000}
+        (run.directory(tmp_path) / "summary.json").write_text(json.dumps(summary))
+    table = write_results(tmp_path, runs)
+    assert "| drqv2 | pixels | viper | 2 | 300.0 +- 100.0 | 50 % | 100000 | 2.0 | - |" in table
+    assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | - | 100000 | 2.0 | 759 +- 92 |" in table
