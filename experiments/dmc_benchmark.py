@@ -7,8 +7,9 @@ of 4 (cartpole) or 2 (reacher) outside the VIPER wrapper gives the published rep
 the video model still scores every frame. Each run is an ordinary ``wm train-agent``
 run directory under ``{out}/{task}/{agent}-{obs}-{reward}/seed{seed}``; a run that
 finished has ``summary.json`` and is skipped, an interrupted one resumes from its
-checkpoint. The grid writes ``{out}/results.md`` (mean and spread over seeds of the
-final evaluation's true return, VIPER as a fraction of the true-reward agent, wall
+checkpoint. The grid writes, over every finished run under ``out`` (so grids run by
+separate commands into one directory share one table), ``{out}/results.md`` (mean and
+spread over seeds of the final evaluation's true return, VIPER as a fraction of the true-reward agent, wall
 time per run), ``{out}/results.json``, and a true-return curve per task (PNG).
 """
 
@@ -17,9 +18,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,10 @@ def run_one(run: GridRun, out: Path, settings: GridSettings, models: dict[str, P
     return summary
 
 
+def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], int]) -> dict[str, Any]:
+    return run_one(*job)
+
+
 def run_grid(
     out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2
 ) -> str:
@@ -154,24 +160,38 @@ def run_grid(
     todo = [run for run in runs if not (run.directory(out) / SUMMARY_FILE).is_file()]
     print(f"dmc benchmark: {len(runs)} runs, {len(runs) - len(todo)} already done, {workers} at a time")
     if todo:
-        context = multiprocessing.get_context("spawn")  # torch and MuJoCo's GL state are not fork-safe
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(run_one, run, out, settings, models, threads): run for run in todo}
-            for future in as_completed(futures):
-                run = futures[future]
-                summary = future.result()
-                print(f"done {run.task} {run.variant} seed {run.seed}: eval true return "
-                      f"{summary['eval_true_return']:.1f} in {summary['elapsed_s'] / 60:.1f} min")
-    return write_results(out, runs)
+        # Spawned, not forked: torch and MuJoCo's GL state are not fork-safe. One process per run.
+        # Leaving the block terminates the workers, also on Ctrl-C or SIGTERM (turned into SystemExit
+        # here), so no orphan keeps training; each run resumes from its last checkpoint.
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        context = multiprocessing.get_context("spawn")
+        try:
+            with context.Pool(min(workers, len(todo)), maxtasksperchild=1) as pool:
+                jobs = [(run, out, settings, models, threads) for run in todo]
+                for summary in pool.imap_unordered(_run_one_job, jobs):
+                    print(f"done {summary['task']} {summary['agent']}-{summary['observation']}-{summary['reward']} "
+                          f"seed {summary['seed']}: eval true return {summary['eval_true_return']:.1f} "
+                          f"in {summary['elapsed_s'] / 60:.1f} min")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return write_results(out)
 
 
-def write_results(out: Path, runs: list[GridRun]) -> str:
-    """``results.md`` / ``results.json`` and one curve plot per task from the runs' summaries."""
+def finished_runs(out: Path) -> list[GridRun]:
+    """Every run under ``out`` with a summary, whichever grid command ran it."""
+    runs = []
+    for path in sorted(out.glob(f"*/*/seed*/{SUMMARY_FILE}")):
+        summary = json.loads(path.read_text())
+        runs.append(GridRun(summary["task"], summary["agent"], summary["observation"], summary["reward"], summary["seed"]))
+    return runs
+
+
+def write_results(out: Path) -> str:
+    """``results.md`` / ``results.json`` and one curve plot per task from the summaries of every finished run."""
+    runs = finished_runs(out)
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
-        path = run.directory(out) / SUMMARY_FILE
-        if path.is_file():
-            cells.setdefault((run.task, run.variant), []).append(json.loads(path.read_text()))
+        cells.setdefault((run.task, run.variant), []).append(json.loads((run.directory(out) / SUMMARY_FILE).read_text()))
     rows = [
         "| task | agent | obs | reward | seeds | true return (mean +- std) | % of true-reward agent | physics steps "
         "| wall min/run | published DrQ (true reward) |",

@@ -1,4 +1,10 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +51,46 @@ def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
                    "seed": run.seed, "eval_true_return": returns[(run.reward, run.seed)], "elapsed_s": 120.0,
                    "physics_steps": 100_000}
         (run.directory(tmp_path) / "summary.json").write_text(json.dumps(summary))
-    table = write_results(tmp_path, runs)
+    table = write_results(tmp_path)
     assert "| drqv2 | pixels | viper | 2 | 300.0 +- 100.0 | 50 % | 100000 | 2.0 | - |" in table
     assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | - | 100000 | 2.0 | 759 +- 92 |" in table
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process parents from /proc (Linux)")
+def test_stopping_the_grid_stops_its_worker_processes(tmp_path):
+    command = [sys.executable, "-m", "experiments.cli", "benchmark-dmc", "--out", str(tmp_path), "--tasks",
+               "cartpole-swingup", "--obs", "state", "--rewards", "env", "--seeds", "0", "--physics-steps", "800000"]
+    grid = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_file = tmp_path / "cartpole-swingup" / "drqv2-state-env" / "seed0" / "run.json"
+    deadline = time.monotonic() + 60
+    while not run_file.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run_file.is_file(), "the worker never started its run"
+    workers = _children(grid.pid)
+    assert workers
+    grid.send_signal(signal.SIGTERM)
+    grid.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the grid"
