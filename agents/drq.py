@@ -32,6 +32,7 @@ from agents.common import (
     load_state_tensors,
     mlp,
     optimizer_step,
+    reward_with_rnd,
     random_shift,
     soft_update,
     state_tensors,
@@ -204,12 +205,7 @@ class DrQAgent(nn.Module):
         maps the batch (as tensors) to an extra reward ``(B,)``, added to the env reward.
         """
         tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
-        reward = tensors["reward"]
-        metrics: dict[str, float] = {"reward_env": reward.mean().item()}
-        if self.rnd is not None:
-            bonus, rnd_metrics = self.rnd.update(tensors["next_obs"][:, -3:])  # the newest frame
-            reward = reward + self.config.rnd_weight * bonus
-            metrics.update(rnd_metrics, reward_rnd=bonus.mean().item())
+        reward, metrics = reward_with_rnd(tensors, self.rnd, self.config.rnd_weight)
         if intrinsic_reward_fn is not None:
             extra = torch.as_tensor(intrinsic_reward_fn(tensors), dtype=torch.float32).detach()
             if extra.shape != reward.shape:

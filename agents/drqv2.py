@@ -33,6 +33,7 @@ from agents.common import (
     load_state_tensors,
     mlp,
     optimizer_step,
+    reward_with_rnd,
     random_shift,
     soft_update,
     state_tensors,
@@ -225,12 +226,7 @@ class DrQV2Agent(nn.Module):
         asks: ``reward`` the n-step discounted sum, ``discount`` the factor on the bootstrap.
         """
         tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
-        reward = tensors["reward"]
-        metrics: dict[str, float] = {"reward_env": reward.mean().item()}
-        if self.rnd is not None:
-            bonus, rnd_metrics = self.rnd.update(tensors["next_obs"][:, -3:])  # the newest frame
-            reward = reward + self.config.rnd_weight * bonus
-            metrics.update(rnd_metrics, reward_rnd=bonus.mean().item())
+        reward, metrics = reward_with_rnd(tensors, self.rnd, self.config.rnd_weight)
         obs, next_obs = tensors["obs"], tensors["next_obs"]
         if self.encoder.pixels:
             obs = random_shift(obs, self.config.image_pad)
