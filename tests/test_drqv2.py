@@ -165,3 +165,17 @@ def test_workspace_trains_drqv2_on_states_and_resumes_exactly(tmp_path):
     with pytest.raises(CheckpointError, match="config"):
         train_agent(make_state_env, tmp_path / "split", "drqv2", dataclasses.replace(TINY, hidden_dim=32),
                     settings(100), resume=True)
+
+
+def test_agent_configs_and_loop_defaults_follow_agent_reward_and_observation():
+    from experiments.train_agent import agent_config, loop_defaults
+
+    assert agent_config("drqv2", "cpu", "viper").rnd_weight == 1.0  # VIPER's RND on pixels
+    assert agent_config("drqv2", "cpu", "viper", "state").rnd_weight == 0.0  # RND needs frames
+    assert agent_config("drq", "viper", "env").rnd_weight == 0.0
+    assert loop_defaults("drqv2", "state") == {"update_every": 2, "frame_stack": 1}
+    assert loop_defaults("drq", "pixels") == {"update_every": 1, "frame_stack": 3}
+    with pytest.raises(ValueError, match="has no preset 'viper'"):
+        agent_config("drqv2", "viper", "env")
+    with pytest.raises(ValueError, match="unknown agent"):
+        agent_config("ppo", "cpu", "env")
