@@ -3,6 +3,8 @@ their weights and optimizer states as one flat dict of tensors (for safetensors 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,30 @@ def random_shift(obs: Tensor, pad: int) -> Tensor:
     offsets = torch.randint(0, 2 * pad + 1, (obs.shape[0], 2)).tolist()
     crops = [image[y : y + height, x : x + width] for image, (y, x) in zip(padded, offsets)]
     return torch.stack(crops).permute(0, 3, 1, 2)
+
+
+class ConvEncoder(nn.Module):
+    """3x3 convolutions with ReLU on uint8 pixels scaled to [-0.5, 0.5], flattened: DrQ's encoder
+    (every conv stride 2, padded) and DrQ-v2's (the first strided, unpadded)."""
+
+    def __init__(
+        self, obs_shape: tuple[int, ...], channels: Sequence[int], strides: Sequence[int], padding: int
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides):
+            raise ValueError(f"one stride per conv: {len(channels)} channel counts, {len(strides)} strides")
+        layers: list[nn.Module] = []
+        in_channels = obs_shape[0]
+        for out_channels, stride in zip(channels, strides):
+            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=padding), nn.ReLU(inplace=True)]
+            in_channels = out_channels
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            self.out_dim = self.convs(torch.zeros(1, *obs_shape)).shape[1]
+
+    def forward(self, obs: Tensor) -> Tensor:
+        # Channels-last runs these convolutions ~1.5x faster on CPU than NCHW.
+        return self.convs(obs.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255).sub_(0.5))
 
 
 def trunk(in_dim: int, feature_dim: int) -> nn.Sequential:

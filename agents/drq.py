@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.common import (
+    ConvEncoder,
     TwinCritic,
     batch_tensors,
     check_obs,
@@ -95,25 +96,6 @@ DRQ_PRESETS: dict[str, DrQConfig] = {
 }
 
 
-class Encoder(nn.Module):
-    """3x3 stride-2 convolutions with ReLU on pixels scaled to [-0.5, 0.5]; flattened output."""
-
-    def __init__(self, obs_shape: tuple[int, int, int], channels: tuple[int, ...]) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        in_channels = obs_shape[0]
-        for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
-            in_channels = out_channels
-        self.convs = nn.Sequential(*layers, nn.Flatten())
-        with torch.no_grad():
-            self.out_dim = self.convs(torch.zeros(1, *obs_shape)).shape[1]
-
-    def forward(self, obs: Tensor) -> Tensor:
-        # Channels-last runs these convolutions ~1.5x faster on CPU than NCHW.
-        return self.convs(obs.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255).sub_(0.5))
-
-
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy on encoder features."""
 
@@ -153,7 +135,8 @@ class DrQAgent(nn.Module):
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32))
         self.target_entropy = -float(self.action_dim)
 
-        self.encoder = Encoder(self.obs_shape, config.encoder_channels)
+        channels = config.encoder_channels
+        self.encoder = ConvEncoder(self.obs_shape, channels, [2] * len(channels), padding=1)
         self.critic = TwinCritic(self.encoder.out_dim, self.action_dim, config.feature_dim, config.hidden_dim)
         self.actor = Actor(self.encoder.out_dim, self.action_dim, config)
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)

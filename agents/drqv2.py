@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.common import (
+    ConvEncoder,
     TwinCritic,
     batch_tensors,
     check_obs,
@@ -103,32 +104,6 @@ DRQV2_PRESETS: dict[str, DrQV2Config] = {
 }
 
 
-class Encoder(nn.Module):
-    """Pixels in [-0.5, 0.5] through 3x3 convolutions (the first ``strided`` with stride 2, the rest 1)
-    with ReLU, flattened; the identity on state vectors."""
-
-    def __init__(self, obs_shape: tuple[int, ...], channels: int, layers: int, strided: int) -> None:
-        super().__init__()
-        self.pixels = len(obs_shape) == 3
-        if self.pixels:
-            convs: list[nn.Module] = []
-            in_channels = obs_shape[0]
-            for index in range(layers):
-                convs += [nn.Conv2d(in_channels, channels, 3, stride=2 if index < strided else 1), nn.ReLU(inplace=True)]
-                in_channels = channels
-            self.convs = nn.Sequential(*convs, nn.Flatten())
-            with torch.no_grad():
-                self.out_dim = self.convs(torch.zeros(1, *obs_shape)).shape[1]
-        else:
-            self.out_dim = obs_shape[0]
-
-    def forward(self, obs: Tensor) -> Tensor:
-        if not self.pixels:
-            return obs
-        # Channels-last runs these convolutions faster on CPU than NCHW.
-        return self.convs(obs.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255).sub_(0.5))
-
-
 class Actor(nn.Module):
     """Deterministic tanh policy; exploration adds clipped Gaussian noise around it."""
 
@@ -185,9 +160,15 @@ class DrQV2Agent(nn.Module):
         self.register_buffer("action_low", torch.as_tensor(action_space.low, dtype=torch.float32))
         self.register_buffer("action_high", torch.as_tensor(action_space.high, dtype=torch.float32))
 
-        self.encoder = Encoder(obs_shape, config.encoder_channels, config.encoder_layers, config.encoder_strided)
-        self.actor = Actor(self.encoder.out_dim, self.action_dim, config)
-        self.critic = TwinCritic(self.encoder.out_dim, self.action_dim, config.feature_dim, config.hidden_dim)
+        self.pixels = len(obs_shape) == 3
+        if self.pixels:
+            strides = [2 if index < config.encoder_strided else 1 for index in range(config.encoder_layers)]
+            self.encoder = ConvEncoder(obs_shape, [config.encoder_channels] * config.encoder_layers, strides, padding=0)
+            features = self.encoder.out_dim
+        else:  # state vectors go to the trunks as they are
+            self.encoder, features = nn.Identity(), obs_shape[0]
+        self.actor = Actor(features, self.action_dim, config)
+        self.critic = TwinCritic(features, self.action_dim, config.feature_dim, config.hidden_dim)
         self.apply(_orthogonal_init)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.rnd = RND((3, *obs_shape[1:])) if config.rnd_weight > 0 else None
@@ -196,7 +177,7 @@ class DrQV2Agent(nn.Module):
             "critic": torch.optim.Adam(self.critic.parameters(), lr=config.lr),
             "actor": torch.optim.Adam(self.actor.parameters(), lr=config.lr),
         }
-        if self.encoder.pixels:
+        if self.pixels:
             self.optimizers["encoder"] = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         if self.rnd is not None:
             self.optimizers["rnd"] = self.rnd.optimizer
@@ -228,7 +209,7 @@ class DrQV2Agent(nn.Module):
         tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
         reward, metrics = reward_with_rnd(tensors, self.rnd, self.config.rnd_weight)
         obs, next_obs = tensors["obs"], tensors["next_obs"]
-        if self.encoder.pixels:
+        if self.pixels:
             obs = random_shift(obs, self.config.image_pad)
             next_obs = random_shift(next_obs, self.config.image_pad)
         std = self.config.std(step)

@@ -87,7 +87,7 @@ class DMCEnv(gym.Env):
         self.control_timestep = self._env.control_timestep() * action_repeat
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.control_timestep)}
         self._frame: np.ndarray | None = None
-        self._state: np.ndarray | None = None
+        self._observation: dict[str, Any] | None = None  # dm_control's, kept for state()
         self._episode_over = True
         # The state vector: dm_control's observation dict, each entry flattened, in key order.
         self.state_size = sum(int(np.prod(spec.shape)) for spec in self._env.observation_spec().values())
@@ -104,7 +104,7 @@ class DMCEnv(gym.Env):
         if seed is not None:
             # All of a task's initial-state randomness comes from this RandomState.
             self._env.task.random.seed(seed)
-        self._keep_state(self._env.reset())
+        self._observation = self._env.reset().observation
         self._episode_over = False
         return self._render_frame(), {}
 
@@ -119,7 +119,7 @@ class DMCEnv(gym.Env):
             reward += time_step.reward or 0.0
             if time_step.last():
                 break
-        self._keep_state(time_step)
+        self._observation = time_step.observation
         terminated = time_step.last() and time_step.discount == 0.0
         truncated = time_step.last() and not terminated
         self._episode_over = time_step.last()
@@ -132,17 +132,12 @@ class DMCEnv(gym.Env):
     def state(self) -> np.ndarray:
         """The task's proprioceptive state after the latest reset or step: dm_control's observation
         dict (positions, velocities, targets...), flattened to float32 ``(state_size,)``."""
-        if self._state is None:
+        if self._observation is None:
             raise RuntimeError("no state yet: call reset() first")
-        return self._state
+        return np.concatenate([np.asarray(value, np.float32).ravel() for value in self._observation.values()])
 
     def close(self) -> None:
         self._env.close()
-
-    def _keep_state(self, time_step: Any) -> None:
-        self._state = np.concatenate(
-            [np.asarray(value, np.float32).ravel() for value in time_step.observation.values()]
-        )
 
     def _render_frame(self) -> np.ndarray:
         self._frame = self.physics.render(self.size, self.size, camera_id=self.camera)

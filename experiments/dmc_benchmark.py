@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from agents.workspace import Training, agent_kind
 from experiments.plots import compare_runs
+from experiments.train_agent import OBSERVATIONS, REWARDS, agent_config, loop_defaults, run_agent
 from worldmodel.checkpoint import write_json_atomic
 
 PHYSICS_STEPS_PER_ENV_STEP = 2  # envs.dmc.DMCEnv's default action repeat
@@ -87,9 +90,6 @@ def plan_grid(
     seeds: Sequence[int], models: dict[str, Path],
 ) -> list[GridRun]:
     """Every run of the grid, checked before anything starts (a VIPER run needs its task's video model)."""
-    from agents.workspace import agent_kind
-    from experiments.train_agent import OBSERVATIONS, REWARDS
-
     for task in tasks:
         env_action_repeat(task)
     for agent in agents:
@@ -112,11 +112,6 @@ def plan_grid(
 
 def run_one(run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], threads: int) -> dict[str, Any]:
     """Train (or resume) one run in this process; its summary, also written to ``summary.json``."""
-    import torch
-
-    from agents.workspace import Training
-    from experiments.train_agent import agent_config, loop_defaults, run_agent
-
     torch.set_num_threads(threads)
     directory = run.directory(out)
     if (directory / SUMMARY_FILE).is_file():
