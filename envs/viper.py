@@ -4,11 +4,12 @@ Video Prediction Rewards (Escontrela et al., 2023): the reward of a transition
 ``x_t -> x_{t+1}`` is the expert video model's ``log p(x_{t+1} | recent frames)``
 (:class:`worldmodel.reward.VideoLikelihoodReward`, which also documents the options:
 ``score``, ``mode``, ``joint_frames``, ``context_stride``, ``task``, ``score_mask``,
-``standardize``). Frames go through the model's rolling KV cache one per env per step,
-never re-scoring a window of frames. The env's own reward is kept in
-``info["task_reward"]`` so every run can report its true return; ``viper_weight`` /
-``env_reward_weight`` mix the two (the default is the VIPER reward alone). By default
-the context stride matches the frame skip the model was trained at.
+``standardize``; a ``baseline`` video model turns it into a likelihood ratio). Frames go
+through the model's rolling KV cache one per env per step, never re-scoring a window of
+frames. The env's own reward is kept in ``info["task_reward"]`` so every run can report
+its true return; ``viper_weight`` / ``env_reward_weight`` mix the two (the default is the
+VIPER reward alone). By default the context stride matches the frame skip the model was
+trained at.
 
 The vector version scores all envs in one batched call and starts each env's context
 afresh at its own episode boundary (gymnasium's next-step autoreset).
@@ -42,7 +43,9 @@ class ViperOptions:
     viper_weight: float = 1.0
     env_reward_weight: float = 0.0
 
-    def reward_fn(self, model: VideoModel, num_envs: int, env_skip: int) -> VideoLikelihoodReward:
+    def reward_fn(
+        self, model: VideoModel, num_envs: int, env_skip: int, baseline: VideoModel | None = None
+    ) -> VideoLikelihoodReward:
         """The scorer for ``num_envs`` envs that take ``env_skip`` env steps per observation."""
         stride = self.context_stride
         if stride is None:  # the model sees frames at the rate it was trained on
@@ -54,7 +57,7 @@ class ViperOptions:
             stride = model.info.frame_skip // env_skip
         return VideoLikelihoodReward(
             model, num_envs, task=self.task, score=self.score, mode=self.mode, joint_frames=self.joint_frames,
-            context_stride=stride, standardize=self.standardize, score_mask=self.score_mask,
+            context_stride=stride, standardize=self.standardize, score_mask=self.score_mask, baseline=baseline,
         )
 
     def mix(self, viper: np.ndarray | float, env_reward: np.ndarray | float) -> np.ndarray | float:
@@ -64,13 +67,14 @@ class ViperOptions:
 class ViperReward(gym.Wrapper):
     """Replace a pixel env's reward by the VIPER reward; keyword options as :class:`ViperOptions`.
 
-    ``info["task_reward"]`` is the env's own reward, ``info["viper_reward"]`` the VIPER term.
+    With a ``baseline`` video model (trained on non-expert play) the reward is the likelihood
+    ratio of the two models. ``info["task_reward"]`` is the env's own reward, ``info["viper_reward"]`` the VIPER term.
     """
 
-    def __init__(self, env: gym.Env, model: VideoModel, **options: Any) -> None:
+    def __init__(self, env: gym.Env, model: VideoModel, baseline: VideoModel | None = None, **options: Any) -> None:
         super().__init__(env)
         self.options = ViperOptions(**options)
-        self.reward_fn = self.options.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr))
+        self.reward_fn = self.options.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr), baseline)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -91,13 +95,14 @@ class ViperRewardVector(VectorWrapper):
     following ``step``, whose frame starts that env's new context and earns no reward.
     """
 
-    def __init__(self, env: VectorEnv, model: VideoModel, **options: Any) -> None:
+    def __init__(self, env: VectorEnv, model: VideoModel, baseline: VideoModel | None = None, **options: Any) -> None:
         super().__init__(env)
         autoreset = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         if autoreset != AutoresetMode.NEXT_STEP:
             raise ValueError(f"ViperRewardVector needs a vector env with next-step autoreset, got {autoreset}")
         self.options = ViperOptions(**options)
-        self.reward_fn = self.options.reward_fn(model, env.num_envs, env_frame_skip(lambda name: env.get_attr(name)[0]))
+        env_skip = env_frame_skip(lambda name: env.get_attr(name)[0])
+        self.reward_fn = self.options.reward_fn(model, env.num_envs, env_skip, baseline)
         self.resetting = np.zeros(env.num_envs, bool)
 
     def reset(

@@ -219,6 +219,7 @@ def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
+    _add_baseline_flag(parser)
     parser.add_argument(
         "--data", required=True, type=Path, action="append",
         help="dataset root with a test split; repeat for more (e.g. an expert and a graded-quality dataset)",
@@ -278,6 +279,14 @@ def _add_reward_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_baseline_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline-model", type=Path, default=None,
+        help="video model of the same env under random play: the reward becomes the likelihood ratio "
+        "log p_model - log p_baseline (scaled by the expert std), which cancels what any model predicts well",
+    )
+
+
 def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval-reward",
@@ -291,6 +300,7 @@ def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
+    _add_baseline_flag(parser)
     parser.add_argument(
         "--data", required=True, type=Path, action="append",
         help="dataset root with policy labels and returns in its manifest; repeat for more",
@@ -308,7 +318,9 @@ def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
 def _run_eval_reward(args: argparse.Namespace) -> None:
     from experiments.eval_reward import evaluate_reward
 
-    report = evaluate_reward(args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score)
+    report = evaluate_reward(
+        args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score, args.baseline_model
+    )
     print(report["table"])
     print(f"report and figures written to {args.out}")
 
@@ -352,6 +364,7 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--obs", default="pixels", choices=["pixels", "state"], help="what the agent observes")
     parser.add_argument("--reward", default="viper", choices=["viper", "env"], help="what the agent is trained on")
     parser.add_argument("--model", type=Path, default=None, help="video model bundle (needed for --reward viper)")
+    _add_baseline_flag(parser)
     parser.add_argument("--task", default=None, help="task the video model is conditioned on / standardised for")
     _add_reward_flags(parser)
     parser.add_argument(
@@ -399,9 +412,18 @@ def _run_train_agent(args: argparse.Namespace) -> None:
     config, training, viper = _agent_setup(args)
     summary = run_agent(
         args.env, args.run, args.agent, config, training, args.reward, args.model, args.action_repeat, args.resume,
-        observation=args.obs, device=args.device, **viper,
+        observation=args.obs, device=args.device, baseline_dir=args.baseline_model, **viper,
     )
     print(json.dumps(summary, indent=2))
+
+
+def labelled(items: list[str], flag: str, value_name: str) -> dict[str, str]:
+    """``LABEL=VALUE`` flag values as a dict; a clear error names the first malformed one."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (label, sep, value) in zip(items, pairs) if not (label and sep and value)]
+    if bad:
+        raise ValueError(f"expected {flag} LABEL={value_name}, got {bad[0]!r}")
+    return {label: value for label, _, value in pairs}
 
 
 def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
@@ -422,11 +444,19 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", default="cartpole-swingup,cartpole-balance,reacher-easy", help="comma-separated")
     parser.add_argument("--agents", default="drqv2", help=f"comma-separated, of {sorted(AGENTS)}")
     parser.add_argument("--obs", default="pixels", help="comma-separated, of pixels,state (state needs drqv2)")
-    parser.add_argument("--rewards", default="viper,env", help="comma-separated, of viper,env")
+    parser.add_argument(
+        "--rewards", default="viper,env",
+        help="comma-separated, of viper (expert model's log-likelihood), ratio (likelihood ratio against --baseline), "
+        "env (true reward)",
+    )
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     parser.add_argument(
         "--model", action="append", default=[], metavar="TASK=PATH",
         help="video model bundle of a task for its VIPER runs, e.g. cartpole-swingup=runs/qs/video/model; repeat",
+    )
+    parser.add_argument(
+        "--baseline", action="append", default=[], metavar="TASK=PATH",
+        help="video model of a task's random play for its ratio runs; repeat",
     )
     parser.add_argument("--physics-steps", type=int, default=100_000, help="budget of each run in physics steps")
     parser.add_argument("--preset", default="cpu", help="agent size preset (cpu; paper for drqv2, viper for drq)")
@@ -445,17 +475,13 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     def items(text: str) -> list[str]:
         return [item.strip() for item in text.split(",") if item.strip()]
 
-    models = {}
-    for entry in args.model:
-        task, sep, path = entry.partition("=")
-        if not sep:
-            raise SystemExit(f"--model expects TASK=PATH, got {entry!r}")
-        models[task] = Path(path)
+    models = {task: Path(path) for task, path in labelled(args.model, "--model", "PATH").items()}
+    baselines = {task: Path(path) for task, path in labelled(args.baseline, "--baseline", "PATH").items()}
     runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
-                     [int(s) for s in items(args.seeds)], models)
+                     [int(s) for s in items(args.seeds)], models, baselines)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight)
-    print(run_grid(args.out, runs, settings, models, args.workers))
+    print(run_grid(args.out, runs, settings, models, args.workers, baselines))
 
 
 def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
@@ -479,13 +505,6 @@ def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_compare_runs(args: argparse.Namespace) -> None:
     from experiments.plots import compare_runs
-
-    def labelled(items: list[str], flag: str, value_name: str) -> dict[str, str]:
-        pairs = [item.partition("=") for item in items]
-        bad = [item for item, (label, sep, value) in zip(items, pairs) if not (label and sep and value)]
-        if bad:
-            raise ValueError(f"expected {flag} LABEL={value_name}, got {bad[0]!r}")
-        return {label: value for label, _, value in pairs}
 
     runs = {label: Path(path) for label, path in labelled(args.run, "--run", "RUN_DIR").items()}
     try:

@@ -120,6 +120,7 @@ def diagnose_reward(
     out = Path(out) if out is not None else run / "diagnosis"
     settings = load_run_settings(run)
     model = VideoModel.load(model_dir or settings["model"])
+    baseline = VideoModel.load(settings["baseline_model"]) if settings.get("baseline_model") else None
     options = dict(settings["viper_options"])
     if options.get("score_mask") is not None:
         options["score_mask"] = np.asarray(options["score_mask"], bool)
@@ -131,7 +132,7 @@ def diagnose_reward(
     env = envs.make(settings["env"])
     if settings.get("max_episode_steps"):
         env = gym.wrappers.TimeLimit(env, settings["max_episode_steps"])
-    reward_fn = viper.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr))
+    reward_fn = viper.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr), baseline)
     observe = (lambda frame: env.unwrapped.state()) if settings.get("observation") == "state" else None
     traces: list[Trace] = []
     for index in range(episodes):
@@ -153,7 +154,7 @@ def diagnose_reward(
 
     out.mkdir(parents=True, exist_ok=True)
     fps = env.metadata.get("render_fps", 30)
-    figure = reward_trace_figure(traces, f"{settings['env']}: {run.name}", viper)
+    figure = reward_trace_figure(traces, f"{settings['env']}: {run.name}", viper, ratio=baseline is not None)
     gifs = [str(reward_gif([t], out / f"{t.policy}_{t.episode}.gif", fps)) for t in traces]
     for index in range(episodes):
         gifs.append(str(reward_gif([t for t in traces if t.episode == index], out / f"side_by_side_{index}.gif", fps)))
@@ -168,8 +169,11 @@ def diagnose_reward(
     return report
 
 
-def reward_trace_figure(traces: list[Trace], title: str, viper: ViperOptions) -> Figure:
-    """Three panels over env steps: the trained-on reward, log p against -entropy, the true reward."""
+def reward_trace_figure(traces: list[Trace], title: str, viper: ViperOptions, ratio: bool = False) -> Figure:
+    """Three panels over env steps: the trained-on reward, log p against -entropy, the true reward.
+
+    With ``ratio`` (a baseline model) the middle panel's values are the expert model's minus the baseline's.
+    """
     figure = Figure(figsize=(10, 8))
     panels = figure.subplots(3, 1, sharex=True)
     for trace in traces:
@@ -182,9 +186,10 @@ def reward_trace_figure(traces: list[Trace], title: str, viper: ViperOptions) ->
         panels[1].plot(steps, -trace.entropy, style, color=colour, lw=0.6, alpha=0.5,
                        label=label and f"{label}: expected log p (-entropy)")
         panels[2].plot(steps, trace.true_rewards, style, color=colour, lw=0.9, label=label)
-    reward_name = f"VIPER reward ({viper.score}, {viper.mode}{', standardised' if viper.standardize else ''})"
+    kind = "likelihood ratio, " if ratio else ""
+    reward_name = f"VIPER reward ({kind}{viper.score}, {viper.mode}{', standardised' if viper.standardize else ''})"
     panels[0].set(title=title, ylabel=reward_name)
-    panels[1].set(ylabel="nats per frame")
+    panels[1].set(ylabel="nats per frame" + (" (expert - baseline model)" if ratio else ""))
     panels[2].set(ylabel="true reward", xlabel="env step (episode 0 solid, later dotted)")
     for axes in panels:
         axes.grid(alpha=0.3)

@@ -5,7 +5,9 @@ on cartpole and 4 on reacher. Our DMC envs repeat each action over 2 physics ste
 render one frame (the rate the video models are trained on); an :class:`ActionRepeat`
 of 4 (cartpole) or 2 (reacher) outside the VIPER wrapper gives the published repeat, so
 the video model still scores every frame. Each run is an ordinary ``wm train-agent``
-run directory under ``{out}/{task}/{agent}-{obs}-{reward}/seed{seed}``; a run that
+run directory under ``{out}/{task}/{agent}-{obs}-{reward}/seed{seed}``, where the reward is
+``viper`` (the expert model's log-likelihood), ``ratio`` (its likelihood ratio against a
+baseline model of random play) or ``env`` (the true reward); a run that
 finished has ``summary.json`` and is skipped, an interrupted one resumes from its
 checkpoint. The grid writes, over every finished run under ``out`` (so grids run by
 separate commands into one directory share one table), ``{out}/results.md`` (mean and
@@ -31,7 +33,7 @@ import torch
 
 from agents.workspace import Training, agent_kind
 from experiments.plots import compare_runs
-from experiments.train_agent import OBSERVATIONS, REWARDS, agent_config, loop_defaults, run_agent
+from experiments.train_agent import OBSERVATIONS, agent_config, loop_defaults, run_agent
 from worldmodel.checkpoint import write_json_atomic
 
 PHYSICS_STEPS_PER_ENV_STEP = 2  # envs.dmc.DMCEnv's default action repeat
@@ -40,6 +42,7 @@ PUBLISHED_ACTION_REPEAT = {"cartpole-swingup": 8, "cartpole-balance": 8, "reache
 # True-reward DrQ at 100k physics steps (Kostrikov et al. 2020, table 1), for the table's last column.
 PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213"}
 SUMMARY_FILE = "summary.json"
+GRID_REWARDS = ("viper", "ratio", "env")
 
 
 @dataclass(frozen=True)
@@ -87,30 +90,37 @@ def env_action_repeat(task: str) -> int:
 
 def plan_grid(
     tasks: Sequence[str], agents: Sequence[str], observations: Sequence[str], rewards: Sequence[str],
-    seeds: Sequence[int], models: dict[str, Path],
+    seeds: Sequence[int], models: dict[str, Path], baselines: dict[str, Path] | None = None,
 ) -> list[GridRun]:
-    """Every run of the grid, checked before anything starts (a VIPER run needs its task's video model)."""
+    """Every run of the grid, checked before anything starts (a VIPER run needs its task's video model,
+    a ratio run also its baseline model)."""
     for task in tasks:
         env_action_repeat(task)
     for agent in agents:
         agent_kind(agent)
-    for name, values, allowed in (("observation", observations, OBSERVATIONS), ("reward", rewards, REWARDS)):
+    for name, values, allowed in (("observation", observations, OBSERVATIONS), ("reward", rewards, GRID_REWARDS)):
         bad = sorted(set(values) - set(allowed))
         if bad:
             raise ValueError(f"unknown {name} {bad}; expected a subset of {list(allowed)}")
-    if "viper" in rewards:
-        missing = [task for task in tasks if task not in models]
-        if missing:
-            raise ValueError(f"VIPER runs need a video model per task: no --model for {missing}")
-        for task, path in models.items():
+    needed = [
+        ("video model", "--model", models, {"viper", "ratio"}), ("baseline", "--baseline", baselines or {}, {"ratio"}),
+    ]
+    for what, flag, paths, users in needed:
+        users = sorted(users & set(rewards))
+        missing = [task for task in tasks if task not in paths]
+        if users and missing:
+            raise ValueError(f"{'/'.join(users)} runs need a {what} per task: no {flag} for {missing}")
+        for task, path in paths.items():
             if not Path(path).is_dir():
-                raise FileNotFoundError(f"video model for {task} not found at {path}")
+                raise FileNotFoundError(f"{what} for {task} not found at {path}")
     if "state" in observations and "drq" in agents:
         raise ValueError("state observations run with drqv2 (DrQ here is a pixel agent); drop 'drq' or 'state'")
     return [GridRun(t, a, o, r, s) for t in tasks for a in agents for o in observations for r in rewards for s in seeds]
 
 
-def run_one(run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], threads: int) -> dict[str, Any]:
+def run_one(
+    run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], baselines: dict[str, Path], threads: int
+) -> dict[str, Any]:
     """Train (or resume) one run in this process; its summary, also written to ``summary.json``."""
     torch.set_num_threads(threads)
     directory = run.directory(out)
@@ -127,11 +137,13 @@ def run_one(run: GridRun, out: Path, settings: GridSettings, models: dict[str, P
         **loop_defaults(run.agent, run.observation),
     )
     config = agent_config(run.agent, settings.preset, run.reward, run.observation, settings.rnd_weight)
-    viper = {"score": settings.score, "mode": settings.mode} if run.reward == "viper" else {}
+    reward = "env" if run.reward == "env" else "viper"
+    viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
     started = time.monotonic()
     summary = run_agent(
-        f"dmc:{run.task}", directory, run.agent, config, training, run.reward, models.get(run.task), repeat,
-        resume=True, observation=run.observation, **viper,
+        f"dmc:{run.task}", directory, run.agent, config, training, reward, models.get(run.task), repeat,
+        resume=True, observation=run.observation, baseline_dir=baselines[run.task] if run.reward == "ratio" else None,
+        **viper,
     )
     summary = {**summary, **asdict(run), "physics_steps": summary["env_steps"] * physics_per_agent_step,
                "wall_s_this_session": time.monotonic() - started}
@@ -139,18 +151,20 @@ def run_one(run: GridRun, out: Path, settings: GridSettings, models: dict[str, P
     return summary
 
 
-def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], int]) -> dict[str, Any]:
+def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[str, Path], int]) -> dict[str, Any]:
     return run_one(*job)
 
 
 def run_grid(
-    out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2
+    out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2,
+    baselines: dict[str, Path] | None = None,
 ) -> str:
     """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "grid.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs],
-                                          "models": {k: str(v) for k, v in models.items()}})
+                                          "models": {k: str(v) for k, v in models.items()},
+                                          "baselines": {k: str(v) for k, v in (baselines or {}).items()}})
     threads = max(1, (os.cpu_count() or 1) // workers)
     todo = [run for run in runs if not (run.directory(out) / SUMMARY_FILE).is_file()]
     print(f"dmc benchmark: {len(runs)} runs, {len(runs) - len(todo)} already done, {workers} at a time")
@@ -162,7 +176,7 @@ def run_grid(
         context = multiprocessing.get_context("spawn")
         try:
             with context.Pool(min(workers, len(todo)), maxtasksperchild=1) as pool:
-                jobs = [(run, out, settings, models, threads) for run in todo]
+                jobs = [(run, out, settings, models, baselines or {}, threads) for run in todo]
                 for summary in pool.imap_unordered(_run_one_job, jobs):
                     print(f"done {summary['task']} {summary['agent']}-{summary['observation']}-{summary['reward']} "
                           f"seed {summary['seed']}: eval true return {summary['eval_true_return']:.1f} "
@@ -200,7 +214,7 @@ def write_results(out: Path) -> str:
         returns = [s["eval_true_return"] for s in summaries]
         first = summaries[0]
         reference = means.get((task, variant.rsplit("-", 1)[0] + "-env"))
-        share = f"{100 * means[(task, variant)] / reference:.0f} %" if first["reward"] == "viper" and reference else "-"
+        share = f"{100 * means[(task, variant)] / reference:.0f} %" if first["reward"] != "env" and reference else "-"
         wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
         physics = int(np.mean([s["physics_steps"] for s in summaries]))
         rows.append(

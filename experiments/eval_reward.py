@@ -108,10 +108,11 @@ HeatInputs = dict[str, tuple[np.ndarray, np.ndarray]]  # "task policy" -> (a vid
 
 def score_episodes(
     model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None,
-    score: str = "log_prob",
+    score: str = "log_prob", baseline: VideoModel | None = None,
 ) -> tuple[list[ScoredEpisode], HeatInputs]:
-    """Every episode of ``data_roots`` scored as the reward wrapper would, and an expert and a random one per task
-    with the per-code scores the reward sums (for the heat-map)."""
+    """Every episode of ``data_roots`` scored as the reward wrapper would (a likelihood ratio with a
+    ``baseline`` model), and an expert and a random one per task with the per-code scores the reward
+    sums (for the heat-map)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
     reward_fns: dict[tuple[str, int], VideoLikelihoodReward] = {}
@@ -134,6 +135,7 @@ def score_episodes(
                 reward_fns[task, stride] = VideoLikelihoodReward(
                     model, 1, task=task if conditioned or task in model.info.tasks else None, score=score, mode=mode,
                     joint_frames=joint_frames, context_stride=stride, standardize=task in model.info.reward_stats,
+                    baseline=baseline,
                 )
             reward_fn = reward_fns[task, stride]
             video = np.asarray(episode.video)
@@ -190,17 +192,21 @@ def evaluate_reward(
     mode: str = "conditional",
     joint_frames: int | None = None,
     score: str = "log_prob",
+    baseline_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score every episode of ``data_roots`` (``split``: test, train or all) and write the reward report to ``out``.
+
+    With ``baseline_dir`` (a video model of random play) the reward is the likelihood ratio.
 
     Rewards are standardised when the bundle has statistics for the task (correlations do
     not depend on it). Writes ``reward_eval.json``, ``reward_eval.md`` and three PNGs.
     """
     model = VideoModel.load(model_dir)
+    baseline = None if baseline_dir is None else VideoModel.load(baseline_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        episodes, heat_inputs = score_episodes(model, data_roots, split, mode, joint_frames, score)
+        episodes, heat_inputs = score_episodes(model, data_roots, split, mode, joint_frames, score, baseline)
         tasks = sorted({e.task for e in episodes})
         correlations = {task: _correlations([e for e in episodes if e.task == task]) for task in tasks}
         by_policy = _by_policy(episodes, tasks)
@@ -208,6 +214,7 @@ def evaluate_reward(
     table = _tables(correlations, by_policy)
     report = {
         "model": str(model_dir),
+        "baseline_model": None if baseline_dir is None else str(baseline_dir),
         "data": [str(r) for r in data_roots],
         "split": split,
         "mode": mode,

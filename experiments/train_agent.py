@@ -55,12 +55,14 @@ def env_factory(
     action_repeat: int = 1,
     max_episode_steps: int | None = None,
     observation: str = "pixels",
+    baseline: VideoModel | None = None,
     **viper_options: Any,
 ) -> Callable[[int], gym.Env]:
     """``make_env(seed)`` for :func:`agents.workspace.train_agent`: VIPER-rewarded (``reward="viper"``) or not,
     observing frames (``observation="pixels"``) or the state vector (``"state"``).
 
-    ``max_episode_steps`` cuts episodes (in env steps); ``viper_options`` go to
+    ``max_episode_steps`` cuts episodes (in env steps); ``baseline`` (a video model of
+    non-expert play) makes the VIPER reward a likelihood ratio; ``viper_options`` go to
     :class:`envs.viper.ViperReward` (task, mode, standardize, ...).
     """
     if reward not in REWARDS:
@@ -75,7 +77,7 @@ def env_factory(
         if max_episode_steps is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps)
         if reward == "viper":
-            env = ViperReward(env, model, **viper_options)
+            env = ViperReward(env, model, baseline, **viper_options)
         if observation == "state":
             env = StateObservation(env)
         env = ActionRepeat(env, action_repeat) if action_repeat > 1 else env
@@ -98,22 +100,28 @@ def run_agent(
     max_episode_steps: int | None = None,
     observation: str = "pixels",
     device: str = "cpu",
+    baseline_dir: str | Path | None = None,
     **viper_options: Any,
 ) -> dict[str, Any]:
     """Train ``agent_name`` on ``env_spec`` with the chosen reward and observation (agent and video
     model on ``device``); :func:`agents.workspace.train_agent`'s summary.
 
+    ``baseline_dir``: a video model of non-expert play; the reward becomes the likelihood ratio.
     ``{run_dir}/run.json`` records the env, agent and reward settings, so tools such as
     ``wm diagnose-reward`` can rebuild the run's env later.
     """
     model = VideoModel.load(model_dir, device) if reward == "viper" and model_dir is not None else None
+    baseline = VideoModel.load(baseline_dir, device) if reward == "viper" and baseline_dir is not None else None
     settings = {
         "env": env_spec, "agent": agent_name, "reward": reward, "observation": observation,
         "model": None if model is None else str(model_dir),
+        "baseline_model": None if baseline is None else str(baseline_dir),
         "action_repeat": action_repeat, "max_episode_steps": max_episode_steps,
         "viper_options": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in viper_options.items()},
     }
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run_dir) / RUN_FILE, settings)
-    make_env = env_factory(env_spec, reward, model, action_repeat, max_episode_steps, observation, **viper_options)
+    make_env = env_factory(
+        env_spec, reward, model, action_repeat, max_episode_steps, observation, baseline, **viper_options
+    )
     return train_agent(make_env, run_dir, agent_name, agent_config, training, resume=resume, device=device)

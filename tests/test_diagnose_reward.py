@@ -20,7 +20,7 @@ STATS = {"mean": -150.0, "std": 10.0, "entropy_adjusted_mean": -20.0, "entropy_a
 
 @pytest.fixture
 def viper_run(tmp_path):
-    """A few steps of DrQ on the VIPER reward of a small perturbed 64-pixel model, 16-step episodes."""
+    """A few steps of DrQ on the VIPER likelihood ratio of two small perturbed 64-pixel models, 16-step episodes."""
     torch.manual_seed(0)
     tokenizer = FrameTokenizer(TokenizerConfig(
         image_size=64, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
@@ -31,10 +31,12 @@ def viper_run(tmp_path):
     ))
     info = VideoModelInfo(frame_skip=2, tasks=["cartpole-swingup"], reward_stats={"cartpole-swingup": STATS})
     VideoModel(tokenizer, randomize_weights(transformer.eval()), info).save(tmp_path / "model")
+    VideoModel(tokenizer, randomize_weights(transformer), info).save(tmp_path / "baseline")
     training = Training(total_steps=12, seed_steps=4, replay_capacity=100, eval_every=100, eval_episodes=0,
                            checkpoint_every=100, video_every=0)
     run_agent("dmc:cartpole-swingup", tmp_path / "run", "drq", AGENT, training, "viper", tmp_path / "model",
-              action_repeat=2, max_episode_steps=16, score="entropy_adjusted", mode="joint")
+              action_repeat=2, max_episode_steps=16, baseline_dir=tmp_path / "baseline", score="entropy_adjusted",
+              mode="joint")
     return tmp_path
 
 
@@ -47,7 +49,7 @@ def test_diagnosis_scores_the_agent_as_it_was_trained(viper_run, capsys):
 
     # The same agent stepped through the training env stack (VIPER wrapper inside action repeat).
     env = env_factory("dmc:cartpole-swingup", "viper", VideoModel.load(viper_run / "model"), 2, 16,
-                      score="entropy_adjusted", mode="joint")(0)
+                      baseline=VideoModel.load(viper_run / "baseline"), score="entropy_adjusted", mode="joint")(0)
     agent = load_agent(run / "checkpoint")
     stack = ObservationStack(agent.obs_shape[0] // 3)
     frame, _ = env.reset(seed=7)

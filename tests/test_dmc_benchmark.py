@@ -23,6 +23,13 @@ def test_plan_checks_the_grid_before_anything_runs(tmp_path):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper"], [0], {"cartpole-swingup": tmp_path / "x"})
     with pytest.raises(ValueError, match="state observations run with drqv2"):
         plan_grid(["cartpole-swingup"], ["drq", "drqv2"], ["state"], ["env"], [0], {})
+    with pytest.raises(ValueError, match="ratio runs need a baseline per task: no --baseline for"):
+        plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["ratio"], [0], {"cartpole-swingup": tmp_path})
+    with pytest.raises(FileNotFoundError, match="baseline for cartpole-swingup not found"):
+        plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["ratio"], [0], {"cartpole-swingup": tmp_path},
+                  {"cartpole-swingup": tmp_path / "x"})
+    assert len(plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper", "ratio"], [0],
+                         {"cartpole-swingup": tmp_path}, {"cartpole-swingup": tmp_path})) == 2
     with pytest.raises(ValueError, match="unknown reward"):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["sparse"], [0], {})
 
@@ -43,8 +50,10 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
 
 
 def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
-    runs = [GridRun("cartpole-swingup", "drqv2", "pixels", reward, seed) for reward in ("viper", "env") for seed in (0, 1)]
-    returns = {("viper", 0): 200.0, ("viper", 1): 400.0, ("env", 0): 500.0, ("env", 1): 700.0}
+    runs = [GridRun("cartpole-swingup", "drqv2", "pixels", reward, seed)
+            for reward in ("viper", "ratio", "env") for seed in (0, 1)]
+    returns = {("viper", 0): 200.0, ("viper", 1): 400.0, ("ratio", 0): 450.0, ("ratio", 1): 450.0,
+               ("env", 0): 500.0, ("env", 1): 700.0}
     for run in runs:
         run.directory(tmp_path).mkdir(parents=True)
         summary = {"task": run.task, "agent": run.agent, "observation": run.observation, "reward": run.reward,
@@ -54,6 +63,7 @@ def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
     table = write_results(tmp_path)
     assert "| drqv2 | pixels | viper | 2 | 300.0 +- 100.0 | 50 % | 100000 | 2.0 | - |" in table
     assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | - | 100000 | 2.0 | 759 +- 92 |" in table
+    assert "| drqv2 | pixels | ratio | 2 | 450.0 +- 0.0 | 75 % | 100000 | 2.0 | - |" in table
 
 
 def _children(pid: int) -> list[int]:

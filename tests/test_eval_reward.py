@@ -29,8 +29,8 @@ def _graded_dataset(root):
     return root
 
 
-def _model(path):
-    torch.manual_seed(0)
+def _model(path, seed=0):
+    torch.manual_seed(seed)
     tokenizer = FrameTokenizer(TokenizerConfig(
         image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
         quantizer_kwargs={"codebook_size": 16},
@@ -67,6 +67,14 @@ def test_report_scores_episodes_as_the_wrapper_and_correlates(tmp_path):
         scores = model.transformer.code_scores(model.tokenizer.encode(np.load(episode["path"])["video"][None]))
         expected = (scores.log_prob + scores.entropy)[0, 1:].sum().item()
         assert episode["viper_return"] == pytest.approx(expected, rel=1e-5)
+
+    baseline = VideoModel.load(_model(tmp_path / "baseline", seed=1))
+    ratio = evaluate_reward(model_dir, [data], tmp_path / "ratio", baseline_dir=tmp_path / "baseline")
+    assert ratio["baseline_model"] == str(tmp_path / "baseline")
+    for episode in ratio["episodes"]:
+        video = np.load(episode["path"])["video"][None]
+        expected = (model.log_prob(video) - baseline.log_prob(video))[0, 1:].sum().item()
+        assert episode["viper_return"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_calibration_stores_statistics_that_standardise_the_report(tmp_path):

@@ -22,8 +22,8 @@ TRANSFORMER = VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=2,
 STATS = {"mean": -40.0, "std": 4.0, "entropy_adjusted_mean": -5.0, "entropy_adjusted_std": 2.0, "frames": 100}
 
 
-def _model(frame_skip: int = 2, num_tasks: int = 0, stats: bool = True) -> VideoModel:
-    torch.manual_seed(0)
+def _model(frame_skip: int = 2, num_tasks: int = 0, stats: bool = True, seed: int = 0) -> VideoModel:
+    torch.manual_seed(seed)
     tasks = ["cartpole-swingup", "cartpole-balance"][: max(1, num_tasks)]
     info = VideoModelInfo(
         frame_skip=frame_skip, tasks=tasks, reward_stats={t: dict(STATS) for t in tasks} if stats else {}
@@ -119,6 +119,34 @@ def test_standardised_strided_and_joint_rewards_match_the_offline_scorer(score, 
     # The context matters: scored without it (each frame alone), the rewards are far off.
     alone = np.array([_batch_scores(model, f[None], 1, score)[0] for f in frames])
     assert np.abs((alone[1:] - mean) / std - scores[1:]).max() > 100 * 1e-4 * np.abs(scores[1:]).max()
+
+
+@pytest.mark.parametrize("mode", ["conditional", "joint"])
+def test_ratio_reward_is_the_expert_score_minus_the_baselines_on_the_experts_scale(mode):
+    expert, baseline = _model(), _model(seed=1)
+    wrapped = ViperReward(_env(), expert, baseline, mode=mode, joint_frames=3)
+    frames, rewards, _ = _run(wrapped, 11)
+    ratio = (_batch_log_prob(expert, frames) - _batch_log_prob(baseline, frames)) / STATS["std"]
+    window = 3 if mode == "joint" else 1
+    expected = [ratio[max(0, t - window + 1) : t + 1].sum() for t in range(1, len(frames))]
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-4)
+    assert np.abs(ratio[1:]).min() > 0.1  # the baseline really differs from the expert model
+    # Scored against itself, a model leaves nothing: the ratio is exactly zero, across episode ends too.
+    vector = ViperRewardVector(SyncVectorEnv([lambda n=n: _env(n) for n in (3, 4)]), expert, expert)
+    vector.reset(seed=0)
+    for _ in range(9):
+        _, zeros, _, _, _ = vector.step(vector.action_space.sample())
+        assert zeros.tolist() == [0.0, 0.0]
+
+
+def test_a_task_conditioned_baseline_scores_the_experts_task_and_a_mismatched_one_is_refused():
+    expert, baseline = _model(), _model(num_tasks=2, seed=1)
+    frames, rewards, _ = _run(ViperReward(_env(), expert, baseline, standardize=False), 5)
+    expected = _batch_log_prob(expert, frames) - baseline.log_prob(frames[None], task=torch.tensor([0]))[0].numpy()
+    np.testing.assert_allclose(rewards, expected[1:], rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="likelihood ratio needs them equal"):
+        ViperReward(_env(), expert, _model(frame_skip=4))
 
 
 def test_task_conditioning_picks_the_tasks_statistics_and_ids():

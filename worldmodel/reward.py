@@ -19,6 +19,12 @@ Options:
 - ``score_mask``: pixels (H, W) hidden from the model, e.g. an Atari scoreboard.
 - ``standardize``: ``(score - mean) / std`` with the per-frame statistics measured on the
   expert data and stored in the model bundle (a public VIPER port's normalisation).
+- ``baseline``: a second video model of the same env trained on non-expert play (random
+  actions: free to collect, no expert or reward needed). The score becomes the
+  log-likelihood ratio ``score_expert - score_baseline``, so what any model of the env
+  predicts well (an empty picture, a still scene) cancels and only what is specific to the
+  expert is rewarded. Standardised by the expert statistics' std alone: the baseline's
+  score takes the place of the mean.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class VideoLikelihoodReward:
         context_stride: int = 1,
         standardize: bool = True,
         score_mask: np.ndarray | None = None,
+        baseline: VideoModel | None = None,
     ) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown VIPER reward score {score!r}; expected one of {SCORES}")
@@ -72,6 +79,8 @@ class VideoLikelihoodReward:
         self.task_name = self._task_name(task)
         task_id = model.task_id(self.task_name) if model.transformer.config.num_tasks else None
         self.task = None if task_id is None else torch.full((num_envs,), task_id, device=model.transformer.device)
+        self.baseline = baseline
+        self.baseline_task = None if baseline is None else self._baseline_task(baseline, num_envs)
         self.mean, self.std = self._statistics(standardize)
         size = model.image_size
         if score_mask is not None:
@@ -81,6 +90,7 @@ class VideoLikelihoodReward:
                                  f"{score_mask.shape} {score_mask.dtype}")
         self.score_mask = score_mask
         self.scorers = [model.scorer(num_envs) for _ in range(context_stride)]
+        self.baseline_scorers = [] if baseline is None else [baseline.scorer(num_envs) for _ in range(context_stride)]
         self.recent = np.zeros((num_envs, context_stride, self.joint_frames), np.float32)  # standardised scores
         self.steps = 0
 
@@ -93,6 +103,23 @@ class VideoLikelihoodReward:
             raise ValueError(f"this video model is conditioned on tasks {tasks}: pass task=<name>")
         return tasks[0] if len(tasks) == 1 else None
 
+    def _baseline_task(self, baseline: VideoModel, num_envs: int) -> torch.Tensor | None:
+        """The baseline's task ids; it must see the same frames on the same code grid as the expert model."""
+        ours, theirs = self.model.transformer.config, baseline.transformer.config
+        if (baseline.image_size, baseline.info.frame_skip, theirs.code_shape) != (
+            self.model.image_size, self.model.info.frame_skip, ours.code_shape
+        ):
+            raise ValueError(
+                f"the baseline video model sees {baseline.image_size}px frames {baseline.info.frame_skip} env steps "
+                f"apart as {theirs.code_shape} codes, the expert model {self.model.image_size}px, "
+                f"{self.model.info.frame_skip} steps, {ours.code_shape}: a likelihood ratio needs them equal"
+            )
+        if not theirs.num_tasks:
+            return None
+        if self.task_name is None:
+            raise ValueError(f"the baseline model is conditioned on tasks {baseline.info.tasks}: pass task=<name>")
+        return torch.full((num_envs,), baseline.task_id(self.task_name), device=baseline.transformer.device)
+
     def _statistics(self, standardize: bool) -> tuple[float, float]:
         if not standardize:
             return 0.0, 1.0
@@ -104,7 +131,8 @@ class VideoLikelihoodReward:
                 f"{sorted(self.model.info.reward_stats)}): run `wm calibrate-reward` on its expert data, "
                 "or pass standardize=False"
             )
-        return float(stats[mean_key]), float(stats[std_key])
+        mean = 0.0 if self.baseline is not None else float(stats[mean_key])
+        return mean, float(stats[std_key])
 
     def _model_frames(self, frames: np.ndarray, count: int | None) -> np.ndarray:
         """Checked uint8 frames ``(count, H, W, 3)`` with the score mask applied."""
@@ -129,20 +157,33 @@ class VideoLikelihoodReward:
         phase = self.steps % self.stride
         self.steps += 1
         if new_episode.any():
-            for scorer in self.scorers:
+            for scorer in self.scorers + self.baseline_scorers:
                 scorer.reset(new_episode)
             self.recent[new_episode] = 0.0
         value = code_values(self.scorers[phase].push_scores(frames, task=self.task), self.score).cpu().numpy()
+        if self.baseline is not None:
+            scores = self.baseline_scorers[phase].push_scores(frames, task=self.baseline_task)
+            value = value - code_values(scores, self.score).cpu().numpy()
         recent = self.recent[:, phase]
         recent[:, :-1] = recent[:, 1:]
         recent[:, -1] = (value - self.mean) / self.std
         return np.where(new_episode, 0.0, recent.sum(-1)).astype(np.float32)
 
     def episode_code_scores(self, frames: np.ndarray) -> CodeScores:
-        """Per-code log-likelihoods and entropies ``(T, h, w)`` of a recorded episode ``(T, H, W, 3)``, one pass per phase."""
-        codes = self.model.tokenizer.encode(self._model_frames(frames, None))
-        task = None if self.task is None else int(self.task[0])
-        scores = episode_code_scores(self.model.transformer, codes, self.stride, task)
+        """Per-code log-likelihoods and entropies ``(T, h, w)`` of a recorded episode ``(T, H, W, 3)``.
+
+        One pass per phase; with a baseline, each is the expert model's minus the baseline's.
+        """
+        frames = self._model_frames(frames, None)
+        scores = self._model_code_scores(self.model, frames, self.task)
+        if self.baseline is not None:
+            other = self._model_code_scores(self.baseline, frames, self.baseline_task)
+            scores = CodeScores(*(ours - theirs for ours, theirs in zip(scores, other)))
+        return scores
+
+    def _model_code_scores(self, model: VideoModel, frames: np.ndarray, task: torch.Tensor | None) -> CodeScores:
+        codes = model.tokenizer.encode(frames)
+        scores = episode_code_scores(model.transformer, codes, self.stride, None if task is None else int(task[0]))
         return CodeScores(scores.log_prob.cpu().numpy(), scores.entropy.cpu().numpy())
 
     def code_values(self, code_scores: CodeScores) -> np.ndarray:
