@@ -383,6 +383,10 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
         help="agent size: cpu (both agents), viper (drq's published), paper (drqv2's published)",
     )
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    parser.add_argument(
+        "--agent-option", action="append", default=[], metavar="NAME=VALUE",
+        help="set any field of the agent's config, e.g. std_steps=2500 or lr=3e-4 (see agents/drqv2.py); repeat",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device of the agent and the video model")
     _add_training_flags(parser, Training(), AGENT_TRAINING_HELP)
@@ -396,7 +400,8 @@ def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
     from agents.workspace import Training
     from experiments.train_agent import agent_config, loop_defaults
 
-    config = agent_config(args.agent, args.preset, args.reward, args.obs, args.rnd_weight)
+    options = labelled(args.agent_option, "--agent-option", "VALUE")
+    config = agent_config(args.agent, args.preset, args.reward, args.obs, args.rnd_weight, options)
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
     settings = {f.name: getattr(args, f.name) for f in fields(Training)}
@@ -465,6 +470,11 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="cap each run's training time (CPU)")
     _add_reward_flags(parser)
     parser.add_argument("--rnd-weight", type=float, default=None, help="RND beta (default 1 on VIPER from pixels)")
+    parser.add_argument("--update-every", type=int, default=None, help="agent steps per update (default: the agent's)")
+    parser.add_argument(
+        "--agent-option", action="append", default=[], metavar="NAME=VALUE",
+        help="set a field of every run's agent config, e.g. std_steps=2500; repeat",
+    )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one process each")
     parser.set_defaults(handler=_run_benchmark_dmc)
 
@@ -480,7 +490,8 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
                      [int(s) for s in items(args.seeds)], models, baselines)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
-                            args.score, args.mode, args.rnd_weight)
+                            args.score, args.mode, args.rnd_weight, args.update_every,
+                            labelled(args.agent_option, "--agent-option", "VALUE"))
     print(run_grid(args.out, runs, settings, models, args.workers, baselines))
 
 

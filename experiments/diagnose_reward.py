@@ -187,9 +187,9 @@ def reward_trace_figure(traces: list[Trace], title: str, viper: ViperOptions, ra
                        label=label and f"{label}: expected log p (-entropy)")
         panels[2].plot(steps, trace.true_rewards, style, color=colour, lw=0.9, label=label)
     kind = "likelihood ratio, " if ratio else ""
-    reward_name = f"VIPER reward ({kind}{viper.score}, {viper.mode}{', standardised' if viper.standardize else ''})"
+    reward_name = f"VIPER reward\n({kind}{viper.score}, {viper.mode}{', standardised' if viper.standardize else ''})"
     panels[0].set(title=title, ylabel=reward_name)
-    panels[1].set(ylabel="nats per frame" + (" (expert - baseline model)" if ratio else ""))
+    panels[1].set(ylabel="nats per frame" + ("\n(expert - baseline model)" if ratio else ""))
     panels[2].set(ylabel="true reward", xlabel="env step (episode 0 solid, later dotted)")
     for axes in panels:
         axes.grid(alpha=0.3)

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ class GridSettings:
     score: str = "log_prob"
     mode: str = "conditional"
     rnd_weight: float | None = None  # None: the agent's default (1 on VIPER from pixels)
+    update_every: int | None = None  # None: the agent's default (2 for drqv2)
+    agent_options: dict[str, str] = field(default_factory=dict)  # config fields set from text, e.g. std_steps
 
     def __post_init__(self) -> None:
         if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
@@ -130,13 +132,17 @@ def run_one(
     physics_per_agent_step = repeat * PHYSICS_STEPS_PER_ENV_STEP
     total = settings.physics_steps // physics_per_agent_step
     eval_every = max(settings.eval_every_physics // physics_per_agent_step, 1)
+    loop = loop_defaults(run.agent, run.observation)
+    if settings.update_every is not None:
+        loop["update_every"] = settings.update_every
     training = Training(
         total_steps=total, seed_steps=min(1000, total // 10), replay_capacity=total + 1, eval_every=eval_every,
         eval_episodes=settings.eval_episodes, checkpoint_every=eval_every, video_every=eval_every * 5,
-        log_every=max(eval_every // 4, 1), max_minutes=settings.max_minutes, seed=run.seed,
-        **loop_defaults(run.agent, run.observation),
+        log_every=max(eval_every // 4, 1), max_minutes=settings.max_minutes, seed=run.seed, **loop,
     )
-    config = agent_config(run.agent, settings.preset, run.reward, run.observation, settings.rnd_weight)
+    config = agent_config(
+        run.agent, settings.preset, run.reward, run.observation, settings.rnd_weight, settings.agent_options
+    )
     reward = "env" if run.reward == "env" else "viper"
     viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
     started = time.monotonic()

@@ -10,8 +10,9 @@ every ``action_repeat`` env steps. The true reward always reaches the logs throu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,44 @@ RUN_FILE = "run.json"
 
 
 def agent_config(
-    agent_name: str, preset: str, reward: str, observation: str = "pixels", rnd_weight: float | None = None
+    agent_name: str, preset: str, reward: str, observation: str = "pixels", rnd_weight: float | None = None,
+    options: dict[str, str] | None = None,
 ) -> Any:
-    """An agent's config from its preset; RND (beta 1, VIPER's setting) by default on VIPER reward from pixels."""
+    """An agent's config from its preset; RND (beta 1, VIPER's setting) by default on VIPER reward from pixels.
+
+    ``options`` set any other field of the config from text (``{"std_steps": "2500"}``), see :func:`with_options`.
+    """
     kind = agent_kind(agent_name)
     if preset not in kind.presets:
         raise ValueError(f"agent {agent_name!r} has no preset {preset!r}; its presets: {sorted(kind.presets)}")
     if rnd_weight is None:
         rnd_weight = 1.0 if reward == "viper" and observation == "pixels" else 0.0
-    return replace(kind.presets[preset], rnd_weight=rnd_weight)
+    return with_options(replace(kind.presets[preset], rnd_weight=rnd_weight), options or {})
+
+
+def with_options(config: Any, options: dict[str, str]) -> Any:
+    """A config dataclass with fields set from text (JSON values: ``2500``, ``1e-4``, ``[16, 16]``),
+    each checked against the type of the field's current value."""
+    known = {field.name for field in fields(config)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown {type(config).__name__} option(s) {unknown}; its options: {sorted(known)}")
+    values = {}
+    for name, text in options.items():
+        current = getattr(config, name)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(current):
+            kind = type(current).__name__
+            raise ValueError(f"{name}={text!r}: expected a value of type {kind}, like {json.dumps(current)}")
+        values[name] = value
+    return replace(config, **values)
 
 
 def loop_defaults(agent_name: str, observation: str) -> dict[str, int]:

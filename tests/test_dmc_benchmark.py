@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.workspace import load_agent
 from experiments.dmc_benchmark import GridRun, GridSettings, env_action_repeat, plan_grid, run_grid, write_results
 
 
@@ -36,11 +37,14 @@ def test_plan_checks_the_grid_before_anything_runs(tmp_path):
 
 def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, capsys):
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["state"], ["env"], [0, 1], {})
-    settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1)
+    settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1,
+                            update_every=1, agent_options={"std_steps": "7"})
     table = run_grid(tmp_path, runs, settings, {}, workers=2)
     for run in runs:
         summary = json.loads((run.directory(tmp_path) / "summary.json").read_text())
         assert summary["env_steps"] == 20 and summary["physics_steps"] == 160 and summary["agent"] == "drqv2"
+        assert summary["updates"] == 19  # one per agent step from the last of 2 seed steps on (default: 10)
+        assert load_agent(run.directory(tmp_path) / "checkpoint").config.std_steps == 7
         assert json.loads((run.directory(tmp_path) / "run.json").read_text())["action_repeat"] == 4
     assert "| cartpole-swingup | drqv2 | state | env | 2 |" in table
     assert (tmp_path / "cartpole-swingup_curves.png").is_file()

@@ -179,3 +179,20 @@ def test_agent_configs_and_loop_defaults_follow_agent_reward_and_observation():
         agent_config("drqv2", "viper", "env")
     with pytest.raises(ValueError, match="unknown agent"):
         agent_config("ppo", "cpu", "env")
+
+
+def test_agent_options_set_config_fields_by_their_types_and_name_bad_ones():
+    from experiments.train_agent import agent_config
+
+    config = agent_config("drqv2", "cpu", "env", "state", options={"std_steps": "2500", "lr": "3", "tau": "0.05"})
+    assert (config.std_steps, config.lr, config.tau) == (2500, 3.0, 0.05) and isinstance(config.lr, float)
+    assert config.hidden_dim == DRQV2_PRESETS["cpu"].hidden_dim  # the rest stays the preset's
+    assert agent_config("drq", "cpu", "env", options={"encoder_channels": "[8, 8]"}).encoder_channels == (8, 8)
+    with pytest.raises(ValueError, match=r"unknown DrQV2Config option\(s\) \['std'\]"):
+        agent_config("drqv2", "cpu", "env", options={"std": "1"})
+    with pytest.raises(ValueError, match="std_steps='2.5': expected a value of type int"):
+        agent_config("drqv2", "cpu", "env", options={"std_steps": "2.5"})
+    with pytest.raises(ValueError, match="lr='fast': expected a value of type float"):
+        agent_config("drqv2", "cpu", "env", options={"lr": "fast"})
+    with pytest.raises(ValueError, match="std_steps must be >= 1"):  # the config's own checks still run
+        agent_config("drqv2", "cpu", "env", options={"std_steps": "0"})
