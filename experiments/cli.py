@@ -219,7 +219,6 @@ def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
-    _add_baseline_flag(parser)
     parser.add_argument(
         "--data", required=True, type=Path, action="append",
         help="dataset root with a test split; repeat for more (e.g. an expert and a graded-quality dataset)",
