@@ -163,9 +163,11 @@ def _by_policy(episodes: list[ScoredEpisode], tasks: list[str]) -> list[dict[str
 
 
 def _figures(
-    episodes: list[ScoredEpisode], tasks: list[str], heat_inputs: HeatInputs, window: int, out: Path, score: str
+    episodes: list[ScoredEpisode], tasks: list[str], heat_inputs: HeatInputs, window: int, out: Path, score: str,
+    ratio: bool = False,
 ) -> dict[str, str]:
-    """Scatter of returns per task, reward curves of the first task, likelihood heat-maps."""
+    """Scatter of returns per task, reward curves of the first task, likelihood heat-maps (of the
+    expert model's minus the baseline's per-code values with ``ratio``)."""
     figures = {"scatter": str(scatter_returns(
         {t: [(e.true_return, e.viper_return, e.policy) for e in episodes if e.task == t] for t in tasks},
         out / "viper_vs_true_return.png",
@@ -180,6 +182,8 @@ def _figures(
             steps = np.linspace(window, len(video) - 1, HEATMAP_FRAMES).astype(int)
             rows[label] = (video[steps], code_log_probs[steps], steps.tolist())
         label = "log p(code) (nats)" if score == "log_prob" else "log p(code) + entropy (nats)"
+        if ratio:
+            label = f"expert - baseline model: {label}"
         figures["heatmap"] = str(likelihood_heatmaps(rows, out / "likelihood_heatmap.png", label))
     return figures
 
@@ -210,7 +214,7 @@ def evaluate_reward(
         tasks = sorted({e.task for e in episodes})
         correlations = {task: _correlations([e for e in episodes if e.task == task]) for task in tasks}
         by_policy = _by_policy(episodes, tasks)
-        figures = _figures(episodes, tasks, heat_inputs, model.window, out, score)
+        figures = _figures(episodes, tasks, heat_inputs, model.window, out, score, ratio=baseline is not None)
     table = _tables(correlations, by_policy)
     report = {
         "model": str(model_dir),
