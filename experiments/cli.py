@@ -327,7 +327,7 @@ def _run_eval_reward(args: argparse.Namespace) -> None:
 AGENT_TRAINING_HELP = {
     "total_steps": "agent steps in all (a resumed run continues up to this)",
     "seed_steps": "uniformly random actions before the first update",
-    "update_every": "agent steps per update (default: the agent's own, 1 for drq, 2 for drqv2)",
+    "update_every": "agent steps per update (default: 1; 2 for drqv2's paper preset, as published)",
     "frame_stack": "observations stacked into each agent input, each stored once in the replay "
     "(default: 3 frames for pixels, 1 for states)",
     "replay_capacity": "agent steps kept in the replay buffer",
@@ -404,7 +404,7 @@ def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
     settings = {f.name: getattr(args, f.name) for f in fields(Training)}
-    defaults = loop_defaults(args.agent, args.obs)
+    defaults = loop_defaults(args.agent, args.obs, args.preset)
     settings.update({k: v for k, v in defaults.items() if settings[k] is None})
     viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight}
     return config, Training(**settings), viper if args.reward == "viper" else {}
@@ -558,24 +558,31 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     defaults = QuickstartBudget()
     parser = subparsers.add_parser(
         "quickstart",
-        help="VIPER end to end on a small DMC default (about 25 minutes on a 2-core CPU)",
-        description="Collect expert videos of a DMC task, train the tokenizer and the video model on them, score "
-        "episodes of graded quality (expert, expert + noise, random) with the VIPER reward and correlate VIPER "
-        "return with true return, train DrQ on the VIPER reward alone, and write {out}/report.md with tables, "
-        "plots and a GIF of the agent. Every stage resumes where it stopped.",
+        help="VIPER end to end on a small DMC default (about 30 minutes on a 2-core CPU)",
+        description="Collect expert and random-policy videos of a DMC task, train the tokenizer, the expert video "
+        "model and a baseline video model of random play, score episodes of graded quality (expert, expert + noise, "
+        "random) with the likelihood-ratio VIPER reward and correlate VIPER return with true return, train DrQ-v2 "
+        "on that reward alone (observing the state vector by default; the reward comes from the rendered frames), "
+        "and write {out}/report.md with tables, plots and a GIF of the agent. Every stage resumes where it stopped.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where data, runs and report go")
     parser.add_argument("--task", default="cartpole-swingup", help="DMC task with a scripted expert")
     parser.add_argument("--episodes", type=int, default=defaults.episodes, help="expert episodes to collect")
+    parser.add_argument("--random-episodes", type=int, default=defaults.random_episodes,
+                        help="random-policy episodes to collect for the baseline video model")
     parser.add_argument("--graded-episodes", type=int, default=defaults.graded_episodes,
                         help="episodes per graded policy (expert, noisy:0.3, noisy:1.0, random) for the reward check")
     parser.add_argument("--tokenizer-minutes", type=float, default=defaults.tokenizer_minutes,
                         help="CPU budget for tokenizer training")
     parser.add_argument("--video-minutes", type=float, default=defaults.video_minutes,
-                        help="CPU budget for video model training")
+                        help="CPU budget for the expert video model")
+    parser.add_argument("--baseline-minutes", type=float, default=defaults.baseline_minutes,
+                        help="CPU budget for the baseline video model of random play")
     parser.add_argument("--agent-minutes", type=float, default=defaults.agent_minutes,
-                        help="CPU budget for DrQ on the VIPER reward")
+                        help="CPU budget for DrQ-v2 on the VIPER reward")
+    parser.add_argument("--agent-obs", choices=("state", "pixels"), default=defaults.agent_observation,
+                        help="what the agent observes (its reward always comes from the rendered frames)")
     parser.add_argument("--workers", type=int, default=2, help="episode-collecting processes")
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes short (for a quick look)")
     parser.set_defaults(handler=_run_quickstart)
@@ -585,8 +592,10 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     from experiments.quickstart import QuickstartBudget, quickstart
 
     budget = QuickstartBudget(
-        episodes=args.episodes, graded_episodes=args.graded_episodes, tokenizer_minutes=args.tokenizer_minutes,
-        video_minutes=args.video_minutes, agent_minutes=args.agent_minutes, max_steps=args.max_steps,
+        episodes=args.episodes, random_episodes=args.random_episodes, graded_episodes=args.graded_episodes,
+        tokenizer_minutes=args.tokenizer_minutes, video_minutes=args.video_minutes,
+        baseline_minutes=args.baseline_minutes, agent_minutes=args.agent_minutes,
+        agent_observation=args.agent_obs, max_steps=args.max_steps,
     )
     report = quickstart(args.out, args.task, budget, args.workers)
     print(f"report written to {report}")

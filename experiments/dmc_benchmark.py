@@ -75,7 +75,7 @@ class GridSettings:
     score: str = "log_prob"
     mode: str = "conditional"
     rnd_weight: float | None = None  # None: the agent's default (1 on VIPER from pixels)
-    update_every: int | None = None  # None: the agent's default (2 for drqv2)
+    update_every: int | None = None  # None: the agent's and preset's default (train_agent.loop_defaults)
     agent_options: dict[str, str] = field(default_factory=dict)  # config fields set from text, e.g. std_steps
 
     def __post_init__(self) -> None:
@@ -132,7 +132,7 @@ def run_one(
     physics_per_agent_step = repeat * PHYSICS_STEPS_PER_ENV_STEP
     total = settings.physics_steps // physics_per_agent_step
     eval_every = max(settings.eval_every_physics // physics_per_agent_step, 1)
-    loop = loop_defaults(run.agent, run.observation)
+    loop = loop_defaults(run.agent, run.observation, settings.preset)
     if settings.update_every is not None:
         loop["update_every"] = settings.update_every
     training = Training(

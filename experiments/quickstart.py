@@ -1,11 +1,15 @@
 """`wm quickstart`: VIPER end to end on a small DMC default, resumable at every stage.
 
-Collect expert videos, train the tokenizer and the video model on them, check the
-reward on episodes of graded quality, train DrQ on the VIPER reward alone, and write
-``{out}/report.md``. Each stage writes its results where a rerun finds them (episodes
-on disk are skipped, training resumes from its checkpoint), so an interrupted
-quickstart continues where it stopped. The minute budgets fit a 2-core CPU in about
-25 minutes; faster machines stop at the step counts instead.
+Collect expert videos and random-policy videos, train the tokenizer, the expert video
+model and a baseline video model of random play, check the likelihood-ratio reward
+(expert log p minus baseline log p) on episodes of graded quality, train DrQ-v2 on that
+reward alone, and write ``{out}/report.md``. The agent observes the state vector by
+default (the reward still comes from the rendered frames): pixel RL does not learn in
+minutes on a CPU, and the state agent shows whether the video reward teaches the task.
+Each stage writes its results where a rerun finds them (episodes on disk are skipped,
+training resumes from its checkpoint), so an interrupted quickstart continues where it
+stopped. The minute budgets fit a 2-core CPU in about 30 minutes; faster machines stop
+at the step counts instead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from agents.workspace import Training
 from envs.collect import PolicySpec, collect
@@ -36,10 +42,13 @@ class QuickstartBudget:
     """Episodes and CPU minutes per stage; step counts cap faster machines."""
 
     episodes: int = 12
+    random_episodes: int = 12
     graded_episodes: int = 2
     tokenizer_minutes: float = 5.0
-    video_minutes: float = 8.0
+    video_minutes: float = 7.0
+    baseline_minutes: float = 3.0
     agent_minutes: float = 7.0
+    agent_observation: str = "state"
     agent_action_repeat: int = 4
     max_steps: int | None = None  # cut episodes short, for a quick look
 
@@ -48,13 +57,23 @@ def _stage(number: int, text: str) -> None:
     print(f"[{number}/{STAGES}] {text}", flush=True)
 
 
-def _drq_section(run: Path, summary: dict[str, Any], action_repeat: int) -> str:
+def _random_policy_return(graded: Path) -> float:
+    episodes = DatasetManifest.load(graded).episodes.values()
+    return float(np.mean([info["return"] for info in episodes if info["policy"] == "random"]))
+
+
+def _agent_section(run: Path, summary: dict[str, Any], budget: QuickstartBudget, random_return: float) -> str:
     plot = run / "true_return.png"
-    compare_runs({"DrQ on VIPER reward": run}, plot, "DrQ on VIPER reward alone: true return", smooth=1)
+    compare_runs({"DrQ-v2 on the likelihood-ratio reward": run}, plot,
+                 "DrQ-v2 on the VIPER likelihood-ratio reward alone: true return", smooth=1)
+    final = summary["eval_true_return"]
     lines = [
-        f"{summary['env_steps']} agent steps (x{action_repeat} env steps) in {summary['elapsed_s'] / 60:.1f} min, "
-        f"{summary['updates']} updates; final evaluation: true return "
-        f"**{summary['eval_true_return']:.1f}**, VIPER return {summary['eval_return']:.1f}.",
+        f"The agent observes the {budget.agent_observation} "
+        f"{'vector' if budget.agent_observation == 'state' else 'frames'}; its reward is the likelihood ratio of the "
+        f"rendered frames alone. {summary['env_steps']} agent steps (x{budget.agent_action_repeat} env steps) in "
+        f"{summary['elapsed_s'] / 60:.1f} min, {summary['updates']} updates; final evaluation: true return "
+        f"**{final:.1f}** ({final / random_return:.1f}x the random policy's {random_return:.1f}), "
+        f"VIPER return {summary['eval_return']:.1f}.",
         f"\n![true return]({plot.relative_to(run.parent)})",
     ]
     gifs = sorted((run / "videos").glob("*.gif"))
@@ -63,17 +82,33 @@ def _drq_section(run: Path, summary: dict[str, Any], action_repeat: int) -> str:
     return "\n".join(lines)
 
 
+def _train_video_model(data: Path, tokenizer_checkpoint: Path, run: Path, minutes: float) -> dict[str, Any]:
+    preset = video_preset("dmc")
+    config = fit_to_data(
+        replace(preset.transformer, action_dropout=0.5), FrameTokenizer.load(tokenizer_checkpoint),
+        DatasetManifest.load(data), True,
+    )
+    training = VideoTraining(
+        steps=max(1, round(40 * minutes)), clip_length=preset.clip_length, warmup_steps=50,
+        max_minutes=minutes, eval_every=10**9, checkpoint_every=50,
+    )
+    return train_video(data, tokenizer_checkpoint, run, config, training, resume=True)
+
+
 def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: QuickstartBudget | None = None,
                workers: int = 2) -> Path:
     """Run every stage into ``out`` and write ``{out}/report.md``; returns its path."""
     budget = budget or QuickstartBudget()
     out = Path(out)
     started = time.monotonic()
-    data, graded = out / "data", out / "data-graded"
+    data, random_data, graded = out / "data", out / "data-random", out / "data-graded"
 
-    _stage(1, f"collecting {budget.episodes} expert episodes of {task} into {data}")
+    _stage(1, f"collecting {budget.episodes} expert episodes of {task} into {data} and "
+              f"{budget.random_episodes} random-policy episodes into {random_data}")
     collect(f"dmc:{task}", [PolicySpec("expert")], budget.episodes, data,
             seed=0, test_fraction=0.15, workers=workers, max_steps=budget.max_steps)
+    collect(f"dmc:{task}", [PolicySpec("random")], budget.random_episodes, random_data,
+            seed=500, test_fraction=0.15, workers=workers, max_steps=budget.max_steps)
     manifest = DatasetManifest.load(data)
 
     _stage(2, f"training the dmc tokenizer for up to {budget.tokenizer_minutes:g} minutes into {out / 'tokenizer'}")
@@ -87,30 +122,28 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
     tokenizer_checkpoint = out / "tokenizer" / "checkpoint"
     tokenizer = tokenizer_report(tokenizer_checkpoint, data, out=out / "tokenizer")
 
-    _stage(3, f"training the video model for up to {budget.video_minutes:g} minutes into {out / 'video'}")
-    preset = video_preset("dmc")
-    config = fit_to_data(
-        replace(preset.transformer, action_dropout=0.5), FrameTokenizer.load(tokenizer_checkpoint), manifest, True
-    )
-    video_training = VideoTraining(
-        steps=max(1, round(40 * budget.video_minutes)), clip_length=preset.clip_length, warmup_steps=50,
-        max_minutes=budget.video_minutes, eval_every=10**9, checkpoint_every=50,
-    )
-    video = train_video(data, tokenizer_checkpoint, out / "video", config, video_training, resume=True)
+    _stage(3, f"training the expert video model for up to {budget.video_minutes:g} minutes into {out / 'video'} "
+              f"and the random-play baseline for up to {budget.baseline_minutes:g} into {out / 'video-random'}")
+    video = _train_video_model(data, tokenizer_checkpoint, out / "video", budget.video_minutes)
+    baseline = _train_video_model(random_data, tokenizer_checkpoint, out / "video-random", budget.baseline_minutes)
 
-    _stage(4, f"scoring episodes of graded quality ({', '.join(GRADED_POLICIES)}) with the VIPER reward")
+    _stage(4, f"scoring episodes of graded quality ({', '.join(GRADED_POLICIES)}) with the likelihood-ratio reward")
     collect(f"dmc:{task}", [PolicySpec.parse(p) for p in GRADED_POLICIES], budget.graded_episodes, graded,
             seed=1000, test_fraction=0.99, workers=workers, max_steps=budget.max_steps)
-    reward = evaluate_reward(out / "video" / "model", [graded], out / "reward")
+    reward = evaluate_reward(out / "video" / "model", [graded], out / "reward",
+                             baseline_dir=out / "video-random" / "model")
 
-    _stage(5, f"training DrQ on the VIPER reward alone for up to {budget.agent_minutes:g} minutes into {out / 'drq'}")
-    drq_training = Training(
-        total_steps=10**6, seed_steps=500, eval_every=500, eval_episodes=1, checkpoint_every=250,
-        video_every=500, log_every=100, max_minutes=budget.agent_minutes,
+    _stage(5, f"training DrQ-v2 on the likelihood-ratio reward alone for up to {budget.agent_minutes:g} minutes "
+              f"into {out / 'agent'}")
+    agent_training = Training(
+        total_steps=10**6, seed_steps=500, eval_every=1000, eval_episodes=2, checkpoint_every=250,
+        video_every=1000, log_every=100, max_minutes=budget.agent_minutes,
+        frame_stack=1 if budget.agent_observation == "state" else 3,
     )
-    agent = run_agent(f"dmc:{task}", out / "drq", "drq", agent_config("drq", "cpu", "viper"), drq_training,
-                      "viper", out / "video" / "model", budget.agent_action_repeat, resume=True,
-                      max_episode_steps=budget.max_steps)
+    config = agent_config("drqv2", "cpu", "viper", budget.agent_observation)
+    agent = run_agent(f"dmc:{task}", out / "agent", "drqv2", config, agent_training, "viper", out / "video" / "model",
+                      budget.agent_action_repeat, resume=True, max_episode_steps=budget.max_steps,
+                      observation=budget.agent_observation, baseline_dir=out / "video-random" / "model")
 
     _stage(6, "writing the report")
     report = out / "report.md"
@@ -124,14 +157,22 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
         f"| {tokenizer['psnr']:.2f} | {tokenizer['ssim']:.3f} | {tokenizer['codebook_usage']:.2f} "
         f"| {tokenizer['perplexity']:.1f} | {tokenizer['code_shape'][0]}x{tokenizer['code_shape'][1]} |\n\n"
         "Originals (top) and reconstructions (bottom):\n\n![reconstructions](tokenizer/reconstructions.png)\n\n"
-        f"## Video model\n\n{video['step']} steps; held-out {video['bits_per_code']:.3f} bits per code, "
-        f"{video['bits_per_dim']:.4f} bits per dimension, {video['log_prob_per_frame']:.1f} nats per frame.\n\n"
-        f"## VIPER reward against the true return\n\n{reward['table']}\n\n"
+        "## Video models\n\n| model | trained on | steps | held-out bits per code | nats per frame |\n"
+        "|---|---|---:|---:|---:|\n"
+        f"| expert | {budget.episodes} expert episodes | {video['step']} | {video['bits_per_code']:.3f} "
+        f"| {video['log_prob_per_frame']:.1f} |\n"
+        f"| baseline | {budget.random_episodes} random-policy episodes | {baseline['step']} "
+        f"| {baseline['bits_per_code']:.3f} | {baseline['log_prob_per_frame']:.1f} |\n\n"
+        "## VIPER reward against the true return\n\n"
+        "The reward is the likelihood ratio: each frame's log-likelihood under the expert model minus under the "
+        "baseline model, standardised.\n\n"
+        f"{reward['table']}\n\n"
         "![VIPER vs true return](reward/viper_vs_true_return.png)\n\n"
         "![reward curves](reward/reward_curves.png)\n\n"
-        "Per-code log-likelihood over frames (bright = likely under the expert video model):\n\n"
-        "![likelihood heat-map](reward/likelihood_heatmap.png)\n\n"
-        f"## DrQ on the VIPER reward alone\n\n{_drq_section(out / 'drq', agent, budget.agent_action_repeat)}\n\n"
+        "Per-code log-likelihood ratio over frames (bright = more likely under the expert model than the "
+        "baseline):\n\n![likelihood heat-map](reward/likelihood_heatmap.png)\n\n"
+        f"## DrQ-v2 on the VIPER reward alone\n\n"
+        f"{_agent_section(out / 'agent', agent, budget, _random_policy_return(graded))}\n\n"
         f"Tensorboard: `tensorboard --logdir {out}`\n"
     )
     return report

@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -42,18 +43,22 @@ def test_collect_train_and_eval_from_the_command_line(tmp_path, capsys):
 
 def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     args = ["quickstart", "--out", str(tmp_path), "--task", "cartpole-balance", "--episodes", "3",
-            "--graded-episodes", "1", "--max-steps", "20", "--tokenizer-minutes", "0.02", "--video-minutes", "0.02",
-            "--agent-minutes", "0.02", "--workers", "1"]
+            "--random-episodes", "2", "--graded-episodes", "1", "--max-steps", "20", "--tokenizer-minutes", "0.02",
+            "--video-minutes", "0.02", "--baseline-minutes", "0.01", "--agent-minutes", "0.02", "--workers", "1"]
     main(args)
     report = (tmp_path / "report.md").read_text()
-    for expected in ("| cartpole-balance | expert | 3 |", "PSNR", "bits per code", "| cartpole-balance | 4 |",
-                     "## DrQ on the VIPER reward alone", "true return"):
+    for expected in ("| cartpole-balance | expert | 3 |", "PSNR", "| baseline | 2 random-policy episodes |",
+                     "| cartpole-balance | 4 |", "## DrQ-v2 on the VIPER reward alone", "observes the state vector",
+                     "x the random policy's"):
         assert expected in report
-    for figure in ("tokenizer/reconstructions.png", "reward/likelihood_heatmap.png", "drq/true_return.png"):
+    for figure in ("tokenizer/reconstructions.png", "reward/likelihood_heatmap.png", "agent/true_return.png"):
         assert (tmp_path / figure).exists()
-    assert list((tmp_path / "drq" / "videos").glob("*.gif"))
+    assert list((tmp_path / "agent" / "videos").glob("*.gif"))
+    assert json.loads((tmp_path / "reward" / "reward_eval.json").read_text())["baseline_model"].endswith("model")
+    run = json.loads((tmp_path / "agent" / "run.json").read_text())
+    assert (run["observation"], run["baseline_model"]) == ("state", str(tmp_path / "video-random" / "model"))
     weights = {path: path.read_bytes() for path in tmp_path.glob("*/checkpoint/model.safetensors")}
-    assert {path.parts[-3] for path in weights} == {"tokenizer", "video", "drq"}
+    assert {path.parts[-3] for path in weights} == {"tokenizer", "video", "video-random", "agent"}
     main(args)  # everything on disk: collection skips, training resumes past its budget
     # Nothing trains further, and every result of the report (PSNR, bits, correlations, DrQ's
     # returns) is the same; only the minutes taken differ.

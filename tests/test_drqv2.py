@@ -173,7 +173,8 @@ def test_agent_configs_and_loop_defaults_follow_agent_reward_and_observation():
     assert agent_config("drqv2", "cpu", "viper").rnd_weight == 1.0  # VIPER's RND on pixels
     assert agent_config("drqv2", "cpu", "viper", "state").rnd_weight == 0.0  # RND needs frames
     assert agent_config("drq", "viper", "env").rnd_weight == 0.0
-    assert loop_defaults("drqv2", "state") == {"update_every": 2, "frame_stack": 1}
+    assert loop_defaults("drqv2", "state") == {"update_every": 1, "frame_stack": 1}
+    assert loop_defaults("drqv2", "pixels", "paper") == {"update_every": 2, "frame_stack": 3}  # as published
     assert loop_defaults("drq", "pixels") == {"update_every": 1, "frame_stack": 3}
     with pytest.raises(ValueError, match="has no preset 'viper'"):
         agent_config("drqv2", "viper", "env")
