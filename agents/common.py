@@ -125,6 +125,36 @@ def reward_with_rnd(tensors: dict[str, Tensor], rnd: RND | None, weight: float) 
     return reward, metrics
 
 
+class RewardStandardizer(nn.Module):
+    """Rewards minus their running mean, over their running std (EMAs over update batches).
+
+    In a continuing task (DMC never terminates) subtracting a constant from every reward
+    shifts every Q-value alike and a positive scale scales them, so the greedy policy is
+    unchanged while the critic's targets stay near unit scale (reward centering, Naik et al.
+    2024). It matters where a reward's scale is far from 1: a confident expert model's
+    likelihood ratio is about -150 per agent step of random play on cartpole-balance, and a
+    critic that must first grow to Q ~ -15 000 learns nothing about actions meanwhile.
+    The first batch sets the statistics; each later one moves them by ``1 - decay``.
+    """
+
+    def __init__(self, decay: float = 0.99) -> None:
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("mean", torch.zeros(()))
+        self.register_buffer("var", torch.ones(()))
+        self.register_buffer("batches", torch.zeros((), dtype=torch.long))
+
+    def forward(self, reward: Tensor) -> Tensor:
+        """Updates the statistics with ``reward`` (a batch) and returns it standardised."""
+        with torch.no_grad():
+            mean, var = reward.mean(), reward.var(unbiased=False)
+            weight = 1.0 if self.batches == 0 else 1.0 - self.decay
+            self.mean.lerp_(mean, weight)
+            self.var.lerp_(var, weight)
+            self.batches += 1
+        return (reward - self.mean) / (self.var + 1e-8).sqrt()
+
+
 def to_box(action: Tensor, action_low: Tensor, action_high: Tensor) -> np.ndarray:
     """An action in [-1, 1] mapped linearly onto the env's Box, as numpy."""
     return (action_low + (action + 1) * 0.5 * (action_high - action_low)).cpu().numpy()

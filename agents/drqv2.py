@@ -9,8 +9,10 @@ trained by the critic alone; actor and critic each have a LayerNorm + tanh trunk
 1024-wide MLPs. On ``(D,)`` state observations the encoder is the identity and no
 augmentation is applied: the same agent, for the state-observation control. With
 ``rnd_weight > 0`` (pixels only) the agent owns an :class:`~agents.rnd.RND` module and
-trains on ``r_env + rnd_weight * r_rnd(next frame)``. The published settings are the
-``"paper"`` preset; ``"cpu"`` shrinks the widths to fit two CPU cores.
+trains on ``r_env + rnd_weight * r_rnd(next frame)``; with ``standardize_reward`` it trains
+on rewards standardised by running statistics, for rewards far from unit scale. The
+published settings are the ``"paper"`` preset; ``"cpu"`` shrinks the widths to fit two CPU
+cores and is tuned for the DMC-100k budget.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 
 from agents.common import (
     ConvEncoder,
+    RewardStandardizer,
     TwinCritic,
     batch_tensors,
     check_obs,
@@ -64,6 +67,7 @@ class DrQV2Config:
     std_clip: float = 0.3  # noise clip for the target policy and the actor's loss
     image_pad: int = 4
     rnd_weight: float = 0.0  # beta; 0 disables RND
+    standardize_reward: bool = False  # train on running-standardised rewards (agents.common.RewardStandardizer)
 
     def __post_init__(self) -> None:
         if not 1 <= self.encoder_strided <= self.encoder_layers:
@@ -176,6 +180,7 @@ class DrQV2Agent(nn.Module):
         self.apply(_orthogonal_init)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.rnd = RND((3, *obs_shape[1:])) if config.rnd_weight > 0 else None
+        self.reward_standardizer = RewardStandardizer() if config.standardize_reward else None
 
         self.optimizers: dict[str, torch.optim.Optimizer] = {
             "critic": torch.optim.Adam(self.critic.parameters(), lr=config.lr),
@@ -212,6 +217,8 @@ class DrQV2Agent(nn.Module):
         """
         tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
         reward, metrics = reward_with_rnd(tensors, self.rnd, self.config.rnd_weight)
+        if self.reward_standardizer is not None:
+            reward = self.reward_standardizer(reward)
         obs, next_obs = tensors["obs"], tensors["next_obs"]
         if self.pixels:
             obs = random_shift(obs, self.config.image_pad)

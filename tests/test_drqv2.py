@@ -48,6 +48,30 @@ def test_update_trains_every_part_and_the_target_follows_by_tau(obs_shape):
         torch.testing.assert_close(target, before[f"critic_target.{name}"].lerp(online, TINY.tau))
 
 
+def test_standardised_rewards_make_updates_blind_to_the_reward_scale_and_offset():
+    """With standardize_reward, rewards r and 150 r - 1000 train identical agents (the policy a continuing
+    task's critic ranks is the same); without it they do not. The statistics travel with the weights."""
+    config = dataclasses.replace(TINY, standardize_reward=True)
+
+    def trained(config: DrQV2Config, scale: float, offset: float) -> DrQV2Agent:
+        torch.manual_seed(0)
+        agent = DrQV2Agent(config, (5,), ACTIONS)
+        for seed in range(3):
+            batch = toy_batch((5,), seed=seed)
+            agent.update({**batch, "reward": scale * batch["reward"] + offset}, step=10)
+        return agent
+
+    plain, shifted = trained(config, 1.0, 0.0), trained(config, 150.0, -1000.0)
+    for name, value in plain.actor.state_dict().items():
+        torch.testing.assert_close(shifted.actor.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    assert plain.reward_standardizer.batches == 3 and shifted.reward_standardizer.mean < -900
+    unnormalised = trained(TINY, 1.0, 0.0), trained(TINY, 150.0, -1000.0)
+    assert not torch.allclose(unnormalised[0].actor.policy[0].weight, unnormalised[1].actor.policy[0].weight)
+    reloaded = DrQV2Agent(config, (5,), ACTIONS)
+    reloaded.load_state_tensors(shifted.state_tensors())
+    assert reloaded.reward_standardizer.mean == shifted.reward_standardizer.mean
+
+
 def test_target_bootstraps_by_the_replay_discount_and_not_after_termination():
     torch.manual_seed(0)
     agent = DrQV2Agent(TINY, (5,), ACTIONS)
