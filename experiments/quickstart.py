@@ -19,15 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agents.workspace import Training
 from envs.collect import PolicySpec, collect
 from experiments.eval_reward import evaluate_reward
 from experiments.plots import compare_runs
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import returns_table, tokenizer_report
-from experiments.train_agent import agent_config, run_agent
+from experiments.train_agent import agent_config, loop_defaults, run_agent
 from worldmodel.episodes import DatasetManifest
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
@@ -57,9 +55,9 @@ def _stage(number: int, text: str) -> None:
     print(f"[{number}/{STAGES}] {text}", flush=True)
 
 
-def _random_policy_return(graded: Path) -> float:
-    episodes = DatasetManifest.load(graded).episodes.values()
-    return float(np.mean([info["return"] for info in episodes if info["policy"] == "random"]))
+def _random_policy_return(reward_report: dict[str, Any]) -> float:
+    """The graded random episodes' mean true return, as the report's reward table shows it."""
+    return next(row["true_return"] for row in reward_report["by_policy"] if row["policy"] == "random")
 
 
 def _agent_section(run: Path, summary: dict[str, Any], budget: QuickstartBudget, random_return: float) -> str:
@@ -138,7 +136,7 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
     agent_training = Training(
         total_steps=10**6, seed_steps=500, eval_every=1000, eval_episodes=2, checkpoint_every=250,
         video_every=1000, log_every=100, max_minutes=budget.agent_minutes,
-        frame_stack=1 if budget.agent_observation == "state" else 3,
+        **loop_defaults("drqv2", budget.agent_observation),
     )
     config = agent_config("drqv2", "cpu", "viper", budget.agent_observation)
     agent = run_agent(f"dmc:{task}", out / "agent", "drqv2", config, agent_training, "viper", out / "video" / "model",
@@ -172,7 +170,7 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
         "Per-code log-likelihood ratio over frames (bright = more likely under the expert model than the "
         "baseline):\n\n![likelihood heat-map](reward/likelihood_heatmap.png)\n\n"
         f"## DrQ-v2 on the VIPER reward alone\n\n"
-        f"{_agent_section(out / 'agent', agent, budget, _random_policy_return(graded))}\n\n"
+        f"{_agent_section(out / 'agent', agent, budget, _random_policy_return(reward))}\n\n"
         f"Tensorboard: `tensorboard --logdir {out}`\n"
     )
     return report
