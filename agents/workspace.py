@@ -107,6 +107,7 @@ class Training:
     total_steps: int = 500_000
     seed_steps: int = 1000  # uniform random actions before the first update
     update_every: int = 1  # one update per this many agent steps (DrQ-v2 publishes 2)
+    updates_per_step: int = 1  # updates at each update step (the update-to-data ratio, when update_every is 1)
     frame_stack: int = 3  # observations per agent input (1 for state vectors, which hold velocities)
     replay_capacity: int = 100_000
     eval_every: int = 10_000
@@ -118,7 +119,7 @@ class Training:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "update_every", "frame_stack", "replay_capacity", "eval_every",
+        for name in ("total_steps", "update_every", "updates_per_step", "frame_stack", "replay_capacity", "eval_every",
                      "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -359,12 +360,13 @@ def train_agent(
         window.add({"env_step_ms": 1000 * env_s})
 
         if step >= training.seed_steps and step % training.update_every == 0:
-            tick = time.perf_counter()
-            metrics = agent.update(replay.sample(rng=rng, **agent.batch_spec()), step=step)
-            update_s = time.perf_counter() - tick
-            counters["update_time_s"] += update_s
-            counters["updates"] += 1
-            window.add({**metrics, "update_ms": 1000 * update_s})
+            for _ in range(training.updates_per_step):
+                tick = time.perf_counter()
+                metrics = agent.update(replay.sample(rng=rng, **agent.batch_spec()), step=step)
+                update_s = time.perf_counter() - tick
+                counters["update_time_s"] += update_s
+                counters["updates"] += 1
+                window.add({**metrics, "update_ms": 1000 * update_s})
 
         if terminated or truncated:
             counters["episode"] += 1

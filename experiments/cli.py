@@ -328,6 +328,8 @@ AGENT_TRAINING_HELP = {
     "total_steps": "agent steps in all (a resumed run continues up to this)",
     "seed_steps": "uniformly random actions before the first update",
     "update_every": "agent steps per update (default: 1; 2 for drqv2's paper preset, as published)",
+    "updates_per_step": "updates at each update step, the update-to-data ratio when --update-every is 1 "
+    "(default: 4 for drqv2's cpu preset on states, else 1)",
     "frame_stack": "observations stacked into each agent input, each stored once in the replay "
     "(default: 3 frames for pixels, 1 for states)",
     "replay_capacity": "agent steps kept in the replay buffer",
@@ -389,7 +391,7 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device of the agent and the video model")
     _add_training_flags(parser, Training(), AGENT_TRAINING_HELP)
-    parser.set_defaults(handler=_run_train_agent, update_every=None, frame_stack=None)
+    parser.set_defaults(handler=_run_train_agent, update_every=None, updates_per_step=None, frame_stack=None)
 
 
 def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
@@ -470,6 +472,8 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     _add_reward_flags(parser)
     parser.add_argument("--rnd-weight", type=float, default=None, help="RND beta (default 1 on VIPER from pixels)")
     parser.add_argument("--update-every", type=int, default=None, help="agent steps per update (default: the agent's)")
+    parser.add_argument("--updates-per-step", type=int, default=None,
+                        help="updates at each update step (default: the agent's, 4 for drqv2 cpu on states)")
     parser.add_argument(
         "--agent-option", action="append", default=[], metavar="NAME=VALUE",
         help="set a field of every run's agent config, e.g. std_steps=2500; repeat",
@@ -490,7 +494,7 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
                      [int(s) for s in items(args.seeds)], models, baselines)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
-                            labelled(args.agent_option, "--agent-option", "VALUE"))
+                            labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step)
     print(run_grid(args.out, runs, settings, models, args.workers, baselines))
 
 

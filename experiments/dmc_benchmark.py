@@ -77,6 +77,7 @@ class GridSettings:
     rnd_weight: float | None = None  # None: the agent's default (1 on VIPER from pixels)
     update_every: int | None = None  # None: the agent's and preset's default (train_agent.loop_defaults)
     agent_options: dict[str, str] = field(default_factory=dict)  # config fields set from text, e.g. std_steps
+    updates_per_step: int | None = None  # None: as update_every
 
     def __post_init__(self) -> None:
         if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
@@ -120,6 +121,30 @@ def plan_grid(
     return [GridRun(t, a, o, r, s) for t in tasks for a in agents for o in observations for r in rewards for s in seeds]
 
 
+def run_plan(run: GridRun, settings: GridSettings) -> tuple[Any, Training, str]:
+    """The agent config, loop settings and train-agent reward (``viper`` or ``env``) of one grid cell.
+
+    A ratio run is a VIPER run with a baseline, so its agent gets VIPER's defaults (RND on pixels,
+    standardised rewards) exactly as ``wm train-agent --reward viper --baseline-model`` gives them.
+    """
+    physics_per_agent_step = env_action_repeat(run.task) * PHYSICS_STEPS_PER_ENV_STEP
+    total = settings.physics_steps // physics_per_agent_step
+    eval_every = max(settings.eval_every_physics // physics_per_agent_step, 1)
+    loop = loop_defaults(run.agent, run.observation, settings.preset)
+    loop.update({name: value for name, value in (("update_every", settings.update_every),
+                                                  ("updates_per_step", settings.updates_per_step))
+                 if value is not None})
+    training = Training(
+        total_steps=total, seed_steps=min(1000, total // 10), replay_capacity=total + 1, eval_every=eval_every,
+        eval_episodes=settings.eval_episodes, checkpoint_every=eval_every, video_every=eval_every * 5,
+        log_every=max(eval_every // 4, 1), max_minutes=settings.max_minutes, seed=run.seed, **loop,
+    )
+    reward = "env" if run.reward == "env" else "viper"
+    config = agent_config(run.agent, settings.preset, reward, run.observation, settings.rnd_weight,
+                          settings.agent_options)
+    return config, training, reward
+
+
 def run_one(
     run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], baselines: dict[str, Path], threads: int
 ) -> dict[str, Any]:
@@ -129,21 +154,7 @@ def run_one(
     if (directory / SUMMARY_FILE).is_file():
         return json.loads((directory / SUMMARY_FILE).read_text())
     repeat = env_action_repeat(run.task)
-    physics_per_agent_step = repeat * PHYSICS_STEPS_PER_ENV_STEP
-    total = settings.physics_steps // physics_per_agent_step
-    eval_every = max(settings.eval_every_physics // physics_per_agent_step, 1)
-    loop = loop_defaults(run.agent, run.observation, settings.preset)
-    if settings.update_every is not None:
-        loop["update_every"] = settings.update_every
-    training = Training(
-        total_steps=total, seed_steps=min(1000, total // 10), replay_capacity=total + 1, eval_every=eval_every,
-        eval_episodes=settings.eval_episodes, checkpoint_every=eval_every, video_every=eval_every * 5,
-        log_every=max(eval_every // 4, 1), max_minutes=settings.max_minutes, seed=run.seed, **loop,
-    )
-    config = agent_config(
-        run.agent, settings.preset, run.reward, run.observation, settings.rnd_weight, settings.agent_options
-    )
-    reward = "env" if run.reward == "env" else "viper"
+    config, training, reward = run_plan(run, settings)
     viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
     started = time.monotonic()
     summary = run_agent(
@@ -151,7 +162,8 @@ def run_one(
         resume=True, observation=run.observation, baseline_dir=baselines[run.task] if run.reward == "ratio" else None,
         **viper,
     )
-    summary = {**summary, **asdict(run), "physics_steps": summary["env_steps"] * physics_per_agent_step,
+    physics_steps = summary["env_steps"] * repeat * PHYSICS_STEPS_PER_ENV_STEP
+    summary = {**summary, **asdict(run), "physics_steps": physics_steps,
                "wall_s_this_session": time.monotonic() - started}
     write_json_atomic(directory / SUMMARY_FILE, summary)
     return summary

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from agents.workspace import load_agent
-from experiments.dmc_benchmark import GridRun, GridSettings, env_action_repeat, plan_grid, run_grid, write_results
+from experiments.dmc_benchmark import (
+    GridRun, GridSettings, env_action_repeat, plan_grid, run_grid, run_plan, write_results,
+)
+from experiments.train_agent import agent_config
 
 
 def test_plan_checks_the_grid_before_anything_runs(tmp_path):
@@ -35,6 +38,18 @@ def test_plan_checks_the_grid_before_anything_runs(tmp_path):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["sparse"], [0], {})
 
 
+def test_a_ratio_run_gets_the_agent_a_viper_run_gets():
+    settings = GridSettings()
+    ratio, training, reward = run_plan(GridRun("cartpole-swingup", "drqv2", "pixels", "ratio", 0), settings)
+    assert reward == "viper" and ratio == agent_config("drqv2", "cpu", "viper", "pixels")
+    assert ratio.rnd_weight == 1.0 and ratio.standardize_reward
+    assert (training.total_steps, training.eval_every) == (12_500, 1250)  # 100k and 10k physics steps
+    env, training, reward = run_plan(GridRun("reacher-easy", "drqv2", "state", "env", 0),
+                                     GridSettings(updates_per_step=2))
+    assert reward == "env" and not env.standardize_reward and env.rnd_weight == 0.0
+    assert training.updates_per_step == 2 and training.total_steps == 25_000
+
+
 def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, capsys):
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["state"], ["env"], [0, 1], {})
     settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1,
@@ -43,7 +58,7 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
     for run in runs:
         summary = json.loads((run.directory(tmp_path) / "summary.json").read_text())
         assert summary["env_steps"] == 20 and summary["physics_steps"] == 160 and summary["agent"] == "drqv2"
-        assert summary["updates"] == 19  # one per agent step from the last of 2 seed steps on (default: 10)
+        assert summary["updates"] == 4 * 19  # 4 per agent step (states) from the last of 2 seed steps on
         assert load_agent(run.directory(tmp_path) / "checkpoint").config.std_steps == 7
         assert json.loads((run.directory(tmp_path) / "run.json").read_text())["action_repeat"] == 4
     assert "| cartpole-swingup | drqv2 | state | env | 2 |" in table

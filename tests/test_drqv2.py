@@ -191,19 +191,34 @@ def test_workspace_trains_drqv2_on_states_and_resumes_exactly(tmp_path):
                     settings(100), resume=True)
 
 
+def test_updates_per_step_sets_the_update_to_data_ratio(tmp_path):
+    training = Training(total_steps=30, seed_steps=10, updates_per_step=3, frame_stack=1, replay_capacity=100,
+                        eval_every=30, eval_episodes=0, checkpoint_every=30, video_every=0, log_every=10)
+    summary = train_agent(make_state_env, tmp_path / "run", "drqv2", TINY, training)
+    assert summary["updates"] == 3 * 21  # agent steps 10..30 each update three times
+    with pytest.raises(ValueError, match="updates_per_step must be >= 1"):
+        dataclasses.replace(training, updates_per_step=0)
+
+
 def test_agent_configs_and_loop_defaults_follow_agent_reward_and_observation():
     from experiments.train_agent import agent_config, loop_defaults
 
     assert agent_config("drqv2", "cpu", "viper").rnd_weight == 1.0  # VIPER's RND on pixels
     assert agent_config("drqv2", "cpu", "viper", "state").rnd_weight == 0.0  # RND needs frames
     assert agent_config("drq", "viper", "env").rnd_weight == 0.0
-    assert loop_defaults("drqv2", "state") == {"update_every": 1, "frame_stack": 1}
-    assert loop_defaults("drqv2", "pixels", "paper") == {"update_every": 2, "frame_stack": 3}  # as published
-    assert loop_defaults("drq", "pixels") == {"update_every": 1, "frame_stack": 3}
+    assert agent_config("drqv2", "cpu", "viper", "state").standardize_reward  # VIPER's scale is the model's
+    assert not agent_config("drqv2", "cpu", "env", "state").standardize_reward
+    assert loop_defaults("drqv2", "state") == {"update_every": 1, "updates_per_step": 4, "frame_stack": 1}
+    assert loop_defaults("drqv2", "pixels") == {"update_every": 1, "updates_per_step": 1, "frame_stack": 3}
+    assert loop_defaults("drqv2", "pixels", "paper") == {"update_every": 2, "updates_per_step": 1,
+                                                         "frame_stack": 3}  # as published
+    assert loop_defaults("drq", "pixels") == {"update_every": 1, "updates_per_step": 1, "frame_stack": 3}
     with pytest.raises(ValueError, match="has no preset 'viper'"):
         agent_config("drqv2", "viper", "env")
     with pytest.raises(ValueError, match="unknown agent"):
         agent_config("ppo", "cpu", "env")
+    with pytest.raises(ValueError, match="unknown reward 'ratio'"):
+        agent_config("drqv2", "cpu", "ratio")
 
 
 def test_agent_options_set_config_fields_by_their_types_and_name_bad_ones():
