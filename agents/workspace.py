@@ -119,8 +119,8 @@ class Training:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "update_every", "updates_per_step", "frame_stack", "replay_capacity", "eval_every",
-                     "checkpoint_every", "log_every"):
+        for name in ("total_steps", "update_every", "updates_per_step", "frame_stack", "replay_capacity",
+                     "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.seed_steps < 0 or self.eval_episodes < 0 or self.video_every < 0:

@@ -77,7 +77,7 @@ class GridSettings:
     rnd_weight: float | None = None  # None: the agent's default (1 on VIPER from pixels)
     update_every: int | None = None  # None: the agent's and preset's default (train_agent.loop_defaults)
     agent_options: dict[str, str] = field(default_factory=dict)  # config fields set from text, e.g. std_steps
-    updates_per_step: int | None = None  # None: as update_every
+    updates_per_step: int | None = None  # None: the agent's, preset's and observation's default
 
     def __post_init__(self) -> None:
         if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
