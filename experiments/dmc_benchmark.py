@@ -91,6 +91,11 @@ def env_action_repeat(task: str) -> int:
     return PUBLISHED_ACTION_REPEAT[task] // PHYSICS_STEPS_PER_ENV_STEP
 
 
+def physics_steps_per_agent_step(task: str) -> int:
+    """Physics steps behind one agent decision: the task's published action repeat."""
+    return env_action_repeat(task) * PHYSICS_STEPS_PER_ENV_STEP
+
+
 def plan_grid(
     tasks: Sequence[str], agents: Sequence[str], observations: Sequence[str], rewards: Sequence[str],
     seeds: Sequence[int], models: dict[str, Path], baselines: dict[str, Path] | None = None,
@@ -127,7 +132,7 @@ def run_plan(run: GridRun, settings: GridSettings) -> tuple[Any, Training, str]:
     A ratio run is a VIPER run with a baseline, so its agent gets VIPER's defaults (RND on pixels,
     standardised rewards) exactly as ``wm train-agent --reward viper --baseline-model`` gives them.
     """
-    physics_per_agent_step = env_action_repeat(run.task) * PHYSICS_STEPS_PER_ENV_STEP
+    physics_per_agent_step = physics_steps_per_agent_step(run.task)
     total = settings.physics_steps // physics_per_agent_step
     eval_every = max(settings.eval_every_physics // physics_per_agent_step, 1)
     loop = loop_defaults(run.agent, run.observation, settings.preset)
@@ -162,7 +167,7 @@ def run_one(
         resume=True, observation=run.observation, baseline_dir=baselines[run.task] if run.reward == "ratio" else None,
         **viper,
     )
-    physics_steps = summary["env_steps"] * repeat * PHYSICS_STEPS_PER_ENV_STEP
+    physics_steps = summary["env_steps"] * physics_steps_per_agent_step(run.task)
     summary = {**summary, **asdict(run), "physics_steps": physics_steps,
                "wall_s_this_session": time.monotonic() - started}
     write_json_atomic(directory / SUMMARY_FILE, summary)
