@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -557,9 +557,13 @@ def _run_diagnose_reward(args: argparse.Namespace) -> None:
 
 
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
-    from experiments.quickstart import QuickstartBudget
+    from experiments.quickstart import TASK_DATA, QuickstartBudget
 
     defaults = QuickstartBudget()
+    recipes = "; ".join(
+        f"{task}: {r['episodes']} expert and {r['random_episodes']} random episodes of {r['data_episode_steps']} steps"
+        for task, r in TASK_DATA.items()
+    )
     parser = subparsers.add_parser(
         "quickstart",
         help="VIPER end to end on a small DMC default (about 30 minutes on a 2-core CPU)",
@@ -567,14 +571,21 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         "model and a baseline video model of random play, score episodes of graded quality (expert, expert + noise, "
         "random) with the likelihood-ratio VIPER reward and correlate VIPER return with true return, train DrQ-v2 "
         "on that reward alone (observing the state vector by default; the reward comes from the rendered frames), "
-        "and write {out}/report.md with tables, plots and a GIF of the agent. Every stage resumes where it stopped.",
+        "and write {out}/report.md with tables, plots and a GIF of the agent. Every stage resumes where it stopped. "
+        f"Tasks whose goal moves per episode collect more, shorter episodes by default ({recipes}).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where data, runs and report go")
     parser.add_argument("--task", default="cartpole-swingup", help="DMC task with a scripted expert")
-    parser.add_argument("--episodes", type=int, default=defaults.episodes, help="expert episodes to collect")
-    parser.add_argument("--random-episodes", type=int, default=defaults.random_episodes,
-                        help="random-policy episodes to collect for the baseline video model")
+    # These three default to the task's recipe; SUPPRESS keeps the formatter from printing "None".
+    parser.add_argument("--episodes", type=int, default=argparse.SUPPRESS,
+                        help=f"expert episodes to collect (default: {defaults.episodes}, or the task's recipe)")
+    parser.add_argument("--random-episodes", type=int, default=argparse.SUPPRESS,
+                        help="random-policy episodes to collect for the baseline video model "
+                        f"(default: {defaults.random_episodes}, or the task's recipe)")
+    parser.add_argument("--data-episode-steps", type=int, default=argparse.SUPPRESS,
+                        help="env steps per expert or random-play episode (default: the task's full length, "
+                        "or the task's recipe)")
     parser.add_argument("--graded-episodes", type=int, default=defaults.graded_episodes,
                         help="episodes per graded policy (expert, noisy:0.3, noisy:1.0, random) for the reward check")
     parser.add_argument("--tokenizer-minutes", type=float, default=defaults.tokenizer_minutes,
@@ -593,12 +604,14 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_quickstart(args: argparse.Namespace) -> None:
-    from experiments.quickstart import QuickstartBudget, quickstart
+    from experiments.quickstart import default_budget, quickstart
 
-    budget = QuickstartBudget(
-        episodes=args.episodes, random_episodes=args.random_episodes, graded_episodes=args.graded_episodes,
-        tokenizer_minutes=args.tokenizer_minutes, video_minutes=args.video_minutes,
-        baseline_minutes=args.baseline_minutes, agent_minutes=args.agent_minutes,
+    given = {name: getattr(args, name) for name in ("episodes", "random_episodes", "data_episode_steps")
+             if hasattr(args, name)}
+    budget = replace(
+        default_budget(args.task), **given,
+        graded_episodes=args.graded_episodes, tokenizer_minutes=args.tokenizer_minutes,
+        video_minutes=args.video_minutes, baseline_minutes=args.baseline_minutes, agent_minutes=args.agent_minutes,
         agent_observation=args.agent_obs, max_steps=args.max_steps,
     )
     report = quickstart(args.out, args.task, budget, args.workers)

@@ -110,3 +110,17 @@ def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
         main(["compare-runs", "--run", f"x={tmp_path / 'viper'}", "--out", str(out), "--baseline", "random=low"])
     with pytest.raises(SystemExit, match="no returns.json"):
         main(["compare-runs", "--run", f"x={tmp_path}", "--out", str(out)])
+
+
+def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_path):
+    import experiments.quickstart as quickstart_module
+
+    budgets = []
+    monkeypatch.setattr(quickstart_module, "quickstart",
+                        lambda out, task, budget, workers: budgets.append(budget) or out / "report.md")
+    main(["quickstart", "--out", str(tmp_path), "--task", "cartpole-swingup"])
+    main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy"])
+    main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy", "--episodes", "30",
+          "--data-episode-steps", "80", "--max-steps", "20"])
+    recipes = [(b.episodes, b.random_episodes, b.data_episode_steps, b.max_steps) for b in budgets]
+    assert recipes == [(12, 12, None, None), (240, 240, 50, None), (30, 240, 80, 20)]
