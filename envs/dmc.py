@@ -50,6 +50,10 @@ class DMCEnv(gym.Env):
     rewards and renders one frame. The DMC time limit ends an episode with
     ``truncated=True``; ``terminated=True`` only when the task itself ends the
     episode (dm_env discount 0).
+
+    ``observation="state"`` observes the state vector (:meth:`state`) instead, and renders
+    a frame only when ``render()`` asks for one: rendering is most of a step's cost, and
+    an agent on states with the task's own reward needs frames only for its GIFs.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -62,6 +66,7 @@ class DMCEnv(gym.Env):
         action_repeat: int = 2,
         camera: int | None = None,
         render_mode: str = "rgb_array",
+        observation: str = "pixels",
     ) -> None:
         _check_task(domain, task)
         if size < 1:
@@ -70,27 +75,33 @@ class DMCEnv(gym.Env):
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         if render_mode != "rgb_array":
             raise ValueError(f"render_mode must be 'rgb_array', got {render_mode!r}")
+        if observation not in ("pixels", "state"):
+            raise ValueError(f"observation must be 'pixels' or 'state', got {observation!r}")
         self.domain = domain
         self.task = task
         self.size = size
         self.action_repeat = action_repeat
         self.camera = _DEFAULT_CAMERA.get(domain, 0) if camera is None else camera
         self.render_mode = render_mode
+        self.observation = observation
         self._env = suite.load(domain, task)
 
         spec = self._env.action_spec()
         self._action_low = spec.minimum.astype(np.float64)
         self._action_high = spec.maximum.astype(np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
-        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
         # Seconds of simulated time per agent step.
         self.control_timestep = self._env.control_timestep() * action_repeat
         self.metadata = {**self.metadata, "render_fps": round(1.0 / self.control_timestep)}
         self._frame: np.ndarray | None = None
-        self._observation: dict[str, Any] | None = None  # dm_control's, kept for state()
+        self._dm_observation: dict[str, Any] | None = None  # dm_control's, kept for state()
         self._episode_over = True
         # The state vector: dm_control's observation dict, each entry flattened, in key order.
         self.state_size = sum(int(np.prod(spec.shape)) for spec in self._env.observation_spec().values())
+        if observation == "pixels":
+            self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        else:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.state_size,), np.float32)
 
     @property
     def physics(self) -> Any:
@@ -104,9 +115,9 @@ class DMCEnv(gym.Env):
         if seed is not None:
             # All of a task's initial-state randomness comes from this RandomState.
             self._env.task.random.seed(seed)
-        self._observation = self._env.reset().observation
+        self._dm_observation = self._env.reset().observation
         self._episode_over = False
-        return self._render_frame(), {}
+        return self._observe(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._episode_over:
@@ -119,25 +130,33 @@ class DMCEnv(gym.Env):
             reward += time_step.reward or 0.0
             if time_step.last():
                 break
-        self._observation = time_step.observation
+        self._dm_observation = time_step.observation
         terminated = time_step.last() and time_step.discount == 0.0
         truncated = time_step.last() and not terminated
         self._episode_over = time_step.last()
-        return self._render_frame(), float(reward), bool(terminated), bool(truncated), {}
+        return self._observe(), float(reward), bool(terminated), bool(truncated), {}
 
     def render(self) -> np.ndarray | None:
-        """The frame of the latest reset or step (no new render)."""
+        """The frame of the latest reset or step (rendered once, when first asked for on states)."""
+        if self._frame is None and self._dm_observation is not None:
+            self._render_frame()
         return self._frame
 
     def state(self) -> np.ndarray:
         """The task's proprioceptive state after the latest reset or step: dm_control's observation
         dict (positions, velocities, targets...), flattened to float32 ``(state_size,)``."""
-        if self._observation is None:
+        if self._dm_observation is None:
             raise RuntimeError("no state yet: call reset() first")
-        return np.concatenate([np.asarray(value, np.float32).ravel() for value in self._observation.values()])
+        return np.concatenate([np.asarray(value, np.float32).ravel() for value in self._dm_observation.values()])
 
     def close(self) -> None:
         self._env.close()
+
+    def _observe(self) -> np.ndarray:
+        if self.observation == "state":
+            self._frame = None
+            return self.state()
+        return self._render_frame()
 
     def _render_frame(self) -> np.ndarray:
         self._frame = self.physics.render(self.size, self.size, camera_id=self.camera)

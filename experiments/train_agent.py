@@ -120,13 +120,16 @@ def env_factory(
     if reward == "viper" and model is None:
         raise ValueError("a VIPER reward needs a video model (--model)")
 
+    # On states with no video model scoring frames, a DMC env need not render every step.
+    states_only = observation == "state" and reward != "viper" and env_spec.startswith("dmc:")
+
     def make_env(seed: int) -> gym.Env:
-        env = envs.make(env_spec)
+        env = envs.make(env_spec, observation="state") if states_only else envs.make(env_spec)
         if max_episode_steps is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps)
         if reward == "viper":
             env = ViperReward(env, model, baseline, **viper_options)
-        if observation == "state":
+        if observation == "state" and not states_only:
             env = StateObservation(env)
         env = ActionRepeat(env, action_repeat) if action_repeat > 1 else env
         env.action_space.seed(seed)

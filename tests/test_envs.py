@@ -75,6 +75,29 @@ def test_dmc_renders_once_per_agent_step(monkeypatch):
     env.close()
 
 
+def test_dmc_on_states_renders_only_when_asked_and_matches_the_pixel_env(monkeypatch):
+    pixels = DMCEnv("reacher", "easy", size=16)
+    states = DMCEnv("reacher", "easy", size=16, observation="state")
+    check_env(states, skip_render_check=True)
+    calls = []
+    real_render = states.physics.render
+    monkeypatch.setattr(states.physics, "render", lambda *a, **k: calls.append(1) or real_render(*a, **k))
+    obs, _ = states.reset(seed=5)
+    pixels.reset(seed=5)
+    for t in range(3):
+        action = np.full(2, np.sin(t), np.float32)
+        obs = states.step(action)[0]
+        frame = pixels.step(action)[0]
+    assert obs.shape == (states.state_size,) and states.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs, pixels.state())
+    assert calls == []
+    np.testing.assert_array_equal(states.render(), frame)
+    states.render()
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="observation must be"):
+        DMCEnv("reacher", "easy", observation="rgb")
+
+
 def test_dmc_action_repeat_sums_rewards_of_mapped_controls():
     from dm_control import suite  # after envs, which chooses headless rendering
 

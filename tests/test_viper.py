@@ -286,3 +286,17 @@ def test_state_observation_outside_the_wrapper_keeps_the_frames_reward():
     np.testing.assert_allclose(state[3:], physics.velocity(), rtol=1e-6)
     with pytest.raises(ValueError, match="no state"):
         StateObservation(envs.make("atari:Pong"))
+
+
+def test_agents_on_states_render_frames_only_where_a_video_model_scores_them():
+    from experiments.train_agent import env_factory
+
+    on_viper = env_factory("dmc:cartpole-swingup", "viper", _model(), observation="state", action_repeat=2)(0)
+    assert on_viper.unwrapped.observation == "pixels"  # the video model scores every frame
+    env = env_factory("dmc:cartpole-swingup", "env", observation="state", action_repeat=2)(0)
+    assert env.unwrapped.observation == "state"  # frames only for GIFs, on request
+    state, _ = env.reset(seed=1)
+    assert env.observation_space.shape == state.shape == (5,)
+    state, *_ = env.step(np.array([0.3], np.float32))
+    np.testing.assert_array_equal(state, env.unwrapped.state())
+    assert env.render().shape == (64, 64, 3)
