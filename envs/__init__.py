@@ -1,7 +1,7 @@
 """Gymnasium pixel environments and scripted experts, built from one spec string.
 
-``make("dmc:cartpole-swingup")`` or ``make("atari:Pong")`` gives an env whose
-observations are ``(H, W, 3)`` uint8 frames.
+``make("dmc:cartpole-swingup")``, ``make("atari:Pong")`` or ``make("voxel:terrain")``
+gives an env whose observations are ``(H, W, 3)`` uint8 frames.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import gymnasium as gym
 from envs.atari import make_atari
 from envs.dmc import DMCEnv
 from envs.experts import EXPERT_TASKS, Policy, make_expert, noisy_policy, random_policy
+from envs.voxel_terrain import TerrainWalker, VoxelTerrainEnv
 
 __all__ = [
     "DMCEnv",
     "EXPERT_TASKS",
     "Policy",
+    "TerrainWalker",
+    "VoxelTerrainEnv",
     "make",
     "make_atari",
     "make_expert",
@@ -25,16 +28,23 @@ __all__ = [
     "random_policy",
 ]
 
-_SPEC_FORMS = "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup') or 'atari:<Game>' (e.g. 'atari:Pong')"
+_SPEC_FORMS = (
+    "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup'), 'atari:<Game>' (e.g. 'atari:Pong') "
+    "or 'voxel:terrain' (Minecraft-style open terrain)"
+)
 
 
 def make(spec: str, **kwargs: Any) -> gym.Env:
-    """The environment named by ``spec``; ``kwargs`` go to ``DMCEnv`` or ``make_atari``."""
+    """The environment named by ``spec``; ``kwargs`` go to ``DMCEnv``, ``make_atari`` or ``VoxelTerrainEnv``."""
     kind, sep, name = spec.partition(":")
-    if not sep or kind not in ("dmc", "atari"):
+    if not sep or kind not in ("dmc", "atari", "voxel"):
         raise ValueError(f"unknown env spec {spec!r}: expected {_SPEC_FORMS}")
     if kind == "atari":
         return make_atari(name, **kwargs)
+    if kind == "voxel":
+        if name != "terrain":
+            raise ValueError(f"unknown voxel env {spec!r}: expected 'voxel:terrain'")
+        return VoxelTerrainEnv(**kwargs)
     # Domains contain underscores, not dashes, so the task follows the last dash.
     domain, dash, task = name.rpartition("-")
     if not dash or not domain or not task:

@@ -76,27 +76,38 @@ def make_policy(spec: PolicySpec, env: gym.Env, env_spec: str, seed: int) -> Pol
     """The callable ``obs -> action`` that ``spec`` names, for this env."""
     if spec.kind == "random":
         return random_policy(env.action_space, seed)
-    expert = make_expert(task_name(env_spec), env)
+    if spec.kind == "noisy" and not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(
+            f"policy 'noisy:<std>' adds Gaussian noise to continuous actions; {env_spec} has {env.action_space}"
+        )
+    expert = make_expert(task_name(env_spec), env, seed)
     return expert if spec.kind == "expert" else noisy_policy(expert, spec.noise_std, seed)
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray]:
-    """Roll out one episode; ``T`` frames, ``T`` actions (the last one padding, never taken), ``T`` rewards."""
-    obs, _ = env.reset(seed=seed)
+    """Roll out one episode; ``T`` frames, ``T`` actions (the last one padding, never taken), ``T`` rewards,
+    and ``poses (T, 4)`` float32 when the env reports ``info["pose"]`` (the voxel-terrain agent's x, y, z, heading)."""
+    obs, info = env.reset(seed=seed)
     frames, actions, rewards = [obs], [], []
+    poses = [info["pose"]] if "pose" in info else None
     done = False
     while not done:
         action = policy(obs)
-        obs, reward, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, info = env.step(action)
         frames.append(obs)
         actions.append(action)
         rewards.append(reward)
+        if poses is not None:
+            poses.append(info["pose"])
         done = terminated or truncated
     actions.append(np.zeros_like(actions[-1]))
     rewards.append(0.0)
     action_array = np.asarray(actions)
     action_array = action_array.astype(np.int64 if np.issubdtype(action_array.dtype, np.integer) else np.float32)
-    return {"video": np.stack(frames), "actions": action_array, "rewards": np.asarray(rewards, np.float32)}
+    episode = {"video": np.stack(frames), "actions": action_array, "rewards": np.asarray(rewards, np.float32)}
+    if poses is not None:
+        episode["poses"] = np.asarray(poses, np.float32)
+    return episode
 
 
 def _run_job(job: EpisodeJob) -> tuple[EpisodeJob, float, int]:
@@ -107,7 +118,7 @@ def _run_job(job: EpisodeJob) -> tuple[EpisodeJob, float, int]:
         episode = run_episode(env, make_policy(job.policy, env, job.env_spec, job.seed), job.seed)
     finally:
         env.close()
-    write_episode(job.path, episode["video"], episode["actions"], episode["rewards"], job.task_id)
+    write_episode(job.path, episode["video"], episode["actions"], episode["rewards"], job.task_id, episode.get("poses"))
     return job, float(episode["rewards"].sum()), len(episode["video"])
 
 

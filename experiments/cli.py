@@ -32,7 +32,9 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
         "Episodes already on disk are skipped, so re-running resumes an interrupted collection.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--env", required=True, help="env spec, e.g. dmc:cartpole-swingup or atari:Pong")
+    parser.add_argument(
+        "--env", required=True, help="env spec, e.g. dmc:cartpole-swingup, atari:Pong or voxel:terrain (Minecraft-style)"
+    )
     parser.add_argument(
         "--policies",
         default="expert",

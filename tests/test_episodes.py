@@ -30,6 +30,13 @@ def test_round_trip_is_memory_mapped(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "atomic write left its temporary file behind"
 
 
+def test_poses_round_trip_and_are_optional(tmp_path):
+    poses = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    with_poses = read_episode(write_episode(tmp_path / "a.npz", _video(6), np.arange(6), poses=poses))
+    np.testing.assert_array_equal(with_poses.poses, poses)
+    assert read_episode(write_episode(tmp_path / "b.npz", _video(6), np.arange(6))).poses is None
+
+
 def test_reads_teco_style_compressed_files(tmp_path):
     video = _video(9)
     (tmp_path / "train" / "0").mkdir(parents=True)
@@ -72,6 +79,8 @@ def test_missing_split_names_the_folder(tmp_path):
         ({"video": _video(5)[..., :2], "actions": np.arange(5)}, "expected \\(T, H, W, 3\\)"),
         ({"video": _video(5), "actions": np.zeros((5, 2), np.float64)}, "actions dtype"),
         ({"video": _video(5), "actions": np.arange(5), "rewards": np.zeros(4)}, "rewards shape"),
+        ({"video": _video(5), "actions": np.arange(5), "poses": np.zeros((5, 3), np.float32)}, "poses are"),
+        ({"video": _video(5), "actions": np.arange(5), "poses": np.zeros((5, 4))}, "poses are float64"),
         ({"video": _video(5)}, "missing arrays \\['actions'\\]"),
     ],
 )

@@ -2,7 +2,9 @@
 
 An episode is an ``.npz`` file with ``video (T,H,W,3) uint8`` and ``actions (T,)``
 int or ``(T,A)`` float32 (action ``t`` is taken after frame ``t``), optional
-``rewards (T,)`` and ``task_id ()``. A dataset is ``{root}/{split}/**/*.npz`` plus an
+``rewards (T,)``, ``task_id ()`` and ``poses (T,4)`` float32 (the agent's x, y, z and
+heading per frame, where the env knows them: what consistency benchmarks need to find
+the frames that show the same place). A dataset is ``{root}/{split}/**/*.npz`` plus an
 optional ``{root}/manifest.json``; TECO's published ``{split}/{shard}/{i}.npz`` files
 read as they are. Episodes are written uncompressed and atomically, so reads can
 memory-map them: datasets larger than RAM work, and only touched frames are read.
@@ -36,6 +38,7 @@ class Episode:
     rewards: np.ndarray | None = None
     task_id: int = 0
     path: Path | None = None
+    poses: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.video)
@@ -72,7 +75,11 @@ class DatasetManifest:
 
 
 def validate_episode(
-    video: np.ndarray, actions: np.ndarray, rewards: np.ndarray | None, source: str | Path
+    video: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray | None,
+    source: str | Path,
+    poses: np.ndarray | None = None,
 ) -> None:
     """Raise :class:`EpisodeFormatError` naming ``source`` if the arrays break the contract."""
     if video.dtype != np.uint8:
@@ -95,6 +102,8 @@ def validate_episode(
         raise EpisodeFormatError(f"{source}: actions dtype is {actions.dtype}, expected an integer type or float32")
     if rewards is not None and rewards.shape != (len(video),):
         raise EpisodeFormatError(f"{source}: rewards shape is {rewards.shape}, expected ({len(video)},)")
+    if poses is not None and (poses.shape != (len(video), 4) or poses.dtype != np.float32):
+        raise EpisodeFormatError(f"{source}: poses are {poses.dtype} {poses.shape}, expected float32 ({len(video)}, 4)")
 
 
 def write_episode(
@@ -103,13 +112,16 @@ def write_episode(
     actions: np.ndarray,
     rewards: np.ndarray | None = None,
     task_id: int = 0,
+    poses: np.ndarray | None = None,
 ) -> Path:
     """Validate and write one episode atomically (temporary file, then rename)."""
     path = Path(path)
-    validate_episode(video, actions, rewards, path)
+    validate_episode(video, actions, rewards, path, poses)
     arrays = {"video": video, "actions": actions, "task_id": np.asarray(task_id, dtype=np.int64)}
     if rewards is not None:
         arrays["rewards"] = np.asarray(rewards, dtype=np.float32)
+    if poses is not None:
+        arrays["poses"] = poses
     return write_npz_atomic(path, arrays)
 
 
@@ -176,13 +188,13 @@ def read_episode(path: str | Path, frames_key: str = "video") -> Episode:
     missing = [k for k in (frames_key, "actions") if k not in arrays]
     if missing:
         raise EpisodeFormatError(f"{path}: missing arrays {missing} (has {sorted(arrays)})")
-    frames, actions, rewards = arrays[frames_key], arrays["actions"], arrays.get("rewards")
+    frames, actions, rewards, poses = arrays[frames_key], arrays["actions"], arrays.get("rewards"), arrays.get("poses")
     if frames_key == "video":
-        validate_episode(frames, actions, rewards, path)
+        validate_episode(frames, actions, rewards, path, poses)
     elif len(frames) != len(actions):
         raise EpisodeFormatError(f"{path}: {len(frames)} rows of {frames_key} but {len(actions)} actions")
     task_id = int(arrays["task_id"]) if "task_id" in arrays else 0
-    return Episode(frames, actions, rewards, task_id, path)
+    return Episode(frames, actions, rewards, task_id, path, poses)
 
 
 def episode_paths(root: str | Path, split: str) -> list[Path]:
