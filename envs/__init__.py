@@ -1,7 +1,7 @@
 """Gymnasium pixel environments and scripted experts, built from one spec string.
 
-``make("dmc:cartpole-swingup")``, ``make("atari:Pong")`` or ``make("voxel:terrain")``
-gives an env whose observations are ``(H, W, 3)`` uint8 frames.
+``make("dmc:cartpole-swingup")``, ``make("atari:Pong")``, ``make("voxel:terrain")`` or
+``make("dmlab:maze")`` gives an env whose observations are ``(H, W, 3)`` uint8 frames.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import gymnasium as gym
 from envs.atari import make_atari
 from envs.dmc import DMCEnv
 from envs.experts import EXPERT_TASKS, Policy, make_expert, noisy_policy, random_policy
+from envs.maze import DMLabMazeEnv, MazeExplorer
 from envs.voxel_terrain import TerrainWalker, VoxelTerrainEnv
 
 __all__ = [
     "DMCEnv",
+    "DMLabMazeEnv",
     "EXPERT_TASKS",
+    "MazeExplorer",
     "Policy",
     "TerrainWalker",
     "VoxelTerrainEnv",
@@ -29,15 +32,16 @@ __all__ = [
 ]
 
 _SPEC_FORMS = (
-    "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup'), 'atari:<Game>' (e.g. 'atari:Pong') "
-    "or 'voxel:terrain' (Minecraft-style open terrain)"
+    "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup'), 'atari:<Game>' (e.g. 'atari:Pong'), "
+    "'voxel:terrain' (Minecraft-style open terrain) or 'dmlab:maze' (DMLab-style 3D mazes)"
 )
 
 
 def make(spec: str, **kwargs: Any) -> gym.Env:
-    """The environment named by ``spec``; ``kwargs`` go to ``DMCEnv``, ``make_atari`` or ``VoxelTerrainEnv``."""
+    """The environment named by ``spec``; ``kwargs`` go to ``DMCEnv``, ``make_atari``, ``VoxelTerrainEnv`` or
+    ``DMLabMazeEnv``."""
     kind, sep, name = spec.partition(":")
-    if not sep or kind not in ("dmc", "atari", "voxel"):
+    if not sep or kind not in ("dmc", "atari", "voxel", "dmlab"):
         raise ValueError(f"unknown env spec {spec!r}: expected {_SPEC_FORMS}")
     if kind == "atari":
         return make_atari(name, **kwargs)
@@ -45,6 +49,10 @@ def make(spec: str, **kwargs: Any) -> gym.Env:
         if name != "terrain":
             raise ValueError(f"unknown voxel env {spec!r}: expected 'voxel:terrain'")
         return VoxelTerrainEnv(**kwargs)
+    if kind == "dmlab":
+        if name != "maze":
+            raise ValueError(f"unknown dmlab env {spec!r}: expected 'dmlab:maze'")
+        return DMLabMazeEnv(**kwargs)
     # Domains contain underscores, not dashes, so the task follows the last dash.
     domain, dash, task = name.rpartition("-")
     if not dash or not domain or not task:

@@ -86,7 +86,7 @@ def make_policy(spec: PolicySpec, env: gym.Env, env_spec: str, seed: int) -> Pol
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray]:
     """Roll out one episode; ``T`` frames, ``T`` actions (the last one padding, never taken), ``T`` rewards,
-    and ``poses (T, 4)`` float32 when the env reports ``info["pose"]`` (the voxel-terrain agent's x, y, z, heading)."""
+    and ``poses (T, 4)`` float32 when the env reports ``info["pose"]`` (the voxel-terrain or maze agent's x, y, z, heading)."""
     obs, info = env.reset(seed=seed)
     frames, actions, rewards = [obs], [], []
     poses = [info["pose"]] if "pose" in info else None

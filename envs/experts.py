@@ -5,7 +5,7 @@ noise, random) used to train and evaluate video-model rewards. Each expert
 ignores the pixel observation it is given and reads the true state from
 ``env.unwrapped.physics``; the actions it returns are in the env's ``[-1, 1]``
 action space. An env that scripts its own expert as ``scripted_policy(seed)`` (the
-voxel-terrain walker) gets that one from :func:`make_expert` too.
+voxel-terrain walker, the maze explorer) gets that one from :func:`make_expert` too.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def make_expert(task_name: str, env: gym.Env, seed: int = 0) -> Policy:
     """The scripted expert for ``task_name`` (e.g. "cartpole-swingup") acting in ``env``.
 
     An env that brings its own scripted expert as ``scripted_policy(seed)`` (the voxel-terrain
-    walker) gets that one, seeded with ``seed``; the DMC experts are deterministic and ignore it.
+    walker, the maze explorer) gets that one, seeded with ``seed``; the DMC experts are deterministic and ignore it.
     """
     own_expert = getattr(env.unwrapped, "scripted_policy", None)
     if own_expert is not None:

@@ -33,7 +33,10 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--env", required=True, help="env spec, e.g. dmc:cartpole-swingup, atari:Pong or voxel:terrain (Minecraft-style)"
+        "--env",
+        required=True,
+        help="env spec, e.g. dmc:cartpole-swingup, atari:Pong, voxel:terrain (Minecraft-style) or dmlab:maze "
+        "(DMLab-style 3D mazes)",
     )
     parser.add_argument(
         "--policies",
