@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
-import gymnasium as gym
 import labmaze
 import numpy as np
 from labmaze import assets as labmaze_assets
 from PIL import Image
+
+from envs.first_person import FORWARD, TURN_LEFT, TURN_RIGHT, FirstPersonEnv, grid_crossings
 
 WALL, SPAWN = "*", "P"
 WALL_HEIGHT = 1.0  # DMLab's text levels build walls one cell tall
@@ -278,22 +279,11 @@ def cast_walls(maze: Maze, x: float, z: float, heading: float, size: int) -> Wal
     dx, dz = np.cos(angle), np.sin(angle)
     rows, cols = maze.shape
     per_axis = max(rows, cols) + 1  # grid lines a ray can cross per axis before leaving the grid
-    steps = np.arange(per_axis)
-    crossings, signs = [], []
-    for origin, d in ((x, dx), (z, dz)):
-        sign = np.where(d >= 0, 1, -1)
-        boundary = math.floor(origin) + (d >= 0)[:, None] + sign[:, None] * steps
-        with np.errstate(divide="ignore"):
-            # abs / abs: an eye exactly on a grid line gives +0, never -0.
-            crossings.append(np.where(d[:, None] != 0, np.abs(boundary - origin) / np.abs(d[:, None]), np.inf))
-        signs.append(sign)
-    both = np.concatenate(crossings, axis=1)
-    order = np.argsort(both, axis=1, kind="stable")
-    distance_at = np.take_along_axis(both, order, axis=1)  # (W, K): where the ray enters cell k + 1
-    crosses_x = order < per_axis
-    # Cells along each column's ray; index 0 is the eye's cell, index k + 1 the cell entered at crossing k.
-    cell_x = math.floor(x) + signs[0][:, None] * np.cumsum(crosses_x, axis=1)
-    cell_z = math.floor(z) + signs[1][:, None] * np.cumsum(~crosses_x, axis=1)
+    distance_at, crosses_x, sign_x, sign_z = grid_crossings(x, z, dx, dz, per_axis)
+    # Cells along each column's ray; index 0 is the eye's cell, index k + 1 the cell entered at crossing k
+    # (at distance_at[:, k]).
+    cell_x = math.floor(x) + sign_x[:, None] * np.cumsum(crosses_x, axis=1)
+    cell_z = math.floor(z) + sign_z[:, None] * np.cumsum(~crosses_x, axis=1)
     inside = (cell_x >= 0) & (cell_x < cols) & (cell_z >= 0) & (cell_z < rows)
     is_wall = ~inside | maze.walls[np.clip(cell_z, 0, rows - 1), np.clip(cell_x, 0, cols - 1)]
     hit = np.argmax(is_wall, axis=1)  # the ray leaves the grid at the latest, so every column has one
@@ -387,10 +377,7 @@ def render_view(maze: Maze, x: float, z: float, heading: float, size: int = 64) 
     return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
 
 
-FORWARD, TURN_LEFT, TURN_RIGHT = range(3)  # as in envs.voxel_terrain, so both datasets share action ids
-
-
-class DMLabMazeEnv(gym.Env):
+class DMLabMazeEnv(FirstPersonEnv):
     """First-person walks through a fresh DMLab-style maze per episode: ``(size, size, 3)`` uint8 frames, 3 actions.
 
     Actions: 0 moves ``step_length`` cells along the heading, 1 turns left and 2 turns right by
@@ -403,108 +390,46 @@ class DMLabMazeEnv(gym.Env):
     the seed; ``options={"maze": text}`` uses a fixed DMLab text layout instead, starting on one of its
     ``'P'`` cells if it has any. Episodes truncate after ``max_steps`` steps: the default 299 gives the
     benchmark's 300 frames with the reset frame, as ``wm collect --max-steps`` counts steps.
-    ``info["pose"]`` is :meth:`pose` after every call.
+    ``info["pose"]`` is :meth:`pose` after every call, in the layout of ``envs.voxel_terrain``'s poses: y is 0
+    on the floor, x and z are in cells (x along columns, z along rows).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+    metadata = {**FirstPersonEnv.metadata, "render_fps": 15}
 
     def __init__(
-        self,
-        size: int = 64,
-        maze_size: int = 7,
-        max_steps: int = 299,
-        turn_degrees: float = 20.0,
-        step_length: float = 0.25,
-        render_mode: str = "rgb_array",
+        self, size: int = 64, maze_size: int = 7, max_steps: int = 299, turn_degrees: float = 20.0,
+        step_length: float = 0.25, render_mode: str = "rgb_array",
     ) -> None:
-        if size < 16:
-            raise ValueError(f"size must be at least 16 pixels, got {size}")
         if maze_size < 3 or maze_size % 2 == 0:
             raise ValueError(f"maze_size must be an odd number >= 3 (labmaze's grids are odd), got {maze_size}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if not 0 < turn_degrees <= 180:
-            raise ValueError(f"turn_degrees must be in (0, 180], got {turn_degrees}")
         if not 0 < step_length < 1 - 2 * BODY_RADIUS:
             raise ValueError(f"step_length must be in (0, {1 - 2 * BODY_RADIUS:g}) cells, got {step_length}")
-        if render_mode != "rgb_array":
-            raise ValueError(f"render_mode must be 'rgb_array', got {render_mode!r}")
-        self.size = size
+        super().__init__(size, max_steps, turn_degrees, step_length, render_mode)
         self.maze_size = maze_size
-        self.max_steps = max_steps
-        self.turn_degrees = float(turn_degrees)
-        self.step_length = float(step_length)
-        self.render_mode = render_mode
-        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = gym.spaces.Discrete(3)
         self.maze: Maze | None = None
-        self._x = self._z = 0.0
-        self._turns = 0
-        self._steps = 0
-        self._frame: np.ndarray | None = None
-        self._episode_over = True
-
-    @property
-    def heading(self) -> float:
-        """Radians in [0, 2 pi), counter-clockwise from +x towards +z (turning left increases it)."""
-        return math.radians((self._turns * self.turn_degrees) % 360.0)
-
-    def pose(self) -> np.ndarray:
-        """float32 ``[x, y, z, heading]``: feet position (y up, 0 on the floor) and heading in radians,
-        the layout of ``envs.voxel_terrain``'s poses; x and z are in cells (x along columns, z along rows)."""
-        if self.maze is None:
-            raise RuntimeError("no pose yet: call reset() first")
-        return np.array([self._x, 0.0, self._z, self.heading], np.float32)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        options = options or {}
-        unknown = set(options) - {"maze"}
-        if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}: the only option is 'maze' (a text layout)")
-        maze_seed = int(self.np_random.integers(2**63))
-        if "maze" in options:
-            self.maze = Maze.from_text(options["maze"], maze_seed)
-        else:
-            self.maze = Maze.generate(maze_seed, self.maze_size)
-        starts = self.maze.spawns if len(self.maze.spawns) else self.maze.open_cells
-        row, col = starts[self.np_random.integers(len(starts))]
-        self._x, self._z = col + 0.5, row + 0.5
-        self._turns = int(self.np_random.integers(round(360 / self.turn_degrees)))
-        self._steps = 0
-        self._episode_over = False
-        return self._render_frame(), {"pose": self.pose()}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._episode_over:
-            raise RuntimeError("episode is over or not started: call reset() before step()")
-        if not self.action_space.contains(action):
-            raise ValueError(f"unknown action {action!r}: expected 0 (forward), 1 (turn left) or 2 (turn right)")
-        if action == FORWARD:
-            heading = self.heading
-            self._x, self._z = self.maze.move(
-                self._x, self._z, self.step_length * math.cos(heading), self.step_length * math.sin(heading)
-            )
-        else:
-            self._turns += 1 if action == TURN_LEFT else -1
-        self._steps += 1
-        truncated = self._steps >= self.max_steps
-        self._episode_over = truncated
-        return self._render_frame(), 0.0, False, truncated, {"pose": self.pose()}
-
-    def render(self) -> np.ndarray | None:
-        """The frame of the latest reset or step."""
-        return self._frame
 
     def scripted_policy(self, seed: int) -> "MazeExplorer":
         """This env's expert for ``wm collect --policies expert``: the explorer, seeded with ``seed``."""
         return MazeExplorer(self, seed)
 
-    def _render_frame(self) -> np.ndarray:
-        self._frame = render_view(self.maze, self._x, self._z, self.heading, self.size)
-        return self._frame
+    def _build_world(self, seed: int, options: dict[str, Any]) -> np.ndarray:
+        unknown = set(options) - {"maze"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}: the only option is 'maze' (a text layout)")
+        if "maze" in options:
+            self.maze = Maze.from_text(options["maze"], seed)
+        else:
+            self.maze = Maze.generate(seed, self.maze_size)
+        starts = self.maze.spawns if len(self.maze.spawns) else self.maze.open_cells
+        row, col = starts[self.np_random.integers(len(starts))]
+        return np.array([col + 0.5, 0.0, row + 0.5], np.float64)
+
+    def _walk(self, dx: float, dz: float) -> np.ndarray:
+        x, z = self.maze.move(self._position[0], self._position[2], dx, dz)
+        return np.array([x, 0.0, z], np.float64)
+
+    def _view(self) -> np.ndarray:
+        return render_view(self.maze, self._position[0], self._position[2], self.heading, self.size)
 
 
 class MazeExplorer:

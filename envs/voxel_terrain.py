@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
+
+from envs.first_person import FORWARD, TURN_LEFT, TURN_RIGHT, FirstPersonEnv, grid_crossings
 
 # Block types; AIR is the only non-solid one. Water is opaque and not walkable.
 AIR, GRASS, DIRT, STONE, SAND, WATER, OAK_LOG, BIRCH_LOG, LEAVES, SPRUCE_LEAVES, SNOW = range(11)
@@ -296,27 +297,16 @@ def cast_rays(world: VoxelWorld, eye: np.ndarray, heading: float, size: int) -> 
     dx, dz = np.cos(angle), np.sin(angle)  # (W,)
 
     # Grid-line crossings of each column's vertical plane, sorted by horizontal distance.
-    per_axis = math.ceil(VIEW_DISTANCE) + 2
-    steps = np.arange(per_axis)
-    crossings, step_signs = [], []
-    for origin, d in ((ex, dx), (ez, dz)):
-        sign = np.where(d >= 0, 1, -1)
-        boundary = math.floor(origin) + (d >= 0)[:, None] + sign[:, None] * steps
-        with np.errstate(divide="ignore"):
-            # abs / abs: an eye exactly on a grid line gives +0, never -0 (which would flip infinities below).
-            crossings.append(np.where(d[:, None] != 0, np.abs(boundary - origin) / np.abs(d[:, None]), np.inf))
-        step_signs.append(sign)
+    crossing_distance, crosses_x, sign_x, sign_z = grid_crossings(ex, ez, dx, dz, math.ceil(VIEW_DISTANCE) + 2)
     # Within VIEW_DISTANCE a plane crosses at most D (|dx| + |dz|) + 2 <= D sqrt(2) + 2 grid lines.
     cells_kept = math.ceil(VIEW_DISTANCE * math.sqrt(2)) + 3
-    both = np.concatenate(crossings, axis=1)
-    order = np.argsort(both, axis=1, kind="stable")[:, :cells_kept]
-    s_out = np.take_along_axis(both, order, axis=1)  # (W, K): where cell k is left
-    crosses_x = order < per_axis
+    s_out = crossing_distance[:, :cells_kept]  # (W, K): where cell k is left
+    crosses_x = crosses_x[:, :cells_kept]
     s_in = np.concatenate([np.zeros((size, 1)), s_out[:, :-1]], axis=1)
     entered = np.concatenate([np.zeros((size, 1), bool), np.ones((size, cells_kept - 1), bool)], axis=1)
     entry_x = entered & np.concatenate([np.zeros((size, 1), bool), crosses_x[:, :-1]], axis=1)
-    cell_x = math.floor(ex) + step_signs[0][:, None] * np.cumsum(entry_x, axis=1)
-    cell_z = math.floor(ez) + step_signs[1][:, None] * np.cumsum(entered & ~entry_x, axis=1)
+    cell_x = math.floor(ex) + sign_x[:, None] * np.cumsum(entry_x, axis=1)
+    cell_z = math.floor(ez) + sign_z[:, None] * np.cumsum(entered & ~entry_x, axis=1)
     # Outside the grid the edge column continues (the rim mountains hide it).
     cell_x = np.clip(cell_x, 0, world.size - 1)
     cell_z = np.clip(cell_z, 0, world.size - 1)
@@ -452,11 +442,10 @@ def render_view(world: VoxelWorld, eye: np.ndarray, heading: float, size: int = 
     return shade(cast_rays(world, np.asarray(eye, np.float64), heading, size))
 
 
-FORWARD, TURN_LEFT, TURN_RIGHT = range(3)
 BODY_RADIUS = 0.3  # Minecraft's half body width: the agent stops this far short of what blocks it
 
 
-class VoxelTerrainEnv(gym.Env):
+class VoxelTerrainEnv(FirstPersonEnv):
     """First-person walks over a fresh seeded voxel world: ``(size, size, 3)`` uint8 frames, 3 actions.
 
     Actions: 0 moves ``step_length`` blocks along the heading, 1 turns left and 2 turns right by
@@ -469,106 +458,45 @@ class VoxelTerrainEnv(gym.Env):
     one block (so a step can always be walked back); otherwise the agent stands on the highest ground
     under its footprint. ``reset(seed=...)`` builds the world and start pose from the seed. Episodes truncate
     after ``max_steps`` steps: the default 299 gives the benchmark's 300 frames with the reset frame,
-    as ``wm collect --max-steps`` counts steps. ``info["pose"]`` is :meth:`pose` after every call.
+    as ``wm collect --max-steps`` counts steps. ``info["pose"]`` is :meth:`pose` after every call, its y
+    the ground under the feet. Reset options are ignored.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {**FirstPersonEnv.metadata, "render_fps": 10}
 
     def __init__(
-        self,
-        size: int = 64,
-        world_size: int = 96,
-        max_steps: int = 299,
-        turn_degrees: float = 15.0,
-        step_length: float = 0.5,
-        render_mode: str = "rgb_array",
+        self, size: int = 64, world_size: int = 96, max_steps: int = 299, turn_degrees: float = 15.0,
+        step_length: float = 0.5, render_mode: str = "rgb_array",
     ) -> None:
-        if size < 16:
-            raise ValueError(f"size must be at least 16 pixels, got {size}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if not 0 < turn_degrees <= 180:
-            raise ValueError(f"turn_degrees must be in (0, 180], got {turn_degrees}")
         if not 0 < step_length <= 1:
             raise ValueError(f"step_length must be in (0, 1] blocks, got {step_length}")
-        if render_mode != "rgb_array":
-            raise ValueError(f"render_mode must be 'rgb_array', got {render_mode!r}")
         if world_size < 2 * _RIM_WIDTH + 8:
             raise ValueError(f"world_size must be at least {2 * _RIM_WIDTH + 8} columns, got {world_size}")
-        self.size = size
+        super().__init__(size, max_steps, turn_degrees, step_length, render_mode)
         self.world_size = world_size
-        self.max_steps = max_steps
-        self.turn_degrees = float(turn_degrees)
-        self.step_length = float(step_length)
-        self.render_mode = render_mode
-        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = gym.spaces.Discrete(3)
         self.world: VoxelWorld | None = None
-        self._position = np.zeros(3)  # x, y (the ground under the feet), z
-        self._turns = 0  # the heading is turns * turn_degrees, kept as an integer so it never drifts
-        self._steps = 0
-        self._frame: np.ndarray | None = None
-        self._episode_over = True
-
-    @property
-    def heading(self) -> float:
-        """Radians in [0, 2 pi), counter-clockwise from +x towards +z (turning left increases it)."""
-        return math.radians((self._turns * self.turn_degrees) % 360.0)
-
-    def pose(self) -> np.ndarray:
-        """float32 ``[x, y, z, heading]``: feet position (y up, on the ground) and heading in radians."""
-        if self.world is None:
-            raise RuntimeError("no pose yet: call reset() first")
-        return np.array([*self._position, self.heading], np.float32)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        self.world = VoxelWorld.generate(int(self.np_random.integers(2**63)), self.world_size)
-        spots = np.argwhere(self.world.walkable_columns)
-        x, z = spots[self.np_random.integers(len(spots))] + 0.5
-        # A column centre: the footprint lies on that one walkable column.
-        self._position = np.array([x, self.world.footprint_height(x, z, BODY_RADIUS), z], np.float64)
-        self._turns = int(self.np_random.integers(round(360 / self.turn_degrees)))
-        self._steps = 0
-        self._episode_over = False
-        return self._render_frame(), {"pose": self.pose()}
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._episode_over:
-            raise RuntimeError("episode is over or not started: call reset() before step()")
-        if not self.action_space.contains(action):
-            raise ValueError(f"unknown action {action!r}: expected 0 (forward), 1 (turn left) or 2 (turn right)")
-        if action == FORWARD:
-            self._walk()
-        else:
-            self._turns += 1 if action == TURN_LEFT else -1
-        self._steps += 1
-        truncated = self._steps >= self.max_steps
-        self._episode_over = truncated
-        return self._render_frame(), 0.0, False, truncated, {"pose": self.pose()}
-
-    def render(self) -> np.ndarray | None:
-        """The frame of the latest reset or step."""
-        return self._frame
 
     def scripted_policy(self, seed: int) -> TerrainWalker:
         """This env's expert for ``wm collect --policies expert``: the walker, seeded with ``seed``."""
         return TerrainWalker(seed)
 
-    def _walk(self) -> None:
-        heading = self.heading
-        x = self._position[0] + self.step_length * math.cos(heading)
-        z = self._position[2] + self.step_length * math.sin(heading)
+    def _build_world(self, seed: int, options: dict[str, Any]) -> np.ndarray:
+        self.world = VoxelWorld.generate(seed, self.world_size)
+        spots = np.argwhere(self.world.walkable_columns)
+        x, z = spots[self.np_random.integers(len(spots))] + 0.5
+        # A column centre: the footprint lies on that one walkable column.
+        return np.array([x, self.world.footprint_height(x, z, BODY_RADIUS), z], np.float64)
+
+    def _walk(self, dx: float, dz: float) -> np.ndarray:
+        x, z = self._position[0] + dx, self._position[2] + dz
         ground = self.world.footprint_height(x, z, BODY_RADIUS)
         if ground is not None and abs(ground - self._position[1]) <= 1:
-            self._position = np.array([x, ground, z], np.float64)
+            return np.array([x, ground, z], np.float64)
+        return self._position
 
-    def _render_frame(self) -> np.ndarray:
+    def _view(self) -> np.ndarray:
         eye = self._position + np.array([0.0, EYE_HEIGHT, 0.0])
-        self._frame = render_view(self.world, eye, self.heading, self.size)
-        return self._frame
+        return render_view(self.world, eye, self.heading, self.size)
 
 
 class TerrainWalker:
