@@ -249,6 +249,111 @@ def _run_eval_video(args: argparse.Namespace) -> None:
     print(f"report and rollouts written to {args.out}")
 
 
+def _name_equals_path(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-consistency",
+        help="long-horizon consistency: TECO's protocol (PSNR/SSIM/LPIPS per horizon, FVD) with baselines",
+        description="TECO's protocol on the test split of a dataset (ours, or TECO's published DMLab files): "
+        "condition on the first --context frames of each video and its actions, predict the next --horizon, "
+        "one sample per video, and score each predicted frame by PSNR, SSIM and LPIPS (AlexNet); FVD (I3D) "
+        "on --fvd-length-frame videos generated from --fvd-context real frames. In the same tables: "
+        "copy-last-frame, the same model with attention cut to --short-window frames, and any --compare "
+        "model; columns for the late predicted frames (--late-from on) and a row for predicted frames that "
+        "revisit a pose held in the context (datasets with recorded poses). Writes {out}/consistency.md "
+        "(tables), consistency.json (all numbers and per-horizon curves), horizon_curves.png and "
+        "videos/video{i}.gif|.mp4 (truth beside every method). Deterministic for a seed and batch size. "
+        "The metric weights are fetched on first use (see fetch-metric-weights).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/maze-video/model")
+    parser.add_argument("--data", required=True, type=Path, help="dataset root with a test split")
+    parser.add_argument("--out", required=True, type=Path, help="where the tables, plots and videos go")
+    parser.add_argument("--split", default="test", help="which split to evaluate")
+    parser.add_argument("--videos", type=int, default=64, help="test videos for PSNR/SSIM/LPIPS (first ones, sorted)")
+    parser.add_argument("--fvd-videos", type=int, default=16, help="test videos for FVD (0 skips FVD; few videos bias it up)")
+    parser.add_argument("--context", type=int, default=144, help="real frames given before predicting")
+    parser.add_argument("--horizon", type=int, default=156, help="frames predicted and scored")
+    parser.add_argument("--fvd-context", type=int, default=36, help="real frames before the FVD videos' generated ones")
+    parser.add_argument("--fvd-length", type=int, default=300, help="frames per FVD video")
+    parser.add_argument("--late-from", type=int, default=100, help="first predicted frame (from 1) of the late columns")
+    parser.add_argument("--revisit-distance", type=float, default=0.5, help="revisit radius, env units (maze cells)")
+    parser.add_argument("--revisit-degrees", type=float, default=30.0, help="revisit heading tolerance")
+    parser.add_argument("--short-window", type=int, default=4, help="window of the short-window baseline (frames)")
+    parser.add_argument(
+        "--compare", type=_name_equals_path, action="append", default=[], metavar="NAME=MODEL",
+        help="another model bundle to evaluate in the same tables; repeatable",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="videos generated at once")
+    parser.add_argument("--save-videos", type=int, default=4, help="side-by-side videos to write")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
+    parser.set_defaults(handler=_run_eval_consistency)
+
+
+def _run_eval_consistency(args: argparse.Namespace) -> None:
+    from experiments.eval_consistency import Protocol, evaluate_consistency
+
+    protocol = Protocol(
+        args.context, args.horizon, args.fvd_context, args.fvd_length, args.late_from,
+        args.revisit_distance, args.revisit_degrees,
+    )
+    report = evaluate_consistency(
+        args.model, args.data, args.out, protocol, args.videos, args.fvd_videos, args.short_window,
+        dict(args.compare), args.split, args.batch_size, args.seed, args.temperature, args.top_k, args.save_videos,
+    )
+    print(report["table"])
+    print(f"tables, curves and videos written to {args.out}")
+
+
+def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rollout",
+        help="generate a long video from real context frames and an episode's or a policy's actions",
+        description="Push --context real frames, from a dataset episode (--data, --episode) or a live env "
+        "stepped by a policy (--env, --policy), into the model, then generate --frames frames that follow that "
+        "episode's actions while it lasts and uniformly random ones after. Each frame is decoded and written "
+        "as it is made (constant memory for any length), beside the ground truth while there is one. Writes "
+        "{out}/rollout.gif, rollout.mp4 and rollout.json (with frames per second of generation).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle")
+    parser.add_argument("--out", required=True, type=Path, help="where the videos and rollout.json go")
+    parser.add_argument("--frames", type=int, default=1000, help="frames to generate")
+    parser.add_argument("--context", type=int, default=36, help="real frames before generating")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="dataset root to take the episode from")
+    source.add_argument("--env", help="live env spec, e.g. dmlab:maze or voxel:terrain")
+    parser.add_argument("--episode", type=int, default=0, help="episode index in --split (with --data)")
+    parser.add_argument("--split", default="test", help="dataset split (with --data)")
+    parser.add_argument("--policy", default="expert", help="expert, random or noisy:<std> (with --env)")
+    parser.add_argument("--seed", type=int, default=0, help="env reset seed, sampling and random-action seed")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
+    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
+    parser.set_defaults(handler=_run_rollout)
+
+
+def _run_rollout(args: argparse.Namespace) -> None:
+    from experiments.rollout import long_rollout
+
+    report = long_rollout(
+        args.model, args.out, args.frames, args.context, args.data, args.episode, args.split, args.env,
+        args.policy, args.seed, args.temperature, args.top_k, args.fps,
+    )
+    print(
+        f"{report['generated_frames']} frames generated at {report['generation_frames_per_second']:.1f} frames/s; "
+        f"videos in {args.out}"
+    )
+
+
 def _add_fetch_metric_weights(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "fetch-metric-weights",
@@ -679,6 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_video(subparsers)
     _add_eval_tokenizer(subparsers)
     _add_eval_video(subparsers)
+    _add_eval_consistency(subparsers)
+    _add_rollout(subparsers)
     _add_fetch_metric_weights(subparsers)
     _add_calibrate_reward(subparsers)
     _add_eval_reward(subparsers)

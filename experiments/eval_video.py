@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import imageio
 import numpy as np
 import torch
 
 from experiments.reports import save_image_grid
+from experiments.videos import save_video, side_by_side
 from worldmodel.episodes import DatasetManifest, Episode, episode_paths, read_episode
 from worldmodel.metrics import psnr
 from worldmodel.video_model import VideoModel
@@ -50,7 +50,7 @@ def frame_stride(model: VideoModel, manifest: DatasetManifest | None, root: Path
     return model.info.frame_skip // data_skip
 
 
-def _task(model: VideoModel, manifest: DatasetManifest | None, episode: Episode) -> torch.Tensor | None:
+def episode_task(model: VideoModel, manifest: DatasetManifest | None, episode: Episode) -> torch.Tensor | None:
     if not model.transformer.config.num_tasks:
         return None
     names = manifest.tasks if manifest is not None else model.info.tasks
@@ -69,7 +69,7 @@ def held_out_episodes(model: VideoModel, root: str | Path) -> list[HeldOutEpisod
         episode = read_episode(path)
         policy = labels.get(str(path.relative_to(root)), {}).get("policy", UNLABELLED)
         video, actions = np.array(episode.video[::stride]), np.array(episode.actions[::stride])  # writable copies
-        episodes.append(HeldOutEpisode(str(root), policy, video, actions, _task(model, manifest, episode), fps))
+        episodes.append(HeldOutEpisode(str(root), policy, video, actions, episode_task(model, manifest, episode), fps))
     if not episodes:
         raise FileNotFoundError(f"no episode files (*.npz) under {root / SPLIT}")
     return episodes
@@ -131,12 +131,8 @@ def sample_rollout(
     """
     horizon = min(horizon, len(episode.video) - context)
     truth = episode.video[: context + horizon]
-    context_actions = actions = None
-    if model.transformer.config.action_kind is not None:
-        context_actions = torch.as_tensor(episode.actions[None, :context])
-        actions = torch.as_tensor(episode.actions[None, context - 1 : context - 1 + horizon])
-    generated = model.rollout(
-        truth[None, :context], horizon, actions=actions, context_actions=context_actions, task=episode.task,
+    generated = model.continue_video(
+        truth[None], context, horizon, actions=episode.actions[None], task=episode.task,
         temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed),
     )[0].numpy()
     return truth, np.concatenate([truth[:context], generated])
@@ -144,10 +140,7 @@ def sample_rollout(
 
 def save_gif(truth: np.ndarray, prediction: np.ndarray, path: Path, fps: float, scale: int = 4) -> Path:
     """Ground truth left, prediction right, each frame enlarged ``scale`` times; loops forever."""
-    frames = np.concatenate([truth, prediction], axis=2).repeat(scale, axis=1).repeat(scale, axis=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
-    return path
+    return save_video(side_by_side([truth, prediction], scale=scale), [path], fps)[0]
 
 
 def evaluate_video_model(

@@ -638,6 +638,19 @@ class VideoTransformer(nn.Module):
 
     # ----- cached, a few tokens at a time
 
+    def with_window(self, window: int) -> VideoTransformer:
+        """The same weights attending to the previous ``window`` frames only (a new module, weights shared).
+
+        No parameter depends on the window (positions are rotary), so this is the model a
+        shorter-window training would have had to learn, read off the long one: the baseline
+        that shows what long context buys.
+        """
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a positive int, got {window!r}")
+        narrow = VideoTransformer(dataclasses.replace(self.config, window=window))
+        narrow.load_state_dict(self.state_dict())
+        return narrow.to(self.device).train(self.training)
+
     def new_cache(self, batch_size: int) -> KVCache:
         return KVCache(self.config, batch_size, device=self.device, dtype=self.head.weight.dtype)
 

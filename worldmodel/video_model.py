@@ -113,6 +113,10 @@ class VideoModel(nn.Module):
         """A streaming scorer of ``batch_size`` streams that takes frames, one per stream per call."""
         return FrameScorer(self, batch_size)
 
+    def sampler(self, batch_size: int) -> FrameSampler:
+        """A streaming generator of ``batch_size`` streams: push real frames, then sample, a frame per call."""
+        return FrameSampler(self, batch_size)
+
     @torch.no_grad()
     def rollout(
         self,
@@ -137,6 +141,48 @@ class VideoModel(nn.Module):
             self.transformer, codes, horizon, actions, code_policy, context_actions, task, temperature, top_k, generator
         )
         return self.tokenizer.decode(generated)
+
+    @torch.no_grad()
+    def continue_video(
+        self,
+        videos: Tensor | np.ndarray,
+        context: int,
+        horizon: int,
+        actions: Tensor | np.ndarray | None = None,
+        task: Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate frames ``context .. context + horizon - 1`` of uint8 videos ``(B, >= context, H, W, 3)``.
+
+        The first ``context`` frames are given; ``actions (B, >= context + horizon - 1[, A])`` are
+        the videos' own (action ``t`` taken after frame ``t``) and are used when the model takes
+        actions, ignored when it does not. Returns ``(B, horizon, H, W, 3)`` uint8.
+        """
+        if context < 1 or horizon < 1:
+            raise ValueError(f"need context >= 1 and horizon >= 1, got {context} and {horizon}")
+        if np.shape(videos)[1] < context:
+            raise ValueError(f"videos have {np.shape(videos)[1]} frames, fewer than the context of {context}")
+        context_actions = future_actions = None
+        if self.transformer.config.action_kind is not None:
+            if actions is None:
+                raise ValueError("this model takes actions: give the videos' actions")
+            actions = torch.as_tensor(np.asarray(actions))
+            if actions.shape[1] < context + horizon - 1:
+                raise ValueError(
+                    f"{actions.shape[1]} actions per video cannot lead into frame {context + horizon - 1}"
+                )
+            context_actions = actions[:, :context]
+            future_actions = actions[:, context - 1 : context - 1 + horizon]
+        return self.rollout(
+            torch.as_tensor(np.asarray(videos[:, :context])), horizon, actions=future_actions,
+            context_actions=context_actions, task=task, temperature=temperature, top_k=top_k, generator=generator,
+        )
+
+    def with_window(self, window: int) -> VideoModel:
+        """This bundle with the transformer's attention cut to ``window`` frames (weights shared)."""
+        return VideoModel(self.tokenizer, self.transformer.with_window(window), self.info)
 
     def save(self, directory: str | Path) -> None:
         """Write the bundle directory atomically: both parts and ``bundle.json``, or nothing."""
@@ -215,3 +261,33 @@ class FrameScorer:
     ) -> CodeScores:
         """:meth:`push`, with each frame's predictive entropy ``(B,)`` beside its log-likelihood."""
         return self.scorer.push_scores(self.tokenizer.encode(frames), actions, task)
+
+
+class FrameSampler:
+    """:class:`~worldmodel.sampling.StreamingSampler` on pixels, at constant memory however long it runs.
+
+    :meth:`push` real uint8 frames ``(B, H, W, 3)`` (context), :meth:`sample` the next frame of every
+    stream; both take the action that led into the frame, as :meth:`StreamingScorer.push` does.
+    """
+
+    def __init__(self, model: VideoModel, batch_size: int) -> None:
+        self.tokenizer = model.tokenizer
+        self.sampler = sampling.StreamingSampler(model.transformer, batch_size)
+
+    @torch.no_grad()
+    def push(self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
+        """Append real frames; returns their log-likelihoods ``(B,)``."""
+        return self.sampler.push(self.tokenizer.encode(frames), actions, task)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate, append and return the next frame of every stream, uint8 ``(B, H, W, 3)``."""
+        codes = self.sampler.sample(actions, task, temperature, top_k, generator)
+        return self.tokenizer.decode(codes)

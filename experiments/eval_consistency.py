@@ -1,0 +1,324 @@
+"""Long-horizon consistency of video prediction: TECO's protocol, with baselines, revisits, plots and videos.
+
+The protocol (TECO, Yan et al. 2023; ``../shared/SEED_NOTES.md`` section 4): condition on the first
+144 frames of each test video and its actions, predict the next 156, one sample per video (no
+best-of-N), and score every predicted frame against the truth by PSNR, SSIM and LPIPS; the curves
+are means over videos per horizon and the table holds their means. FVD compares the real 300-frame
+videos with videos of 36 real frames followed by 264 generated ones.
+
+What the numbers mean needs references, so the same table holds
+- **copy-last**: the last context frame repeated: what a model that knows nothing scores;
+- **short window**: the same weights with attention cut to a few frames: what long context buys;
+- any other model bundle given by name.
+
+The **late** columns average predicted frames 100-156 only, where memory of the context is all a
+model has to go on. The **revisit** row averages the predicted frames whose recorded pose (datasets
+made by ``envs/`` carry ``poses``) comes back to a pose held somewhere in the context, except the last
+context frame's pose, which copy-last already has: the frames a model with memory can get right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from experiments.eval_video import episode_task, frame_stride
+from experiments.plots import save_figure
+from experiments.videos import save_video, side_by_side
+from worldmodel.episodes import DatasetManifest, episode_paths, read_episode
+from worldmodel.metrics import fvd, lpips, psnr, ssim
+from worldmodel.video_model import VideoModel
+
+METRICS = ("psnr", "ssim", "lpips")
+COPY_LAST = "copy-last"
+
+# (videos (B, T, H, W, 3) uint8, actions (B, T[, A]), task (B,) or None, context, horizon, generator)
+#   -> predicted frames (B, horizon, H, W, 3) uint8
+Predictor = Callable[[np.ndarray, np.ndarray, "torch.Tensor | None", int, int, torch.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Frame counts of TECO's protocol and the thresholds of the revisit row."""
+
+    context: int = 144
+    horizon: int = 156
+    fvd_context: int = 36
+    fvd_length: int = 300
+    late_from: int = 100  # the late columns average predicted frames late_from..horizon (counted from 1)
+    revisit_distance: float = 0.5  # in the env's units: maze cells, terrain blocks
+    revisit_degrees: float = 30.0
+
+    def __post_init__(self) -> None:
+        if min(self.context, self.horizon, self.fvd_context) < 1 or self.fvd_length <= self.fvd_context:
+            raise ValueError(f"frame counts must be >= 1 and fvd_length > fvd_context, got {self}")
+        if not 1 <= self.late_from <= self.horizon:
+            raise ValueError(f"late_from must be in [1, horizon={self.horizon}], got {self.late_from}")
+
+
+@dataclass
+class TestVideo:
+    """One test episode at the model's frame rate."""
+
+    name: str
+    video: np.ndarray  # (T, H, W, 3) uint8
+    actions: np.ndarray  # (T,) or (T, A)
+    poses: np.ndarray | None  # (T, 4) x, y, z, heading (radians), when the dataset recorded them
+    task: torch.Tensor | None  # (1,) task id of the model, None for an unconditional model
+
+
+def load_test_videos(model: VideoModel, root: str | Path, split: str, count: int, length: int) -> list[TestVideo]:
+    """The first ``count`` episodes of ``split`` (sorted paths) with at least ``length`` frames, cut to ``length``."""
+    root = Path(root)
+    manifest = DatasetManifest.load(root)
+    stride = frame_stride(model, manifest, root)
+    videos = []
+    for path in episode_paths(root, split):
+        episode = read_episode(path)
+        if len(episode.video[::stride]) < length:
+            continue
+        poses = None if episode.poses is None else np.array(episode.poses[::stride][:length])
+        videos.append(TestVideo(
+            str(path.relative_to(root)), np.array(episode.video[::stride][:length]),
+            np.array(episode.actions[::stride][:length]), poses, episode_task(model, manifest, episode),
+        ))
+        if len(videos) == count:
+            break
+    if not videos:
+        raise ValueError(f"no episode under {root / split} has the {length} frames (at the model's rate) needed")
+    return videos
+
+
+def copy_last(videos: np.ndarray, actions: np.ndarray, task: Any, context: int, horizon: int, generator: Any) -> np.ndarray:
+    """The last context frame, repeated."""
+    return np.repeat(videos[:, context - 1 : context], horizon, axis=1)
+
+
+def model_predictor(model: VideoModel, temperature: float = 1.0, top_k: int | None = None) -> Predictor:
+    """One sample per video from ``model``, following the videos' own actions."""
+
+    def predict(videos, actions, task, context, horizon, generator):
+        generated = model.continue_video(videos, context, horizon, actions, task, temperature, top_k, generator)
+        return generated.numpy()
+
+    return predict
+
+
+def predict_all(
+    name: str, predictor: Predictor, videos: list[TestVideo], context: int, horizon: int, batch_size: int, seed: int
+) -> np.ndarray:
+    """Predictions ``(N, horizon, H, W, 3)`` for all videos, in batches; one generator seeded once per call."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in tqdm(range(0, len(videos), batch_size), desc=f"{name}: {context} -> {horizon} frames", unit="batch"):
+        batch = videos[i : i + batch_size]
+        tasks = None if batch[0].task is None else torch.cat([v.task for v in batch])
+        frames = np.stack([v.video[: context + horizon] for v in batch])
+        actions = np.stack([v.actions[: context + horizon] for v in batch])
+        out.append(predictor(frames, actions, tasks, context, horizon, generator))
+    return np.concatenate(out)
+
+
+def exact_match_psnr(shape: tuple[int, ...]) -> float:
+    """PSNR of the smallest error uint8 frames can have (one value off by one level): identical frames'
+    score, so that a copied frame that happens to be exact counts as excellent, not infinite."""
+    return 10 * math.log10(255.0**2 * math.prod(shape[-3:]))
+
+
+def frame_scores(truth: np.ndarray, prediction: np.ndarray) -> dict[str, np.ndarray]:
+    """PSNR (dB), SSIM and LPIPS of every predicted frame, each ``(N, horizon)``."""
+    cap = exact_match_psnr(truth.shape)
+    return {
+        "psnr": np.minimum(psnr(truth, prediction).numpy(), cap),
+        "ssim": ssim(truth, prediction).numpy(),
+        "lpips": lpips(truth, prediction).numpy(),
+    }
+
+
+def revisit_mask(poses: np.ndarray, context: int, horizon: int, distance: float, degrees: float) -> np.ndarray:
+    """Bool ``(horizon,)``: predicted frames whose pose is within ``distance`` (on the ground plane, x and z)
+    and ``degrees`` of heading of some context frame's pose, but not of the last context frame's."""
+    past, future = poses[:context], poses[context : context + horizon]
+    apart = np.hypot(future[:, None, 0] - past[None, :, 0], future[:, None, 2] - past[None, :, 2])
+    turn = np.angle(np.exp(1j * (future[:, None, 3] - past[None, :, 3])))  # wrapped to (-pi, pi]
+    near = (apart <= distance) & (np.abs(turn) <= math.radians(degrees))
+    return near.any(axis=1) & ~near[:, -1]
+
+
+@dataclass
+class MethodResult:
+    """One row of the tables and its per-horizon curves."""
+
+    name: str
+    means: dict[str, float]
+    late: dict[str, float]
+    revisit: dict[str, float] = field(default_factory=dict)
+    fvd: float | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+
+def summarise(
+    name: str, scores: dict[str, np.ndarray], protocol: Protocol, revisits: np.ndarray | None
+) -> MethodResult:
+    late = slice(protocol.late_from - 1, protocol.horizon)
+    result = MethodResult(
+        name,
+        means={m: float(scores[m].mean()) for m in METRICS},
+        late={m: float(scores[m][:, late].mean()) for m in METRICS},
+        curves={m: scores[m].mean(axis=0).tolist() for m in METRICS},
+    )
+    if revisits is not None and revisits.any():
+        result.revisit = {m: float(scores[m][revisits].mean()) for m in METRICS}
+    return result
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tables(results: list[MethodResult], protocol: Protocol, revisit_frames: int, videos: int) -> str:
+    """TECO's table (FVD, PSNR, SSIM, LPIPS over all predicted frames), then the late and revisit columns."""
+    p = protocol
+    lines = [
+        f"{videos} test videos; {p.context} context frames -> {p.horizon} predicted, one sample each; "
+        f"FVD on {p.fvd_length}-frame videos from {p.fvd_context} context frames.",
+        "",
+        "| method | FVD | PSNR | SSIM | LPIPS |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        m = r.means
+        lines.append(f"| {r.name} | {_cell(r.fvd, 1)} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['lpips']:.3f} |")
+    lines += [
+        "",
+        f"| method | PSNR {p.late_from}-{p.horizon} | SSIM {p.late_from}-{p.horizon} | LPIPS {p.late_from}-{p.horizon} "
+        f"| PSNR revisits | SSIM revisits | LPIPS revisits |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        v = r.revisit
+        lines.append(
+            f"| {r.name} | {r.late['psnr']:.2f} | {r.late['ssim']:.3f} | {r.late['lpips']:.3f} | "
+            f"{_cell(v.get('psnr'), 2)} | {_cell(v.get('ssim'), 3)} | {_cell(v.get('lpips'), 3)} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Revisits: {revisit_frames} predicted frames within {p.revisit_distance} units and {p.revisit_degrees:g} "
+        "degrees of a context pose other than the last one."
+        if revisit_frames else "Revisits: no recorded poses, or no predicted frame revisits a context pose."
+    )
+    return "\n".join(lines)
+
+
+def plot_curves(results: list[MethodResult], protocol: Protocol, path: Path) -> Path:
+    """PSNR, SSIM and LPIPS against the predicted frame's number, one line per method."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 3.6))
+    steps = np.arange(1, protocol.horizon + 1)
+    for i, (metric, better) in enumerate([("psnr", "higher"), ("ssim", "higher"), ("lpips", "lower")]):
+        axes = figure.add_subplot(1, 3, i + 1)
+        for r in results:
+            axes.plot(steps, r.curves[metric], label=r.name, linewidth=1.2)
+        axes.axvspan(protocol.late_from, protocol.horizon, color="0.9", zorder=0)
+        axes.set(title=f"{metric.upper()} ({better} is better)", xlabel="predicted frame", xlim=(1, protocol.horizon))
+    figure.axes[0].legend(fontsize=8)
+    return save_figure(figure, path)
+
+
+def evaluate_consistency(
+    model_dir: str | Path,
+    data_root: str | Path,
+    out: str | Path,
+    protocol: Protocol = Protocol(),
+    videos: int = 64,
+    fvd_videos: int = 16,
+    short_window: int | None = 4,
+    others: dict[str, str | Path] | None = None,
+    split: str = "test",
+    batch_size: int = 8,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    save_videos: int = 4,
+) -> dict[str, Any]:
+    """Run the protocol for the model, copy-last, the short-window model and ``others``; write the report.
+
+    Writes ``{out}/consistency.json`` (everything, curves included), ``consistency.md`` (the
+    tables), ``horizon_curves.png`` and ``videos/video{i}.gif|.mp4`` (truth beside each method).
+    Deterministic for a seed and batch size.
+    """
+    if videos < 1 or fvd_videos < 0 or save_videos < 0 or batch_size < 1:
+        raise ValueError("need videos >= 1, batch_size >= 1, fvd_videos >= 0 and save_videos >= 0")
+    if fvd_videos == 1:
+        raise ValueError("FVD needs at least 2 videos (or 0 to skip it)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = VideoModel.load(model_dir)
+    predictors: dict[str, Predictor] = {"model": model_predictor(model, temperature, top_k)}
+    if short_window is not None and short_window < model.window:
+        predictors[f"model, window {short_window}"] = model_predictor(model.with_window(short_window), temperature, top_k)
+    for name, path in (others or {}).items():
+        predictors[name] = model_predictor(VideoModel.load(path), temperature, top_k)
+    predictors[COPY_LAST] = copy_last
+
+    p = protocol
+    length = p.context + p.horizon
+    tests = load_test_videos(model, data_root, split, videos, length)
+    truth = np.stack([v.video[p.context :] for v in tests])
+    revisits = None
+    if all(v.poses is not None for v in tests):
+        revisits = np.stack([
+            revisit_mask(v.poses, p.context, p.horizon, p.revisit_distance, p.revisit_degrees) for v in tests
+        ])
+    fvd_tests = load_test_videos(model, data_root, split, fvd_videos, p.fvd_length) if fvd_videos else []
+    fvd_truth = np.stack([v.video for v in fvd_tests]) if fvd_tests else None
+
+    results, shown = [], {}
+    with torch.no_grad():
+        for name, predictor in predictors.items():
+            predicted = predict_all(name, predictor, tests, p.context, p.horizon, batch_size, seed)
+            result = summarise(name, frame_scores(truth, predicted), p, revisits)
+            if fvd_truth is not None:
+                future = predict_all(name, predictor, fvd_tests, p.fvd_context, p.fvd_length - p.fvd_context, batch_size, seed)
+                result.fvd = fvd(fvd_truth, np.concatenate([fvd_truth[:, : p.fvd_context], future], axis=1))
+            results.append(result)
+            shown[name] = predicted[:save_videos]
+
+    saved = []
+    for i in range(min(save_videos, len(tests))):
+        context = tests[i].video[: p.context]
+        panels = [tests[i].video] + [np.concatenate([context, shown[name][i]]) for name in predictors]
+        frames = side_by_side(panels, ["truth", *predictors], scale=2)
+        saved.append([str(f) for f in save_video(frames, [out / "videos" / f"video{i}.gif", out / "videos" / f"video{i}.mp4"], fps=15)])
+
+    revisit_frames = int(revisits.sum()) if revisits is not None else 0
+    table = tables(results, p, revisit_frames, len(tests))
+    report = {
+        "model": str(model_dir),
+        "data": str(data_root),
+        "split": split,
+        "protocol": asdict(p),
+        "videos": [v.name for v in tests],
+        "fvd_videos": len(fvd_tests),
+        "seed": seed,
+        "batch_size": batch_size,
+        "temperature": temperature,
+        "top_k": top_k,
+        "revisit_frames": revisit_frames,
+        "results": [asdict(r) for r in results],
+        "plot": str(plot_curves(results, p, out / "horizon_curves.png")),
+        "side_by_side_videos": saved,
+        "table": table,
+    }
+    (out / "consistency.json").write_text(json.dumps(report, indent=2))
+    (out / "consistency.md").write_text(table + "\n")
+    return report
