@@ -211,6 +211,13 @@ def _run_eval_tokenizer(args: argparse.Namespace) -> None:
     print(json.dumps(tokenizer_report(args.checkpoint, args.data, args.frames, args.out), indent=2))
 
 
+def _add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """--seed, --temperature and --top-k, as every command that samples from a video model takes them."""
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes (1 = greedy)")
+
+
 def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval-video",
@@ -232,9 +239,7 @@ def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--context", type=int, default=8, help="real frames before each rollout")
     parser.add_argument("--horizon", type=int, default=32, help="generated frames per rollout")
     parser.add_argument("--rollouts", type=int, default=2, help="expert episodes to roll out")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (rollout i uses seed + i)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes (1 = greedy)")
+    _add_sampling_flags(parser, "sampling seed (rollout i uses seed + i)")
     parser.set_defaults(handler=_run_eval_video)
 
 
@@ -292,9 +297,7 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="videos generated at once")
     parser.add_argument("--save-videos", type=int, default=4, help="side-by-side videos to write")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
+    _add_sampling_flags(parser, "sampling seed")
     parser.set_defaults(handler=_run_eval_consistency)
 
 
@@ -334,9 +337,7 @@ def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episode", type=int, default=0, help="episode index in --split (with --data)")
     parser.add_argument("--split", default="test", help="dataset split (with --data)")
     parser.add_argument("--policy", default="expert", help="expert, random or noisy:<std> (with --env)")
-    parser.add_argument("--seed", type=int, default=0, help="env reset seed, sampling and random-action seed")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes")
+    _add_sampling_flags(parser, "env reset seed, sampling and random-action seed")
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
     parser.set_defaults(handler=_run_rollout)
 

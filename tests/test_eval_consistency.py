@@ -105,6 +105,18 @@ def test_continue_video_follows_the_videos_own_actions():
         model.continue_video(videos, 4, 5, actions[:, :7])
 
 
+def test_frame_sampler_generates_what_continue_video_does():
+    model = _model()
+    videos = np.stack([moving_square_video(6, 32, seed) for seed in (0, 1)])
+    actions = torch.randint(ACTIONS, (2, 6), generator=torch.Generator().manual_seed(2))
+    expected = model.continue_video(videos, 3, 3, actions, generator=torch.Generator().manual_seed(4))
+    sampler, generator = model.sampler(2), torch.Generator().manual_seed(4)
+    for t in range(3):
+        sampler.push(videos[:, t], None if t == 0 else actions[:, t - 1])
+    frames = [sampler.sample(actions[:, t - 1], generator=generator) for t in range(3, 6)]
+    assert torch.equal(torch.stack(frames, dim=1), expected)
+
+
 def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tmp_path):
     _model().save(tmp_path / "model")
     kwargs = dict(protocol=SMALL, videos=3, fvd_videos=2, short_window=1, batch_size=2, seed=5, save_videos=1)

@@ -641,9 +641,8 @@ class VideoTransformer(nn.Module):
     def with_window(self, window: int) -> VideoTransformer:
         """The same weights attending to the previous ``window`` frames only (a new module, weights shared).
 
-        No parameter depends on the window (positions are rotary), so this is the model a
-        shorter-window training would have had to learn, read off the long one: the baseline
-        that shows what long context buys.
+        No parameter depends on the window (positions are rotary), so the weights run unchanged
+        on less history: the baseline that shows what a long window buys.
         """
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a positive int, got {window!r}")
