@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from worldmodel.metrics import frames as frames_module
 from worldmodel.metrics import psnr, ssim
 
 
@@ -38,6 +39,37 @@ def test_ssim_drops_with_noise():
     mild = np.clip(clean + rng.normal(0, 5, clean.shape), 0, 255).astype(np.uint8)
     heavy = np.clip(clean + rng.normal(0, 40, clean.shape), 0, 255).astype(np.uint8)
     assert 1 > ssim(clean, mild).item() > ssim(clean, heavy).item()
+
+
+def _ssim_by_2d_convolution(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
+    """The textbook computation: an 11x11 Gaussian window (sigma 1.5) as one grouped 2-D convolution."""
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    window = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 11, 11)
+    x, y = (torch.as_tensor(f).permute(0, 3, 1, 2).double() / 255 for f in (a, b))
+
+    def blur(z):
+        return torch.nn.functional.conv2d(z, window, groups=3)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(1, 2, 3)).float()
+
+
+def test_ssim_equals_the_2d_convolution_reference_on_non_square_frames():
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (4, 20, 27, 3), dtype=np.uint8)
+    b = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+    torch.testing.assert_close(ssim(a, b), _ssim_by_2d_convolution(a, b), rtol=0, atol=1e-6)
+
+
+def test_ssim_in_chunks_equals_one_pass(monkeypatch):
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 256, (2, 7, 16, 16, 3), dtype=np.uint8)
+    whole = ssim(a, b)
+    monkeypatch.setattr(frames_module, "SSIM_CHUNK", 3)  # 7 frames in chunks of 3, 3 and 1
+    torch.testing.assert_close(ssim(a, b), whole, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("metric", [psnr, ssim])
