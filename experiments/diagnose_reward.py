@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import imageio.v2 as imageio
 import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
@@ -37,6 +36,7 @@ from envs.viper import ViperOptions
 from envs.wrappers import env_frame_skip
 from experiments.plots import save_figure
 from experiments.train_agent import RUN_FILE
+from experiments.videos import VideoWriter
 from worldmodel.checkpoint import TRAINER_FILE
 from worldmodel.video_model import VideoModel
 
@@ -219,16 +219,14 @@ def reward_gif(traces: list[Trace], path: Path, fps: float, scale: int = 3) -> P
     """
     values = np.concatenate([t.rewards for t in traces])
     low, high = np.percentile(values, [1, 99])
-    tmp = path.with_name(f".{path.stem}.tmp.gif")
-    with imageio.get_writer(tmp, mode="I", duration=1000.0 / fps, loop=0) as writer:
+    with VideoWriter([path], fps) as writer:
         for step in range(max(len(t.frames) for t in traces)):
             panels = [_annotated(t.frames[min(step, len(t.frames) - 1)], t, min(step, len(t.frames) - 1), scale,
                                  low, high) for t in traces]
             row = Image.new("RGB", (sum(p.width for p in panels), panels[0].height))
             for i, panel in enumerate(panels):
                 row.paste(panel, (i * panel.width, 0))
-            writer.append_data(np.asarray(row))
-    tmp.replace(path)
+            writer.append(np.asarray(row))
     return path
 
 

@@ -40,7 +40,8 @@ def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str] | None = No
     draw = ImageDraw.Draw(strip)
     for i, label in enumerate(labels):
         draw.text((i * width + 2, 0), label, fill=(255, 255, 255), font_size=10 * scale)
-    header = np.broadcast_to(np.asarray(strip), (*frames.shape[:-3], *np.asarray(strip).shape))
+    caption = np.asarray(strip)
+    header = np.broadcast_to(caption, (*frames.shape[:-3], *caption.shape))
     return np.concatenate([header, frames], axis=-3)
 
 
