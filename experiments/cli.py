@@ -100,7 +100,7 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", required=True, type=Path, help="dataset root written by `wm collect`")
     parser.add_argument("--run", required=True, type=Path, help="run directory (checkpoint, tensorboard, eval.json)")
-    parser.add_argument("--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16)")
+    parser.add_argument("--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16), long (64->4x4)")
     parser.add_argument("--quantizer", choices=["vq", "fsq", "lfq"], default=None, help="override the preset's quantizer")
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
@@ -122,7 +122,7 @@ def _run_train_tokenizer(args: argparse.Namespace) -> None:
 VIDEO_TRAINING_HELP = {
     **TRAINING_HELP,
     "batch_size": "clips per step, per process",
-    "clip_length": "frames per training clip; None takes the preset's (16 for dmc and dmc-paper)",
+    "clip_length": "frames per training clip; None takes the preset's (16 for dmc and dmc-paper, 144 for long)",
     "frame_skip": "take every n-th frame of the dataset (use its action at that frame)",
     "grad_clip": "clip the global gradient norm to this",
     "log_every": "steps between tensorboard scalars (loss, bits/code, bits/dim)",
@@ -156,7 +156,7 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         help="run directory (checkpoint, model, tensorboard, eval.json); spell it --run-dir under torchrun, "
         "whose own --run-path would swallow --run",
     )
-    parser.add_argument("--preset", default="dmc", help="transformer preset: dmc (CPU-sized) or dmc-paper (VIPER's)")
+    parser.add_argument("--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's) or long (sees 144 frames)")
     parser.add_argument("--no-actions", action="store_true", help="train action-free (a VIPER reward model)")
     parser.add_argument("--action-dropout", type=float, default=0.0, help="share of clips trained without actions")
     parser.add_argument(
@@ -269,8 +269,9 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
         "condition on the first --context frames of each video and its actions, predict the next --horizon, "
         "one sample per video, and score each predicted frame by PSNR, SSIM and LPIPS (AlexNet); FVD (I3D) "
         "on --fvd-length-frame videos generated from --fvd-context real frames. In the same tables: "
-        "copy-last-frame, the same model with attention cut to --short-window frames, and any --compare "
-        "model; columns for the late predicted frames (--late-from on) and a row for predicted frames that "
+        "copy-last-frame, the same model with attention cut to --short-window frames, any --compare "
+        "model, and the tokenizer's reconstruction of the true frames (it sees the truth: the best these codes "
+        "allow); columns for the late predicted frames (--late-from on) and a row for predicted frames that "
         "revisit a pose held in the context (datasets with recorded poses). Writes {out}/consistency.md "
         "(tables), consistency.json (all numbers and per-horizon curves), horizon_curves.png and "
         "videos/video{i}.gif|.mp4 (truth beside every method). Deterministic for a seed and batch size. "

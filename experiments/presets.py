@@ -4,11 +4,15 @@
 channel multipliers [1, 2, 2, 2]) with a narrower CNN for CPUs; ``dmc-paper``
 keeps VIPER's 128 base channels for GPUs. ``atari`` and ``maze3d`` map
 64x64 -> 16x16 codes with a 1024-entry codebook, as VIPER does for Atari.
+``long`` maps 64x64 -> 4x4 codes (1024-entry codebook) so that a transformer
+sees 144 frames on a CPU: 17 tokens per frame instead of 65.
 
 Video transformer presets give the architecture and clip length; the vocabulary,
 code grid, actions and tasks come from the tokenizer and the dataset
 (``worldmodel.train_video.fit_to_data``). ``dmc`` is sized for a CPU; ``dmc-paper``
 is VIPER's DMC model (embed 256, 8 layers, 8 heads, MLP 1024, 16-frame clips).
+``long`` is the long-horizon consistency model: 4 layers of 36-frame windows
+reach back 144 frames, TECO's context, and it trains on 144-frame clips.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
     ),
     "maze3d": TokenizerConfig(
         image_size=64, base_channels=32, ch_mult=(1, 2, 2), latent_dim=64,
+        quantizer="vq", quantizer_kwargs={"codebook_size": 1024},
+    ),
+    "long": TokenizerConfig(
+        image_size=64, base_channels=32, ch_mult=(1, 2, 2, 4, 4), latent_dim=64,
         quantizer="vq", quantizer_kwargs={"codebook_size": 1024},
     ),
 }
@@ -71,6 +79,7 @@ class VideoPreset:
 VIDEO_PRESETS: dict[str, VideoPreset] = {
     "dmc": VideoPreset(VideoTransformerConfig(window=8, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 16),
     "dmc-paper": VideoPreset(VideoTransformerConfig(window=15, embed_dim=256, layers=8, heads=8, mlp_ratio=4.0), 16),
+    "long": VideoPreset(VideoTransformerConfig(window=36, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 144),
 }
 
 

@@ -11,8 +11,9 @@ from tests.conftest import moving_square_video, randomize_weights
 from tests.test_video_model import TOKENIZER, TRANSFORMER
 from experiments.cli import main
 from experiments.eval_consistency import (
-    COPY_LAST, Protocol, copy_last, evaluate_consistency, exact_match_psnr, frame_scores, revisit_mask,
+    COPY_LAST, TOKENIZER_CEILING, Protocol, copy_last, evaluate_consistency, exact_match_psnr, frame_scores, revisit_mask,
 )
+from experiments.presets import tokenizer_preset, video_preset
 from experiments.rollout import NO_TRUTH_GREY, long_rollout
 from experiments.videos import LABEL_HEIGHT, VideoWriter, save_video, side_by_side
 from worldmodel import sampling
@@ -124,7 +125,7 @@ def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tm
     again = evaluate_consistency(tmp_path / "model", posed_dataset, tmp_path / "b", **{**kwargs, "fvd_videos": 0})
     assert [{**r, "fvd": None} for r in report["results"]] == again["results"]  # the same samples for a seed
     rows = {r["name"]: r for r in report["results"]}
-    assert list(rows) == ["model", "model, window 1", COPY_LAST]
+    assert list(rows) == ["model", "model, window 1", COPY_LAST, TOKENIZER_CEILING]
     videos = np.stack([moving_square_video(12, 32, i) for i in range(3)])
     copied = np.repeat(videos[:, 5:6], 5, axis=1)
     expected = psnr(videos[:, 6:11], copied).numpy()
@@ -135,12 +136,15 @@ def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tm
     for row in rows.values():
         assert len(row["curves"]["lpips"]) == 5 and row["fvd"] is not None and np.isfinite(row["fvd"])
     assert rows["model"]["means"] != rows["model, window 1"]["means"]
+    tokenizer = VideoModel.load(tmp_path / "model").tokenizer
+    reconstructed = tokenizer.decode(tokenizer.encode(videos[:, 6:11])).numpy()
+    assert rows[TOKENIZER_CEILING]["means"]["psnr"] == pytest.approx(psnr(videos[:, 6:11], reconstructed).mean().item(), rel=1e-5)
     table = (tmp_path / "a" / "consistency.md").read_text()
     assert "| method | FVD | PSNR | SSIM | LPIPS |" in table and "| copy-last |" in table
     assert "9 predicted frames within 0.5 units" in table
     assert (tmp_path / "a" / "horizon_curves.png").stat().st_size > 0
     gif = imageio.mimread(tmp_path / "a" / "videos" / "video0.gif")
-    assert len(gif) == 11 and gif[0].shape[1] == 4 * 2 * 32
+    assert len(gif) == 11 and gif[0].shape[1] == 5 * 2 * 32  # truth and 4 methods side by side, scale 2
     assert len(imageio.mimread(tmp_path / "a" / "videos" / "video0.mp4")) == 11
     with pytest.raises(ValueError, match="has the 40 frames"):
         evaluate_consistency(tmp_path / "model", posed_dataset, tmp_path / "c", replace(SMALL, horizon=34), videos=1, fvd_videos=0)
@@ -192,3 +196,11 @@ def test_cli_rejects_a_bad_compare_argument(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval-consistency", "--model", "m", "--data", "d", "--out", "o", "--compare", "no-equals-sign"])
     assert "expected NAME=PATH" in capsys.readouterr().err
+
+
+def test_long_presets_see_the_whole_teco_context():
+    """The `long` model reaches back over all 144 context frames, trains on clips that long, at 4x4 codes."""
+    assert FrameTokenizer(tokenizer_preset("long")).code_shape == (4, 4)
+    preset = video_preset("long")
+    assert preset.transformer.receptive_field >= Protocol().context
+    assert preset.clip_length >= Protocol().context

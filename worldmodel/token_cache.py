@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from worldmodel.checkpoint import fingerprint, read_json, write_json_atomic
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode, write_npz_atomic
@@ -77,7 +78,7 @@ def build_token_cache(
         manifest.save(cache_dir)
     counts = {"encoded": 0, "reused": 0}
     for split in splits:
-        for path in episode_paths(data_root, split):
+        for path in tqdm(episode_paths(data_root, split), desc=f"tokenising {split}", unit="episode"):
             target = cache_dir / path.relative_to(data_root)
             if target.exists():
                 counts["reused"] += 1
