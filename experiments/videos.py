@@ -39,7 +39,10 @@ def side_by_side(panels: Sequence[np.ndarray], labels: Sequence[str] | None = No
     strip = Image.new("RGB", (frames.shape[-2], LABEL_HEIGHT * scale), (0, 0, 0))
     draw = ImageDraw.Draw(strip)
     for i, label in enumerate(labels):
-        draw.text((i * width + 2, 0), label, fill=(255, 255, 255), font_size=10 * scale)
+        size = 10 * scale  # shrunk until the label fits its panel, so that neighbours never overlap
+        while size > 5 * scale and draw.textlength(label, font_size=size) > width - 4:
+            size -= 1
+        draw.text((i * width + 2, 0), label, fill=(255, 255, 255), font_size=size)
     caption = np.asarray(strip)
     header = np.broadcast_to(caption, (*frames.shape[:-3], *caption.shape))
     return np.concatenate([header, frames], axis=-3)
