@@ -100,7 +100,9 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", required=True, type=Path, help="dataset root written by `wm collect`")
     parser.add_argument("--run", required=True, type=Path, help="run directory (checkpoint, tensorboard, eval.json)")
-    parser.add_argument("--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16), long (64->4x4)")
+    parser.add_argument(
+        "--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16), long (64->4x4)"
+    )
     parser.add_argument("--quantizer", choices=["vq", "fsq", "lfq"], default=None, help="override the preset's quantizer")
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
@@ -156,7 +158,9 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         help="run directory (checkpoint, model, tensorboard, eval.json); spell it --run-dir under torchrun, "
         "whose own --run-path would swallow --run",
     )
-    parser.add_argument("--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's) or long (sees 144 frames)")
+    parser.add_argument(
+        "--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's) or long (sees 144 frames)"
+    )
     parser.add_argument("--no-actions", action="store_true", help="train action-free (a VIPER reward model)")
     parser.add_argument("--action-dropout", type=float, default=0.0, help="share of clips trained without actions")
     parser.add_argument(

@@ -11,7 +11,8 @@ from tests.conftest import moving_square_video, randomize_weights
 from tests.test_video_model import TOKENIZER, TRANSFORMER
 from experiments.cli import main
 from experiments.eval_consistency import (
-    COPY_LAST, TOKENIZER_CEILING, Protocol, copy_last, evaluate_consistency, exact_match_psnr, frame_scores, revisit_mask,
+    COPY_LAST, TOKENIZER_CEILING, Protocol, copy_last, evaluate_consistency, exact_match_psnr, frame_scores,
+    revisit_mask,
 )
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.rollout import NO_TRUTH_GREY, long_rollout
@@ -138,7 +139,8 @@ def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tm
     assert rows["model"]["means"] != rows["model, window 1"]["means"]
     tokenizer = VideoModel.load(tmp_path / "model").tokenizer
     reconstructed = tokenizer.decode(tokenizer.encode(videos[:, 6:11])).numpy()
-    assert rows[TOKENIZER_CEILING]["means"]["psnr"] == pytest.approx(psnr(videos[:, 6:11], reconstructed).mean().item(), rel=1e-5)
+    ceiling = psnr(videos[:, 6:11], reconstructed).mean().item()
+    assert rows[TOKENIZER_CEILING]["means"]["psnr"] == pytest.approx(ceiling, rel=1e-5)
     table = (tmp_path / "a" / "consistency.md").read_text()
     assert "| method | FVD | PSNR | SSIM | LPIPS |" in table and "| copy-last |" in table
     assert "9 predicted frames within 0.5 units" in table

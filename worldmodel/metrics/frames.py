@@ -49,7 +49,7 @@ def _gaussian_blur_matrix(size: int, window: int = 11, sigma: float = 1.5) -> to
     return matrix
 
 
-SSIM_CHUNK = 256  # frames per convolution: float64 blurs of many frames at once need gigabytes
+SSIM_CHUNK = 256  # frames blurred at once: float64 blurs of many frames at once need gigabytes
 
 
 def _ssim_nchw(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
