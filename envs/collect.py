@@ -84,9 +84,10 @@ def make_policy(spec: PolicySpec, env: gym.Env, env_spec: str, seed: int) -> Pol
     return expert if spec.kind == "expert" else noisy_policy(expert, spec.noise_std, seed)
 
 
-def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray]:
+def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     """Roll out one episode; ``T`` frames, ``T`` actions (the last one padding, never taken), ``T`` rewards,
-    and ``poses (T, 4)`` float32 when the env reports ``info["pose"]`` (the voxel-terrain or maze agent's x, y, z, heading)."""
+    whether it ``terminated`` (rather than being cut by a time limit), and ``poses (T, 4)`` float32 when
+    the env reports ``info["pose"]`` (the voxel-terrain or maze agent's x, y, z, heading)."""
     obs, info = env.reset(seed=seed)
     frames, actions, rewards = [obs], [], []
     poses = [info["pose"]] if "pose" in info else None
@@ -104,7 +105,12 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, np.ndarray
     rewards.append(0.0)
     action_array = np.asarray(actions)
     action_array = action_array.astype(np.int64 if np.issubdtype(action_array.dtype, np.integer) else np.float32)
-    episode = {"video": np.stack(frames), "actions": action_array, "rewards": np.asarray(rewards, np.float32)}
+    episode = {
+        "video": np.stack(frames),
+        "actions": action_array,
+        "rewards": np.asarray(rewards, np.float32),
+        "terminated": bool(terminated),
+    }
     if poses is not None:
         episode["poses"] = np.asarray(poses, np.float32)
     return episode
@@ -118,7 +124,10 @@ def _run_job(job: EpisodeJob) -> tuple[EpisodeJob, float, int]:
         episode = run_episode(env, make_policy(job.policy, env, job.env_spec, job.seed), job.seed)
     finally:
         env.close()
-    write_episode(job.path, episode["video"], episode["actions"], episode["rewards"], job.task_id, episode.get("poses"))
+    write_episode(
+        job.path, episode["video"], episode["actions"], episode["rewards"], job.task_id, episode.get("poses"),
+        episode["terminated"],
+    )
     return job, float(episode["rewards"].sum()), len(episode["video"])
 
 

@@ -164,6 +164,14 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-actions", action="store_true", help="train action-free (a VIPER reward model)")
     parser.add_argument("--action-dropout", type=float, default=0.0, help="share of clips trained without actions")
     parser.add_argument(
+        "--reward-head", action="store_true",
+        help="also learn the episodes' rewards, for a world-model env (envs.world_model, reward='head')",
+    )
+    parser.add_argument(
+        "--continue-head", action="store_true",
+        help="also learn where episodes terminate, for a world-model env's terminations",
+    )
+    parser.add_argument(
         "--cache", type=Path, default=None, help="token cache directory; None means {data}/token_cache/<tokenizer id>"
     )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
@@ -183,7 +191,10 @@ def _run_train_video(args: argparse.Namespace) -> None:
 
     preset = video_preset(args.preset)
     config = fit_to_data(
-        replace(preset.transformer, action_dropout=args.action_dropout),
+        replace(
+            preset.transformer, action_dropout=args.action_dropout, reward_head=args.reward_head,
+            continue_head=args.continue_head,
+        ),
         FrameTokenizer.load(args.tokenizer),
         DatasetManifest.load(args.data),
         actions=not args.no_actions,

@@ -60,6 +60,23 @@ def test_clips_with_frame_skip_cover_every_start(tmp_path):
         dataset[6]
 
 
+def test_clip_rewards_sum_over_skipped_frames_and_terminals_mark_a_terminated_end(tmp_path):
+    rewards = np.arange(10, dtype=np.float32)
+    write_episode(tmp_path / "train" / "a.npz", _video(10), np.arange(10), rewards, terminated=True)
+    write_episode(tmp_path / "train" / "b.npz", _video(10), np.arange(10), rewards)  # cut by a time limit
+    assert read_episode(tmp_path / "train" / "a.npz").terminated
+    assert not read_episode(tmp_path / "train" / "b.npz").terminated
+    dataset = EpisodeDataset(tmp_path, "train", clip_length=3, frame_skip=2)
+    first, last = dataset[0], dataset[5]  # episode a from frames 0 and 5
+    np.testing.assert_array_equal(first["rewards"], [0 + 1, 2 + 3, 4 + 5])
+    np.testing.assert_array_equal(last["rewards"], [5 + 6, 7 + 8, 9])
+    assert first["terminals"].tolist() == [False, False, False] and last["terminals"].tolist() == [False, False, True]
+    assert not dataset[11]["terminals"].any()  # episode b's end is a truncation
+    write_episode(tmp_path / "train" / "c.npz", _video(10), np.arange(10))  # no rewards recorded
+    mixed = EpisodeDataset(tmp_path, "train", clip_length=3).sample(64, np.random.default_rng(0))
+    assert "rewards" not in mixed and mixed["terminals"].shape == (64, 3)
+
+
 def test_no_clip_fits_is_an_error(tmp_path):
     write_episode(tmp_path / "train" / "a.npz", _video(3), np.arange(3))
     with pytest.raises(ValueError, match="frames a clip"):

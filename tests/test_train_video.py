@@ -1,12 +1,16 @@
+import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from tests.conftest import moving_square_video
 from worldmodel.checkpoint import CheckpointError, fingerprint, load_checkpoint
+from worldmodel.episodes import write_episode
 from worldmodel.token_cache import TokenCacheError, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.train_video import VideoTraining, bits_per_dim, train_video
@@ -51,6 +55,26 @@ def test_training_lowers_the_loss_and_writes_metrics_checkpoint_and_bundle(tiny_
     assert model.window == 3 and model.info.frame_skip == 1
     frames = torch.zeros(1, 3, 32, 32, 3, dtype=torch.uint8)
     assert model.log_prob(frames, torch.tensor([[1, 2]])).shape == (1, 3)
+
+
+def test_world_model_heads_learn_rewards_and_terminations(tmp_path):
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for i, split in enumerate(["train"] * 4 + ["test"]):
+        actions = rng.integers(16, size=12)
+        rewards = (actions % 2).astype(np.float32) * 3.0  # the reward of a step follows from its action
+        write_episode(root / split / f"ep{i}.npz", moving_square_video(12, 32, i), actions, rewards, terminated=i % 2 == 0)
+    config = dataclasses.replace(TRANSFORMER, reward_head=True, continue_head=True)
+    summary = train_video(root, _tokenizer(tmp_path / "tok"), tmp_path / "run", config, _training(150, eval_every=1000))
+    assert summary["reward_mae"] < 0.5  # guessing the mean would be off by 1.5 on average
+    assert summary["continue_accuracy"] == 1.0
+    model = VideoModel.load(tmp_path / "run" / "model")
+    assert model.transformer.reward_head is not None and model.transformer.continue_head is not None
+    plain = tmp_path / "plain"
+    for i, split in enumerate(["train", "test"]):
+        write_episode(plain / split / f"ep{i}.npz", moving_square_video(12, 32, i), np.arange(12))
+    with pytest.raises(ValueError, match="record no rewards"):
+        train_video(plain, tmp_path / "tok", tmp_path / "run2", config, _training(2))
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):

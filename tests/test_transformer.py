@@ -6,6 +6,7 @@ import torch
 
 from tests.conftest import randomize_weights
 from worldmodel.checkpoint import CheckpointError, save_checkpoint
+from worldmodel.sampling import StreamingSampler
 from worldmodel.transformer import KVCache, StreamingScorer, VideoTransformer, VideoTransformerConfig
 
 TINY = dict(vocab_size=16, code_shape=(2, 2), window=2, embed_dim=32, layers=2, heads=2, mlp_ratio=2.0)
@@ -109,6 +110,33 @@ def test_streaming_equals_full_sequence_for_any_window(window):
     scorer = StreamingScorer(model, 2)
     streamed = torch.stack([scorer.push(codes[:, i], actions[:, i - 1] if i else None) for i in range(12)], dim=1)
     assert torch.allclose(streamed, model.log_prob(codes, actions), atol=1e-4)
+
+
+@pytest.mark.parametrize("context", [1, 5])
+def test_starting_streams_from_a_context_leaves_the_others_alone(context):
+    model = tiny(window=3, num_actions=3)
+    b, t, restart = 3, 14, 6
+    codes = random_clip(b, t, model)
+    actions = torch.randint(3, (b, t), generator=torch.Generator().manual_seed(1))
+    clip = random_clip(2, context + t - restart, model, seed=2)
+    clip_actions = torch.randint(3, (2, clip.shape[1]), generator=torch.Generator().manual_seed(3))
+    scorer = StreamingScorer(model, b)
+    streamed = []
+    for i in range(t):
+        if i == restart:  # streams 0 and 2 start over from `context` frames; stream 1 does not advance meanwhile
+            started = scorer.start([0, 2], clip[:, :context], clip_actions[:, :context])
+            codes[[0, 2], i:] = clip[:, context:]
+            actions[[0, 2], i - 1 :] = clip_actions[:, context - 1 :]
+        streamed.append(scorer.push(codes[:, i], actions[:, i - 1] if i else None))
+    streamed = torch.stack(streamed, dim=1)
+    assert torch.allclose(streamed[1], model.log_prob(codes[1:2], actions[1:2])[0], atol=1e-4)
+    whole = model.log_prob(clip, clip_actions)
+    assert torch.allclose(started, whole[:, :context], atol=1e-4)
+    assert torch.allclose(streamed[[0, 2], restart:], whole[:, context:], atol=1e-4)
+    before = model.log_prob(codes[[0, 2], :restart], actions[[0, 2], : restart - 1])
+    assert torch.allclose(streamed[[0, 2], :restart], before, atol=1e-4)
+    with pytest.raises(ValueError, match="codes of shape"):
+        scorer.start([0], clip[:, :context])
 
 
 def test_receptive_field_past_and_future():
@@ -231,6 +259,48 @@ def test_overfits_a_tiny_dataset():
         losses.append(loss.item())
     # from log(16) = 2.77 towards the floor: the first code picks one of 4 clips, log(4) / 24 codes = 0.06
     assert losses[0] > 2.5 and losses[-1] < losses[0] / 20
+
+
+def test_reward_and_continue_heads_fit_a_tiny_dataset():
+    torch.manual_seed(0)
+    model = VideoTransformer(VideoTransformerConfig(**TINY, num_actions=3, reward_head=True, continue_head=True)).train()
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(16, (8, 6, 2, 2), generator=g)
+    actions = torch.randint(3, (8, 6), generator=g)
+    rewards = (actions == 1).float() * 5.0 - (actions == 2).float()  # the reward depends on the action alone
+    terminals = torch.zeros(8, 6, dtype=torch.bool)
+    terminals[:4, -1] = True  # half the clips end by termination
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(600):
+        losses = model.losses(codes, actions, rewards=rewards, terminals=terminals)
+        optimizer.zero_grad()
+        (losses.codes + losses.reward + losses.continues).backward()
+        optimizer.step()
+    model.eval()
+    features = model.token_features(codes, actions)[:, 1:, -1]
+    reward, keep = model.predict_outcome(features)
+    assert (reward - rewards[:, :-1]).abs().max() < 0.3
+    assert (keep.round().bool() == ~terminals[:, 1:]).all()
+    assert model.losses(codes, actions).reward is None  # no targets, no head loss
+    with pytest.raises(ValueError, match=r"rewards of shape \(8, 6\)"):
+        model.losses(codes, actions, rewards=rewards[:, :-1])
+
+
+def test_streamed_and_sampled_frame_features_equal_the_full_pass():
+    model = tiny(num_actions=3, window=3, reward_head=True, continue_head=True)
+    codes = random_clip(2, 7, model)
+    actions = torch.randint(3, (2, 7), generator=torch.Generator().manual_seed(1))
+    sampler = StreamingSampler(model, 2)
+    sampler.start([0, 1], codes[:, :4], actions[:, :4])
+    streamed = [sampler.features.clone()]
+    for t in range(4, 7):
+        sampler.sample(actions[:, t - 1], generator=torch.Generator().manual_seed(t))
+        codes[:, t] = sampler.latest
+        streamed.append(sampler.features.clone())
+    full = model.token_features(codes, actions)[:, 3:, -1]
+    assert torch.allclose(torch.stack(streamed, dim=1), full, atol=1e-4)
+    reward, keep = model.predict_outcome(sampler.features)
+    assert reward.shape == keep.shape == (2,) and ((keep > 0) & (keep < 1)).all()
 
 
 def test_save_and_load(tmp_path):

@@ -2,7 +2,9 @@
 
 An episode is an ``.npz`` file with ``video (T,H,W,3) uint8`` and ``actions (T,)``
 int or ``(T,A)`` float32 (action ``t`` is taken after frame ``t``), optional
-``rewards (T,)``, ``task_id ()`` and ``poses (T,4)`` float32 (the agent's x, y, z and
+``rewards (T,)`` (``rewards[t]`` follows action ``t``), ``task_id ()``, ``terminated ()``
+bool (the last frame ends the episode by termination, not by a time limit: what a world
+model's continue head learns) and ``poses (T,4)`` float32 (the agent's x, y, z and
 heading per frame, where the env knows them: what consistency benchmarks need to find
 the frames that show the same place). A dataset is ``{root}/{split}/**/*.npz`` plus an
 optional ``{root}/manifest.json``; TECO's published ``{split}/{shard}/{i}.npz`` files
@@ -39,6 +41,7 @@ class Episode:
     task_id: int = 0
     path: Path | None = None
     poses: np.ndarray | None = None
+    terminated: bool = False
 
     def __len__(self) -> int:
         return len(self.video)
@@ -113,11 +116,17 @@ def write_episode(
     rewards: np.ndarray | None = None,
     task_id: int = 0,
     poses: np.ndarray | None = None,
+    terminated: bool = False,
 ) -> Path:
     """Validate and write one episode atomically (temporary file, then rename)."""
     path = Path(path)
     validate_episode(video, actions, rewards, path, poses)
-    arrays = {"video": video, "actions": actions, "task_id": np.asarray(task_id, dtype=np.int64)}
+    arrays = {
+        "video": video,
+        "actions": actions,
+        "task_id": np.asarray(task_id, dtype=np.int64),
+        "terminated": np.asarray(terminated, dtype=bool),
+    }
     if rewards is not None:
         arrays["rewards"] = np.asarray(rewards, dtype=np.float32)
     if poses is not None:
@@ -194,7 +203,8 @@ def read_episode(path: str | Path, frames_key: str = "video") -> Episode:
     elif len(frames) != len(actions):
         raise EpisodeFormatError(f"{path}: {len(frames)} rows of {frames_key} but {len(actions)} actions")
     task_id = int(arrays["task_id"]) if "task_id" in arrays else 0
-    return Episode(frames, actions, rewards, task_id, path, poses)
+    terminated = bool(arrays["terminated"]) if "terminated" in arrays else False
+    return Episode(frames, actions, rewards, task_id, path, poses, terminated)
 
 
 def episode_paths(root: str | Path, split: str) -> list[Path]:
@@ -211,8 +221,11 @@ class EpisodeDataset:
     Episodes are opened lazily (memory-mapped, a bounded number kept open), so the
     dataset can exceed RAM. Item ``i`` is the ``i``-th valid clip start over all
     episodes; :meth:`sample` draws random clips. Items are dicts of numpy arrays:
-    ``video (T,H,W,3) uint8``, ``actions``, ``task_id``. With ``frames_key="codes"`` the
-    dataset reads a token cache (``worldmodel.token_cache``) and items hold ``codes (T,h,w)``.
+    ``video (T,H,W,3) uint8``, ``actions``, ``task_id``, ``terminals (T,)`` bool (the frame
+    ends its episode by termination) and, where the episodes have them, ``rewards (T,)``
+    float32, each the sum of the rewards between a clip frame and the next. With
+    ``frames_key="codes"`` the dataset reads a token cache (``worldmodel.token_cache``) and
+    items hold ``codes (T,h,w)``.
     """
 
     def __init__(
@@ -257,12 +270,19 @@ class EpisodeDataset:
 
     def clip(self, episode_index: int, start: int) -> dict[str, np.ndarray]:
         episode = self.episode(episode_index)
-        frames = slice(start, start + (self.clip_length - 1) * self.frame_skip + 1, self.frame_skip)
-        return {
+        skip = self.frame_skip
+        indices = start + skip * np.arange(self.clip_length)
+        frames = slice(start, indices[-1] + 1, skip)
+        item = {
             self.frames_key: np.asarray(episode.video[frames]),
             "actions": np.asarray(episode.actions[frames]),
             "task_id": np.asarray(episode.task_id, dtype=np.int64),
+            "terminals": episode.terminated & (indices == len(episode) - 1),
         }
+        if episode.rewards is not None:
+            rewards = np.asarray(episode.rewards[start : indices[-1] + skip], np.float32)
+            item["rewards"] = np.add.reduceat(rewards, np.arange(0, len(rewards), skip))[: self.clip_length]
+        return item
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         if not 0 <= index < len(self):
@@ -271,9 +291,10 @@ class EpisodeDataset:
         return self.clip(episode_index, index - int(self._clip_offsets[episode_index]))
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """A batch of uniformly random clips, stacked."""
+        """A batch of uniformly random clips, stacked (``rewards`` only if every clip has them)."""
         items = [self[int(i)] for i in rng.integers(0, len(self), size=batch_size)]
-        return {key: np.stack([item[key] for item in items]) for key in items[0]}
+        keys = set.intersection(*(set(item) for item in items))
+        return {key: np.stack([item[key] for item in items]) for key in items[0] if key in keys}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(self)):

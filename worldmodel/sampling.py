@@ -13,12 +13,13 @@ are independent given it); ``top_k`` applies to each group.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.transformer import StreamingScorer, VideoTransformer
+from worldmodel.transformer import StreamingScorer, VideoTransformer, stream_mask
 
 Policy = Callable[[Tensor], Tensor]  # latest frame codes (B, h, w) -> actions (B,) or (B, A)
 
@@ -60,6 +61,20 @@ class StreamingSampler(StreamingScorer):
         self.latest = self.model.validate_codes(codes, (self.batch_size,))
         return log_prob
 
+    def start(
+        self,
+        env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray,
+        codes: Tensor,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+    ) -> Tensor:
+        mask = stream_mask(env_ids, self.batch_size).to(self.model.device)
+        log_probs = super().start(mask, codes, actions, task)
+        if self.latest is None:
+            self.latest = torch.zeros(self.batch_size, *self.model.config.code_shape, dtype=torch.long, device=mask.device)
+        self.latest[mask] = torch.as_tensor(codes, device=mask.device)[:, -1].long()
+        return log_probs
+
     @torch.no_grad()
     def sample(
         self,
@@ -80,11 +95,11 @@ class StreamingSampler(StreamingScorer):
         token = model.embed_start(actions, cache.time > 0)[:, None]
         codes = []
         for _ in range(model.config.codes_per_frame):
-            logits = model.step(token, cache, task)[:, 0]
+            logits = model.logits(model.step(token, cache, task)[:, 0])
             code = model.join_codes(sample_logits(logits, temperature, top_k, generator))
             codes.append(code)
             token = model.embed_codes(code)[:, None]
-        model.step(token, cache, task)  # the last code's keys and values, for the frames to come
+        self.features = model.step(token, cache, task)[:, 0]  # the last code's keys and values, and the frame's features
         self.latest = torch.stack(codes, dim=1).view(b, *model.config.code_shape)
         return self.latest
 

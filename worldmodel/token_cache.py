@@ -1,7 +1,7 @@
 """Episodes tokenised once: the frame codes a video transformer trains on, cached on disk.
 
 A cache mirrors a dataset: ``{cache}/{split}/<same relative path>.npz`` holds
-``codes (T,h,w)`` plus the episode's ``actions``, ``task_id`` and ``rewards``, so
+``codes (T,h,w)`` plus the episode's ``actions``, ``task_id``, ``terminated`` and ``rewards``, so
 ``EpisodeDataset(cache, frames_key="codes")`` samples clips from it exactly as from
 the pixels. ``{cache}/cache.json`` records the fingerprint of the tokenizer's weights;
 a cache is only ever extended by the tokenizer that made it. Episode files are
@@ -92,6 +92,7 @@ def build_token_cache(
                 CODES_KEY: codes.astype(_codes_dtype(tokenizer.vocab_size)),
                 "actions": np.asarray(episode.actions),
                 "task_id": np.asarray(episode.task_id, dtype=np.int64),
+                "terminated": np.asarray(episode.terminated),
             }
             if episode.rewards is not None:
                 arrays["rewards"] = np.asarray(episode.rewards)

@@ -7,6 +7,10 @@ randomness a function of (seed, step, rank)), logged to tensorboard, bounded by
 steps and optionally by minutes. At the end ``{run}/model`` holds a
 :class:`~worldmodel.video_model.VideoModel` bundle.
 
+With ``reward_head`` / ``continue_head`` in the transformer config the same pass trains
+the world-model heads on the episodes' rewards and terminations (their losses are added
+to the code NLL), and the held-out evaluation reports their errors.
+
 Likelihoods are reported as VideoGPT does: ``bits_per_code`` = NLL per code / ln 2,
 and ``bits_per_dim`` = NLL of a whole frame / (ln 2 * H * W * 3), i.e. bits per
 pixel channel of the original frame.
@@ -166,6 +170,20 @@ def _to_model_inputs(
     return codes, actions, task
 
 
+def _head_targets(
+    clips: dict[str, np.ndarray], config: VideoTransformerConfig, device: str
+) -> tuple[Tensor | None, Tensor | None]:
+    """The clips' ``(rewards, terminals)`` for the heads the model has (None for a missing head)."""
+    rewards = terminals = None
+    if config.reward_head:
+        if "rewards" not in clips:
+            raise ValueError("the transformer has a reward head, but the dataset's episodes record no rewards")
+        rewards = torch.from_numpy(clips["rewards"]).to(device)
+    if config.continue_head:
+        terminals = torch.from_numpy(clips["terminals"]).to(device)
+    return rewards, terminals
+
+
 def evaluation_clips(cache_dir: Path, training: VideoTraining) -> dict[str, np.ndarray]:
     """A fixed sample of held-out clips (the ``test`` split) of cached codes."""
     dataset = EpisodeDataset(cache_dir, "test", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
@@ -191,12 +209,44 @@ def evaluate_transformer(
         for i in range(0, len(codes), batch_size)
     ])
     nats_per_code = -log_probs.mean().item() / config.codes_per_frame
-    return {
+    metrics = {
         "log_prob_per_frame": log_probs.mean().item(),
         "log_prob_last_frame": log_probs[:, -1].mean().item(),
         "bits_per_code": nats_per_code / math.log(2),
         "bits_per_dim": bits_per_dim(nats_per_code, config.codes_per_frame, image_size),
     }
+    if config.reward_head or config.continue_head:
+        metrics.update(evaluate_heads(transformer, clips, batch_size))
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_heads(transformer: VideoTransformer, clips: dict[str, np.ndarray], batch_size: int = 16) -> dict[str, float]:
+    """Held-out errors of the world-model heads on frames 1 .. T-1 of the clips, given the true frames.
+
+    ``reward_mae``: mean absolute error of the predicted rewards; ``continue_accuracy``: share of
+    frames whose predicted continue probability falls on the right side of one half.
+    """
+    config, device = transformer.config, str(transformer.device)
+    codes, actions, task = _to_model_inputs(clips, config, device)
+    rewards, terminals = _head_targets(clips, config, device)
+    predicted_rewards, keeps = [], []
+    for i in range(0, len(codes), batch_size):
+        features = transformer.token_features(
+            codes[i : i + batch_size],
+            None if actions is None else actions[i : i + batch_size],
+            None if task is None else task[i : i + batch_size],
+        )[:, 1:, -1]
+        reward, keep = transformer.predict_outcome(features)
+        predicted_rewards.append(reward)
+        keeps.append(keep)
+    metrics = {}
+    if rewards is not None:
+        metrics["reward_mae"] = (torch.cat(predicted_rewards) - rewards[:, :-1]).abs().mean().item()
+    if terminals is not None:
+        right = (torch.cat(keeps) >= 0.5) == ~terminals[:, 1:]
+        metrics["continue_accuracy"] = right.float().mean().item()
+    return metrics
 
 
 @torch.no_grad()
@@ -302,8 +352,10 @@ def train_video(
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         for param_group in optimizer.param_groups:
             param_group["lr"] = learning_rate(step, training, elapsed)
-        codes, actions, task = _to_model_inputs(train_data.sample(training.batch_size, rng), transformer_config, device)
-        loss = transformer.loss(codes, actions, task)
+        clips = train_data.sample(training.batch_size, rng)
+        codes, actions, task = _to_model_inputs(clips, transformer_config, device)
+        losses = transformer.losses(codes, actions, task, *_head_targets(clips, transformer_config, device))
+        loss = losses.codes + sum(term for term in losses[1:] if term is not None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if group.world > 1:
@@ -315,7 +367,10 @@ def train_video(
         out_of_time = budget_spent(elapsed, training.max_minutes)
         progress.advance(elapsed)
         if writer is not None and step % training.log_every == 0:
-            nats = loss.item()
+            nats = losses.codes.item()
+            for name, term in zip(("reward_loss", "continue_loss"), losses[1:]):
+                if term is not None:
+                    writer.add_scalar(f"train/{name}", term.item(), step)
             writer.add_scalar("train/loss", nats, step)
             writer.add_scalar("train/bits_per_code", nats / math.log(2), step)
             writer.add_scalar("train/bits_per_dim", bits_per_dim(nats, codes_per_frame, image_size), step)

@@ -5,8 +5,11 @@ The model scores and generates the integer codes of a frame tokenizer:
 ``T`` frames of ``h x w`` codes is a sequence of ``T * (N + 1)`` tokens, ``N = h * w``:
 each frame is a *start* token, carrying the action that led into the frame (or a
 learned null action), followed by its ``N`` codes. The output at the start token
-predicts code 0, the output at code ``i`` predicts code ``i + 1`` and the output at
-the last code is unused, so every frame is scored, frame 0 given only the task.
+predicts code 0, the output at code ``i`` predicts code ``i + 1``, so every frame is
+scored, frame 0 given only the task. The output at the last code has seen the whole
+frame and the action that led into it: the optional world-model heads read it there to
+predict the transition's reward and whether the episode goes on (IRIS, Micheli et al.
+2023, reads its reward and end heads at the same place).
 
 Attention is causal inside a frame and sees the previous ``window`` (k) frames in
 full. ``L`` layers reach ``L * k`` frames back, and since no layer ever looks more than
@@ -87,6 +90,8 @@ class VideoTransformerConfig:
     action_dropout: float = 0.0
     factorized_groups: int = 1
     rope_theta: float = 10000.0
+    reward_head: bool = False
+    continue_head: bool = False
 
     def __post_init__(self) -> None:
         self.code_shape = tuple(self.code_shape)
@@ -316,6 +321,28 @@ class KVCache:
         self.valid[streams] = False
         self.time[streams] = 0
 
+    def adopt(self, streams: Tensor, source: KVCache) -> None:
+        """Give the streams in the bool mask ``streams (B,)`` the histories of ``source``'s streams, in order.
+
+        Afterwards each such stream continues exactly as if ``source``'s frames had been pushed into it
+        here, while the other streams keep theirs: how one stream starts from a context of many frames
+        without the others advancing in lockstep. Both caches must be of the same model, between frames.
+        """
+        if self.offset or source.offset:
+            raise RuntimeError("caches can only hand over streams between frames")
+        if self.slots != source.slots or self.keys.shape[2:] != source.keys.shape[2:]:
+            raise ValueError("the source cache belongs to a different model")
+        if int(streams.sum()) != source.batch_size:
+            raise ValueError(f"{int(streams.sum())} streams cannot take the {source.batch_size} of the source cache")
+        n = self.tokens_per_frame
+        for back in range(1, self.slots):  # the window's frames, most recent first; the current slot stays empty
+            mine, theirs = (self.slot - back) % self.slots, (source.slot - back) % source.slots
+            self.keys[:, streams, :, mine * n : (mine + 1) * n] = source.keys[:, :, :, theirs * n : (theirs + 1) * n]
+            self.values[:, streams, :, mine * n : (mine + 1) * n] = source.values[:, :, :, theirs * n : (theirs + 1) * n]
+            self.valid[streams, mine] = source.valid[:, theirs]
+        self.valid[streams, self.slot] = False
+        self.time[streams] = source.time
+
     def attention_mask(self, n: int) -> Tensor:
         """Bool ``(B, 1, n, slots * (N + 1))``: which cached keys each of ``n`` new tokens sees."""
         query = self.offset + torch.arange(n, device=self.valid.device)
@@ -348,6 +375,29 @@ def _value_range(x: Tensor) -> str:
     return f"[{x.min().item()}, {x.max().item()}]"
 
 
+def _head_mlp(dim: int) -> nn.Module:
+    """A scalar read-out of frame features ``(..., d) -> (...)``."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1), nn.Flatten(-2))
+
+
+def symlog(x: Tensor) -> Tensor:
+    """``sign(x) log(1 + |x|)``: rewards of any scale regress well in this space (DreamerV3)."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: Tensor) -> Tensor:
+    """The inverse of :func:`symlog`."""
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+class WorldModelLosses(NamedTuple):
+    """Mean NLL per code (nats), and the heads' losses where they and their targets exist (else None)."""
+
+    codes: Tensor
+    reward: Tensor | None
+    continues: Tensor | None
+
+
 class VideoTransformer(nn.Module):
     """Autoregressive model of frame codes (see the module docstring for the layout).
 
@@ -373,6 +423,8 @@ class VideoTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = CondLayerNorm(d, config.num_tasks)
         self.head = nn.Linear(d, groups * config.group_vocab)
+        self.reward_head = _head_mlp(d) if config.reward_head else None
+        self.continue_head = _head_mlp(d) if config.continue_head else None
 
         h, w = config.code_shape
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -543,6 +595,20 @@ class VideoTransformer(nn.Module):
         shorter, action ``t`` taken after frame ``t``; ``task (B,)``; ``action_mask (B,)``
         bool, False to treat a clip as action-free (null actions).
         """
+        return self.token_features(codes, actions, task, action_mask)[:, :, :-1]
+
+    def token_features(
+        self,
+        codes: Tensor,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+        action_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Final features ``(B, T, N + 1, d)`` of every token (arguments as in :meth:`hidden`).
+
+        ``[:, :, :-1]`` predict the codes; ``[:, :, -1]``, after the last code, are the frame
+        features that the world-model heads read.
+        """
         codes = self.validate_codes(codes, ("B", "T"))
         b, t = codes.shape[:2]
         if t == 0:
@@ -567,7 +633,7 @@ class VideoTransformer(nn.Module):
         out = self._trunk(
             rearrange(x, "b t n d -> b (t n) d"), rearrange(positions, "t n c -> (t n) c"), task, lambda _: attend
         )
-        return rearrange(out, "b (t n) d -> b t n d", n=n)[:, :, :-1]
+        return rearrange(out, "b (t n) d -> b t n d", n=n)
 
     def forward(
         self,
@@ -580,18 +646,61 @@ class VideoTransformer(nn.Module):
         return self.logits(self.hidden(codes, actions, task, action_mask))
 
     def loss(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
-        """Mean negative log-likelihood per code in nats, for training.
+        """Mean negative log-likelihood per code in nats, for training (see :meth:`losses`)."""
+        return self.losses(codes, actions, task).codes
 
-        In training mode each clip drops its actions (null action throughout) with
-        probability ``action_dropout``, TECO's whole-video dropout, so one model learns
+    def losses(
+        self,
+        codes: Tensor,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+        rewards: Tensor | None = None,
+        terminals: Tensor | None = None,
+    ) -> WorldModelLosses:
+        """The training losses of a clip, from one forward pass.
+
+        ``rewards (B, T)``: ``rewards[:, t]`` follows action ``t`` (frame ``t -> t + 1``), so the
+        reward head learns it from frame ``t + 1``'s features, by squared error in symlog space.
+        ``terminals (B, T)`` bool: frames that end their episode by termination; the continue
+        head learns ``not terminals[:, t]`` from frame ``t``'s features (``t >= 1``), by
+        cross-entropy. In training mode each clip drops its actions (null action throughout)
+        with probability ``action_dropout``, TECO's whole-video dropout, so one model learns
         both ``p(z | a)`` and ``p(z)``.
         """
         codes = self.validate_codes(codes, ("B", "T"))
+        b, t = codes.shape[:2]
         action_mask = None
         if self.training and actions is not None and self.config.action_dropout > 0:
-            action_mask = torch.rand(codes.shape[0], device=self.device) >= self.config.action_dropout
-        logits = self(codes, actions, task, action_mask)
-        return -self.code_log_prob(logits, codes.flatten(2)).mean()
+            action_mask = torch.rand(b, device=self.device) >= self.config.action_dropout
+        features = self.token_features(codes, actions, task, action_mask)
+        code_loss = -self.code_log_prob(self.logits(features[:, :, :-1]), codes.flatten(2)).mean()
+        after = features[:, 1:, -1]  # frames 1 .. T-1, each seen with the action that led into it
+        reward_loss = continue_loss = None
+        if rewards is not None and self.reward_head is not None:
+            rewards = self._validate_targets(rewards, b, t, "rewards").float()
+            reward_loss = F.mse_loss(self.reward_head(after), symlog(rewards[:, :-1]))
+        if terminals is not None and self.continue_head is not None:
+            terminals = self._validate_targets(terminals, b, t, "terminals")
+            targets = (~terminals[:, 1:].bool()).float()
+            continue_loss = F.binary_cross_entropy_with_logits(self.continue_head(after), targets)
+        return WorldModelLosses(code_loss, reward_loss, continue_loss)
+
+    def _validate_targets(self, targets: Tensor | np.ndarray, b: int, t: int, name: str) -> Tensor:
+        targets = torch.as_tensor(targets, device=self.device)
+        if tuple(targets.shape) != (b, t):
+            raise ValueError(f"expected {name} of shape ({b}, {t}), got {tuple(targets.shape)}")
+        return targets
+
+    @torch.no_grad()
+    def predict_outcome(self, features: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Reward and continue probability ``(...)`` from frame features ``(..., d)`` (None without the head).
+
+        The reward is that of the transition into the frame; the continue probability says
+        whether the episode goes on after it.
+        """
+        reward = None if self.reward_head is None else symexp(self.reward_head(features).float())
+        keep = None if self.continue_head is None else torch.sigmoid(self.continue_head(features).float())
+        return reward, keep
 
     @torch.no_grad()
     def code_log_probs(
@@ -656,15 +765,16 @@ class VideoTransformer(nn.Module):
     def step(self, tokens: Tensor, cache: KVCache, task: Tensor | None = None) -> Tensor:
         """Run the next ``n`` token embeddings ``(B, n, d)`` of the current frame through ``cache``.
 
-        Returns their logits ``(B, n, groups, group_vocab)`` and advances the cache. A
-        building block for :class:`StreamingScorer` and the samplers, which validate inputs.
+        Returns their final features ``(B, n, d)`` (:meth:`logits` of them predict the next
+        codes) and advances the cache. A building block for :class:`StreamingScorer` and the
+        samplers, which validate inputs.
         """
         n = tokens.shape[1]
         positions = self._positions(cache.time, cache.offset, n)
         mask = cache.attention_mask(n)
         hidden = self._trunk(tokens, positions, task, lambda layer: partial(cache.attend, layer, mask))
         cache.advance(n)
-        return self.logits(hidden)
+        return hidden
 
     # ----- checkpoints
 
@@ -681,7 +791,7 @@ class VideoTransformer(nn.Module):
         return model.to(map_location)
 
 
-def _stream_mask(env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None, batch_size: int) -> Tensor:
+def stream_mask(env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None, batch_size: int) -> Tensor:
     """Env ids (ints) or a bool mask ``(B,)`` -> bool mask ``(B,)``; None means all streams."""
     if env_ids is None:
         return torch.ones(batch_size, dtype=torch.bool)
@@ -708,7 +818,9 @@ class StreamingScorer:
     :class:`KVCache` and matches :meth:`VideoTransformer.log_prob` of the stream's whole
     sequence since its last reset, at constant memory however long the streams run.
     Streams reset independently (e.g. vector envs finishing episodes at different steps).
-    Put the model in eval mode first if it uses dropout.
+    ``features (B, d)`` are each stream's latest frame features, which the world-model heads
+    read (:meth:`VideoTransformer.predict_outcome`). Put the model in eval mode first if it
+    uses dropout.
     """
 
     def __init__(self, model: VideoTransformer, batch_size: int) -> None:
@@ -716,6 +828,7 @@ class StreamingScorer:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.model = model
         self.cache = model.new_cache(batch_size)
+        self.features = torch.zeros(batch_size, model.config.embed_dim, device=model.device)
 
     @property
     def batch_size(self) -> int:
@@ -723,7 +836,33 @@ class StreamingScorer:
 
     def reset(self, env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None = None) -> None:
         """Clear the history of some streams (ids or a bool mask; None = all): their next frame is frame 0."""
-        self.cache.reset(_stream_mask(env_ids, self.batch_size).to(self.cache.valid.device))
+        self.cache.reset(stream_mask(env_ids, self.batch_size).to(self.cache.valid.device))
+
+    @torch.no_grad()
+    def start(
+        self,
+        env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray,
+        codes: Tensor,
+        actions: Tensor | None = None,
+        task: Tensor | None = None,
+    ) -> Tensor:
+        """Restart some streams from context clips ``codes (n, K, h, w)``; the other streams are untouched.
+
+        Equal to resetting those streams and pushing the ``K`` frames into them alone (the others
+        do not advance). ``actions (n, K[, A])`` or one shorter, action ``t`` taken after frame
+        ``t``; ``task (n,)``. Returns the clips' per-frame log-likelihoods ``(n, K)``.
+        """
+        mask = stream_mask(env_ids, self.batch_size).to(self.cache.valid.device)
+        codes = self.model.validate_codes(codes, (int(mask.sum()), "K"))
+        fresh = StreamingScorer(self.model, codes.shape[0])
+        actions = self.model.validate_actions(actions, codes.shape[0], codes.shape[1])
+        log_probs = [
+            fresh.push(codes[:, t], None if actions is None or t == 0 else actions[:, t - 1], task)
+            for t in range(codes.shape[1])
+        ]
+        self.cache.adopt(mask, fresh.cache)
+        self.features[mask] = fresh.features
+        return torch.stack(log_probs, dim=1)
 
     @torch.no_grad()
     def push(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
@@ -742,6 +881,7 @@ class StreamingScorer:
         actions = model.validate_actions(actions, b)
         task = model.validate_task(task, b)
         start = model.embed_start(actions, self.cache.time > 0)
-        logits = model.step(torch.cat([start[:, None], model.embed_codes(codes)], dim=1), self.cache, task)
-        logits = logits[:, :-1]
+        features = model.step(torch.cat([start[:, None], model.embed_codes(codes)], dim=1), self.cache, task)
+        self.features = features[:, -1]
+        logits = model.logits(features[:, :-1])
         return CodeScores(model.code_log_prob(logits, codes).sum(-1), model.code_entropy(logits).sum(-1))

@@ -274,10 +274,35 @@ class FrameSampler:
         self.tokenizer = model.tokenizer
         self.sampler = sampling.StreamingSampler(model.transformer, batch_size)
 
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
     @torch.no_grad()
     def push(self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
         """Append real frames; returns their log-likelihoods ``(B,)``."""
         return self.sampler.push(self.tokenizer.encode(frames), actions, task)
+
+    @torch.no_grad()
+    def start(
+        self,
+        env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray,
+        frames: Tensor | np.ndarray,
+        actions: Tensor | np.ndarray | None = None,
+        task: Tensor | None = None,
+    ) -> Tensor:
+        """Restart some streams from real clips ``(n, K, H, W, 3)`` (the others untouched); their log-likelihoods ``(n, K)``.
+
+        As :meth:`StreamingScorer.start`: ``actions (n, K[, A])`` or one shorter.
+        """
+        return self.sampler.start(env_ids, self.tokenizer.encode(frames), actions, task)
+
+    def predict_outcome(self) -> tuple[Tensor | None, Tensor | None]:
+        """Each stream's reward into its latest frame and probability of going on after it, ``(B,)`` each.
+
+        None for a head the transformer lacks (:meth:`VideoTransformer.predict_outcome`).
+        """
+        return self.sampler.model.predict_outcome(self.sampler.features)
 
     @torch.no_grad()
     def sample(

@@ -1,0 +1,195 @@
+"""The video model as an environment: imagined episodes that an agent steps like the real env.
+
+IRIS (Micheli et al., 2023) and DIAMOND (Alonso et al., 2024) train agents purely inside a
+learned world model. Here the world model is the action-conditioned
+:class:`~worldmodel.video_model.VideoModel`: :class:`WorldModelVectorEnv` keeps one stream
+of the model's rolling KV cache per sub-env, so a ``step`` samples the next frame of every
+sub-env in one batched, cached call. ``reset`` (and gymnasium's next-step autoreset) starts
+a sub-env from a real context clip, drawn from a :data:`ContextSource` such as an episode
+dataset's ``sample``; the other sub-envs carry on undisturbed. Observations are decoded
+frames, the first one the decoded last context frame, so the agent sees the same kind of
+picture all episode long.
+
+Rewards, by choice: the transformer's learned reward head (``reward="head"``), any function
+of the frames such as an expert model's VIPER likelihood
+(:class:`worldmodel.reward.VideoLikelihoodReward` fits), or none. Episodes terminate where the
+learned continue head says the episode ends (probability of going on below one half, as IRIS
+takes the likelier outcome) and are truncated after ``horizon`` steps. :class:`WorldModelEnv` is
+the single-env view for libraries that expect one env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from worldmodel.video_model import VideoModel
+
+ContextSource = Callable[[int, np.random.Generator], Mapping[str, np.ndarray]]
+"""``(n, rng) -> {"video": (n, K, H, W, 3) uint8, "actions": (n, K[, A])}``: real clips to start from."""
+
+RewardFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(frames (N, H, W, 3) uint8, starting (N,) bool) -> rewards (N,)``; starting frames begin an episode."""
+
+REWARDS = ("head", "none")
+
+
+def action_space_of(model: VideoModel) -> gym.Space:
+    """The single-env action space a model was trained with (from its bundle, else its config)."""
+    config = model.transformer.config
+    described = model.info.action_space or {}
+    if config.num_actions:
+        return gym.spaces.Discrete(config.num_actions)
+    if config.action_dim:
+        low, high = described.get("low", -1.0), described.get("high", 1.0)
+        return gym.spaces.Box(low, high, (config.action_dim,), np.float32)
+    raise ValueError("this video model takes no actions (num_actions = action_dim = 0): it cannot be an environment")
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """``num_envs`` imagined episodes of ``model``, stepped together (see the module docstring).
+
+    ``contexts`` gives the real clips episodes start from (``context frames`` each, however many
+    it returns); ``reward`` is ``"head"``, ``"none"`` or a :data:`RewardFunction`, by default the
+    reward head when the model has one; ``horizon`` truncates episodes (None: never);
+    ``temperature`` and ``top_k`` shape the sampling; ``task`` names the model's task if it has several.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        model: VideoModel,
+        contexts: ContextSource,
+        num_envs: int,
+        *,
+        reward: str | RewardFunction | None = None,
+        horizon: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        task: str | None = None,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
+            raise ValueError(f"horizon must be a positive int or None, got {horizon!r}")
+        has_head = model.transformer.reward_head is not None
+        reward = ("head" if has_head else "none") if reward is None else reward
+        if isinstance(reward, str) and reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS} or a function of the frames, got {reward!r}")
+        if reward == "head" and not has_head:
+            raise ValueError("reward='head' needs a transformer trained with reward_head=True")
+        self.model, self.contexts, self.reward = model, contexts, reward
+        self.horizon, self.temperature, self.top_k = horizon, temperature, top_k
+        self.num_envs = num_envs
+        self.single_action_space = action_space_of(model)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        size = model.image_size
+        self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        device = model.transformer.device
+        self.task = None if task is None else torch.full((num_envs,), model.task_id(task), device=device)
+        self.sampler = model.sampler(num_envs)
+        self.rng = np.random.default_rng()
+        self.generator = torch.Generator(device).manual_seed(int(self.rng.integers(2**63)))
+        self.steps = np.zeros(num_envs, np.int64)
+        self.autoreset = np.zeros(num_envs, bool)
+        self.started = False
+
+    def _start(self, mask: np.ndarray) -> np.ndarray:
+        """Start the sub-envs in ``mask`` from fresh contexts; their first observations ``(n, H, W, 3)``."""
+        n = int(mask.sum())
+        clips = self.contexts(n, self.rng)
+        video, actions = np.asarray(clips["video"]), np.asarray(clips["actions"])
+        if video.ndim != 5 or video.shape[0] != n:
+            raise ValueError(f"the context source gave video of shape {video.shape}, expected ({n}, K, H, W, 3)")
+        task = None if self.task is None else self.task[torch.as_tensor(mask)]
+        self.sampler.start(mask, video, actions, task)
+        self.steps[mask] = 0
+        return self.model.tokenizer.decode(self.sampler.sampler.latest[torch.as_tensor(mask)]).cpu().numpy()
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every sub-env from a fresh context; ``seed`` fixes contexts and samples from here on."""
+        if options and "reset_mask" in options:
+            raise ValueError("WorldModelVectorEnv resets all sub-envs at once; partial resets come from autoreset")
+        if isinstance(seed, list):
+            seed = seed[0]
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+            self.generator.manual_seed(seed)
+        everywhere = np.ones(self.num_envs, bool)
+        obs = self._start(everywhere)
+        if callable(self.reward):
+            self.reward(obs, everywhere)
+        self.autoreset[:] = False
+        self.started = True
+        return obs, {}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self.started:
+            raise RuntimeError("call reset() before step()")
+        frames = self.sampler.sample(
+            self._actions(actions), self.task, self.temperature, self.top_k, self.generator
+        ).cpu().numpy()
+        predicted_reward, keep = self.model.transformer.predict_outcome(self.sampler.sampler.features)
+        terminated = np.zeros(self.num_envs, bool) if keep is None else (keep < 0.5).cpu().numpy()
+        starting = self.autoreset.copy()
+        if starting.any():
+            frames[starting] = self._start(starting)
+        if self.reward == "head":
+            rewards = predicted_reward.cpu().numpy().astype(np.float32)
+        elif callable(self.reward):
+            rewards = np.asarray(self.reward(frames, starting), np.float32)
+        else:
+            rewards = np.zeros(self.num_envs, np.float32)
+        self.steps[~starting] += 1
+        truncated = np.zeros(self.num_envs, bool) if self.horizon is None else self.steps >= self.horizon
+        rewards[starting], terminated[starting], truncated[starting] = 0.0, False, False
+        truncated &= ~terminated
+        self.autoreset = terminated | truncated
+        return frames, rewards, terminated, truncated, {}
+
+    def _actions(self, actions: Any) -> torch.Tensor:
+        actions = np.asarray(actions)
+        expected = self.action_space.shape
+        if actions.shape != expected:
+            raise ValueError(f"expected actions of shape {expected} for {self.num_envs} sub-envs, got {actions.shape}")
+        device = self.model.transformer.device
+        if isinstance(self.single_action_space, gym.spaces.Discrete):
+            if not np.issubdtype(actions.dtype, np.integer):
+                raise ValueError(f"discrete actions must be integers, got {actions.dtype}")
+            if actions.min() < 0 or actions.max() >= self.single_action_space.n:
+                raise ValueError(f"actions must be in [0, {self.single_action_space.n}), got {actions.tolist()}")
+            return torch.as_tensor(actions, dtype=torch.long, device=device)
+        return torch.as_tensor(actions, dtype=torch.float32, device=device)
+
+
+class WorldModelEnv(gym.Env):
+    """One imagined episode at a time: a :class:`WorldModelVectorEnv` of one sub-env, unbatched.
+
+    For libraries that expect a single env (e.g. stable-baselines3); keyword options as the vector env.
+    """
+
+    def __init__(self, model: VideoModel, contexts: ContextSource, **options: Any) -> None:
+        self.vector = WorldModelVectorEnv(model, contexts, 1, **options)
+        self.action_space = self.vector.single_action_space
+        self.observation_space = self.vector.single_observation_space
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        obs, info = self.vector.reset(seed=seed, options=options)
+        return obs[0], info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self.vector.autoreset[0]:
+            raise RuntimeError("the episode has ended: call reset()")
+        obs, reward, terminated, truncated, info = self.vector.step(np.asarray([action]))
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info

@@ -1,0 +1,118 @@
+"""Is the imagined env fast enough to train in? Its steps per second beside the real DMC env's, in one run.
+
+The real env renders each 64x64 frame with MuJoCo (``MUJOCO_GL=egl``, software GL here) after
+``action_repeat`` physics steps; the imagined env (:class:`envs.world_model.WorldModelVectorEnv`)
+samples every sub-env's next frame in one batched, KV-cached call and decodes it. Both take
+uniformly random actions; the imagined env starts from real context frames of the same task.
+Without ``--model`` the imagined env runs an untrained model of the ``dmc`` presets (8x8 codes,
+4 layers of 8-frame windows): its speed is that of a trained one of the same shape, but not
+its pictures.
+
+    python -m experiments.benchmarks.world_model_env_speed --model runs/cartpole-wm/model --envs 1 16 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+import envs
+from envs.collect import describe_action_space
+from envs.world_model import WorldModelVectorEnv
+from experiments.presets import tokenizer_preset, video_preset
+from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.transformer import VideoTransformer
+from worldmodel.video_model import VideoModel, VideoModelInfo
+
+
+def untrained_model(env, reward_head: bool = True) -> VideoModel:
+    """A ``dmc``-preset tokenizer and transformer for ``env``'s actions, with random weights."""
+    torch.manual_seed(0)
+    tokenizer = FrameTokenizer(tokenizer_preset("dmc"))
+    space = describe_action_space(env.action_space)
+    discrete = space["type"] == "discrete"
+    config = replace(
+        video_preset("dmc").transformer, vocab_size=tokenizer.vocab_size, code_shape=tokenizer.code_shape,
+        num_actions=space["n"] if discrete else 0, action_dim=0 if discrete else int(np.prod(space["shape"])),
+        reward_head=reward_head,
+    )
+    return VideoModel(tokenizer, VideoTransformer(config).eval(), VideoModelInfo(action_space=space))
+
+
+def real_contexts(task: str, frames: int, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``clips`` random-action clips of ``frames`` frames from the real env: where imagined episodes start."""
+    env = envs.make(f"dmc:{task}")
+    env.action_space.seed(seed)
+    video, actions = [], []
+    for i in range(clips):
+        obs, _ = env.reset(seed=seed + i)
+        clip_frames, clip_actions = [obs], []
+        for _ in range(frames - 1):
+            action = env.action_space.sample()
+            obs, *_ = env.step(action)
+            clip_frames.append(obs)
+            clip_actions.append(action)
+        video.append(np.stack(clip_frames))
+        actions.append(np.stack(clip_actions))
+    return {"video": np.stack(video), "actions": np.stack(actions)}
+
+
+def real_steps_per_s(task: str, steps: int) -> float:
+    env = envs.make(f"dmc:{task}")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def imagined_steps_per_s(model: VideoModel, pool: dict[str, np.ndarray], num_envs: int, steps: int) -> float:
+    """Sub-env steps per second (``num_envs`` per batched step), after one warm-up step."""
+
+    def contexts(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        pick = rng.integers(len(pool["video"]), size=n)
+        return {key: value[pick] for key, value in pool.items()}
+
+    env = WorldModelVectorEnv(model, contexts, num_envs)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    env.step(env.action_space.sample())
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(env.action_space.sample())
+    return num_envs * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="an action-conditioned video model bundle (default: untrained dmc preset)")
+    parser.add_argument("--task", default="cartpole-swingup", help="DMC task of the real env")
+    parser.add_argument("--envs", type=int, nargs="+", default=[1, 16, 64], help="imagined sub-env counts")
+    parser.add_argument("--steps", type=int, default=20, help="batched imagined steps per timing")
+    parser.add_argument("--real-steps", type=int, default=200, help="real env steps to time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    real = real_steps_per_s(args.task, args.real_steps)
+    model = VideoModel.load(args.model) if args.model else untrained_model(envs.make(f"dmc:{args.task}"))
+    pool = real_contexts(args.task, max(model.window, 1), clips=8)
+    rows = {n: imagined_steps_per_s(model, pool, n, args.steps) for n in args.envs}
+    print(f"| env ({args.task}, 64x64, {args.threads} thread(s)) | steps/s | x real |")
+    print("|---|---:|---:|")
+    print(f"| real DMC env | {real:.1f} | 1.0 |")
+    for n, rate in rows.items():
+        print(f"| imagined, {n} sub-env{'s' if n > 1 else ''} | {rate:.1f} | {rate / real:.2f} |")
+    print(json.dumps({"real_steps_per_s": real, "imagined_steps_per_s": rows, "model": args.model}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
