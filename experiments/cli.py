@@ -791,6 +791,84 @@ def _run_quickstart(args: argparse.Namespace) -> None:
     print(f"report written to {report}")
 
 
+IMAGINATION_HELP = {
+    "env": "real env spec (its frames and actions are what the world model learns)",
+    "action_repeat": "physics steps per agent step (DMC-100k: 8 on cartpole)",
+    "episode_steps": "cut real episodes to this many agent steps (None: the env's own limit)",
+    "physics_steps": "real physics steps in all, random play included (a resumed run may raise it)",
+    "seed_episodes": "random-play episodes before the first world model (the tokenizer trains on them)",
+    "episodes_per_iteration": "real episodes collected with the current policy per iteration",
+    "tokenizer_preset": "tokenizer preset (see train-tokenizer)",
+    "tokenizer_steps": "tokenizer training steps, once, on the random-play episodes",
+    "video_preset": "transformer preset (see train-video); reward and continue heads are added",
+    "first_world_model_steps": "world-model steps before the first imagination",
+    "world_model_steps": "further world-model steps per iteration",
+    "world_model_batch": "world-model clips per step",
+    "world_model_clip": "frames per world-model training clip (None: the preset's)",
+    "world_model_lr": "world-model learning rate (constant after a 100-step warm-up)",
+    "imagination_updates": "actor-critic updates per iteration, each on a fresh imagined rollout",
+    "imagined_envs": "imagined sub-envs per rollout, started from real clips",
+    "eval_episodes": "real episodes per evaluation (the policy's mode)",
+    "seed": "seed of episodes, initialisation and imagination",
+    "max_minutes": "stop at the end of the iteration that passes this many minutes (this invocation)",
+    "horizon": "imagined steps per rollout",
+    "discount": "discount of the lambda-returns",
+    "lam": "lambda of the lambda-returns",
+    "entropy_weight": "weight of the policy's entropy bonus",
+    "lr": "actor-critic learning rate",
+    "grad_clip": "actor-critic gradient-norm clip",
+    "frame_stack": "frames the policy sees at once",
+    "feature_dim": "actor-critic feature size",
+    "hidden_dim": "actor-critic MLP width",
+    "return_scale_decay": "EMA decay of the return range that scales advantages",
+}
+
+
+def _dataclass_flags(parser: argparse.ArgumentParser, defaults: object, prefix: str = "") -> None:
+    """One ``--flag`` per scalar field of a dataclass, typed by its default (None defaults: see the help)."""
+    for field in fields(defaults):
+        value = getattr(defaults, field.name)
+        if hasattr(value, "__dataclass_fields__"):
+            continue
+        kind = {"max_minutes": float}.get(field.name, type(value) if value is not None else int)
+        flag = f"--{prefix}{field.name.replace('_', '-')}"
+        parser.add_argument(flag, dest=f"{prefix.replace('-', '_')}{field.name}", type=kind, default=value,
+                            help=IMAGINATION_HELP[field.name])
+
+
+def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
+    from agents.actor_critic import ActorCriticConfig
+    from experiments.train_imagination import ImaginationSettings
+
+    parser = subparsers.add_parser(
+        "train-imagination",
+        help="train an agent purely inside the video world model (IRIS's loop), judged in the real env",
+        description="Collect real episodes (random play, then the current policy), train the world model "
+        "(tokenizer once, then the transformer with reward and continue heads, resumed each iteration), "
+        "train an actor-critic only on imagined rollouts that start from real clips, evaluate it in the real "
+        "env; repeat until the physics-step budget is spent. Writes {run}/progress.json (returns per "
+        "iteration, imagined-vs-real PSNR), {run}/tb, {run}/videos (imagined beside real GIFs); rerun the "
+        "same command to resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, type=Path, help="run directory")
+    parser.add_argument("--device", default="cpu", help="torch device of the actor-critic")
+    _dataclass_flags(parser, ImaginationSettings())
+    _dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), prefix="ac-")
+    parser.set_defaults(handler=_run_train_imagination)
+
+
+def _run_train_imagination(args: argparse.Namespace) -> None:
+    from agents.actor_critic import ActorCriticConfig
+    from experiments.train_imagination import ImaginationSettings, train_in_imagination
+
+    agent = ActorCriticConfig(**{f.name: getattr(args, f"ac_{f.name}") for f in fields(ActorCriticConfig)})
+    names = [f.name for f in fields(ImaginationSettings) if f.name != "agent"]
+    settings = ImaginationSettings(**{name: getattr(args, name) for name in names}, agent=agent)
+    progress = train_in_imagination(args.run, settings, args.device)
+    print(json.dumps(progress["history"][-1:], indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -807,6 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate_reward(subparsers)
     _add_eval_reward(subparsers)
     _add_train_agent(subparsers)
+    _add_train_imagination(subparsers)
     _add_benchmark_dmc(subparsers)
     _add_compare_runs(subparsers)
     _add_diagnose_reward(subparsers)

@@ -1,3 +1,4 @@
+import argparse
 import json
 import re
 
@@ -5,10 +6,9 @@ import pytest
 
 from experiments.cli import build_parser, main
 
-SUBCOMMANDS = [
-    "collect", "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "fetch-metric-weights",
-    "calibrate-reward", "eval-reward", "train-agent", "benchmark-dmc", "compare-runs", "diagnose-reward", "quickstart",
-]
+SUBCOMMANDS = sorted(  # every registered subcommand, so a new one cannot skip this test
+    next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+)
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

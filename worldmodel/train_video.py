@@ -276,10 +276,13 @@ def train_video(
     resume: bool = False,
     device: str = "cpu",
     cache_dir: str | Path | None = None,
+    reward_stats: bool = True,
 ) -> dict[str, Any]:
     """Train a video transformer on ``{data_root}/train`` clips, evaluating on ``test``; returns the final summary.
 
-    ``cache_dir`` defaults to ``{data_root}/token_cache/<tokenizer fingerprint>``. Under
+    ``cache_dir`` defaults to ``{data_root}/token_cache/<tokenizer fingerprint>``. ``reward_stats``
+    measures the VIPER reward statistics of the training data into the bundle (a pass over all
+    of it; a world model that is not a VIPER reward can skip it). Under
     torchrun each process calls this; with ``device="cuda"`` each uses its local GPU. Every
     rank returns its step and ``weights_sha256``; rank 0 adds the cache counts and the final eval.
     """
@@ -393,7 +396,7 @@ def train_video(
     if writer is not None:
         summary.update(eval_clips=len(held_out[CODES_KEY]), **evaluate())
         save(summary)
-        if info.tasks:  # standardisation statistics for VIPER rewards, kept per named task
+        if reward_stats and info.tasks:  # standardisation statistics for VIPER rewards, kept per named task
             info.reward_stats = expert_reward_stats(transformer, cache_dir, training.frame_skip)
         VideoModel(tokenizer, transformer, info).save(run_dir / MODEL_DIR)
         writer.close()

@@ -1,0 +1,251 @@
+"""An on-policy actor-critic for gymnasium vector envs: lambda-returns, entropy bonus, return normalisation.
+
+The learner that IRIS (Micheli et al., 2023) and DreamerV3 (Hafner et al., 2023) run in
+imagination, written against gymnasium's ``VectorEnv`` alone: it trains unchanged on a real
+vector env or on :class:`envs.world_model.WorldModelVectorEnv`. Each :meth:`ActorCritic.rollout`
+steps the env ``horizon`` times with the current policy (the env carries on from where the
+last rollout left it, so an imagined env with ``horizon`` truncation restarts from real
+contexts); :meth:`ActorCritic.update` then fits the critic to lambda-returns and the actor by
+REINFORCE on the advantages, scaled by DreamerV3's return range (an EMA of the 5th-95th
+percentile spread, at least 1), with an entropy bonus.
+
+Observations are pixel frames, stacked ``frame_stack`` deep per sub-env (the stack starts
+afresh at each episode's first frame). Gymnasium's next-step autoreset makes the step after
+an episode's end a reset step whose action does nothing: it is masked out of the losses.
+Discrete actions are a categorical policy; continuous ones a Gaussian whose mean is squashed
+into the action box and whose std is bounded (DreamerV3's bounds, 0.1 to 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from agents.common import ConvEncoder, load_state_tensors, mlp, state_tensors, symexp, symlog, trunk
+
+
+@dataclass
+class ActorCriticConfig:
+    """Defaults follow IRIS's imagination learner (discount 0.995, lambda 0.95, entropy 0.001, horizon 20)."""
+
+    horizon: int = 20
+    discount: float = 0.995
+    lam: float = 0.95
+    entropy_weight: float = 1e-3
+    lr: float = 3e-4
+    grad_clip: float = 10.0
+    frame_stack: int = 3
+    feature_dim: int = 256
+    hidden_dim: int = 256
+    return_scale_decay: float = 0.99
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"horizon must be a positive int, got {self.horizon!r}")
+        if not (0 < self.discount <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"need 0 < discount <= 1 and 0 <= lam <= 1, got {self.discount}, {self.lam}")
+        if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be a positive int, got {self.frame_stack!r}")
+
+
+class FrameStacks:
+    """The last ``size`` frames of each sub-env, channels first ``(N, 3 * size, H, W)``, oldest first.
+
+    A sub-env's stack is filled with its first frame whenever an episode starts.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.stacks: np.ndarray | None = None
+
+    def reset(self, frames: np.ndarray) -> np.ndarray:
+        frames = self._channels_first(frames)
+        self.stacks = np.concatenate([frames] * self.size, axis=1)
+        return self.stacks.copy()
+
+    def push(self, frames: np.ndarray, starting: np.ndarray) -> np.ndarray:
+        if self.stacks is None:
+            raise RuntimeError("push() before reset()")
+        frames = self._channels_first(frames)
+        self.stacks = np.concatenate([self.stacks[:, 3:], frames], axis=1)
+        self.stacks[starting] = np.concatenate([frames[starting]] * self.size, axis=1)
+        return self.stacks.copy()
+
+    @staticmethod
+    def _channels_first(frames: np.ndarray) -> np.ndarray:
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        return frames.transpose(0, 3, 1, 2)
+
+
+class PolicyValueNet(nn.Module):
+    """A shared conv encoder, then a policy head and a value head (which predicts symlog of the return)."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], action_space: gym.Space, config: ActorCriticConfig) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        out = int(action_space.n) if self.discrete else 2 * int(np.prod(action_space.shape))
+        self.encoder = ConvEncoder(obs_shape, (32, 64, 64, 64), (2, 2, 2, 1), padding=1)
+        self.trunk = trunk(self.encoder.out_dim, config.feature_dim)
+        self.policy = mlp(config.feature_dim, config.hidden_dim, out)
+        self.value = mlp(config.feature_dim, config.hidden_dim, 1)
+
+    def forward(self, obs: Tensor) -> tuple[Distribution, Tensor]:
+        h = self.trunk(self.encoder(obs))
+        out = self.policy(h)
+        if self.discrete:
+            dist: Distribution = Categorical(logits=out)
+        else:
+            mean, std = out.chunk(2, dim=-1)
+            dist = Independent(Normal(torch.tanh(mean), 0.1 + 0.9 * torch.sigmoid(std)), 1)
+        return dist, self.value(h).squeeze(-1)
+
+
+def lambda_returns(
+    rewards: Tensor, values: Tensor, terminated: Tensor, truncated: Tensor, discount: float, lam: float
+) -> Tensor:
+    """TD(lambda) returns ``(T, N)`` from ``rewards, terminated, truncated (T, N)`` and ``values (T + 1, N)``.
+
+    ``R_t = r_t + discount * (1 - terminated_t) * ((1 - lam') V_{t+1} + lam' R_{t+1})`` with
+    ``lam' = lam * (1 - truncated_t)``: a truncated episode bootstraps from its last frame's value
+    and does not look into the next episode; ``R_T = V_T``.
+    """
+    returns = torch.empty_like(rewards)
+    following = values[-1]
+    for t in reversed(range(rewards.shape[0])):
+        keep = lam * (1 - truncated[t].float())
+        following = rewards[t] + discount * (1 - terminated[t].float()) * ((1 - keep) * values[t + 1] + keep * following)
+        returns[t] = following
+    return returns
+
+
+class ActorCritic:
+    """Acts in and learns from a gymnasium ``VectorEnv`` of pixel frames (see the module docstring)."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        config: ActorCriticConfig | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.config = config or ActorCriticConfig()
+        if not (isinstance(observation_space, gym.spaces.Box) and observation_space.dtype == np.uint8
+                and len(observation_space.shape) == 3 and observation_space.shape[-1] == 3):
+            raise ValueError(f"expected pixel observations (H, W, 3) uint8, got {observation_space}")
+        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            raise ValueError(f"expected a Discrete or Box action space, got {action_space}")
+        height, width, _ = observation_space.shape
+        self.action_space = action_space
+        self.device = torch.device(device)
+        self.net = PolicyValueNet((3 * self.config.frame_stack, height, width), action_space, self.config).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, eps=1e-5)
+        self.return_scale = torch.ones((), device=self.device)
+        self.stacks = FrameStacks(self.config.frame_stack)
+        self.env_state: dict[str, np.ndarray] | None = None
+
+    def act(self, stacks: np.ndarray, sample: bool = True) -> np.ndarray:
+        """Actions for frame stacks ``(N, 3 * frame_stack, H, W)`` uint8: sampled, or the policy's mode."""
+        with torch.no_grad():
+            dist, _ = self.net(torch.as_tensor(stacks, device=self.device))
+        if sample:
+            action = dist.sample()
+        else:
+            action = dist.base_dist.mean if isinstance(dist, Independent) else dist.probs.argmax(-1)
+        return self._to_env(action)
+
+    def _to_env(self, action: Tensor) -> np.ndarray:
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return action.cpu().numpy().astype(np.int64)
+        low, high = self.action_space.low, self.action_space.high
+        return np.clip(action.cpu().numpy(), -1, 1) * (high - low) / 2 + (high + low) / 2
+
+    def rollout(self, env: VectorEnv, seed: int | None = None) -> dict[str, Tensor]:
+        """Step ``env`` ``horizon`` times with the current policy; the first call (or a ``seed``) resets it.
+
+        Returns ``(horizon, N, ...)`` tensors: ``obs`` (the stacks acted on), ``action``, ``reward``,
+        ``terminated``, ``truncated``, ``valid`` (False on reset steps), and ``last_obs (N, ...)``.
+        """
+        if env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) != AutoresetMode.NEXT_STEP:
+            raise ValueError("ActorCritic needs a vector env with next-step autoreset (gymnasium's default)")
+        if self.env_state is None or seed is not None:
+            frames, _ = env.reset(seed=seed)
+            self.env_state = {"obs": self.stacks.reset(frames), "starting": np.zeros(env.num_envs, bool)}
+        obs, starting = self.env_state["obs"], self.env_state["starting"]
+        steps: dict[str, list[Tensor]] = {key: [] for key in ROLLOUT_KEYS}
+        for _ in range(self.config.horizon):
+            with torch.no_grad():
+                dist, _ = self.net(torch.as_tensor(obs, device=self.device))
+                action = dist.sample()
+            frames, reward, terminated, truncated, _ = env.step(self._to_env(action))
+            for key, value in zip(ROLLOUT_KEYS, (obs, action, reward, terminated, truncated, ~starting)):
+                steps[key].append(torch.as_tensor(value, device=self.device))
+            obs = self.stacks.push(frames, starting)  # a reset step's frame starts its sub-env's stack afresh
+            starting = np.asarray(terminated | truncated)  # so the next step is a reset step there
+        self.env_state = {"obs": obs, "starting": starting}
+        batch = {key: torch.stack(value) for key, value in steps.items()}
+        batch["reward"] = batch["reward"].float()
+        batch["last_obs"] = torch.as_tensor(obs, device=self.device)
+        return batch
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One gradient step of actor and critic on a :meth:`rollout`; returns the losses and statistics."""
+        config = self.config
+        horizon, n = batch["reward"].shape
+        dist, values = self.net(batch["obs"].flatten(0, 1))
+        values = values.view(horizon, n)
+        with torch.no_grad():
+            last_value = symexp(self.net(batch["last_obs"])[1])
+            all_values = torch.cat([symexp(values.detach()), last_value[None]])
+            returns = lambda_returns(
+                batch["reward"], all_values, batch["terminated"], batch["truncated"], config.discount, config.lam
+            )
+            valid = batch["valid"]
+            if valid.any():
+                spread = torch.quantile(returns[valid], 0.95) - torch.quantile(returns[valid], 0.05)
+                decay = config.return_scale_decay
+                self.return_scale = decay * self.return_scale + (1 - decay) * spread
+            advantage = (returns - all_values[:-1]) / self.return_scale.clamp(min=1.0)
+        weights = valid.float() / valid.float().sum().clamp(min=1.0)
+        log_prob = dist.log_prob(batch["action"].flatten(0, 1)).view(horizon, n)
+        entropy = dist.entropy().view(horizon, n)
+        actor_loss = -((log_prob * advantage + config.entropy_weight * entropy) * weights).sum()
+        critic_loss = (0.5 * (values - symlog(returns)) ** 2 * weights).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
+        self.optimizer.step()
+        return {
+            "actor_loss": actor_loss.item(),
+            "critic_loss": critic_loss.item(),
+            "entropy": (entropy * weights).sum().item(),
+            "return": (returns * weights).sum().item(),
+            "reward": (batch["reward"] * weights).sum().item(),
+            "return_scale": self.return_scale.item(),
+            "grad_norm": grad_norm.item(),
+        }
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Weights, optimizer state and return scale as one flat dict (a safetensors checkpoint)."""
+        return {**state_tensors(self.net, {"ac": self.optimizer}), "return_scale": self.return_scale.cpu().clone()}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Inverse of :meth:`state_tensors`; the optimizer state is optional (weights only for acting)."""
+        tensors = dict(tensors)
+        self.return_scale = tensors.pop("return_scale", torch.ones(())).to(self.device)
+        load_state_tensors(self.net, {"ac": self.optimizer}, tensors, "actor-critic")
+
+    def describe(self) -> dict[str, Any]:
+        """The config, for a checkpoint's JSON."""
+        return asdict(self.config)
+
+
+ROLLOUT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid")

@@ -1,0 +1,292 @@
+"""An agent trained purely in imagination: IRIS's loop on our video world model, as one command.
+
+IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`:
+
+1. **collect** real episodes with the current policy (random play first), written to
+   ``{run}/data`` as the project's episodes;
+2. **train the world model** on everything collected so far: the frame-causal transformer with
+   reward and continue heads (``train-video``, resumed each time), on the codes of a tokenizer
+   trained once on the random-play episodes and then frozen;
+3. **train the actor-critic** (:mod:`agents.actor_critic`) only on imagined rollouts: each update
+   starts ``imagined_envs`` sub-envs of :class:`envs.world_model.WorldModelVectorEnv` from real
+   context clips and rewards them by the reward head;
+4. **evaluate** the policy in the real env (its true return), and imagine the first evaluation
+   episode from its first frames and actions, beside the real one (PSNR per step, a GIF).
+
+In the real env the agent sees each frame as the tokenizer reconstructs it (encoded and
+decoded), the kind of picture it learnt from in imagination. The run directory holds
+``data/`` (episodes, manifest, token cache), ``tokenizer/`` and ``world_model/`` (their training
+runs; the bundle in ``world_model/model``), ``agent/`` (actor-critic weights, optimizer and
+config), ``progress.json`` (iteration, steps, returns), ``tb/`` and ``videos/``. A run resumes at
+its last finished iteration (world-model training resumes from its own checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.tensorboard import SummaryWriter
+
+import envs
+from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
+from envs.collect import describe_action_space, run_episode
+from envs.world_model import WorldModelVectorEnv
+from envs.wrappers import env_frame_skip
+from experiments.eval_consistency import exact_match_psnr
+from experiments.presets import tokenizer_preset, video_preset
+from experiments.videos import save_video, side_by_side
+from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
+from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
+from worldmodel.metrics import psnr
+from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
+from worldmodel.train_video import VideoTraining, fit_to_data, train_video
+from worldmodel.video_model import VideoModel
+
+PROGRESS_FILE = "progress.json"
+AGENT_DIR = "agent"
+
+
+@dataclass
+class ImaginationSettings:
+    """What one run does; the defaults are the DMC-100k budget on cartpole (action repeat 8)."""
+
+    env: str = "dmc:cartpole-balance"
+    action_repeat: int = 8
+    episode_steps: int | None = None
+    physics_steps: int = 100_000
+    seed_episodes: int = 5
+    episodes_per_iteration: int = 1
+    tokenizer_preset: str = "dmc"
+    tokenizer_steps: int = 2000
+    video_preset: str = "dmc"
+    first_world_model_steps: int = 1000
+    world_model_steps: int = 200
+    world_model_batch: int = 8
+    world_model_clip: int | None = None
+    world_model_lr: float = 3e-4
+    imagination_updates: int = 20
+    imagined_envs: int = 32
+    eval_episodes: int = 2
+    seed: int = 0
+    max_minutes: float | None = None
+    agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImaginationSettings:
+        return cls(**{**data, "agent": ActorCriticConfig(**data["agent"])})
+
+
+BUDGETS = ("physics_steps", "max_minutes")  # may grow when a run resumes; every other setting is fixed
+
+
+class ReconstructingPolicy:
+    """The actor-critic acting on one real env: frames go through the tokenizer, then the frame stack."""
+
+    def __init__(self, agent: ActorCritic, tokenizer: FrameTokenizer, sample: bool) -> None:
+        self.agent, self.tokenizer, self.sample = agent, tokenizer, sample
+        self.stacks = FrameStacks(agent.config.frame_stack)
+        self.started = False
+
+    def begin_episode(self) -> None:
+        self.started = False
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            seen = self.tokenizer.decode(self.tokenizer.encode(obs[None])).numpy()
+        stacks = self.stacks.push(seen, np.zeros(1, bool)) if self.started else self.stacks.reset(seen)
+        self.started = True
+        return self.agent.act(stacks, sample=self.sample)[0]
+
+
+class ImaginationRun:
+    """The state of one run directory: paths, settings, progress (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path, settings: ImaginationSettings) -> None:
+        self.dir = Path(run_dir)
+        self.data = self.dir / "data"
+        self.tokenizer_run = self.dir / "tokenizer"
+        self.world_model_run = self.dir / "world_model"
+        saved = self.dir / "settings.json"
+        fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in BUDGETS}
+        if saved.exists():
+            before = {k: v for k, v in read_json(saved).items() if k not in BUDGETS}
+            changed = sorted(k for k in fixed if before.get(k) != fixed[k])
+            if changed:
+                raise ValueError(f"{self.dir} was started with other settings ({', '.join(changed)}); "
+                                 "only the budgets (physics_steps, max_minutes) may change on resume")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(saved, settings.to_dict())
+        self.settings = settings
+        self.progress = read_json(self.dir / PROGRESS_FILE) if (self.dir / PROGRESS_FILE).exists() else {
+            "iteration": 0, "agent_steps": 0, "episodes": 0, "history": [], "random_returns": [],
+        }
+
+    def save_progress(self) -> None:
+        write_json_atomic(self.dir / PROGRESS_FILE, self.progress)
+
+    def make_env(self) -> gym.Env:
+        env = envs.make(self.settings.env, action_repeat=self.settings.action_repeat)
+        steps = self.settings.episode_steps
+        return env if steps is None else gym.wrappers.TimeLimit(env, steps)
+
+    def record(self, episode: dict[str, Any], index: int) -> float:
+        """Write real episode ``index`` (every tenth, from the first, goes to the test split)."""
+        split = "test" if index % 10 == 0 else "train"
+        write_episode(
+            self.data / split / f"episode{index:05d}.npz", episode["video"], episode["actions"], episode["rewards"],
+            terminated=episode["terminated"],
+        )
+        return float(episode["rewards"].sum())
+
+
+def _episode_seed(settings: ImaginationSettings, index: int) -> int:
+    return settings.seed * 1_000_003 + index
+
+
+def _collect_random(run: ImaginationRun, writer: SummaryWriter) -> None:
+    settings = run.settings
+    env = run.make_env()
+    DatasetManifest(
+        settings.env.split(":")[0], [settings.env.split(":", 1)[1]], describe_action_space(env.action_space),
+        env_frame_skip(env.get_wrapper_attr), float(env.metadata.get("render_fps") or 15.0),
+    ).save(run.data)
+    while run.progress["episodes"] < settings.seed_episodes:
+        index = run.progress["episodes"]
+        env.action_space.seed(_episode_seed(settings, index))
+        episode = run_episode(env, lambda obs: env.action_space.sample(), _episode_seed(settings, index))
+        run.progress["random_returns"].append(run.record(episode, index))
+        run.progress["episodes"] += 1
+        run.progress["agent_steps"] += len(episode["video"]) - 1
+        run.save_progress()
+    writer.add_scalar("real/random_return", float(np.mean(run.progress["random_returns"])), 0)
+
+
+def _train_tokenizer(run: ImaginationRun) -> Path:
+    settings = run.settings
+    training = TokenizerTraining(steps=settings.tokenizer_steps, eval_every=10**9, seed=settings.seed)
+    train_tokenizer(run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True)
+    return run.tokenizer_run / "checkpoint"
+
+
+def _train_world_model(run: ImaginationRun, tokenizer: Path, iteration: int) -> dict[str, Any]:
+    settings = run.settings
+    preset = video_preset(settings.video_preset)
+    config = fit_to_data(
+        replace(preset.transformer, reward_head=True, continue_head=True),
+        FrameTokenizer.load(tokenizer), DatasetManifest.load(run.data),
+    )
+    steps = settings.first_world_model_steps + iteration * settings.world_model_steps
+    training = VideoTraining(
+        steps=steps, batch_size=settings.world_model_batch, clip_length=settings.world_model_clip or preset.clip_length,
+        lr=settings.world_model_lr, warmup_steps=100, min_lr_fraction=1.0, eval_every=10**9,
+        checkpoint_every=50, eval_clips=8, seed=settings.seed,
+    )
+    return train_video(run.data, tokenizer, run.world_model_run, config, training, resume=True, reward_stats=False)
+
+
+def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iteration: int) -> dict[str, float]:
+    """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics."""
+    settings = run.settings
+    clips = EpisodeDataset(run.data, "train", clip_length=max(1, model.window))
+    env = WorldModelVectorEnv(model, lambda n, rng: clips.sample(n, rng), settings.imagined_envs, reward="head")
+    totals: dict[str, float] = {}
+    for update in range(settings.imagination_updates):
+        metrics = agent.update(agent.rollout(env, seed=_episode_seed(settings, 10**6 * (iteration + 1) + update)))
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value / settings.imagination_updates
+    return totals
+
+
+def _play(run: ImaginationRun, agent: ActorCritic, tokenizer: FrameTokenizer, seed: int, sample: bool) -> dict[str, Any]:
+    env = run.make_env()
+    policy = ReconstructingPolicy(agent, tokenizer, sample)
+    policy.begin_episode()
+    return run_episode(env, policy, seed)
+
+
+def _imagined_beside_real(model: VideoModel, episode: dict[str, Any], out: Path, fps: float) -> np.ndarray:
+    """The world model continues a real episode from its first frames with its actions: PSNR per step, a GIF."""
+    context = max(1, model.window)
+    video, actions = episode["video"][None], episode["actions"][None]
+    horizon = video.shape[1] - context
+    generator = torch.Generator().manual_seed(0)
+    imagined = model.continue_video(video, context, horizon, actions, generator=generator).numpy()[0]
+    real = video[0, context:]
+    frames = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, imagined)]
+    save_video(np.stack(frames), [out.with_suffix(".gif")], fps)
+    return np.minimum(psnr(real, imagined).numpy(), exact_match_psnr(real.shape))
+
+
+def _save_agent(run: ImaginationRun, agent: ActorCritic) -> None:
+    with atomic_directory(run.dir / AGENT_DIR) as tmp:
+        save_file(agent.state_tensors(), tmp / "agent.safetensors")
+        (tmp / "config.json").write_text(json.dumps({"kind": "actor_critic", "config": agent.describe()}, indent=2))
+
+
+def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, device: str = "cpu") -> dict[str, Any]:
+    """Run (or resume) the loop until the physics-step budget or ``max_minutes`` is spent; returns the progress."""
+    run = ImaginationRun(run_dir, settings)
+    started = time.monotonic()
+    writer = SummaryWriter(run.dir / "tb")
+    _collect_random(run, writer)
+    tokenizer_checkpoint = _train_tokenizer(run)
+    tokenizer = FrameTokenizer.load(tokenizer_checkpoint).eval()
+    env = run.make_env()
+    agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
+    if (run.dir / AGENT_DIR / "agent.safetensors").exists():
+        agent.load_state_tensors(load_file(run.dir / AGENT_DIR / "agent.safetensors"))
+    agent_budget = settings.physics_steps // settings.action_repeat
+    while run.progress["agent_steps"] < agent_budget:
+        if settings.max_minutes is not None and time.monotonic() - started > 60 * settings.max_minutes:
+            break
+        iteration = run.progress["iteration"]
+        summary = _train_world_model(run, tokenizer_checkpoint, iteration)
+        model = VideoModel.load(run.world_model_run / "model")
+        imagination = _imagine(run, agent, model, iteration)
+        _save_agent(run, agent)
+        evaluations = [
+            _play(run, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
+            for i in range(settings.eval_episodes)
+        ]
+        returns = [float(episode["rewards"].sum()) for episode in evaluations]
+        gif = run.dir / "videos" / f"iteration{iteration:03d}"
+        step_psnr = _imagined_beside_real(model, evaluations[0], gif, float(env.metadata.get("render_fps") or 15.0))
+        collected = []
+        for _ in range(settings.episodes_per_iteration):
+            index = run.progress["episodes"]
+            episode = _play(run, agent, tokenizer, _episode_seed(settings, index), sample=True)
+            collected.append(run.record(episode, index))
+            run.progress["episodes"] += 1
+            run.progress["agent_steps"] += len(episode["video"]) - 1
+        row = {
+            "iteration": iteration,
+            "agent_steps": run.progress["agent_steps"],
+            "physics_steps": run.progress["agent_steps"] * settings.action_repeat,
+            "eval_return": float(np.mean(returns)),
+            "collect_return": float(np.mean(collected)),
+            "imagined_psnr_first_15": float(np.mean(step_psnr[:15])),
+            "world_model_bits_per_code": summary.get("bits_per_code"),
+            "world_model_reward_mae": summary.get("reward_mae"),
+            **{f"imagination_{key}": value for key, value in imagination.items()},
+        }
+        for key, value in row.items():
+            if isinstance(value, float):
+                writer.add_scalar(key, value, row["physics_steps"])
+        print(json.dumps(row))
+        run.progress["history"].append(row)
+        run.progress["iteration"] += 1
+        run.save_progress()
+    writer.close()
+    return run.progress

@@ -1,0 +1,33 @@
+import json
+
+import numpy as np
+import pytest
+
+from agents.actor_critic import ActorCriticConfig
+from experiments.train_imagination import ImaginationSettings, train_in_imagination
+
+
+def _settings(physics_steps: int) -> ImaginationSettings:
+    """Cartpole episodes of 12 agent steps (96 physics steps): 2 random, then 1 per iteration."""
+    return ImaginationSettings(
+        env="dmc:cartpole-balance", episode_steps=12, physics_steps=physics_steps, seed_episodes=2,
+        tokenizer_steps=3, first_world_model_steps=4, world_model_steps=2, world_model_batch=2, world_model_clip=8,
+        imagination_updates=2, imagined_envs=3, eval_episodes=1,
+        agent=ActorCriticConfig(horizon=3, feature_dim=16, hidden_dim=16),
+    )
+
+
+def test_loop_runs_resumes_and_records_everything(tmp_path):
+    run = tmp_path / "run"
+    first = train_in_imagination(run, _settings(physics_steps=8 * 36))  # stops after one iteration
+    assert first["iteration"] == 1 and first["agent_steps"] == 36 and len(first["random_returns"]) == 2
+    resumed = train_in_imagination(run, _settings(physics_steps=8 * 48))  # a larger budget: one more
+    assert resumed["iteration"] == 2 and [row["iteration"] for row in resumed["history"]] == [0, 1]
+    row = resumed["history"][-1]
+    assert row["physics_steps"] == 8 * 48 and np.isfinite(row["eval_return"]) and row["imagined_psnr_first_15"] > 0
+    assert json.loads((run / "world_model" / "eval.json").read_text())["step"] == 4 + 2
+    assert sorted(p.name for p in (run / "data" / "train").glob("*.npz")) == [f"episode{i:05d}.npz" for i in range(1, 4)]
+    assert (run / "agent" / "agent.safetensors").exists() and list((run / "tb").glob("events.*"))
+    assert (run / "videos" / "iteration001.gif").exists()
+    with pytest.raises(ValueError, match="imagined_envs"):
+        train_in_imagination(run, ImaginationSettings(**{**_settings(8 * 48).__dict__, "imagined_envs": 4}))
