@@ -58,7 +58,9 @@ class WorldModelVectorEnv(VectorEnv):
     ``contexts`` gives the real clips episodes start from (``context frames`` each, however many
     it returns); ``reward`` is ``"head"``, ``"none"`` or a :data:`RewardFunction`, by default the
     reward head when the model has one; ``horizon`` truncates episodes (None: never);
-    ``temperature`` and ``top_k`` shape the sampling; ``task`` names the model's task if it has several.
+    ``temperature`` and ``top_k`` shape the sampling and ``decoding`` ("sequential" or "jacobi": the same
+    frames, see :meth:`worldmodel.sampling.StreamingSampler.sample`) how it runs; ``task`` names the
+    model's task if it has several.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -73,6 +75,7 @@ class WorldModelVectorEnv(VectorEnv):
         horizon: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
+        decoding: str = "sequential",
         task: str | None = None,
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
@@ -86,7 +89,7 @@ class WorldModelVectorEnv(VectorEnv):
         if reward == "head" and not has_head:
             raise ValueError("reward='head' needs a transformer trained with reward_head=True")
         self.model, self.contexts, self.reward = model, contexts, reward
-        self.horizon, self.temperature, self.top_k = horizon, temperature, top_k
+        self.horizon, self.temperature, self.top_k, self.decoding = horizon, temperature, top_k, decoding
         self.num_envs = num_envs
         self.single_action_space = action_space_of(model)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -137,7 +140,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not self.started:
             raise RuntimeError("call reset() before step()")
         frames = self.sampler.sample(
-            self._actions(actions), self.task, self.temperature, self.top_k, self.generator
+            self._actions(actions), self.task, self.temperature, self.top_k, self.generator, self.decoding
         ).cpu().numpy()
         predicted_reward, keep = self.model.transformer.predict_outcome(self.sampler.sampler.features)
         terminated = np.zeros(self.num_envs, bool) if keep is None else (keep < 0.5).cpu().numpy()

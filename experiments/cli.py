@@ -355,6 +355,10 @@ def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", default="expert", help="expert, random or noisy:<std> (with --env)")
     _add_sampling_flags(parser, "env reset seed, sampling and random-action seed")
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
+    parser.add_argument(
+        "--decoding", choices=["sequential", "jacobi"], default="sequential",
+        help="one code per model step, or a whole frame per step until it stops changing (the same frames)",
+    )
     parser.set_defaults(handler=_run_rollout)
 
 
@@ -363,7 +367,7 @@ def _run_rollout(args: argparse.Namespace) -> None:
 
     report = long_rollout(
         args.model, args.out, args.frames, args.context, args.data, args.episode, args.split, args.env,
-        args.policy, args.seed, args.temperature, args.top_k, args.fps,
+        args.policy, args.seed, args.temperature, args.top_k, args.fps, decoding=args.decoding,
     )
     print(
         f"{report['generated_frames']} frames generated at {report['generation_frames_per_second']:.1f} frames/s; "

@@ -92,6 +92,7 @@ def long_rollout(
     top_k: int | None = None,
     fps: float = 15.0,
     scale: int = 2,
+    decoding: str = "sequential",
 ) -> dict[str, Any]:
     """Generate ``frames`` frames after ``context`` real ones; write ``{out}/rollout.gif|.mp4`` and ``rollout.json``.
 
@@ -116,7 +117,7 @@ def long_rollout(
     generator = torch.Generator().manual_seed(seed)
     out = Path(out)
     paths = [out / "rollout.gif", out / "rollout.mp4"]
-    true_frames, generating_seconds = 0, 0.0
+    true_frames, generating_seconds, model_steps = 0, 0.0, 0
     with VideoWriter(paths, fps) as writer:
         action = None  # the action leading into the next frame
         for t in range(context):
@@ -129,8 +130,11 @@ def long_rollout(
             action, true_frames = after, true_frames + 1
         for _ in tqdm(range(frames), desc="rollout", unit="frame"):
             start = time.perf_counter()
-            generated = sampler.sample(_as_batch(action, takes_actions), task, temperature, top_k, generator)[0].numpy()
+            generated = sampler.sample(
+                _as_batch(action, takes_actions), task, temperature, top_k, generator, decoding
+            )[0].numpy()
             generating_seconds += time.perf_counter() - start
+            model_steps += sampler.sampler.jacobi_steps if decoding == "jacobi" else model.transformer.config.tokens_per_frame
             step = next(steps, None)
             if step is None:
                 truth, action = np.full_like(generated, NO_TRUTH_GREY), next(fallback)
@@ -146,6 +150,8 @@ def long_rollout(
         "frames_with_truth": true_frames,
         "actions_after_truth": "uniformly random" if takes_actions else "none (action-free model)",
         "generation_frames_per_second": frames / generating_seconds,
+        "decoding": decoding,
+        "model_steps_per_frame": model_steps / frames,
         "seed": seed,
         "temperature": temperature,
         "top_k": top_k,

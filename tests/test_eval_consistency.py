@@ -162,6 +162,10 @@ def test_long_rollout_from_a_dataset_runs_past_its_end(posed_dataset, tmp_path):
     truth = frames[-1][2 * LABEL_HEIGHT :, : 2 * 32, :3]
     assert np.abs(truth.astype(int) - NO_TRUTH_GREY).max() <= 2  # the episode ended: a grey panel
     assert len(imageio.mimread(tmp_path / "roll" / "rollout.mp4")) == 14
+    jacobi = long_rollout(tmp_path / "model", tmp_path / "jacobi", frames=10, context=4, data=posed_dataset,
+                          episode=1, seed=0, decoding="jacobi")
+    np.testing.assert_array_equal(imageio.mimread(tmp_path / "jacobi" / "rollout.gif")[-1], frames[-1])
+    assert report["model_steps_per_frame"] == 17 and 1 <= jacobi["model_steps_per_frame"] <= 17
     with pytest.raises(ValueError, match="ends after 12 frames"):
         long_rollout(tmp_path / "model", tmp_path / "roll2", frames=2, context=20, data=posed_dataset)
     with pytest.raises(ValueError, match="episode 7 does not exist"):

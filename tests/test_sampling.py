@@ -47,6 +47,34 @@ def test_cached_sampling_equals_uncached(top_k, overrides):
     assert not torch.equal(cached, sample_frames(model, context, actions, task, generator=seeded(1), **kwargs))
 
 
+@pytest.mark.parametrize("sampling", [dict(), dict(top_k=3, temperature=0.8), dict(top_k=1)])
+@pytest.mark.parametrize("overrides", [dict(num_actions=3), dict(vocab_size=2**6, factorized_groups=2, code_shape=(3, 3))])
+def test_jacobi_decoding_gives_the_sequential_samplers_frames(sampling, overrides):
+    model = tiny(**overrides)
+    context = context_for(model)
+    actions = torch.randint(3, (3, 12), generator=seeded(2)) if "num_actions" in overrides else None
+    samplers = {decoding: StreamingSampler(model, 3) for decoding in ("sequential", "jacobi")}
+    frames, steps = {}, []
+    for decoding, sampler in samplers.items():
+        sampler.push(context[:, 0])
+        generator = seeded(5)
+        frames[decoding] = []
+        for t in range(1, 10):
+            action = None if actions is None else actions[:, t - 1]
+            frames[decoding].append(sampler.sample(action, generator=generator, decoding=decoding, **sampling))
+            if decoding == "jacobi":
+                steps.append(sampler.jacobi_steps)
+    assert all(torch.equal(a, b) for a, b in zip(frames["sequential"], frames["jacobi"]))
+    assert max(steps) <= model.config.codes_per_frame + 1
+    torch.testing.assert_close(samplers["sequential"].features, samplers["jacobi"].features)
+    # the caches hold the same history: the next real frame scores the same
+    probe = context[:, 2]
+    action = None if actions is None else actions[:, 9]
+    torch.testing.assert_close(samplers["sequential"].push(probe, action), samplers["jacobi"].push(probe, action))
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        samplers["jacobi"].sample(action, decoding="parallel")
+
+
 def test_greedy_is_deterministic():
     model = tiny()
     context = context_for(model)

@@ -22,6 +22,7 @@ from torch import Tensor
 from worldmodel.transformer import StreamingScorer, VideoTransformer, stream_mask
 
 Policy = Callable[[Tensor], Tensor]  # latest frame codes (B, h, w) -> actions (B,) or (B, A)
+DECODINGS = ("sequential", "jacobi")
 
 
 def _check_sampling(temperature: float, top_k: int | None) -> None:
@@ -31,21 +32,31 @@ def _check_sampling(temperature: float, top_k: int | None) -> None:
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
 
 
+def is_greedy(temperature: float, top_k: int | None) -> bool:
+    return temperature == 0 or top_k == 1
+
+
 def sample_logits(
-    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    uniform: Tensor | None = None,
 ) -> Tensor:
     """One index per row of ``logits (..., V)``: Gumbel-max on ``logits / temperature`` over the ``top_k`` largest.
 
     Greedy (argmax, no random numbers drawn) when ``temperature == 0`` or ``top_k == 1``.
-    The generator must live on the logits' device.
+    ``uniform`` (the shape of ``logits``) is the noise to use, else drawn from ``generator``,
+    which must live on the logits' device.
     """
-    if temperature == 0 or top_k == 1:
+    if is_greedy(temperature, top_k):
         return logits.argmax(-1)
     logits = logits.float()
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    if uniform is None:
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
     return (logits / temperature - torch.log(-torch.log(uniform))).argmax(-1)
 
 
@@ -83,15 +94,23 @@ class StreamingSampler(StreamingScorer):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "sequential",
     ) -> Tensor:
         """Generate and append the next frame ``(B, h, w)`` of every stream.
 
-        ``actions`` as in :meth:`push`: taken after each stream's previous frame.
+        ``actions`` as in :meth:`push`: taken after each stream's previous frame. ``decoding``:
+        ``"sequential"``, one code per forward step, or ``"jacobi"``, all codes of the frame per
+        step until they stop changing (:meth:`_sample_jacobi`): the same frames for the same
+        generator, in fewer, larger steps.
         """
         _check_sampling(temperature, top_k)
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
         model, cache, b = self.model, self.cache, self.batch_size
         actions = model.validate_actions(actions, b)
         task = model.validate_task(task, b)
+        if decoding == "jacobi":
+            return self._sample_jacobi(actions, task, temperature, top_k, generator)
         token = model.embed_start(actions, cache.time > 0)[:, None]
         codes = []
         for _ in range(model.config.codes_per_frame):
@@ -101,6 +120,44 @@ class StreamingSampler(StreamingScorer):
             token = model.embed_codes(code)[:, None]
         self.features = model.step(token, cache, task)[:, 0]  # the last code's keys and values, and the frame's features
         self.latest = torch.stack(codes, dim=1).view(b, *model.config.code_shape)
+        return self.latest
+
+    def _sample_jacobi(
+        self,
+        actions: Tensor | None,
+        task: Tensor | None,
+        temperature: float,
+        top_k: int | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Jacobi decoding of a frame (Song et al., 2021; Santilli et al., 2023), exact.
+
+        The noise of every code is drawn first, in the sequential sampler's order, so each code
+        is a deterministic function of the codes before it. A draft frame (each stream's latest
+        frame: much of a scene stays put) goes through the model in one step; every code is
+        re-picked from its logits, and the step repeats on the new draft until nothing changes.
+        After ``j`` steps the first ``j`` codes are final, so this ends within ``N + 1`` steps
+        with the sequential sampler's frame (the logits differ only by float rounding, which
+        could flip a near-tie); it is faster when a few steps suffice.
+        """
+        model, cache, b = self.model, self.cache, self.batch_size
+        n, groups, vocab = model.config.codes_per_frame, model.config.factorized_groups, model.config.group_vocab
+        uniform = None
+        if not is_greedy(temperature, top_k):
+            uniform = torch.rand((n, b, groups, vocab), generator=generator, device=model.device).transpose(0, 1)
+        start = model.embed_start(actions, cache.time > 0)[:, None]
+        draft = torch.zeros(b, n, dtype=torch.long, device=model.device) if self.latest is None else self.latest.reshape(b, n)
+        self.jacobi_steps = 0
+        while True:
+            features = model.step(torch.cat([start, model.embed_codes(draft)], dim=1), cache, task, advance=False)
+            codes = model.join_codes(sample_logits(model.logits(features[:, :-1]), temperature, top_k, uniform=uniform))
+            self.jacobi_steps += 1
+            if torch.equal(codes, draft):
+                break
+            draft = codes
+        cache.advance(n + 1)  # the last step's keys and values are those of the final codes
+        self.features = features[:, -1]
+        self.latest = codes.view(b, *model.config.code_shape)
         return self.latest
 
     def rollout(

@@ -762,18 +762,20 @@ class VideoTransformer(nn.Module):
     def new_cache(self, batch_size: int) -> KVCache:
         return KVCache(self.config, batch_size, device=self.device, dtype=self.head.weight.dtype)
 
-    def step(self, tokens: Tensor, cache: KVCache, task: Tensor | None = None) -> Tensor:
+    def step(self, tokens: Tensor, cache: KVCache, task: Tensor | None = None, advance: bool = True) -> Tensor:
         """Run the next ``n`` token embeddings ``(B, n, d)`` of the current frame through ``cache``.
 
         Returns their final features ``(B, n, d)`` (:meth:`logits` of them predict the next
-        codes) and advances the cache. A building block for :class:`StreamingScorer` and the
-        samplers, which validate inputs.
+        codes) and advances the cache; with ``advance=False`` their keys and values are written
+        but the cache stays where it was, so the next call overwrites them (a draft of the frame).
+        A building block for :class:`StreamingScorer` and the samplers, which validate inputs.
         """
         n = tokens.shape[1]
         positions = self._positions(cache.time, cache.offset, n)
         mask = cache.attention_mask(n)
         hidden = self._trunk(tokens, positions, task, lambda layer: partial(cache.attend, layer, mask))
-        cache.advance(n)
+        if advance:
+            cache.advance(n)
         return hidden
 
     # ----- checkpoints

@@ -312,7 +312,11 @@ class FrameSampler:
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "sequential",
     ) -> Tensor:
-        """Generate, append and return the next frame of every stream, uint8 ``(B, H, W, 3)``."""
-        codes = self.sampler.sample(actions, task, temperature, top_k, generator)
+        """Generate, append and return the next frame of every stream, uint8 ``(B, H, W, 3)``.
+
+        ``decoding`` as in :meth:`StreamingSampler.sample` (``"jacobi"``: the same frames in fewer steps).
+        """
+        codes = self.sampler.sample(actions, task, temperature, top_k, generator, decoding)
         return self.tokenizer.decode(codes)

@@ -2,8 +2,10 @@
 
 The real env renders each 64x64 frame with MuJoCo (``MUJOCO_GL=egl``, software GL here) after
 ``action_repeat`` physics steps; the imagined env (:class:`envs.world_model.WorldModelVectorEnv`)
-samples every sub-env's next frame in one batched, KV-cached call and decodes it. Both take
-uniformly random actions; the imagined env starts from real context frames of the same task.
+samples every sub-env's next frame in one batched, KV-cached call and decodes it, with sequential
+decoding (one code per model step) and with Jacobi decoding (the same frames, a whole frame per
+step until it stops changing), timed apart. Both envs take uniformly random actions; the imagined
+env starts from real context frames of the same task.
 Without ``--model`` the imagined env runs an untrained model of the ``dmc`` presets (8x8 codes,
 4 layers of 8-frame windows): its speed is that of a trained one of the same shape, but not
 its pictures.
@@ -74,21 +76,25 @@ def real_steps_per_s(task: str, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def imagined_steps_per_s(model: VideoModel, pool: dict[str, np.ndarray], num_envs: int, steps: int) -> float:
-    """Sub-env steps per second (``num_envs`` per batched step), after one warm-up step."""
+def imagined_steps_per_s(
+    model: VideoModel, pool: dict[str, np.ndarray], num_envs: int, steps: int, decoding: str
+) -> tuple[float, float]:
+    """Sub-env steps per second (``num_envs`` per batched step) after one warm-up step, and model steps per frame."""
 
     def contexts(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         pick = rng.integers(len(pool["video"]), size=n)
         return {key: value[pick] for key, value in pool.items()}
 
-    env = WorldModelVectorEnv(model, contexts, num_envs)
+    env = WorldModelVectorEnv(model, contexts, num_envs, decoding=decoding)
     env.reset(seed=0)
     env.action_space.seed(0)
     env.step(env.action_space.sample())
+    model_steps = 0
     start = time.perf_counter()
     for _ in range(steps):
         env.step(env.action_space.sample())
-    return num_envs * steps / (time.perf_counter() - start)
+        model_steps += env.sampler.sampler.jacobi_steps if decoding == "jacobi" else model.transformer.config.tokens_per_frame
+    return num_envs * steps / (time.perf_counter() - start), model_steps / steps
 
 
 def main() -> None:
@@ -105,13 +111,18 @@ def main() -> None:
     real = real_steps_per_s(args.task, args.real_steps)
     model = VideoModel.load(args.model) if args.model else untrained_model(envs.make(f"dmc:{args.task}"))
     pool = real_contexts(args.task, max(model.window, 1), clips=8)
-    rows = {n: imagined_steps_per_s(model, pool, n, args.steps) for n in args.envs}
-    print(f"| env ({args.task}, 64x64, {args.threads} thread(s)) | steps/s | x real |")
-    print("|---|---:|---:|")
-    print(f"| real DMC env | {real:.1f} | 1.0 |")
-    for n, rate in rows.items():
-        print(f"| imagined, {n} sub-env{'s' if n > 1 else ''} | {rate:.1f} | {rate / real:.2f} |")
-    print(json.dumps({"real_steps_per_s": real, "imagined_steps_per_s": rows, "model": args.model}, indent=2))
+    rows = {
+        f"{n} {decoding}": imagined_steps_per_s(model, pool, n, args.steps, decoding)
+        for n in args.envs for decoding in ("sequential", "jacobi")
+    }
+    print(f"| env ({args.task}, 64x64, {args.threads} thread(s)) | decoding | model steps per frame | steps/s | x real |")
+    print("|---|---|---:|---:|---:|")
+    print(f"| real DMC env | | | {real:.1f} | 1.0 |")
+    for key, (rate, model_steps) in rows.items():
+        n, decoding = key.split()
+        print(f"| imagined, {n} sub-env{'s' if int(n) > 1 else ''} | {decoding} | {model_steps:.1f} | {rate:.1f} | "
+              f"{rate / real:.2f} |")
+    print(json.dumps({"real_steps_per_s": real, "imagined": rows, "model": args.model}, indent=2))
 
 
 if __name__ == "__main__":
