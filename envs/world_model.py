@@ -112,10 +112,11 @@ class WorldModelVectorEnv(VectorEnv):
         video, actions = np.asarray(clips["video"]), np.asarray(clips["actions"])
         if video.ndim != 5 or video.shape[0] != n:
             raise ValueError(f"the context source gave video of shape {video.shape}, expected ({n}, K, H, W, 3)")
-        task = None if self.task is None else self.task[torch.as_tensor(mask)]
-        self.sampler.start(mask, video, actions, task)
+        streams = torch.as_tensor(mask, device=self.model.transformer.device)
+        task = None if self.task is None else self.task[streams]
+        self.sampler.start(streams, video, actions, task)
         self.steps[mask] = 0
-        return self.model.tokenizer.decode(self.sampler.sampler.latest[torch.as_tensor(mask)]).cpu().numpy()
+        return self.model.tokenizer.decode(self.sampler.sampler.latest[streams]).cpu().numpy()
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None

@@ -401,10 +401,11 @@ class WorldModelLosses(NamedTuple):
 class VideoTransformer(nn.Module):
     """Autoregressive model of frame codes (see the module docstring for the layout).
 
-    Training: :meth:`loss` (mean NLL per code). Scoring: :meth:`log_prob` (one
-    full-sequence pass) or :class:`StreamingScorer` (a frame at a time through a
-    :class:`KVCache`). Sampling lives in ``worldmodel.sampling``. Inputs may be on any
-    device; outputs are on the model's device.
+    Training: :meth:`loss` (mean NLL per code), or :meth:`losses` with the world-model
+    heads' too. Scoring: :meth:`log_prob` (one full-sequence pass) or
+    :class:`StreamingScorer` (a frame at a time through a :class:`KVCache`). Sampling
+    lives in ``worldmodel.sampling``. Inputs may be on any device; outputs are on the
+    model's device.
     """
 
     def __init__(self, config: VideoTransformerConfig) -> None:
