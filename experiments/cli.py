@@ -802,6 +802,7 @@ IMAGINATION_HELP = {
     "physics_steps": "real physics steps in all, random play included (a resumed run may raise it)",
     "seed_episodes": "random-play episodes before the first world model (the tokenizer trains on them)",
     "episodes_per_iteration": "real episodes collected with the current policy per iteration",
+    "tokenizer": "a trained tokenizer checkpoint to use, frozen (None: train one on the random play)",
     "tokenizer_preset": "tokenizer preset (see train-tokenizer)",
     "tokenizer_steps": "tokenizer training steps, once, on the random-play episodes",
     "video_preset": "transformer preset (see train-video); reward and continue heads are added",
@@ -834,7 +835,7 @@ def _dataclass_flags(parser: argparse.ArgumentParser, defaults: object, prefix: 
         value = getattr(defaults, field.name)
         if hasattr(value, "__dataclass_fields__"):
             continue
-        kind = {"max_minutes": float}.get(field.name, type(value) if value is not None else int)
+        kind = {"max_minutes": float, "tokenizer": str}.get(field.name, type(value) if value is not None else int)
         flag = f"--{prefix}{field.name.replace('_', '-')}"
         parser.add_argument(flag, dest=f"{prefix.replace('-', '_')}{field.name}", type=kind, default=value,
                             help=IMAGINATION_HELP[field.name])

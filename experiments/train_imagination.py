@@ -5,8 +5,8 @@ IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`
 1. **collect** real episodes with the current policy (random play first), written to
    ``{run}/data`` as the project's episodes;
 2. **train the world model** on everything collected so far: the frame-causal transformer with
-   reward and continue heads (``train-video``, resumed each time), on the codes of a tokenizer
-   trained once on the random-play episodes and then frozen;
+   reward and continue heads (``train-video``, resumed each time), on the codes of a frozen
+   tokenizer (one given, or one trained once on the random-play episodes);
 3. **train the actor-critic** (:mod:`agents.actor_critic`) only on imagined rollouts: each update
    starts ``imagined_envs`` sub-envs of :class:`envs.world_model.WorldModelVectorEnv` from real
    context clips and rewards them by the reward head;
@@ -65,6 +65,7 @@ class ImaginationSettings:
     physics_steps: int = 100_000
     seed_episodes: int = 5
     episodes_per_iteration: int = 1
+    tokenizer: str | None = None
     tokenizer_preset: str = "dmc"
     tokenizer_steps: int = 2000
     video_preset: str = "dmc"
@@ -82,10 +83,6 @@ class ImaginationSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ImaginationSettings:
-        return cls(**{**data, "agent": ActorCriticConfig(**data["agent"])})
 
 
 BUDGETS = ("physics_steps", "max_minutes")  # may grow when a run resumes; every other setting is fixed
@@ -174,7 +171,10 @@ def _collect_random(run: ImaginationRun, writer: SummaryWriter) -> None:
 
 
 def _train_tokenizer(run: ImaginationRun) -> Path:
+    """The frozen tokenizer's checkpoint: the one given, else one trained on the random-play episodes."""
     settings = run.settings
+    if settings.tokenizer is not None:
+        return Path(settings.tokenizer)
     training = TokenizerTraining(steps=settings.tokenizer_steps, eval_every=10**9, seed=settings.seed)
     train_tokenizer(run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True)
     return run.tokenizer_run / "checkpoint"
