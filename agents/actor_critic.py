@@ -30,6 +30,8 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from agents.common import ConvEncoder, load_state_tensors, mlp, state_tensors, symexp, symlog, trunk
 
+ROLLOUT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid")  # per step of a rollout
+
 
 @dataclass
 class ActorCriticConfig:
@@ -246,6 +248,3 @@ class ActorCritic:
     def describe(self) -> dict[str, Any]:
         """The config, for a checkpoint's JSON."""
         return asdict(self.config)
-
-
-ROLLOUT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid")
