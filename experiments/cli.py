@@ -871,7 +871,9 @@ def _run_train_imagination(args: argparse.Namespace) -> None:
     names = [f.name for f in fields(ImaginationSettings) if f.name != "agent"]
     settings = ImaginationSettings(**{name: getattr(args, name) for name in names}, agent=agent)
     progress = train_in_imagination(args.run, settings, args.device)
-    print(json.dumps(progress["history"][-1:], indent=2))
+    last = progress["history"][-1]["eval_return"] if progress["history"] else None
+    print(f"{progress['iteration']} iterations, {progress['agent_steps'] * settings.action_repeat} physics steps, "
+          f"last real-env return {last}; per-iteration figures in {args.run / 'progress.json'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
