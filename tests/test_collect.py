@@ -1,7 +1,8 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.collect import PolicySpec, collect
+from envs.collect import PolicySpec, collect, run_episode
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, read_episode
 
 
@@ -43,3 +44,26 @@ def test_a_dataset_refuses_another_action_space(tmp_path):
     collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)
     with pytest.raises(ValueError, match="action space"):
         collect("dmc:reacher-easy", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)
+
+
+class _Countdown(gym.Env):
+    """Ends by termination after three steps, unless a time limit cuts it first."""
+
+    observation_space = gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros((4, 4, 3), np.uint8), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full((4, 4, 3), self.t, np.uint8), 1.0, self.t == 3, False, {}
+
+
+def test_episodes_record_whether_the_task_ended_them():
+    ended = run_episode(_Countdown(), lambda obs: 0, seed=0)
+    assert ended["terminated"] and len(ended["video"]) == 4
+    cut = run_episode(gym.wrappers.TimeLimit(_Countdown(), 2), lambda obs: 0, seed=0)
+    assert not cut["terminated"] and len(cut["video"]) == 3

@@ -251,4 +251,6 @@ def test_collect_refuses_noise_on_discrete_actions_and_dmc_episodes_have_no_pose
     dmc = collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path / "dmc", test_fraction=0, max_steps=2)
     path = tmp_path / "dmc" / next(iter(dmc.episodes))
     assert read_episode(path).poses is None
-    assert sorted(zipfile.ZipFile(path).namelist()) == ["actions.npy", "rewards.npy", "task_id.npy", "video.npy"]
+    members = ["actions.npy", "rewards.npy", "task_id.npy", "terminated.npy", "video.npy"]
+    assert sorted(zipfile.ZipFile(path).namelist()) == members
+    assert not read_episode(path).terminated  # cut by max_steps, not ended by the task
