@@ -28,7 +28,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from agents.common import ConvEncoder, load_state_tensors, mlp, state_tensors, symexp, symlog, trunk
+from agents.common import ConvEncoder, load_state_tensors, mlp, state_tensors, symexp, symlog, to_box, trunk
 
 ROLLOUT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid")  # per step of a rollout
 
@@ -148,6 +148,8 @@ class ActorCritic:
         height, width, _ = observation_space.shape
         self.action_space = action_space
         self.device = torch.device(device)
+        if isinstance(action_space, gym.spaces.Box):
+            self.action_bounds = [torch.as_tensor(b, device=self.device) for b in (action_space.low, action_space.high)]
         self.net = PolicyValueNet((3 * self.config.frame_stack, height, width), action_space, self.config).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, eps=1e-5)
         self.return_scale = torch.ones((), device=self.device)
@@ -167,8 +169,7 @@ class ActorCritic:
     def _to_env(self, action: Tensor) -> np.ndarray:
         if isinstance(self.action_space, gym.spaces.Discrete):
             return action.cpu().numpy().astype(np.int64)
-        low, high = self.action_space.low, self.action_space.high
-        return np.clip(action.cpu().numpy(), -1, 1) * (high - low) / 2 + (high + low) / 2
+        return to_box(action.clamp(-1, 1), *self.action_bounds)
 
     def rollout(self, env: VectorEnv, seed: int | None = None) -> dict[str, Tensor]:
         """Step ``env`` ``horizon`` times with the current policy; the first call (or a ``seed``) resets it.

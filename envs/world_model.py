@@ -143,7 +143,7 @@ class WorldModelVectorEnv(VectorEnv):
         frames = self.sampler.sample(
             self._actions(actions), self.task, self.temperature, self.top_k, self.generator, self.decoding
         ).cpu().numpy()
-        predicted_reward, keep = self.model.transformer.predict_outcome(self.sampler.sampler.features)
+        predicted_reward, keep = self.sampler.predict_outcome()
         terminated = np.zeros(self.num_envs, bool) if keep is None else (keep < 0.5).cpu().numpy()
         starting = self.autoreset.copy()
         if starting.any():

@@ -134,7 +134,7 @@ def long_rollout(
                 _as_batch(action, takes_actions), task, temperature, top_k, generator, decoding
             )[0].numpy()
             generating_seconds += time.perf_counter() - start
-            model_steps += sampler.sampler.jacobi_steps if decoding == "jacobi" else model.transformer.config.tokens_per_frame
+            model_steps += sampler.sampler.frame_steps
             step = next(steps, None)
             if step is None:
                 truth, action = np.full_like(generated, NO_TRUTH_GREY), next(fallback)

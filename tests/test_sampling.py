@@ -63,7 +63,7 @@ def test_jacobi_decoding_gives_the_sequential_samplers_frames(sampling, override
             action = None if actions is None else actions[:, t - 1]
             frames[decoding].append(sampler.sample(action, generator=generator, decoding=decoding, **sampling))
             if decoding == "jacobi":
-                steps.append(sampler.jacobi_steps)
+                steps.append(sampler.frame_steps)
     assert all(torch.equal(a, b) for a, b in zip(frames["sequential"], frames["jacobi"]))
     assert max(steps) <= model.config.codes_per_frame + 1
     torch.testing.assert_close(samplers["sequential"].features, samplers["jacobi"].features)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.transformer import StreamingScorer, VideoTransformer, stream_mask
+from worldmodel.transformer import StreamingScorer, VideoTransformer, action_into, stream_mask
 
 Policy = Callable[[Tensor], Tensor]  # latest frame codes (B, h, w) -> actions (B,) or (B, A)
 DECODINGS = ("sequential", "jacobi")
@@ -66,6 +66,7 @@ class StreamingSampler(StreamingScorer):
     def __init__(self, model: VideoTransformer, batch_size: int) -> None:
         super().__init__(model, batch_size)
         self.latest: Tensor | None = None  # (B, h, w): each stream's last pushed or sampled frame
+        self.frame_steps = 0  # model steps the last sampled frame took
 
     def push(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
         log_prob = super().push(codes, actions, task)
@@ -119,6 +120,7 @@ class StreamingSampler(StreamingScorer):
             codes.append(code)
             token = model.embed_codes(code)[:, None]
         self.features = model.step(token, cache, task)[:, 0]  # the last code's keys and values, and the frame's features
+        self.frame_steps = model.config.tokens_per_frame
         self.latest = torch.stack(codes, dim=1).view(b, *model.config.code_shape)
         return self.latest
 
@@ -147,11 +149,11 @@ class StreamingSampler(StreamingScorer):
             uniform = torch.rand((n, b, groups, vocab), generator=generator, device=model.device).transpose(0, 1)
         start = model.embed_start(actions, cache.time > 0)[:, None]
         draft = torch.zeros(b, n, dtype=torch.long, device=model.device) if self.latest is None else self.latest.reshape(b, n)
-        self.jacobi_steps = 0
+        self.frame_steps = 0
         while True:
             features = model.step(torch.cat([start, model.embed_codes(draft)], dim=1), cache, task, advance=False)
             codes = model.join_codes(sample_logits(model.logits(features[:, :-1]), temperature, top_k, uniform=uniform))
-            self.jacobi_steps += 1
+            self.frame_steps += 1
             if torch.equal(codes, draft):
                 break
             draft = codes
@@ -199,17 +201,12 @@ class StreamingSampler(StreamingScorer):
         return torch.stack(frames, dim=1)
 
 
-def _action_into(actions: Tensor | None, t: int) -> Tensor | None:
-    """The action that led into frame ``t`` of a clip (None for frame 0)."""
-    return None if actions is None or t == 0 else actions[:, t - 1]
-
-
 def _push_context(
     model: VideoTransformer, context: Tensor, actions: Tensor | None, task: Tensor | None
 ) -> StreamingSampler:
     sampler = StreamingSampler(model, context.shape[0])
     for t in range(context.shape[1]):
-        sampler.push(context[:, t], _action_into(actions, t), task)
+        sampler.push(context[:, t], action_into(actions, t), task)
     return sampler
 
 
@@ -249,7 +246,7 @@ def sample_frames(
     b, t0 = context.shape[:2]
     sampler = _push_context(model, context, actions, task)
     frames = [
-        sampler.sample(_action_into(actions, t0 + j), task, temperature, top_k, generator) for j in range(horizon)
+        sampler.sample(action_into(actions, t0 + j), task, temperature, top_k, generator) for j in range(horizon)
     ]
     return torch.stack(frames, dim=1)
 

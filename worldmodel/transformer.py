@@ -794,6 +794,11 @@ class VideoTransformer(nn.Module):
         return model.to(map_location)
 
 
+def action_into(actions: Tensor | None, t: int) -> Tensor | None:
+    """The action that led into frame ``t`` of a clip ``actions (B, T[, A])`` (None for frame 0)."""
+    return None if actions is None or t == 0 else actions[:, t - 1]
+
+
 def stream_mask(env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None, batch_size: int) -> Tensor:
     """Env ids (ints) or a bool mask ``(B,)`` -> bool mask ``(B,)``; None means all streams."""
     if env_ids is None:
@@ -859,10 +864,7 @@ class StreamingScorer:
         codes = self.model.validate_codes(codes, (int(mask.sum()), "K"))
         fresh = StreamingScorer(self.model, codes.shape[0])
         actions = self.model.validate_actions(actions, codes.shape[0], codes.shape[1])
-        log_probs = [
-            fresh.push(codes[:, t], None if actions is None or t == 0 else actions[:, t - 1], task)
-            for t in range(codes.shape[1])
-        ]
+        log_probs = [fresh.push(codes[:, t], action_into(actions, t), task) for t in range(codes.shape[1])]
         self.cache.adopt(mask, fresh.cache)
         self.features[mask] = fresh.features
         return torch.stack(log_probs, dim=1)

@@ -274,10 +274,6 @@ class FrameSampler:
         self.tokenizer = model.tokenizer
         self.sampler = sampling.StreamingSampler(model.transformer, batch_size)
 
-    @property
-    def batch_size(self) -> int:
-        return self.sampler.batch_size
-
     @torch.no_grad()
     def push(self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
         """Append real frames; returns their log-likelihoods ``(B,)``."""

@@ -93,7 +93,7 @@ def imagined_steps_per_s(
     start = time.perf_counter()
     for _ in range(steps):
         env.step(env.action_space.sample())
-        model_steps += env.sampler.sampler.jacobi_steps if decoding == "jacobi" else model.transformer.config.tokens_per_frame
+        model_steps += env.sampler.sampler.frame_steps
     return num_envs * steps / (time.perf_counter() - start), model_steps / steps
 
 
