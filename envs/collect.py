@@ -72,6 +72,14 @@ def describe_action_space(space: gym.Space) -> dict[str, Any]:
     raise ValueError(f"cannot record episodes with action space {space}")
 
 
+def describe_env(env_spec: str, env: gym.Env) -> DatasetManifest:
+    """A new dataset manifest for episodes of ``env`` (made from ``env_spec``): its task, actions and rate."""
+    return DatasetManifest(
+        env_spec.split(":")[0], [task_name(env_spec)], describe_action_space(env.action_space),
+        env_frame_skip(env.get_wrapper_attr), float(env.metadata.get("render_fps") or 15.0),
+    )
+
+
 def make_policy(spec: PolicySpec, env: gym.Env, env_spec: str, seed: int) -> Policy:
     """The callable ``obs -> action`` that ``spec`` names, for this env."""
     if spec.kind == "random":
@@ -170,14 +178,14 @@ def collect(
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     root = Path(root)
     probe = make(env_spec)
-    action_space = describe_action_space(probe.action_space)
-    frame_skip = env_frame_skip(probe.get_wrapper_attr)
-    fps = float(probe.metadata.get("render_fps") or 15.0)
+    described = describe_env(env_spec, probe)
     probe.close()
 
-    manifest = DatasetManifest.load(root) or DatasetManifest(env_spec.split(":")[0], [], action_space, frame_skip, fps)
-    if manifest.action_space != action_space:
-        raise ValueError(f"{root} holds episodes with action space {manifest.action_space}, not {action_space}")
+    manifest = DatasetManifest.load(root) or described
+    if manifest.action_space != described.action_space:
+        raise ValueError(
+            f"{root} holds episodes with action space {manifest.action_space}, not {described.action_space}"
+        )
     task = task_name(env_spec)
     if task not in manifest.tasks:
         manifest.tasks.append(task)

@@ -79,12 +79,23 @@ TRAINING_HELP = {
 }
 
 
-def _add_training_flags(parser: argparse.ArgumentParser, defaults: object, helps: dict[str, str]) -> None:
-    """One ``--flag`` per field of a training dataclass, with its default and help."""
+def _dataclass_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: object, helps: dict[str, str], prefix: str = ""
+) -> None:
+    """One ``--flag`` per scalar field of a settings dataclass, typed by its default, with its help.
+
+    Fields whose default is None take ints, except ``max_minutes`` (float) and ``tokenizer`` (a path);
+    nested dataclasses are skipped (give them their own ``prefix``).
+    """
     for field in fields(defaults):
-        flag = "--" + field.name.replace("_", "-")
-        kind = float if field.name in ("lr", "min_lr_fraction", "grad_clip", "max_minutes") else int
-        parser.add_argument(flag, type=kind, default=getattr(defaults, field.name), help=helps[field.name])
+        value = getattr(defaults, field.name)
+        if hasattr(value, "__dataclass_fields__"):
+            continue
+        kind = {"max_minutes": float, "tokenizer": str}.get(field.name, type(value) if value is not None else int)
+        flag = f"--{prefix}{field.name.replace('_', '-')}"
+        parser.add_argument(
+            flag, dest=f"{prefix.replace('-', '_')}{field.name}", type=kind, default=value, help=helps[field.name]
+        )
 
 
 def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
@@ -107,7 +118,7 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    _add_training_flags(parser, TokenizerTraining(), TRAINING_HELP)
+    _dataclass_flags(parser, TokenizerTraining(), TRAINING_HELP)
     parser.set_defaults(handler=_run_train_tokenizer)
 
 
@@ -177,7 +188,7 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     # clip_length defaults to None on the command line: the preset then decides.
-    _add_training_flags(parser, replace(VideoTraining(), clip_length=None), VIDEO_TRAINING_HELP)
+    _dataclass_flags(parser, replace(VideoTraining(), clip_length=None), VIDEO_TRAINING_HELP)
     parser.set_defaults(handler=_run_train_video)
 
 
@@ -564,7 +575,7 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     parser.add_argument("--device", default="cpu", help="torch device of the agent and the video model")
-    _add_training_flags(parser, Training(), AGENT_TRAINING_HELP)
+    _dataclass_flags(parser, Training(), AGENT_TRAINING_HELP)
     parser.set_defaults(handler=_run_train_agent, update_every=None, updates_per_step=None, frame_stack=None)
 
 
@@ -829,18 +840,6 @@ IMAGINATION_HELP = {
 }
 
 
-def _dataclass_flags(parser: argparse.ArgumentParser, defaults: object, prefix: str = "") -> None:
-    """One ``--flag`` per scalar field of a dataclass, typed by its default (None defaults: see the help)."""
-    for field in fields(defaults):
-        value = getattr(defaults, field.name)
-        if hasattr(value, "__dataclass_fields__"):
-            continue
-        kind = {"max_minutes": float, "tokenizer": str}.get(field.name, type(value) if value is not None else int)
-        flag = f"--{prefix}{field.name.replace('_', '-')}"
-        parser.add_argument(flag, dest=f"{prefix.replace('-', '_')}{field.name}", type=kind, default=value,
-                            help=IMAGINATION_HELP[field.name])
-
-
 def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
     from agents.actor_critic import ActorCriticConfig
     from experiments.train_imagination import ImaginationSettings
@@ -858,8 +857,8 @@ def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run", required=True, type=Path, help="run directory")
     parser.add_argument("--device", default="cpu", help="torch device of the actor-critic")
-    _dataclass_flags(parser, ImaginationSettings())
-    _dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), prefix="ac-")
+    _dataclass_flags(parser, ImaginationSettings(), IMAGINATION_HELP)
+    _dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), IMAGINATION_HELP, prefix="ac-")
     parser.set_defaults(handler=_run_train_imagination)
 
 

@@ -37,9 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 import envs
 from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
-from envs.collect import describe_action_space, run_episode
+from envs.collect import describe_env, run_episode
 from envs.world_model import WorldModelVectorEnv
-from envs.wrappers import env_frame_skip
 from experiments.eval_consistency import exact_match_psnr
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.videos import save_video, side_by_side
@@ -89,14 +88,11 @@ BUDGETS = ("physics_steps", "max_minutes")  # may grow when a run resumes; every
 
 
 class ReconstructingPolicy:
-    """The actor-critic acting on one real env: frames go through the tokenizer, then the frame stack."""
+    """The actor-critic acting in one real episode: frames go through the tokenizer, then the frame stack."""
 
     def __init__(self, agent: ActorCritic, tokenizer: FrameTokenizer, sample: bool) -> None:
         self.agent, self.tokenizer, self.sample = agent, tokenizer, sample
         self.stacks = FrameStacks(agent.config.frame_stack)
-        self.started = False
-
-    def begin_episode(self) -> None:
         self.started = False
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -152,13 +148,9 @@ def _episode_seed(settings: ImaginationSettings, index: int) -> int:
     return settings.seed * 1_000_003 + index
 
 
-def _collect_random(run: ImaginationRun, writer: SummaryWriter) -> None:
+def _collect_random(run: ImaginationRun, env: gym.Env, writer: SummaryWriter) -> None:
     settings = run.settings
-    env = run.make_env()
-    DatasetManifest(
-        settings.env.split(":")[0], [settings.env.split(":", 1)[1]], describe_action_space(env.action_space),
-        env_frame_skip(env.get_wrapper_attr), float(env.metadata.get("render_fps") or 15.0),
-    ).save(run.data)
+    describe_env(settings.env, env).save(run.data)
     while run.progress["episodes"] < settings.seed_episodes:
         index = run.progress["episodes"]
         env.action_space.seed(_episode_seed(settings, index))
@@ -180,12 +172,13 @@ def _train_tokenizer(run: ImaginationRun) -> Path:
     return run.tokenizer_run / "checkpoint"
 
 
-def _train_world_model(run: ImaginationRun, tokenizer: Path, iteration: int) -> dict[str, Any]:
+def _train_world_model(
+    run: ImaginationRun, tokenizer: FrameTokenizer, checkpoint: Path, iteration: int
+) -> dict[str, Any]:
     settings = run.settings
     preset = video_preset(settings.video_preset)
     config = fit_to_data(
-        replace(preset.transformer, reward_head=True, continue_head=True),
-        FrameTokenizer.load(tokenizer), DatasetManifest.load(run.data),
+        replace(preset.transformer, reward_head=True, continue_head=True), tokenizer, DatasetManifest.load(run.data)
     )
     steps = settings.first_world_model_steps + iteration * settings.world_model_steps
     training = VideoTraining(
@@ -193,7 +186,7 @@ def _train_world_model(run: ImaginationRun, tokenizer: Path, iteration: int) -> 
         lr=settings.world_model_lr, warmup_steps=100, min_lr_fraction=1.0, eval_every=10**9,
         checkpoint_every=50, eval_clips=8, seed=settings.seed,
     )
-    return train_video(run.data, tokenizer, run.world_model_run, config, training, resume=True, reward_stats=False)
+    return train_video(run.data, checkpoint, run.world_model_run, config, training, resume=True, reward_stats=False)
 
 
 def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iteration: int) -> dict[str, float]:
@@ -209,11 +202,8 @@ def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iterati
     return totals
 
 
-def _play(run: ImaginationRun, agent: ActorCritic, tokenizer: FrameTokenizer, seed: int, sample: bool) -> dict[str, Any]:
-    env = run.make_env()
-    policy = ReconstructingPolicy(agent, tokenizer, sample)
-    policy.begin_episode()
-    return run_episode(env, policy, seed)
+def _play(env: gym.Env, agent: ActorCritic, tokenizer: FrameTokenizer, seed: int, sample: bool) -> dict[str, Any]:
+    return run_episode(env, ReconstructingPolicy(agent, tokenizer, sample), seed)
 
 
 def _imagined_beside_real(model: VideoModel, episode: dict[str, Any], out: Path, fps: float) -> np.ndarray:
@@ -240,10 +230,10 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     run = ImaginationRun(run_dir, settings)
     started = time.monotonic()
     writer = SummaryWriter(run.dir / "tb")
-    _collect_random(run, writer)
+    env = run.make_env()
+    _collect_random(run, env, writer)
     tokenizer_checkpoint = _train_tokenizer(run)
     tokenizer = FrameTokenizer.load(tokenizer_checkpoint).eval()
-    env = run.make_env()
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
     if (run.dir / AGENT_DIR / "agent.safetensors").exists():
         agent.load_state_tensors(load_file(run.dir / AGENT_DIR / "agent.safetensors"))
@@ -252,12 +242,12 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         if settings.max_minutes is not None and time.monotonic() - started > 60 * settings.max_minutes:
             break
         iteration = run.progress["iteration"]
-        summary = _train_world_model(run, tokenizer_checkpoint, iteration)
+        summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration)
         model = VideoModel.load(run.world_model_run / "model")
         imagination = _imagine(run, agent, model, iteration)
         _save_agent(run, agent)
         evaluations = [
-            _play(run, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
+            _play(env, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
             for i in range(settings.eval_episodes)
         ]
         returns = [float(episode["rewards"].sum()) for episode in evaluations]
@@ -266,7 +256,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         collected = []
         for _ in range(settings.episodes_per_iteration):
             index = run.progress["episodes"]
-            episode = _play(run, agent, tokenizer, _episode_seed(settings, index), sample=True)
+            episode = _play(env, agent, tokenizer, _episode_seed(settings, index), sample=True)
             collected.append(run.record(episode, index))
             run.progress["episodes"] += 1
             run.progress["agent_steps"] += len(episode["video"]) - 1

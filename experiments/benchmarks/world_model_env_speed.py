@@ -20,48 +20,35 @@ import json
 import time
 from dataclasses import replace
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 import envs
-from envs.collect import describe_action_space
+from envs.collect import describe_env, run_episode
 from envs.world_model import WorldModelVectorEnv
 from experiments.presets import tokenizer_preset, video_preset
 from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.train_video import fit_to_data
 from worldmodel.transformer import VideoTransformer
 from worldmodel.video_model import VideoModel, VideoModelInfo
 
 
-def untrained_model(env, reward_head: bool = True) -> VideoModel:
-    """A ``dmc``-preset tokenizer and transformer for ``env``'s actions, with random weights."""
+def untrained_model(task: str) -> VideoModel:
+    """A ``dmc``-preset tokenizer and transformer (with a reward head) for the task's actions, random weights."""
     torch.manual_seed(0)
     tokenizer = FrameTokenizer(tokenizer_preset("dmc"))
-    space = describe_action_space(env.action_space)
-    discrete = space["type"] == "discrete"
-    config = replace(
-        video_preset("dmc").transformer, vocab_size=tokenizer.vocab_size, code_shape=tokenizer.code_shape,
-        num_actions=space["n"] if discrete else 0, action_dim=0 if discrete else int(np.prod(space["shape"])),
-        reward_head=reward_head,
-    )
-    return VideoModel(tokenizer, VideoTransformer(config).eval(), VideoModelInfo(action_space=space))
+    manifest = describe_env(f"dmc:{task}", envs.make(f"dmc:{task}"))
+    config = fit_to_data(replace(video_preset("dmc").transformer, reward_head=True), tokenizer, manifest)
+    return VideoModel(tokenizer, VideoTransformer(config).eval(), VideoModelInfo(action_space=manifest.action_space))
 
 
 def real_contexts(task: str, frames: int, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``clips`` random-action clips of ``frames`` frames from the real env: where imagined episodes start."""
-    env = envs.make(f"dmc:{task}")
+    """``clips`` random-action clips of ``frames`` (>= 2) frames from the real env: where imagined episodes start."""
+    env = gym.wrappers.TimeLimit(envs.make(f"dmc:{task}"), frames - 1)
     env.action_space.seed(seed)
-    video, actions = [], []
-    for i in range(clips):
-        obs, _ = env.reset(seed=seed + i)
-        clip_frames, clip_actions = [obs], []
-        for _ in range(frames - 1):
-            action = env.action_space.sample()
-            obs, *_ = env.step(action)
-            clip_frames.append(obs)
-            clip_actions.append(action)
-        video.append(np.stack(clip_frames))
-        actions.append(np.stack(clip_actions))
-    return {"video": np.stack(video), "actions": np.stack(actions)}
+    episodes = [run_episode(env, lambda obs: env.action_space.sample(), seed + i) for i in range(clips)]
+    return {key: np.stack([episode[key] for episode in episodes]) for key in ("video", "actions")}
 
 
 def real_steps_per_s(task: str, steps: int) -> float:
@@ -109,8 +96,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     real = real_steps_per_s(args.task, args.real_steps)
-    model = VideoModel.load(args.model) if args.model else untrained_model(envs.make(f"dmc:{args.task}"))
-    pool = real_contexts(args.task, max(model.window, 1), clips=8)
+    model = VideoModel.load(args.model) if args.model else untrained_model(args.task)
+    pool = real_contexts(args.task, max(model.window, 2), clips=8)
     rows = {
         f"{n} {decoding}": imagined_steps_per_s(model, pool, n, args.steps, decoding)
         for n in args.envs for decoding in ("sequential", "jacobi")
