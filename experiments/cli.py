@@ -244,6 +244,13 @@ def _add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes (1 = greedy)")
 
 
+def _add_decoding_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decoding", choices=["sequential", "jacobi"], default="sequential",
+        help="one code per model step, or a whole frame per step until it stops changing (the same frames)",
+    )
+
+
 def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval-video",
@@ -325,6 +332,7 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="videos generated at once")
     parser.add_argument("--save-videos", type=int, default=4, help="side-by-side videos to write")
     _add_sampling_flags(parser, "sampling seed")
+    _add_decoding_flag(parser)
     parser.set_defaults(handler=_run_eval_consistency)
 
 
@@ -338,6 +346,7 @@ def _run_eval_consistency(args: argparse.Namespace) -> None:
     report = evaluate_consistency(
         args.model, args.data, args.out, protocol, args.videos, args.fvd_videos, args.short_window,
         dict(args.compare), args.split, args.batch_size, args.seed, args.temperature, args.top_k, args.save_videos,
+        args.decoding,
     )
     print(report["table"])
     print(f"tables, curves and videos written to {args.out}")
@@ -366,10 +375,7 @@ def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--policy", default="expert", help="expert, random or noisy:<std> (with --env)")
     _add_sampling_flags(parser, "env reset seed, sampling and random-action seed")
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
-    parser.add_argument(
-        "--decoding", choices=["sequential", "jacobi"], default="sequential",
-        help="one code per model step, or a whole frame per step until it stops changing (the same frames)",
-    )
+    _add_decoding_flag(parser)
     parser.set_defaults(handler=_run_rollout)
 
 
@@ -824,6 +830,8 @@ IMAGINATION_HELP = {
     "world_model_lr": "world-model learning rate (constant after a 100-step warm-up)",
     "imagination_updates": "actor-critic updates per iteration, each on a fresh imagined rollout",
     "imagined_envs": "imagined sub-envs per rollout, started from real clips",
+    "decoding": "how imagined frames are sampled: jacobi (a whole frame per model step until it stops changing) "
+    "or sequential (one code per step); the same frames",
     "eval_episodes": "real episodes per evaluation (the policy's mode)",
     "seed": "seed of episodes, initialisation and imagination",
     "max_minutes": "stop at the end of the iteration that passes this many minutes (this invocation)",

@@ -45,6 +45,7 @@ from experiments.videos import save_video, side_by_side
 from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
 from worldmodel.metrics import psnr
+from worldmodel.sampling import DECODINGS
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 from worldmodel.train_video import VideoTraining, fit_to_data, train_video
@@ -75,10 +76,15 @@ class ImaginationSettings:
     world_model_lr: float = 3e-4
     imagination_updates: int = 20
     imagined_envs: int = 32
+    decoding: str = "jacobi"
     eval_episodes: int = 2
     seed: int = 0
     max_minutes: float | None = None
     agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,7 +199,9 @@ def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iterati
     """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics."""
     settings = run.settings
     clips = EpisodeDataset(run.data, "train", clip_length=max(1, model.window))
-    env = WorldModelVectorEnv(model, lambda n, rng: clips.sample(n, rng), settings.imagined_envs, reward="head")
+    env = WorldModelVectorEnv(
+        model, lambda n, rng: clips.sample(n, rng), settings.imagined_envs, reward="head", decoding=settings.decoding
+    )
     totals: dict[str, float] = {}
     for update in range(settings.imagination_updates):
         metrics = agent.update(agent.rollout(env, seed=_episode_seed(settings, 10**6 * (iteration + 1) + update)))
@@ -206,13 +214,16 @@ def _play(env: gym.Env, agent: ActorCritic, tokenizer: FrameTokenizer, seed: int
     return run_episode(env, ReconstructingPolicy(agent, tokenizer, sample), seed)
 
 
-def _imagined_beside_real(model: VideoModel, episode: dict[str, Any], out: Path, fps: float) -> np.ndarray:
+def _imagined_beside_real(
+    model: VideoModel, episode: dict[str, Any], out: Path, fps: float, decoding: str
+) -> np.ndarray:
     """The world model continues a real episode from its first frames with its actions: PSNR per step, a GIF."""
     context = max(1, model.window)
     video, actions = episode["video"][None], episode["actions"][None]
     horizon = video.shape[1] - context
     generator = torch.Generator().manual_seed(0)
-    imagined = model.continue_video(video, context, horizon, actions, generator=generator).numpy()[0]
+    imagined = model.continue_video(video, context, horizon, actions, generator=generator, decoding=decoding)
+    imagined = imagined.numpy()[0]
     real = video[0, context:]
     frames = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, imagined)]
     save_video(np.stack(frames), [out.with_suffix(".gif")], fps)
@@ -242,17 +253,23 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         if settings.max_minutes is not None and time.monotonic() - started > 60 * settings.max_minutes:
             break
         iteration = run.progress["iteration"]
+        seconds = {"start": time.monotonic()}
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration)
         model = VideoModel.load(run.world_model_run / "model")
+        seconds["world_model"] = time.monotonic()
         imagination = _imagine(run, agent, model, iteration)
         _save_agent(run, agent)
+        seconds["imagination"] = time.monotonic()
         evaluations = [
             _play(env, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
             for i in range(settings.eval_episodes)
         ]
         returns = [float(episode["rewards"].sum()) for episode in evaluations]
+        seconds["evaluation"] = time.monotonic()
         gif = run.dir / "videos" / f"iteration{iteration:03d}"
-        step_psnr = _imagined_beside_real(model, evaluations[0], gif, float(env.metadata.get("render_fps") or 15.0))
+        fps = float(env.metadata.get("render_fps") or 15.0)
+        step_psnr = _imagined_beside_real(model, evaluations[0], gif, fps, settings.decoding)
+        seconds["imagined_beside_real"] = time.monotonic()
         collected = []
         for _ in range(settings.episodes_per_iteration):
             index = run.progress["episodes"]
@@ -260,6 +277,8 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             collected.append(run.record(episode, index))
             run.progress["episodes"] += 1
             run.progress["agent_steps"] += len(episode["video"]) - 1
+        seconds["collection"] = time.monotonic()
+        marks = list(seconds.items())
         row = {
             "iteration": iteration,
             "agent_steps": run.progress["agent_steps"],
@@ -270,6 +289,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             "world_model_bits_per_code": summary.get("bits_per_code"),
             "world_model_reward_mae": summary.get("reward_mae"),
             **{f"imagination_{key}": value for key, value in imagination.items()},
+            **{f"seconds_{name}": round(t - marks[i][1], 1) for i, (name, t) in enumerate(marks[1:])},
         }
         for key, value in row.items():
             if isinstance(value, float):

@@ -125,6 +125,10 @@ def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tm
     report = evaluate_consistency(tmp_path / "model", posed_dataset, tmp_path / "a", **kwargs)
     again = evaluate_consistency(tmp_path / "model", posed_dataset, tmp_path / "b", **{**kwargs, "fvd_videos": 0})
     assert [{**r, "fvd": None} for r in report["results"]] == again["results"]  # the same samples for a seed
+    jacobi = evaluate_consistency(
+        tmp_path / "model", posed_dataset, tmp_path / "j", **{**kwargs, "fvd_videos": 0}, decoding="jacobi"
+    )
+    assert jacobi["results"] == again["results"] and jacobi["decoding"] == "jacobi"  # the same frames
     rows = {r["name"]: r for r in report["results"]}
     assert list(rows) == ["model", "model, window 1", COPY_LAST, TOKENIZER_CEILING]
     videos = np.stack([moving_square_video(12, 32, i) for i in range(3)])

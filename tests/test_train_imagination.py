@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,9 +26,13 @@ def test_loop_runs_resumes_and_records_everything(tmp_path):
     assert resumed["iteration"] == 2 and [row["iteration"] for row in resumed["history"]] == [0, 1]
     row = resumed["history"][-1]
     assert row["physics_steps"] == 8 * 48 and np.isfinite(row["eval_return"]) and row["imagined_psnr_first_15"] > 0
+    phases = ["world_model", "imagination", "evaluation", "imagined_beside_real", "collection"]
+    assert all(row[f"seconds_{phase}"] >= 0 for phase in phases)
     assert json.loads((run / "world_model" / "eval.json").read_text())["step"] == 4 + 2
     assert sorted(p.name for p in (run / "data" / "train").glob("*.npz")) == [f"episode{i:05d}.npz" for i in range(1, 4)]
     assert (run / "agent" / "agent.safetensors").exists() and list((run / "tb").glob("events.*"))
     assert (run / "videos" / "iteration001.gif").exists()
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        replace(_settings(8 * 48), decoding="parallel")
     with pytest.raises(ValueError, match="imagined_envs"):
         train_in_imagination(run, ImaginationSettings(**{**_settings(8 * 48).__dict__, "imagined_envs": 4}))

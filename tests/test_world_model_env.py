@@ -151,6 +151,8 @@ def test_continuous_actions_and_bad_inputs():
         discrete.step(np.array([0, 3]))
     with pytest.raises(ValueError, match="no actions"):
         WorldModelVectorEnv(_model(num_actions=0), _contexts(), 2)
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        WorldModelVectorEnv(_model(), _contexts(), 2, decoding="parallel")
     with pytest.raises(ValueError, match="reward_head=True"):
         WorldModelVectorEnv(_model(reward_head=False), _contexts(), 2, reward="head")
     with pytest.raises(ValueError, match="context source gave video"):

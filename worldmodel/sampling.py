@@ -171,6 +171,7 @@ class StreamingSampler(StreamingScorer):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "sequential",
     ) -> Tensor:
         """Generate ``horizon`` frames per stream -> codes ``(B, horizon, h, w)``.
 
@@ -178,6 +179,7 @@ class StreamingSampler(StreamingScorer):
         of shape ``(B, horizon)`` or ``(B, horizon, A)``) or ``policy(latest)``, called
         before each frame with every stream's latest frame codes ``(B, h, w)``. Only the
         returned codes grow with ``horizon``; the cache stays at ``window`` frames.
+        ``decoding`` as in :meth:`sample`.
         """
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"horizon must be a positive int, got {horizon!r}")
@@ -197,7 +199,7 @@ class StreamingSampler(StreamingScorer):
                 action = policy(self.latest)
             else:
                 action = None
-            frames.append(self.sample(action, task, temperature, top_k, generator))
+            frames.append(self.sample(action, task, temperature, top_k, generator, decoding))
         return torch.stack(frames, dim=1)
 
 
@@ -262,17 +264,19 @@ def rollout(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    decoding: str = "sequential",
 ) -> Tensor:
     """World-model rollout from context clips ``(B, T0, h, w)`` -> generated codes ``(B, horizon, h, w)``.
 
     ``context_actions`` are the actions between context frames (``(B, T0[, A])`` or one
     shorter); then each generated frame ``j`` follows ``actions[:, j]`` (``(B, horizon[, A])``)
     or ``policy(latest frame codes)``. Memory is constant in ``horizon`` apart from the output.
+    ``decoding`` as in :meth:`StreamingSampler.sample`.
     """
     context = model.validate_codes(context, ("B", "T0"))
     b, t0 = context.shape[:2]
     sampler = _push_context(model, context, model.validate_actions(context_actions, b, t0), task)
-    return sampler.rollout(horizon, actions, policy, task, temperature, top_k, generator)
+    return sampler.rollout(horizon, actions, policy, task, temperature, top_k, generator, decoding)
 
 
 @torch.no_grad()

@@ -129,6 +129,7 @@ class VideoModel(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "sequential",
     ) -> Tensor:
         """Continue uint8 clips ``(B, T0, H, W, 3)`` by ``horizon`` generated frames ``(B, horizon, H, W, 3)``.
 
@@ -138,7 +139,8 @@ class VideoModel(nn.Module):
         codes = self.tokenizer.encode(context_frames)
         code_policy = None if policy is None else (lambda latest: policy(self.tokenizer.decode(latest)))
         generated = sampling.rollout(
-            self.transformer, codes, horizon, actions, code_policy, context_actions, task, temperature, top_k, generator
+            self.transformer, codes, horizon, actions, code_policy, context_actions, task, temperature, top_k, generator,
+            decoding,
         )
         return self.tokenizer.decode(generated)
 
@@ -153,12 +155,14 @@ class VideoModel(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "sequential",
     ) -> Tensor:
         """Generate frames ``context .. context + horizon - 1`` of uint8 videos ``(B, >= context, H, W, 3)``.
 
         The first ``context`` frames are given; ``actions (B, >= context + horizon - 1[, A])`` are
         the videos' own (action ``t`` taken after frame ``t``) and are used when the model takes
-        actions, ignored when it does not. Returns ``(B, horizon, H, W, 3)`` uint8.
+        actions, ignored when it does not. ``decoding`` as in :meth:`StreamingSampler.sample`.
+        Returns ``(B, horizon, H, W, 3)`` uint8.
         """
         if context < 1 or horizon < 1:
             raise ValueError(f"need context >= 1 and horizon >= 1, got {context} and {horizon}")
@@ -178,6 +182,7 @@ class VideoModel(nn.Module):
         return self.rollout(
             torch.as_tensor(np.asarray(videos[:, :context])), horizon, actions=future_actions,
             context_actions=context_actions, task=task, temperature=temperature, top_k=top_k, generator=generator,
+            decoding=decoding,
         )
 
     def with_window(self, window: int) -> VideoModel:
