@@ -123,3 +123,21 @@ def compare_runs(
     table = "\n".join(rows)
     path.with_suffix(".md").write_text(table + "\n")
     return table
+
+
+def imagination_curves(history: Sequence[dict], random_return: float, path: str | Path, title: str) -> Path:
+    """An imagination run by physics steps: the real-env return against random play, and imagined-vs-real PSNR."""
+    figure = Figure(figsize=(10, 3.6))
+    returns, fidelity = figure.subplots(1, 2)
+    steps = [row["physics_steps"] for row in history]
+    returns.plot(steps, [row["eval_return"] for row in history], "o-", ms=3, label="policy (mode), real env")
+    returns.plot(steps, [row["collect_return"] for row in history], ".", color="C1", alpha=0.6,
+                 label="policy (sampled), collecting")
+    returns.axhline(random_return, ls="--", color="grey", lw=1, label="random play")
+    returns.set(title=title, xlabel="physics steps", ylabel="true return")
+    returns.legend(fontsize=8)
+    fidelity.plot(steps, [row["imagined_psnr_first_15"] for row in history], "o-", ms=3, color="C2")
+    fidelity.set(title="imagined vs real, first 15 steps", xlabel="physics steps", ylabel="PSNR (dB)")
+    for axes in (returns, fidelity):
+        axes.grid(alpha=0.3)
+    return save_figure(figure, path)

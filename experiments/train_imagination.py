@@ -17,8 +17,9 @@ In the real env the agent sees each frame as the tokenizer reconstructs it (enco
 decoded), the kind of picture it learnt from in imagination. The run directory holds
 ``data/`` (episodes, manifest, token cache), ``tokenizer/`` and ``world_model/`` (their training
 runs; the bundle in ``world_model/model``), ``agent/`` (actor-critic weights, optimizer and
-config), ``progress.json`` (iteration, steps, returns), ``tb/`` and ``videos/``. A run resumes at
-its last finished iteration (world-model training resumes from its own checkpoint).
+config), ``progress.json`` (iteration, steps, returns), ``learning_curve.png`` (real return against
+random play, imagined-vs-real PSNR), ``tb/`` and ``videos/``. A run resumes at its last finished
+iteration (world-model training resumes from its own checkpoint).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
 from envs.collect import describe_env, run_episode
 from envs.world_model import WorldModelVectorEnv
 from experiments.eval_consistency import exact_match_psnr
+from experiments.plots import imagination_curves
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.videos import save_video, side_by_side
 from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
@@ -52,6 +54,7 @@ from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 from worldmodel.video_model import VideoModel
 
 PROGRESS_FILE = "progress.json"
+CURVES_FILE = "learning_curve.png"
 AGENT_DIR = "agent"
 
 
@@ -298,5 +301,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         run.progress["history"].append(row)
         run.progress["iteration"] += 1
         run.save_progress()
+        random_return = float(np.mean(run.progress["random_returns"]))
+        imagination_curves(run.progress["history"], random_return, run.dir / CURVES_FILE, settings.env)
     writer.close()
     return run.progress

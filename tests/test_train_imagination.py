@@ -31,7 +31,7 @@ def test_loop_runs_resumes_and_records_everything(tmp_path):
     assert json.loads((run / "world_model" / "eval.json").read_text())["step"] == 4 + 2
     assert sorted(p.name for p in (run / "data" / "train").glob("*.npz")) == [f"episode{i:05d}.npz" for i in range(1, 4)]
     assert (run / "agent" / "agent.safetensors").exists() and list((run / "tb").glob("events.*"))
-    assert (run / "videos" / "iteration001.gif").exists()
+    assert (run / "videos" / "iteration001.gif").exists() and (run / "learning_curve.png").stat().st_size > 0
     with pytest.raises(ValueError, match="decoding must be one of"):
         replace(_settings(8 * 48), decoding="parallel")
     with pytest.raises(ValueError, match="imagined_envs"):
