@@ -29,7 +29,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from worldmodel.sampling import DECODINGS
+from worldmodel.sampling import check_decoding
 from worldmodel.video_model import VideoModel
 
 ContextSource = Callable[[int, np.random.Generator], Mapping[str, np.ndarray]]
@@ -83,8 +83,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if horizon is not None and (not isinstance(horizon, int) or horizon < 1):
             raise ValueError(f"horizon must be a positive int or None, got {horizon!r}")
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        check_decoding(decoding)
         has_head = model.transformer.reward_head is not None
         reward = ("head" if has_head else "none") if reward is None else reward
         if isinstance(reward, str) and reward not in REWARDS:

@@ -245,8 +245,10 @@ def _add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None
 
 
 def _add_decoding_flag(parser: argparse.ArgumentParser) -> None:
+    from worldmodel.sampling import DECODINGS
+
     parser.add_argument(
-        "--decoding", choices=["sequential", "jacobi"], default="sequential",
+        "--decoding", choices=DECODINGS, default="sequential",
         help="one code per model step, or a whole frame per step until it stops changing (the same frames)",
     )
 

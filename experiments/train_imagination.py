@@ -47,7 +47,7 @@ from experiments.videos import save_video, side_by_side
 from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
 from worldmodel.metrics import psnr
-from worldmodel.sampling import DECODINGS
+from worldmodel.sampling import check_decoding
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 from worldmodel.train_video import VideoTraining, fit_to_data, train_video
@@ -86,8 +86,7 @@ class ImaginationSettings:
     agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
     def __post_init__(self) -> None:
-        if self.decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        check_decoding(self.decoding)  # before the hours of a run, not at its first imagined step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,6 +250,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
     if (run.dir / AGENT_DIR / "agent.safetensors").exists():
         agent.load_state_tensors(load_file(run.dir / AGENT_DIR / "agent.safetensors"))
+    fps = DatasetManifest.load(run.data).fps
     agent_budget = settings.physics_steps // settings.action_repeat
     while run.progress["agent_steps"] < agent_budget:
         if settings.max_minutes is not None and time.monotonic() - started > 60 * settings.max_minutes:
@@ -270,7 +270,6 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         returns = [float(episode["rewards"].sum()) for episode in evaluations]
         seconds["evaluation"] = time.monotonic()
         gif = run.dir / "videos" / f"iteration{iteration:03d}"
-        fps = float(env.metadata.get("render_fps") or 15.0)
         step_psnr = _imagined_beside_real(model, evaluations[0], gif, fps, settings.decoding)
         seconds["imagined_beside_real"] = time.monotonic()
         collected = []

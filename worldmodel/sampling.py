@@ -25,6 +25,12 @@ Policy = Callable[[Tensor], Tensor]  # latest frame codes (B, h, w) -> actions (
 DECODINGS = ("sequential", "jacobi")
 
 
+def check_decoding(decoding: str) -> None:
+    """Raise unless ``decoding`` names a way to sample a frame's codes (see :meth:`StreamingSampler.sample`)."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+
+
 def _check_sampling(temperature: float, top_k: int | None) -> None:
     if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
@@ -105,8 +111,7 @@ class StreamingSampler(StreamingScorer):
         generator, in fewer, larger steps.
         """
         _check_sampling(temperature, top_k)
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        check_decoding(decoding)
         model, cache, b = self.model, self.cache, self.batch_size
         actions = model.validate_actions(actions, b)
         task = model.validate_task(task, b)
