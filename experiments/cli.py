@@ -832,8 +832,9 @@ IMAGINATION_HELP = {
     "world_model_lr": "world-model learning rate (constant after a 100-step warm-up)",
     "imagination_updates": "actor-critic updates per iteration, each on a fresh imagined rollout",
     "imagined_envs": "imagined sub-envs per rollout, started from real clips",
-    "decoding": "how imagined frames are sampled: jacobi (a whole frame per model step until it stops changing) "
-    "or sequential (one code per step); the same frames",
+    "decoding": "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame "
+    "per step until it stops changing: the same frames, faster only where few codes depend on the codes before "
+    "them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may change on resume",
     "eval_episodes": "real episodes per evaluation (the policy's mode)",
     "seed": "seed of episodes, initialisation and imagination",
     "max_minutes": "stop at the end of the iteration that passes this many minutes (this invocation)",

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 import envs
 from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
@@ -79,7 +80,7 @@ class ImaginationSettings:
     world_model_lr: float = 3e-4
     imagination_updates: int = 20
     imagined_envs: int = 32
-    decoding: str = "jacobi"
+    decoding: str = "sequential"
     eval_episodes: int = 2
     seed: int = 0
     max_minutes: float | None = None
@@ -92,7 +93,9 @@ class ImaginationSettings:
         return asdict(self)
 
 
-BUDGETS = ("physics_steps", "max_minutes")  # may grow when a run resumes; every other setting is fixed
+# May change when a run resumes: the budgets, and the decoding (both decodings sample the same frames);
+# every other setting is fixed.
+RESUMABLE_CHANGES = ("physics_steps", "max_minutes", "decoding")
 
 
 class ReconstructingPolicy:
@@ -120,13 +123,13 @@ class ImaginationRun:
         self.tokenizer_run = self.dir / "tokenizer"
         self.world_model_run = self.dir / "world_model"
         saved = self.dir / "settings.json"
-        fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in BUDGETS}
+        fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in RESUMABLE_CHANGES}
         if saved.exists():
-            before = {k: v for k, v in read_json(saved).items() if k not in BUDGETS}
+            before = {k: v for k, v in read_json(saved).items() if k not in RESUMABLE_CHANGES}
             changed = sorted(k for k in fixed if before.get(k) != fixed[k])
             if changed:
                 raise ValueError(f"{self.dir} was started with other settings ({', '.join(changed)}); "
-                                 "only the budgets (physics_steps, max_minutes) may change on resume")
+                                 f"only {', '.join(RESUMABLE_CHANGES)} may change on resume")
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(saved, settings.to_dict())
         self.settings = settings
@@ -205,7 +208,7 @@ def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iterati
         model, lambda n, rng: clips.sample(n, rng), settings.imagined_envs, reward="head", decoding=settings.decoding
     )
     totals: dict[str, float] = {}
-    for update in range(settings.imagination_updates):
+    for update in tqdm(range(settings.imagination_updates), desc="imagination", unit="update", leave=False):
         metrics = agent.update(agent.rollout(env, seed=_episode_seed(settings, 10**6 * (iteration + 1) + update)))
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value / settings.imagination_updates

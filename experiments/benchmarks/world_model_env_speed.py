@@ -7,10 +7,13 @@ decoding (one code per model step) and with Jacobi decoding (the same frames, a 
 step until it stops changing), timed apart. Both envs take uniformly random actions; the imagined
 env starts from real context frames of the same task.
 Without ``--model`` the imagined env runs an untrained model of the ``dmc`` presets (8x8 codes,
-4 layers of 8-frame windows): its speed is that of a trained one of the same shape, but not
-its pictures.
+4 layers of 8-frame windows): its sequential speed is that of a trained one of the same shape, but
+not its Jacobi speed, which depends on how the codes of a frame depend on each other (an untrained
+model's hardly do: a few steps per frame; a trained cartpole model's do: about 60 of 65). Time a
+trained model, e.g. the world model of a ``train-imagination`` run, at the action repeat it learnt:
 
-    python -m experiments.benchmarks.world_model_env_speed --model runs/cartpole-wm/model --envs 1 16 64
+    python -m experiments.benchmarks.world_model_env_speed --task cartpole-balance \
+        --model runs/imagine-balance/world_model/model --envs 1 16 64 --threads 2
 """
 
 from __future__ import annotations
@@ -43,16 +46,16 @@ def untrained_model(task: str) -> VideoModel:
     return VideoModel(tokenizer, VideoTransformer(config).eval(), VideoModelInfo(action_space=manifest.action_space))
 
 
-def real_contexts(task: str, frames: int, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
+def real_contexts(task: str, action_repeat: int, frames: int, clips: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``clips`` random-action clips of ``frames`` (>= 2) frames from the real env: where imagined episodes start."""
-    env = gym.wrappers.TimeLimit(envs.make(f"dmc:{task}"), frames - 1)
+    env = gym.wrappers.TimeLimit(envs.make(f"dmc:{task}", action_repeat=action_repeat), frames - 1)
     env.action_space.seed(seed)
     episodes = [run_episode(env, lambda obs: env.action_space.sample(), seed + i) for i in range(clips)]
     return {key: np.stack([episode[key] for episode in episodes]) for key in ("video", "actions")}
 
 
-def real_steps_per_s(task: str, steps: int) -> float:
-    env = envs.make(f"dmc:{task}")
+def real_steps_per_s(task: str, action_repeat: int, steps: int) -> float:
+    env = envs.make(f"dmc:{task}", action_repeat=action_repeat)
     env.reset(seed=0)
     env.action_space.seed(0)
     start = time.perf_counter()
@@ -88,6 +91,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="an action-conditioned video model bundle (default: untrained dmc preset)")
     parser.add_argument("--task", default="cartpole-swingup", help="DMC task of the real env")
+    parser.add_argument(
+        "--action-repeat", type=int, default=8,
+        help="physics steps per env step: the model's (train-imagination and DMC-100k: 8 on cartpole)",
+    )
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 16, 64], help="imagined sub-env counts")
     parser.add_argument("--steps", type=int, default=20, help="batched imagined steps per timing")
     parser.add_argument("--real-steps", type=int, default=200, help="real env steps to time")
@@ -95,21 +102,23 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    real = real_steps_per_s(args.task, args.real_steps)
+    real = real_steps_per_s(args.task, args.action_repeat, args.real_steps)
     model = VideoModel.load(args.model) if args.model else untrained_model(args.task)
-    pool = real_contexts(args.task, max(model.window, 2), clips=8)
+    pool = real_contexts(args.task, args.action_repeat, max(model.window, 2), clips=8)
     rows = {
         f"{n} {decoding}": imagined_steps_per_s(model, pool, n, args.steps, decoding)
         for n in args.envs for decoding in ("sequential", "jacobi")
     }
-    print(f"| env ({args.task}, 64x64, {args.threads} thread(s)) | decoding | model steps per frame | steps/s | x real |")
+    setting = f"{args.task}, action repeat {args.action_repeat}, 64x64, {args.threads} thread(s)"
+    print(f"| env ({setting}) | decoding | model steps per frame | steps/s | x real |")
     print("|---|---|---:|---:|---:|")
     print(f"| real DMC env | | | {real:.1f} | 1.0 |")
     for key, (rate, model_steps) in rows.items():
         n, decoding = key.split()
         print(f"| imagined, {n} sub-env{'s' if int(n) > 1 else ''} | {decoding} | {model_steps:.1f} | {rate:.1f} | "
               f"{rate / real:.2f} |")
-    print(json.dumps({"real_steps_per_s": real, "imagined": rows, "model": args.model}, indent=2))
+    summary = {"real_steps_per_s": real, "imagined": rows, "model": args.model, "action_repeat": args.action_repeat}
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
