@@ -886,6 +886,34 @@ def _run_train_imagination(args: argparse.Namespace) -> None:
           f"last real-env return {last}; per-iteration figures in {args.run / 'progress.json'}")
 
 
+def _add_eval_imagination(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-imagination",
+        help="the true return of a train-imagination run's agent over fresh real episodes, against random play",
+        description="Load the agent that train-imagination saved last in RUN and play EPISODES fresh real "
+        "episodes with its policy's mode (frames seen through the run's tokenizer, as in training), then random "
+        "play on the same seeds (the same start states). Writes {run}/evaluation.json (every return, means, "
+        "standard deviations, the ratio to random) and {run}/videos/evaluation.gif (the agent's first episode).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, type=Path, help="run directory of train-imagination")
+    parser.add_argument("--episodes", type=int, default=10, help="real episodes for the agent and for random play")
+    parser.set_defaults(handler=_run_eval_imagination)
+
+
+def _run_eval_imagination(args: argparse.Namespace) -> None:
+    from experiments.train_imagination import evaluate_run
+
+    result = evaluate_run(args.run, args.episodes)
+    ratio = result["ratio_to_random"]
+    print(f"{result['env']} after {result['iterations']} iterations ({result['physics_steps']} physics steps), "
+          f"{args.episodes} episodes on the same seeds:\n"
+          f"  agent   {result['agent_mean']:8.1f} +- {result['agent_std']:.1f}\n"
+          f"  random  {result['random_mean']:8.1f} +- {result['random_std']:.1f}\n"
+          f"  ratio   {'n/a' if ratio is None else f'{ratio:.2f}x'}\n"
+          f"every return in {args.run / 'evaluation.json'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wm", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -903,6 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_reward(subparsers)
     _add_train_agent(subparsers)
     _add_train_imagination(subparsers)
+    _add_eval_imagination(subparsers)
     _add_benchmark_dmc(subparsers)
     _add_compare_runs(subparsers)
     _add_diagnose_reward(subparsers)

@@ -126,9 +126,10 @@ def compare_runs(
 
 
 def imagination_curves(history: Sequence[dict], random_return: float, path: str | Path, title: str) -> Path:
-    """An imagination run by physics steps: the real-env return against random play, and imagined-vs-real PSNR."""
-    figure = Figure(figsize=(10, 3.6))
-    returns, fidelity = figure.subplots(1, 2)
+    """An imagination run by physics steps: the real-env return against random play, imagined-vs-real PSNR,
+    and the reward head's error (held-out, on real frames; and along the imagined continuation)."""
+    figure = Figure(figsize=(14, 3.6))
+    returns, fidelity, reward = figure.subplots(1, 3)
     steps = [row["physics_steps"] for row in history]
     returns.plot(steps, [row["eval_return"] for row in history], "o-", ms=3, label="policy (mode), real env")
     returns.plot(steps, [row["collect_return"] for row in history], ".", color="C1", alpha=0.6,
@@ -138,6 +139,13 @@ def imagination_curves(history: Sequence[dict], random_return: float, path: str 
     returns.legend(fontsize=8)
     fidelity.plot(steps, [row["imagined_psnr_first_15"] for row in history], "o-", ms=3, color="C2")
     fidelity.set(title="imagined vs real, first 15 steps", xlabel="physics steps", ylabel="PSNR (dB)")
-    for axes in (returns, fidelity):
+    for key, label in (("world_model_reward_mae", "held-out real frames"),
+                       ("imagined_reward_error_first_15", "imagined, first 15 steps")):
+        known = [(step, row[key]) for step, row in zip(steps, history) if row.get(key) is not None]
+        if known:
+            reward.plot(*zip(*known), "o-", ms=3, label=label)
+    reward.set(title="reward head, mean absolute error", xlabel="physics steps", ylabel="reward per step")
+    reward.legend(fontsize=8)
+    for axes in (returns, fidelity, reward):
         axes.grid(alpha=0.3)
     return save_figure(figure, path)

@@ -11,7 +11,8 @@ IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`
    starts ``imagined_envs`` sub-envs of :class:`envs.world_model.WorldModelVectorEnv` from real
    context clips and rewards them by the reward head;
 4. **evaluate** the policy in the real env (its true return), and imagine the first evaluation
-   episode from its first frames and actions, beside the real one (PSNR per step, a GIF).
+   episode from its first frames and actions, beside the real one (PSNR and the reward head's
+   error per step, a GIF).
 
 In the real env the agent sees each frame as the tokenizer reconstructs it (encoded and
 decoded), the kind of picture it learnt from in imagination. The run directory holds
@@ -40,7 +41,7 @@ from tqdm import tqdm
 import envs
 from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
 from envs.collect import describe_env, run_episode
-from envs.world_model import WorldModelVectorEnv
+from envs.world_model import WorldModelEnv, WorldModelVectorEnv
 from experiments.eval_consistency import exact_match_psnr
 from experiments.plots import imagination_curves
 from experiments.presets import tokenizer_preset, video_preset
@@ -55,8 +56,11 @@ from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 from worldmodel.video_model import VideoModel
 
 PROGRESS_FILE = "progress.json"
+SETTINGS_FILE = "settings.json"
+EVALUATION_FILE = "evaluation.json"
 CURVES_FILE = "learning_curve.png"
 AGENT_DIR = "agent"
+EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
 
 
 @dataclass
@@ -92,6 +96,11 @@ class ImaginationSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ImaginationSettings:
+        """Inverse of :meth:`to_dict` (a run's ``settings.json``)."""
+        return cls(**{**values, "agent": ActorCriticConfig(**values["agent"])})
+
 
 # May change when a run resumes: the budgets, and the decoding (both decodings sample the same frames);
 # every other setting is fixed.
@@ -122,7 +131,7 @@ class ImaginationRun:
         self.data = self.dir / "data"
         self.tokenizer_run = self.dir / "tokenizer"
         self.world_model_run = self.dir / "world_model"
-        saved = self.dir / "settings.json"
+        saved = self.dir / SETTINGS_FILE
         fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in RESUMABLE_CHANGES}
         if saved.exists():
             before = {k: v for k, v in read_json(saved).items() if k not in RESUMABLE_CHANGES}
@@ -140,11 +149,6 @@ class ImaginationRun:
     def save_progress(self) -> None:
         write_json_atomic(self.dir / PROGRESS_FILE, self.progress)
 
-    def make_env(self) -> gym.Env:
-        env = envs.make(self.settings.env, action_repeat=self.settings.action_repeat)
-        steps = self.settings.episode_steps
-        return env if steps is None else gym.wrappers.TimeLimit(env, steps)
-
     def record(self, episode: dict[str, Any], index: int) -> float:
         """Write real episode ``index`` (every tenth, from the first, goes to the test split)."""
         split = "test" if index % 10 == 0 else "train"
@@ -155,8 +159,19 @@ class ImaginationRun:
         return float(episode["rewards"].sum())
 
 
+def make_real_env(settings: ImaginationSettings) -> gym.Env:
+    env = envs.make(settings.env, action_repeat=settings.action_repeat)
+    steps = settings.episode_steps
+    return env if steps is None else gym.wrappers.TimeLimit(env, steps)
+
+
 def _episode_seed(settings: ImaginationSettings, index: int) -> int:
     return settings.seed * 1_000_003 + index
+
+
+def _play_random(env: gym.Env, seed: int) -> dict[str, Any]:
+    env.action_space.seed(seed)
+    return run_episode(env, lambda obs: env.action_space.sample(), seed)
 
 
 def _collect_random(run: ImaginationRun, env: gym.Env, writer: SummaryWriter) -> None:
@@ -164,8 +179,7 @@ def _collect_random(run: ImaginationRun, env: gym.Env, writer: SummaryWriter) ->
     describe_env(settings.env, env).save(run.data)
     while run.progress["episodes"] < settings.seed_episodes:
         index = run.progress["episodes"]
-        env.action_space.seed(_episode_seed(settings, index))
-        episode = run_episode(env, lambda obs: env.action_space.sample(), _episode_seed(settings, index))
+        episode = _play_random(env, _episode_seed(settings, index))
         run.progress["random_returns"].append(run.record(episode, index))
         run.progress["episodes"] += 1
         run.progress["agent_steps"] += len(episode["video"]) - 1
@@ -173,14 +187,17 @@ def _collect_random(run: ImaginationRun, env: gym.Env, writer: SummaryWriter) ->
     writer.add_scalar("real/random_return", float(np.mean(run.progress["random_returns"])), 0)
 
 
+def _tokenizer_checkpoint(settings: ImaginationSettings, run_dir: Path) -> Path:
+    """The frozen tokenizer of a run: the one given, else the one the run trains on its random play."""
+    return run_dir / "tokenizer" / "checkpoint" if settings.tokenizer is None else Path(settings.tokenizer)
+
+
 def _train_tokenizer(run: ImaginationRun) -> Path:
-    """The frozen tokenizer's checkpoint: the one given, else one trained on the random-play episodes."""
     settings = run.settings
-    if settings.tokenizer is not None:
-        return Path(settings.tokenizer)
-    training = TokenizerTraining(steps=settings.tokenizer_steps, eval_every=10**9, seed=settings.seed)
-    train_tokenizer(run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True)
-    return run.tokenizer_run / "checkpoint"
+    if settings.tokenizer is None:
+        training = TokenizerTraining(steps=settings.tokenizer_steps, eval_every=10**9, seed=settings.seed)
+        train_tokenizer(run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True)
+    return _tokenizer_checkpoint(settings, run.dir)
 
 
 def _train_world_model(
@@ -221,18 +238,26 @@ def _play(env: gym.Env, agent: ActorCritic, tokenizer: FrameTokenizer, seed: int
 
 def _imagined_beside_real(
     model: VideoModel, episode: dict[str, Any], out: Path, fps: float, decoding: str
-) -> np.ndarray:
-    """The world model continues a real episode from its first frames with its actions: PSNR per step, a GIF."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The world model, stepped as an env with a real episode's actions from its first frames, beside that
+    episode: PSNR and absolute reward error per imagined step, and a GIF."""
     context = max(1, model.window)
-    video, actions = episode["video"][None], episode["actions"][None]
-    horizon = video.shape[1] - context
-    generator = torch.Generator().manual_seed(0)
-    imagined = model.continue_video(video, context, horizon, actions, generator=generator, decoding=decoding)
-    imagined = imagined.numpy()[0]
-    real = video[0, context:]
+    clip = {"video": episode["video"][None, :context], "actions": episode["actions"][None, :context]}
+    env = WorldModelEnv(model, lambda n, rng: clip, reward="head", decoding=decoding)
+    env.reset(seed=0)
+    imagined, rewards = [], []
+    for action in episode["actions"][context - 1 : -1]:  # the last action is padding
+        frame, reward, terminated, truncated, _ = env.step(action)
+        imagined.append(frame)
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    steps = len(imagined)
+    real = episode["video"][context : context + steps]
     frames = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, imagined)]
     save_video(np.stack(frames), [out.with_suffix(".gif")], fps)
-    return np.minimum(psnr(real, imagined).numpy(), exact_match_psnr(real.shape))
+    step_psnr = np.minimum(psnr(real, np.stack(imagined)).numpy(), exact_match_psnr(real.shape))
+    return step_psnr, np.abs(np.asarray(rewards) - episode["rewards"][context - 1 : context - 1 + steps])
 
 
 def _save_agent(run: ImaginationRun, agent: ActorCritic) -> None:
@@ -246,7 +271,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     run = ImaginationRun(run_dir, settings)
     started = time.monotonic()
     writer = SummaryWriter(run.dir / "tb")
-    env = run.make_env()
+    env = make_real_env(settings)
     _collect_random(run, env, writer)
     tokenizer_checkpoint = _train_tokenizer(run)
     tokenizer = FrameTokenizer.load(tokenizer_checkpoint).eval()
@@ -273,7 +298,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         returns = [float(episode["rewards"].sum()) for episode in evaluations]
         seconds["evaluation"] = time.monotonic()
         gif = run.dir / "videos" / f"iteration{iteration:03d}"
-        step_psnr = _imagined_beside_real(model, evaluations[0], gif, fps, settings.decoding)
+        step_psnr, reward_error = _imagined_beside_real(model, evaluations[0], gif, fps, settings.decoding)
         seconds["imagined_beside_real"] = time.monotonic()
         collected = []
         for _ in range(settings.episodes_per_iteration):
@@ -291,6 +316,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             "eval_return": float(np.mean(returns)),
             "collect_return": float(np.mean(collected)),
             "imagined_psnr_first_15": float(np.mean(step_psnr[:15])),
+            "imagined_reward_error_first_15": float(np.mean(reward_error[:15])),
             "world_model_bits_per_code": summary.get("bits_per_code"),
             "world_model_reward_mae": summary.get("reward_mae"),
             **{f"imagination_{key}": value for key, value in imagination.items()},
@@ -307,3 +333,48 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         imagination_curves(run.progress["history"], random_return, run.dir / CURVES_FILE, settings.env)
     writer.close()
     return run.progress
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 10) -> dict[str, Any]:
+    """A run's saved agent over ``episodes`` fresh real episodes (the policy's mode), beside random play
+    on the same seeds: the same start states, so the two returns compare episode by episode.
+
+    Writes ``{run}/evaluation.json`` and the agent's first episode to ``{run}/videos/evaluation.gif``.
+    """
+    run_dir = Path(run_dir)
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+    for needed in (run_dir / SETTINGS_FILE, run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / "agent.safetensors"):
+        if not needed.exists():
+            raise FileNotFoundError(f"{run_dir} holds no agent trained by train-imagination ({needed} is missing)")
+    settings = ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
+    env = make_real_env(settings)
+    tokenizer = FrameTokenizer.load(_tokenizer_checkpoint(settings, run_dir)).eval()
+    agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
+    agent.load_state_tensors(load_file(run_dir / AGENT_DIR / "agent.safetensors"))
+    fps = DatasetManifest.load(run_dir / "data").fps
+    seeds = [_episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
+    agent_returns, random_returns = [], []
+    for i, seed in enumerate(tqdm(seeds, desc="evaluation", unit="episode")):
+        episode = _play(env, agent, tokenizer, seed, sample=False)
+        if i == 0:
+            save_video(episode["video"], [run_dir / "videos" / "evaluation.gif"], fps)
+        agent_returns.append(float(episode["rewards"].sum()))
+        random_returns.append(float(_play_random(env, seed)["rewards"].sum()))
+    progress = read_json(run_dir / PROGRESS_FILE)
+    agent_mean, random_mean = float(np.mean(agent_returns)), float(np.mean(random_returns))
+    result = {
+        "env": settings.env,
+        "iterations": progress["iteration"],
+        "physics_steps": progress["agent_steps"] * settings.action_repeat,
+        "seeds": seeds,
+        "agent_returns": agent_returns,
+        "random_returns": random_returns,
+        "agent_mean": agent_mean,
+        "agent_std": float(np.std(agent_returns)),
+        "random_mean": random_mean,
+        "random_std": float(np.std(random_returns)),
+        "ratio_to_random": agent_mean / random_mean if random_mean > 0 else None,
+    }
+    write_json_atomic(run_dir / EVALUATION_FILE, result)
+    return result

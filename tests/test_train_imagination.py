@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from agents.actor_critic import ActorCriticConfig
-from experiments.train_imagination import ImaginationSettings, train_in_imagination
+from experiments.train_imagination import ImaginationSettings, evaluate_run, train_in_imagination
 
 
 def _settings(physics_steps: int) -> ImaginationSettings:
@@ -18,15 +18,23 @@ def _settings(physics_steps: int) -> ImaginationSettings:
     )
 
 
-def test_loop_runs_resumes_and_records_everything(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run of one iteration, resumed for a second with a larger budget and the other decoding (both may
+    change; both decodings sample the same frames): the run directory and both progress records."""
+    run = tmp_path_factory.mktemp("imagination") / "run"
     first = train_in_imagination(run, _settings(physics_steps=8 * 36))  # stops after one iteration
-    assert first["iteration"] == 1 and first["agent_steps"] == 36 and len(first["random_returns"]) == 2
-    # a larger budget (one more iteration) and the other decoding, which samples the same frames: both may change
     resumed = train_in_imagination(run, replace(_settings(physics_steps=8 * 48), decoding="jacobi"))
+    return run, first, resumed
+
+
+def test_loop_runs_resumes_and_records_everything(trained_run):
+    run, first, resumed = trained_run
+    assert first["iteration"] == 1 and first["agent_steps"] == 36 and len(first["random_returns"]) == 2
     assert resumed["iteration"] == 2 and [row["iteration"] for row in resumed["history"]] == [0, 1]
     row = resumed["history"][-1]
     assert row["physics_steps"] == 8 * 48 and np.isfinite(row["eval_return"]) and row["imagined_psnr_first_15"] > 0
+    assert row["imagined_reward_error_first_15"] >= 0
     phases = ["world_model", "imagination", "evaluation", "imagined_beside_real", "collection"]
     assert all(row[f"seconds_{phase}"] >= 0 for phase in phases)
     assert json.loads((run / "world_model" / "eval.json").read_text())["step"] == 4 + 2
@@ -37,3 +45,23 @@ def test_loop_runs_resumes_and_records_everything(tmp_path):
         replace(_settings(8 * 48), decoding="parallel")
     with pytest.raises(ValueError, match="imagined_envs"):
         train_in_imagination(run, ImaginationSettings(**{**_settings(8 * 48).__dict__, "imagined_envs": 4}))
+
+
+def test_evaluation_plays_the_saved_agent_and_random_play_from_the_same_starts(trained_run, tmp_path):
+    run = trained_run[0]
+    result = evaluate_run(run, episodes=2)
+    assert result["iterations"] == 2 and result["physics_steps"] == 8 * 48
+    assert len(result["agent_returns"]) == len(result["random_returns"]) == 2 and len(set(result["seeds"])) == 2
+    assert result["agent_mean"] == pytest.approx(np.mean(result["agent_returns"]))
+    assert result["ratio_to_random"] == pytest.approx(result["agent_mean"] / result["random_mean"])
+    assert json.loads((run / "evaluation.json").read_text()) == result
+    assert (run / "videos" / "evaluation.gif").exists()
+    # the same seeds: the policy's mode is deterministic, and random play replays exactly
+    again = evaluate_run(run, episodes=2)
+    assert again["agent_returns"] == result["agent_returns"] and again["random_returns"] == result["random_returns"]
+    saved = json.loads((run / "settings.json").read_text())
+    assert ImaginationSettings.from_dict(saved) == replace(_settings(8 * 48), decoding="jacobi")
+    with pytest.raises(ValueError, match="episodes must be a positive int"):
+        evaluate_run(run, episodes=0)
+    with pytest.raises(FileNotFoundError, match="no agent trained by train-imagination"):
+        evaluate_run(tmp_path, episodes=1)

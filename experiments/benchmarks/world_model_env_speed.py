@@ -68,8 +68,9 @@ def real_steps_per_s(task: str, action_repeat: int, steps: int) -> float:
 
 def imagined_steps_per_s(
     model: VideoModel, pool: dict[str, np.ndarray], num_envs: int, steps: int, decoding: str
-) -> tuple[float, float]:
-    """Sub-env steps per second (``num_envs`` per batched step) after one warm-up step, and model steps per frame."""
+) -> tuple[float, float, float]:
+    """Sub-env steps per second (``num_envs`` per batched step) after one warm-up step, model steps per frame,
+    and the share of a step that decoding codes into frames takes (what an agent acting on codes would save)."""
 
     def contexts(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         pick = rng.integers(len(pool["video"]), size=n)
@@ -84,7 +85,13 @@ def imagined_steps_per_s(
     for _ in range(steps):
         env.step(env.action_space.sample())
         model_steps += env.sampler.sampler.frame_steps
-    return num_envs * steps / (time.perf_counter() - start), model_steps / steps
+    seconds = time.perf_counter() - start
+    codes = env.sampler.sampler.latest
+    start = time.perf_counter()
+    with torch.no_grad():
+        for _ in range(steps):
+            model.tokenizer.decode(codes)
+    return num_envs * steps / seconds, model_steps / steps, (time.perf_counter() - start) / seconds
 
 
 def main() -> None:
@@ -110,13 +117,13 @@ def main() -> None:
         for n in args.envs for decoding in ("sequential", "jacobi")
     }
     setting = f"{args.task}, action repeat {args.action_repeat}, 64x64, {args.threads} thread(s)"
-    print(f"| env ({setting}) | decoding | model steps per frame | steps/s | x real |")
-    print("|---|---|---:|---:|---:|")
-    print(f"| real DMC env | | | {real:.1f} | 1.0 |")
-    for key, (rate, model_steps) in rows.items():
+    print(f"| env ({setting}) | decoding | model steps per frame | codes to frames, share of step | steps/s | x real |")
+    print("|---|---|---:|---:|---:|---:|")
+    print(f"| real DMC env | | | | {real:.1f} | 1.0 |")
+    for key, (rate, model_steps, decode_share) in rows.items():
         n, decoding = key.split()
-        print(f"| imagined, {n} sub-env{'s' if int(n) > 1 else ''} | {decoding} | {model_steps:.1f} | {rate:.1f} | "
-              f"{rate / real:.2f} |")
+        print(f"| imagined, {n} sub-env{'s' if int(n) > 1 else ''} | {decoding} | {model_steps:.1f} | "
+              f"{100 * decode_share:.0f}% | {rate:.1f} | {rate / real:.2f} |")
     summary = {"real_steps_per_s": real, "imagined": rows, "model": args.model, "action_repeat": args.action_repeat}
     print(json.dumps(summary, indent=2))
 
