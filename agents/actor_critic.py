@@ -7,7 +7,10 @@ steps the env ``horizon`` times with the current policy (the env carries on from
 last rollout left it, so an imagined env with ``horizon`` truncation restarts from real
 contexts); :meth:`ActorCritic.update` then fits the critic to lambda-returns and the actor by
 REINFORCE on the advantages, scaled by DreamerV3's return range (an EMA of the 5th-95th
-percentile spread, at least 1), with an entropy bonus.
+percentile spread, at least 1), with an entropy bonus. Where rollouts are dear (an imagined step
+costs a transformer pass per code) ``epochs > 1`` takes several gradient steps on each: the
+actor's objective is then PPO's clipped probability ratio (Schulman et al., 2017), which keeps
+the reused rollout's policy close; with one epoch the ratio is 1 and it is plain REINFORCE.
 
 Observations are pixel frames, stacked ``frame_stack`` deep per sub-env (the stack starts
 afresh at each episode's first frame). Gymnasium's next-step autoreset makes the step after
@@ -47,6 +50,8 @@ class ActorCriticConfig:
     feature_dim: int = 256
     hidden_dim: int = 256
     return_scale_decay: float = 0.99
+    epochs: int = 1
+    clip: float = 0.2
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon, int) or self.horizon < 1:
@@ -55,6 +60,10 @@ class ActorCriticConfig:
             raise ValueError(f"need 0 < discount <= 1 and 0 <= lam <= 1, got {self.discount}, {self.lam}")
         if not isinstance(self.frame_stack, int) or self.frame_stack < 1:
             raise ValueError(f"frame_stack must be a positive int, got {self.frame_stack!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {self.epochs!r}")
+        if not 0 < self.clip < 1:
+            raise ValueError(f"clip must be in (0, 1), got {self.clip!r}")
 
 
 class FrameStacks:
@@ -200,14 +209,16 @@ class ActorCritic:
         return batch
 
     def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        """One gradient step of actor and critic on a :meth:`rollout`; returns the losses and statistics."""
+        """``epochs`` gradient steps of actor and critic on a :meth:`rollout`; returns the last one's losses
+        and statistics, with ``clip_fraction``, the share of its steps whose probability ratio was clipped."""
         config = self.config
         horizon, n = batch["reward"].shape
-        dist, values = self.net(batch["obs"].flatten(0, 1))
-        values = values.view(horizon, n)
+        obs, action = batch["obs"].flatten(0, 1), batch["action"].flatten(0, 1)
         with torch.no_grad():
+            dist, values = self.net(obs)
+            collected_log_prob = dist.log_prob(action).view(horizon, n)
             last_value = symexp(self.net(batch["last_obs"])[1])
-            all_values = torch.cat([symexp(values.detach()), last_value[None]])
+            all_values = torch.cat([symexp(values.view(horizon, n)), last_value[None]])
             returns = lambda_returns(
                 batch["reward"], all_values, batch["terminated"], batch["truncated"], config.discount, config.lam
             )
@@ -218,14 +229,18 @@ class ActorCritic:
                 self.return_scale = decay * self.return_scale + (1 - decay) * spread
             advantage = (returns - all_values[:-1]) / self.return_scale.clamp(min=1.0)
         weights = valid.float() / valid.float().sum().clamp(min=1.0)
-        log_prob = dist.log_prob(batch["action"].flatten(0, 1)).view(horizon, n)
-        entropy = dist.entropy().view(horizon, n)
-        actor_loss = -((log_prob * advantage + config.entropy_weight * entropy) * weights).sum()
-        critic_loss = (0.5 * (values - symlog(returns)) ** 2 * weights).sum()
-        self.optimizer.zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
-        self.optimizer.step()
+        for _ in range(config.epochs):
+            dist, values = self.net(obs)
+            ratio = (dist.log_prob(action).view(horizon, n) - collected_log_prob).exp()
+            clipped = ratio.clamp(1 - config.clip, 1 + config.clip)
+            entropy = dist.entropy().view(horizon, n)
+            surrogate = torch.min(ratio * advantage, clipped * advantage)
+            actor_loss = -((surrogate + config.entropy_weight * entropy) * weights).sum()
+            critic_loss = (0.5 * (values.view(horizon, n) - symlog(returns)) ** 2 * weights).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            (actor_loss + critic_loss).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
+            self.optimizer.step()
         return {
             "actor_loss": actor_loss.item(),
             "critic_loss": critic_loss.item(),
@@ -234,6 +249,7 @@ class ActorCritic:
             "reward": (batch["reward"] * weights).sum().item(),
             "return_scale": self.return_scale.item(),
             "grad_norm": grad_norm.item(),
+            "clip_fraction": ((ratio != clipped).float() * weights).sum().item(),
         }
 
     def state_tensors(self) -> dict[str, Tensor]:

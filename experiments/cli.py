@@ -848,6 +848,9 @@ IMAGINATION_HELP = {
     "feature_dim": "actor-critic feature size",
     "hidden_dim": "actor-critic MLP width",
     "return_scale_decay": "EMA decay of the return range that scales advantages",
+    "epochs": "gradient steps per imagined rollout (above 1: PPO's clipped ratio keeps the policy near the one "
+    "that imagined it; 1: plain REINFORCE)",
+    "clip": "PPO's clip range of the probability ratio (with epochs above 1)",
 }
 
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -107,3 +109,29 @@ def test_state_round_trip_and_bad_spaces():
         ActorCritic(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))
     with pytest.raises(ValueError, match="horizon"):
         ActorCriticConfig(horizon=0)
+
+
+def test_more_epochs_learn_from_fewer_rollouts():
+    space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9)
+
+    def first_and_last(epochs: int, rollouts: int) -> tuple[dict[str, float], dict[str, float]]:
+        torch.manual_seed(0)
+        env = _vector()
+        learner = ActorCritic(space, gym.spaces.Discrete(2), replace(config, epochs=epochs))
+        first = metrics = learner.update(learner.rollout(env, seed=0))
+        for _ in range(rollouts):
+            metrics = learner.update(learner.rollout(env))
+        return first, metrics
+
+    once, once_last = first_and_last(epochs=1, rollouts=30)
+    assert once["clip_fraction"] == 0.0  # one step on the rollout's own policy: every ratio is 1, plain REINFORCE
+    _, repeated_last = first_and_last(epochs=4, rollouts=30)
+    assert repeated_last["reward"] > 0.9 > once_last["reward"]
+    torch.manual_seed(0)
+    eager = ActorCritic(space, gym.spaces.Discrete(2), replace(config, epochs=30, lr=1e-2))
+    assert eager.update(eager.rollout(_vector(), seed=0))["clip_fraction"] > 0  # 30 big steps leave the clip range
+    with pytest.raises(ValueError, match="epochs"):
+        ActorCriticConfig(epochs=0)
+    with pytest.raises(ValueError, match="clip"):
+        ActorCriticConfig(clip=1.5)
