@@ -214,11 +214,11 @@ class ActorCritic:
         config = self.config
         horizon, n = batch["reward"].shape
         obs, action = batch["obs"].flatten(0, 1), batch["action"].flatten(0, 1)
+        dist, values = self.net(obs)  # the first epoch's pass, which also gives the collecting policy's figures
         with torch.no_grad():
-            dist, values = self.net(obs)
             collected_log_prob = dist.log_prob(action).view(horizon, n)
             last_value = symexp(self.net(batch["last_obs"])[1])
-            all_values = torch.cat([symexp(values.view(horizon, n)), last_value[None]])
+            all_values = torch.cat([symexp(values.detach().view(horizon, n)), last_value[None]])
             returns = lambda_returns(
                 batch["reward"], all_values, batch["terminated"], batch["truncated"], config.discount, config.lam
             )
@@ -229,8 +229,9 @@ class ActorCritic:
                 self.return_scale = decay * self.return_scale + (1 - decay) * spread
             advantage = (returns - all_values[:-1]) / self.return_scale.clamp(min=1.0)
         weights = valid.float() / valid.float().sum().clamp(min=1.0)
-        for _ in range(config.epochs):
-            dist, values = self.net(obs)
+        for epoch in range(config.epochs):
+            if epoch > 0:
+                dist, values = self.net(obs)
             ratio = (dist.log_prob(action).view(horizon, n) - collected_log_prob).exp()
             clipped = ratio.clamp(1 - config.clip, 1 + config.clip)
             entropy = dist.entropy().view(horizon, n)

@@ -59,7 +59,9 @@ PROGRESS_FILE = "progress.json"
 SETTINGS_FILE = "settings.json"
 EVALUATION_FILE = "evaluation.json"
 CURVES_FILE = "learning_curve.png"
+TOKENIZER_DIR = "tokenizer"
 AGENT_DIR = "agent"
+AGENT_WEIGHTS = "agent.safetensors"
 EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
 
 
@@ -129,7 +131,7 @@ class ImaginationRun:
     def __init__(self, run_dir: str | Path, settings: ImaginationSettings) -> None:
         self.dir = Path(run_dir)
         self.data = self.dir / "data"
-        self.tokenizer_run = self.dir / "tokenizer"
+        self.tokenizer_run = self.dir / TOKENIZER_DIR
         self.world_model_run = self.dir / "world_model"
         saved = self.dir / SETTINGS_FILE
         fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in RESUMABLE_CHANGES}
@@ -189,7 +191,7 @@ def _collect_random(run: ImaginationRun, env: gym.Env, writer: SummaryWriter) ->
 
 def _tokenizer_checkpoint(settings: ImaginationSettings, run_dir: Path) -> Path:
     """The frozen tokenizer of a run: the one given, else the one the run trains on its random play."""
-    return run_dir / "tokenizer" / "checkpoint" if settings.tokenizer is None else Path(settings.tokenizer)
+    return run_dir / TOKENIZER_DIR / "checkpoint" if settings.tokenizer is None else Path(settings.tokenizer)
 
 
 def _train_tokenizer(run: ImaginationRun) -> Path:
@@ -262,7 +264,7 @@ def _imagined_beside_real(
 
 def _save_agent(run: ImaginationRun, agent: ActorCritic) -> None:
     with atomic_directory(run.dir / AGENT_DIR) as tmp:
-        save_file(agent.state_tensors(), tmp / "agent.safetensors")
+        save_file(agent.state_tensors(), tmp / AGENT_WEIGHTS)
         (tmp / "config.json").write_text(json.dumps({"kind": "actor_critic", "config": agent.describe()}, indent=2))
 
 
@@ -276,8 +278,8 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     tokenizer_checkpoint = _train_tokenizer(run)
     tokenizer = FrameTokenizer.load(tokenizer_checkpoint).eval()
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
-    if (run.dir / AGENT_DIR / "agent.safetensors").exists():
-        agent.load_state_tensors(load_file(run.dir / AGENT_DIR / "agent.safetensors"))
+    if (run.dir / AGENT_DIR / AGENT_WEIGHTS).exists():
+        agent.load_state_tensors(load_file(run.dir / AGENT_DIR / AGENT_WEIGHTS))
     fps = DatasetManifest.load(run.data).fps
     agent_budget = settings.physics_steps // settings.action_repeat
     while run.progress["agent_steps"] < agent_budget:
@@ -344,14 +346,14 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    for needed in (run_dir / SETTINGS_FILE, run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / "agent.safetensors"):
+    for needed in (run_dir / SETTINGS_FILE, run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / AGENT_WEIGHTS):
         if not needed.exists():
             raise FileNotFoundError(f"{run_dir} holds no agent trained by train-imagination ({needed} is missing)")
     settings = ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
     env = make_real_env(settings)
     tokenizer = FrameTokenizer.load(_tokenizer_checkpoint(settings, run_dir)).eval()
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
-    agent.load_state_tensors(load_file(run_dir / AGENT_DIR / "agent.safetensors"))
+    agent.load_state_tensors(load_file(run_dir / AGENT_DIR / AGENT_WEIGHTS))
     fps = DatasetManifest.load(run_dir / "data").fps
     seeds = [_episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
     agent_returns, random_returns = [], []
