@@ -33,7 +33,10 @@ from worldmodel.sampling import check_decoding
 from worldmodel.video_model import VideoModel
 
 ContextSource = Callable[[int, np.random.Generator], Mapping[str, np.ndarray]]
-"""``(n, rng) -> {"video": (n, K, H, W, 3) uint8, "actions": (n, K[, A])}``: real clips to start from."""
+"""``(n, rng) -> {"video": (n, K, H, W, 3) uint8, "actions": (n, K[, A])}``: real clips to start from.
+
+An optional ``"lengths" (n,)`` says that clip ``i`` is only its last ``lengths[i]`` frames (the ones
+before are padding), as :meth:`worldmodel.episodes.EpisodeDataset.sample_contexts` gives."""
 
 RewardFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(frames (N, H, W, 3) uint8, starting (N,) bool) -> rewards (N,)``; starting frames begin an episode."""
@@ -114,11 +117,23 @@ class WorldModelVectorEnv(VectorEnv):
         video, actions = np.asarray(clips["video"]), np.asarray(clips["actions"])
         if video.ndim != 5 or video.shape[0] != n:
             raise ValueError(f"the context source gave video of shape {video.shape}, expected ({n}, K, H, W, 3)")
-        streams = torch.as_tensor(mask, device=self.model.transformer.device)
-        task = None if self.task is None else self.task[streams]
-        self.sampler.start(streams, video, actions, task)
+        lengths = np.asarray(clips.get("lengths", np.full(n, video.shape[1])))
+        if lengths.shape != (n,) or lengths.min() < 1 or lengths.max() > video.shape[1]:
+            raise ValueError(
+                f"the context source gave lengths {lengths.tolist()}, expected {n} of them in [1, {video.shape[1]}]"
+            )
+        device = self.model.transformer.device
+        starting = np.flatnonzero(mask)
+        for length in np.unique(lengths):  # one batched start per context length
+            same = lengths == length
+            streams = np.zeros(self.num_envs, bool)
+            streams[starting[same]] = True
+            streams = torch.as_tensor(streams, device=device)
+            task = None if self.task is None else self.task[streams]
+            self.sampler.start(streams, video[same, -length:], actions[same, -length:], task)
         self.steps[mask] = 0
-        return self.model.tokenizer.decode(self.sampler.sampler.latest[streams]).cpu().numpy()
+        latest = self.sampler.sampler.latest[torch.as_tensor(mask, device=device)]
+        return self.model.tokenizer.decode(latest).cpu().numpy()
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None

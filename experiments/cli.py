@@ -832,6 +832,9 @@ IMAGINATION_HELP = {
     "world_model_lr": "world-model learning rate (constant after a 100-step warm-up)",
     "imagination_updates": "actor-critic updates per iteration, each on a fresh imagined rollout",
     "imagined_envs": "imagined sub-envs per rollout, started from real clips",
+    "imagine_from": "where imagined rollouts start: any_frame (after a real context ending at any frame of the "
+    "collected episodes, their first frames included, with a shorter context there) or full_context (only after "
+    "a context of the model's whole window, so never within an episode's first window - 1 frames)",
     "decoding": "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame "
     "per step until it stops changing: the same frames, faster only where few codes depend on the codes before "
     "them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may change on resume",
@@ -894,27 +897,30 @@ def _add_eval_imagination(subparsers: argparse._SubParsersAction) -> None:
         "eval-imagination",
         help="the true return of a train-imagination run's agent over fresh real episodes, against random play",
         description="Load the agent that train-imagination saved last in RUN and play EPISODES fresh real "
-        "episodes with its policy's mode (frames seen through the run's tokenizer, as in training), then random "
-        "play on the same seeds (the same start states). Writes {run}/evaluation.json (every return, means, "
-        "standard deviations, the ratio to random) and {run}/videos/evaluation.gif (the agent's first episode).",
+        "episodes with its policy's mode, or with --sample sampled from its policy (frames seen through the run's "
+        "tokenizer, as in training), then random play on the same seeds (the same start states). Writes "
+        "{run}/evaluation.json (every return, means, standard deviations, the ratio to random) and "
+        "{run}/videos/evaluation.gif (the agent's first episode); evaluation_sampled.* with --sample.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, type=Path, help="run directory of train-imagination")
     parser.add_argument("--episodes", type=int, default=10, help="real episodes for the agent and for random play")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample the agent's actions from its policy (seeded per episode) instead of its mode")
     parser.set_defaults(handler=_run_eval_imagination)
 
 
 def _run_eval_imagination(args: argparse.Namespace) -> None:
-    from experiments.train_imagination import evaluate_run
+    from experiments.train_imagination import evaluate_run, evaluation_name
 
-    result = evaluate_run(args.run, args.episodes)
+    result = evaluate_run(args.run, args.episodes, args.sample)
     ratio = result["ratio_to_random"]
     print(f"{result['env']} after {result['iterations']} iterations ({result['physics_steps']} physics steps), "
-          f"{args.episodes} episodes on the same seeds:\n"
+          f"{args.episodes} episodes on the same seeds, the policy's {result['policy']} actions:\n"
           f"  agent   {result['agent_mean']:8.1f} +- {result['agent_std']:.1f}\n"
           f"  random  {result['random_mean']:8.1f} +- {result['random_std']:.1f}\n"
           f"  ratio   {'n/a' if ratio is None else f'{ratio:.2f}x'}\n"
-          f"every return in {args.run / 'evaluation.json'}")
+          f"every return in {args.run / (evaluation_name(args.sample) + '.json')}")
 
 
 def build_parser() -> argparse.ArgumentParser:

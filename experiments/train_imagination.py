@@ -57,11 +57,13 @@ from worldmodel.video_model import VideoModel
 
 PROGRESS_FILE = "progress.json"
 SETTINGS_FILE = "settings.json"
-EVALUATION_FILE = "evaluation.json"
 CURVES_FILE = "learning_curve.png"
 TOKENIZER_DIR = "tokenizer"
 AGENT_DIR = "agent"
 AGENT_WEIGHTS = "agent.safetensors"
+# Where imagined rollouts start: after a context ending at any frame of the real episodes (shorter at an
+# episode's start), or only after contexts of the model's whole window (frame window - 1 onwards).
+IMAGINATION_STARTS = ("any_frame", "full_context")
 EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
 
 
@@ -86,6 +88,7 @@ class ImaginationSettings:
     world_model_lr: float = 3e-4
     imagination_updates: int = 20
     imagined_envs: int = 32
+    imagine_from: str = "any_frame"
     decoding: str = "sequential"
     eval_episodes: int = 2
     seed: int = 0
@@ -94,6 +97,8 @@ class ImaginationSettings:
 
     def __post_init__(self) -> None:
         check_decoding(self.decoding)  # before the hours of a run, not at its first imagined step
+        if self.imagine_from not in IMAGINATION_STARTS:
+            raise ValueError(f"imagine_from must be one of {IMAGINATION_STARTS}, got {self.imagine_from!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,9 +228,8 @@ def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iterati
     """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics."""
     settings = run.settings
     clips = EpisodeDataset(run.data, "train", clip_length=max(1, model.window))
-    env = WorldModelVectorEnv(
-        model, lambda n, rng: clips.sample(n, rng), settings.imagined_envs, reward="head", decoding=settings.decoding
-    )
+    contexts = clips.sample_contexts if settings.imagine_from == "any_frame" else clips.sample
+    env = WorldModelVectorEnv(model, contexts, settings.imagined_envs, reward="head", decoding=settings.decoding)
     totals: dict[str, float] = {}
     for update in tqdm(range(settings.imagination_updates), desc="imagination", unit="update", leave=False):
         metrics = agent.update(agent.rollout(env, seed=_episode_seed(settings, 10**6 * (iteration + 1) + update)))
@@ -337,11 +341,18 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     return run.progress
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 10) -> dict[str, Any]:
-    """A run's saved agent over ``episodes`` fresh real episodes (the policy's mode), beside random play
-    on the same seeds: the same start states, so the two returns compare episode by episode.
+def evaluation_name(sample: bool) -> str:
+    """The stem of :func:`evaluate_run`'s JSON and GIF: one per way of acting, so neither overwrites the other."""
+    return "evaluation_sampled" if sample else "evaluation"
 
-    Writes ``{run}/evaluation.json`` and the agent's first episode to ``{run}/videos/evaluation.gif``.
+
+def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) -> dict[str, Any]:
+    """A run's saved agent over ``episodes`` fresh real episodes, beside random play on the same seeds:
+    the same start states, so the two returns compare episode by episode. The agent acts by its policy's
+    mode, or with ``sample`` by sampling it (seeded per episode, so a rerun replays the same episodes).
+
+    Writes ``{run}/evaluation.json`` (``evaluation_sampled.json`` with ``sample``) and the agent's first
+    episode to ``{run}/videos/evaluation.gif`` (``evaluation_sampled.gif``).
     """
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
@@ -356,17 +367,21 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10) -> dict[str, Any]:
     agent.load_state_tensors(load_file(run_dir / AGENT_DIR / AGENT_WEIGHTS))
     fps = DatasetManifest.load(run_dir / "data").fps
     seeds = [_episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
+    name = evaluation_name(sample)
     agent_returns, random_returns = [], []
     for i, seed in enumerate(tqdm(seeds, desc="evaluation", unit="episode")):
-        episode = _play(env, agent, tokenizer, seed, sample=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            episode = _play(env, agent, tokenizer, seed, sample=sample)
         if i == 0:
-            save_video(episode["video"], [run_dir / "videos" / "evaluation.gif"], fps)
+            save_video(episode["video"], [run_dir / "videos" / f"{name}.gif"], fps)
         agent_returns.append(float(episode["rewards"].sum()))
         random_returns.append(float(_play_random(env, seed)["rewards"].sum()))
     progress = read_json(run_dir / PROGRESS_FILE)
     agent_mean, random_mean = float(np.mean(agent_returns)), float(np.mean(random_returns))
     result = {
         "env": settings.env,
+        "policy": "sampled" if sample else "mode",
         "iterations": progress["iteration"],
         "physics_steps": progress["agent_steps"] * settings.action_repeat,
         "seeds": seeds,
@@ -378,5 +393,5 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10) -> dict[str, Any]:
         "random_std": float(np.std(random_returns)),
         "ratio_to_random": agent_mean / random_mean if random_mean > 0 else None,
     }
-    write_json_atomic(run_dir / EVALUATION_FILE, result)
+    write_json_atomic(run_dir / f"{name}.json", result)
     return result

@@ -60,6 +60,24 @@ def test_clips_with_frame_skip_cover_every_start(tmp_path):
         dataset[6]
 
 
+def test_contexts_end_at_every_frame_and_are_padded_at_an_episode_start(tmp_path):
+    for episode, length in enumerate((5, 3)):  # frame t of episode e is filled with 10 * e + t
+        video = np.broadcast_to((10 * episode + np.arange(length))[:, None, None, None], (length, 8, 8, 3))
+        write_episode(tmp_path / "train" / f"{episode}.npz", video.astype(np.uint8), 10 * episode + np.arange(length))
+    contexts = EpisodeDataset(tmp_path, "train", clip_length=3).sample_contexts(400, np.random.default_rng(0))
+    assert contexts["video"].shape == (400, 3, 8, 8, 3) and contexts["lengths"].dtype == np.int64
+    ends = set()
+    for video, actions, length in zip(contexts["video"], contexts["actions"], contexts["lengths"]):
+        last = int(video[-1, 0, 0, 0])
+        frame = last % 10
+        assert length == min(3, frame + 1)
+        expected = np.concatenate([[last - length + 1] * (3 - length), last - length + 1 + np.arange(length)])
+        np.testing.assert_array_equal(video[:, 0, 0, 0], expected)  # the padding repeats the first real frame
+        np.testing.assert_array_equal(actions, expected)
+        ends.add(last)
+    assert ends == {0, 1, 2, 3, 4, 10, 11, 12}  # every frame of every episode, the first ones included
+
+
 def test_clip_rewards_sum_over_skipped_frames_and_terminals_mark_a_terminated_end(tmp_path):
     rewards = np.arange(10, dtype=np.float32)
     write_episode(tmp_path / "train" / "a.npz", _video(10), np.arange(10), rewards, terminated=True)

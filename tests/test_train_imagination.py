@@ -43,6 +43,8 @@ def test_loop_runs_resumes_and_records_everything(trained_run):
     assert (run / "videos" / "iteration001.gif").exists() and (run / "learning_curve.png").stat().st_size > 0
     with pytest.raises(ValueError, match="decoding must be one of"):
         replace(_settings(8 * 48), decoding="parallel")
+    with pytest.raises(ValueError, match="imagine_from must be one of"):
+        replace(_settings(8 * 48), imagine_from="anywhere")
     with pytest.raises(ValueError, match="imagined_envs"):
         train_in_imagination(run, ImaginationSettings(**{**_settings(8 * 48).__dict__, "imagined_envs": 4}))
 
@@ -59,6 +61,14 @@ def test_evaluation_plays_the_saved_agent_and_random_play_from_the_same_starts(t
     # the same seeds: the policy's mode is deterministic, and random play replays exactly
     again = evaluate_run(run, episodes=2)
     assert again["agent_returns"] == result["agent_returns"] and again["random_returns"] == result["random_returns"]
+    # sampled actions, seeded per episode: a rerun replays them; the mode's record stays; random play is the same
+    sampled = evaluate_run(run, episodes=2, sample=True)
+    assert sampled["policy"] == "sampled" and result["policy"] == "mode"
+    assert evaluate_run(run, episodes=2, sample=True)["agent_returns"] == sampled["agent_returns"]
+    assert sampled["random_returns"] == result["random_returns"]
+    assert json.loads((run / "evaluation_sampled.json").read_text()) == sampled
+    assert json.loads((run / "evaluation.json").read_text()) == result
+    assert (run / "videos" / "evaluation_sampled.gif").exists()
     saved = json.loads((run / "settings.json").read_text())
     assert ImaginationSettings.from_dict(saved) == replace(_settings(8 * 48), decoding="jacobi")
     with pytest.raises(ValueError, match="episodes must be a positive int"):

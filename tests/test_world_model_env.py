@@ -79,6 +79,30 @@ def test_vector_env_contract_and_first_frame_is_the_decoded_context():
     np.testing.assert_allclose(reward, expected_reward.numpy(), rtol=1e-6)
 
 
+def test_a_padded_context_starts_as_its_real_frames_alone():
+    """Contexts with ``lengths`` (an episode's first frames, padded) start streams as the shorter clips would."""
+    model, full = _model(), _contexts(frames=4)
+    lengths = np.array([1, 2, 3, 4, 2])
+
+    def padded(n, rng):
+        clips = full(n, rng)
+        for i, length in enumerate(lengths):
+            clips["video"][i, : 4 - length] = 255  # the padding must not matter
+        return {**clips, "lengths": lengths}
+
+    env = WorldModelVectorEnv(model, padded, 5)
+    obs, _ = env.reset(seed=2)
+    clips = full(5, np.random.default_rng(2))  # the clips that reset drew, before padding
+    for i, length in enumerate(lengths):
+        alone = WorldModelVectorEnv(model, lambda n, rng: {k: v[i : i + 1, 4 - length :] for k, v in clips.items()}, 1)
+        alone_obs, _ = alone.reset(seed=0)
+        np.testing.assert_array_equal(obs[i], alone_obs[0])
+        torch.testing.assert_close(env.sampler.sampler.features[i], alone.sampler.sampler.features[0])
+        assert env.sampler.sampler.cache.time[i] == alone.sampler.sampler.cache.time[0]
+    with pytest.raises(ValueError, match="lengths"):
+        WorldModelVectorEnv(model, lambda n, rng: {**full(n, rng), "lengths": np.zeros(n, int)}, 2).reset(seed=0)
+
+
 def test_truncation_at_the_horizon_then_next_step_autoreset():
     env = WorldModelVectorEnv(_model(), _contexts(), 2, horizon=3)
     env.reset(seed=0)

@@ -296,6 +296,34 @@ class EpisodeDataset:
         keys = set.intersection(*(set(item) for item in items))
         return {key: np.stack([item[key] for item in items]) for key in items[0] if key in keys}
 
+    def sample_contexts(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Context clips to start imagined episodes from, whose last frame is uniform over every frame.
+
+        Unlike :meth:`sample`, a context may end at an episode's first frames: it then holds fewer
+        than ``clip_length`` real frames, left-padded with copies of its first one, and ``lengths
+        (B,)`` counts the real ones. (Where an episode's interesting states are its first few, as a
+        balanced pole is under random play, clips of ``clip_length`` whole frames never show them.)
+        Keys: ``video`` (or the ``frames_key``), ``actions``, ``task_id``, ``lengths``.
+        """
+        ends = rng.integers(0, self.lengths.sum(), size=batch_size)
+        episode_ends = np.cumsum(self.lengths)
+        video, actions, task_ids, lengths = [], [], [], []
+        for end in ends:
+            episode_index = int(np.searchsorted(episode_ends, end, side="right"))
+            last = int(end - (episode_ends[episode_index] - self.lengths[episode_index]))
+            indices = last - self.frame_skip * np.arange(self.clip_length)[::-1]
+            real = indices >= 0
+            episode = self.episode(episode_index)
+            picked = np.where(real, indices, indices[real][0])
+            video.append(np.asarray(episode.video[picked]))
+            actions.append(np.asarray(episode.actions[picked]))
+            task_ids.append(episode.task_id)
+            lengths.append(int(real.sum()))
+        return {
+            self.frames_key: np.stack(video), "actions": np.stack(actions),
+            "task_id": np.asarray(task_ids, np.int64), "lengths": np.asarray(lengths, np.int64),
+        }
+
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for index in range(len(self)):
             yield self[index]
