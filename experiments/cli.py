@@ -832,9 +832,9 @@ IMAGINATION_HELP = {
     "world_model_lr": "world-model learning rate (constant after a 100-step warm-up)",
     "imagination_updates": "actor-critic updates per iteration, each on a fresh imagined rollout",
     "imagined_envs": "imagined sub-envs per rollout, started from real clips",
-    "imagine_from": "where imagined rollouts start: any_frame (after a real context ending at any frame of the "
-    "collected episodes, their first frames included, with a shorter context there) or full_context (only after "
-    "a context of the model's whole window, so never within an episode's first window - 1 frames)",
+    "imagine_from": "where imagined rollouts start: full_context (only after a real context of the model's whole "
+    "window, so never within an episode's first window - 1 frames) or any_frame (after a context ending at any "
+    "frame of the collected episodes, their first frames included, shorter there; on balance it did not help)",
     "decoding": "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame "
     "per step until it stops changing: the same frames, faster only where few codes depend on the codes before "
     "them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may change on resume",

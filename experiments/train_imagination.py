@@ -61,9 +61,9 @@ CURVES_FILE = "learning_curve.png"
 TOKENIZER_DIR = "tokenizer"
 AGENT_DIR = "agent"
 AGENT_WEIGHTS = "agent.safetensors"
-# Where imagined rollouts start: after a context ending at any frame of the real episodes (shorter at an
-# episode's start), or only after contexts of the model's whole window (frame window - 1 onwards).
-IMAGINATION_STARTS = ("any_frame", "full_context")
+# Where imagined rollouts start: only after contexts of the model's whole window (frame window - 1 onwards),
+# or after a context ending at any frame of the real episodes (shorter at an episode's start).
+IMAGINATION_STARTS = ("full_context", "any_frame")
 EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
 
 
@@ -88,7 +88,7 @@ class ImaginationSettings:
     world_model_lr: float = 3e-4
     imagination_updates: int = 20
     imagined_envs: int = 32
-    imagine_from: str = "any_frame"
+    imagine_from: str = "full_context"
     decoding: str = "sequential"
     eval_episodes: int = 2
     seed: int = 0
