@@ -14,7 +14,7 @@ Rewards, by choice: the transformer's learned reward head (``reward="head"``), a
 of the frames such as an expert model's VIPER likelihood
 (:class:`worldmodel.reward.VideoLikelihoodReward` fits), or none. Episodes terminate where the
 learned continue head says the episode ends (probability of going on below one half, as IRIS
-takes the likelier outcome) and are truncated after ``horizon`` steps. :class:`WorldModelEnv` is
+takes the likelier outcome), unless ``terminations=False``, and are truncated after ``horizon`` steps. :class:`WorldModelEnv` is
 the single-env view for libraries that expect one env.
 """
 
@@ -61,7 +61,9 @@ class WorldModelVectorEnv(VectorEnv):
 
     ``contexts`` gives the real clips episodes start from (``context frames`` each, however many
     it returns); ``reward`` is ``"head"``, ``"none"`` or a :data:`RewardFunction`, by default the
-    reward head when the model has one; ``horizon`` truncates episodes (None: never);
+    reward head when the model has one; ``terminations=False`` ignores the continue head (for tasks whose
+    real episodes never terminate, where any termination it predicts is wrong); ``horizon`` truncates
+    episodes (None: never);
     ``temperature`` and ``top_k`` shape the sampling and ``decoding`` ("sequential" or "jacobi": the same
     frames, see :meth:`worldmodel.sampling.StreamingSampler.sample`) how it runs; ``task`` names the
     model's task if it has several.
@@ -76,6 +78,7 @@ class WorldModelVectorEnv(VectorEnv):
         num_envs: int,
         *,
         reward: str | RewardFunction | None = None,
+        terminations: bool = True,
         horizon: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
@@ -95,6 +98,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError("reward='head' needs a transformer trained with reward_head=True")
         self.model, self.contexts, self.reward = model, contexts, reward
         self.horizon, self.temperature, self.top_k, self.decoding = horizon, temperature, top_k, decoding
+        self.terminations = terminations
         self.num_envs = num_envs
         self.single_action_space = action_space_of(model)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -161,7 +165,10 @@ class WorldModelVectorEnv(VectorEnv):
             self._actions(actions), self.task, self.temperature, self.top_k, self.generator, self.decoding
         ).cpu().numpy()
         predicted_reward, keep = self.sampler.predict_outcome()
-        terminated = np.zeros(self.num_envs, bool) if keep is None else (keep < 0.5).cpu().numpy()
+        if keep is None or not self.terminations:
+            terminated = np.zeros(self.num_envs, bool)
+        else:
+            terminated = (keep < 0.5).cpu().numpy()
         starting = self.autoreset.copy()
         if starting.any():
             frames[starting] = self._start(starting)

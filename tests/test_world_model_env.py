@@ -129,6 +129,11 @@ def test_a_terminating_sub_env_restarts_without_disturbing_the_others():
         if t % 2 == 0:  # sub-env 1 restarted from a fresh context, with no reward
             assert reward[1] == 0
             assert not np.array_equal(mixed[t][0][1], always[t][0][1])
+    # terminations=False: the head that says "stop" is not heeded, and the run is the one that never stops
+    heedless = _run(WorldModelVectorEnv(model, _contexts(), 2, top_k=1, terminations=False), seed=3, steps=steps)
+    for t in range(1, steps + 1):
+        assert not heedless[t][2].any()
+        np.testing.assert_array_equal(heedless[t][0], always[t][0])
 
 
 def test_seeded_runs_are_identical_and_other_seeds_differ():
