@@ -14,8 +14,8 @@ Rewards, by choice: the transformer's learned reward head (``reward="head"``), a
 of the frames such as an expert model's VIPER likelihood
 (:class:`worldmodel.reward.VideoLikelihoodReward` fits), or none. Episodes terminate where the
 learned continue head says the episode ends (probability of going on below one half, as IRIS
-takes the likelier outcome), unless ``terminations=False``, and are truncated after ``horizon`` steps. :class:`WorldModelEnv` is
-the single-env view for libraries that expect one env.
+takes the likelier outcome), unless ``terminations=False``, and are truncated after ``horizon``
+steps. :class:`WorldModelEnv` is the single-env view for libraries that expect one env.
 """
 
 from __future__ import annotations

@@ -225,19 +225,21 @@ def _train_world_model(
 
 
 def _terminates(episodes: EpisodeDataset) -> bool:
-    """Whether any real episode so far ended by termination. Where none has (cartpole never terminates),
-    the continue head is not heeded: it learnt only "go on", so a termination it predicts (for 0.9% of the
-    imagined balance steps, measured) can only be wrong, and would cut the agent's returns short."""
+    """Whether any real training episode so far ended by termination. Where none has (cartpole never
+    terminates), the continue head is not heeded: it learnt only "go on", so a termination it predicts (for
+    0.9% of the imagined balance steps, measured) can only be wrong, and would cut the agent's returns short."""
     return any(episodes.episode(i).terminated for i in range(len(episodes.paths)))
 
 
-def _imagine(run: ImaginationRun, agent: ActorCritic, model: VideoModel, iteration: int) -> dict[str, float]:
+def _imagine(
+    run: ImaginationRun, agent: ActorCritic, model: VideoModel, iteration: int, terminations: bool
+) -> dict[str, float]:
     """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics."""
     settings = run.settings
     clips = EpisodeDataset(run.data, "train", clip_length=max(1, model.window))
     contexts = clips.sample_contexts if settings.imagine_from == "any_frame" else clips.sample
     env = WorldModelVectorEnv(
-        model, contexts, settings.imagined_envs, reward="head", terminations=_terminates(clips),
+        model, contexts, settings.imagined_envs, reward="head", terminations=terminations,
         decoding=settings.decoding,
     )
     totals: dict[str, float] = {}
@@ -304,7 +306,8 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration)
         model = VideoModel.load(run.world_model_run / "model")
         seconds["world_model"] = time.monotonic()
-        imagination = _imagine(run, agent, model, iteration)
+        terminations = _terminates(EpisodeDataset(run.data, "train"))  # the data change only at collection
+        imagination = _imagine(run, agent, model, iteration, terminations)
         _save_agent(run, agent)
         seconds["imagination"] = time.monotonic()
         evaluations = [
@@ -314,7 +317,6 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         returns = [float(episode["rewards"].sum()) for episode in evaluations]
         seconds["evaluation"] = time.monotonic()
         gif = run.dir / "videos" / f"iteration{iteration:03d}"
-        terminations = _terminates(EpisodeDataset(run.data, "train"))
         step_psnr, reward_error = _imagined_beside_real(
             model, evaluations[0], gif, fps, settings.decoding, terminations
         )
