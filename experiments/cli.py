@@ -834,7 +834,9 @@ IMAGINATION_HELP = {
     "imagined_envs": "imagined sub-envs per rollout, started from real clips",
     "imagine_from": "where imagined rollouts start: full_context (only after a real context of the model's whole "
     "window, so never within an episode's first window - 1 frames) or any_frame (after a context ending at any "
-    "frame of the collected episodes, their first frames included, shorter there; on balance it did not help)",
+    "frame of the collected episodes, their first frames included, shorter there; on balance it did not help) or "
+    "episode_start (at the collected episodes' first frames: imagined episodes as long as the real ones, carried "
+    "on across updates)",
     "decoding": "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame "
     "per step until it stops changing: the same frames, faster only where few codes depend on the codes before "
     "them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may change on resume",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,9 @@ TOKENIZER_DIR = "tokenizer"
 AGENT_DIR = "agent"
 AGENT_WEIGHTS = "agent.safetensors"
 # Where imagined rollouts start: only after contexts of the model's whole window (frame window - 1 onwards),
-# or after a context ending at any frame of the real episodes (shorter at an episode's start).
-IMAGINATION_STARTS = ("full_context", "any_frame")
+# after a context ending at any frame of the real episodes (shorter at an episode's start), or at the real
+# episodes' first frames, for imagined episodes as long as the real ones.
+IMAGINATION_STARTS = ("full_context", "any_frame", "episode_start")
 EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
 
 
@@ -234,17 +236,27 @@ def _terminates(episodes: EpisodeDataset) -> bool:
 def _imagine(
     run: ImaginationRun, agent: ActorCritic, model: VideoModel, iteration: int, terminations: bool
 ) -> dict[str, float]:
-    """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics."""
+    """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics.
+
+    Rollouts restart from fresh clips at every update (IRIS's way), except with ``episode_start``: imagined
+    episodes are then the real task, its start states and its length, and carry on across updates."""
     settings = run.settings
     clips = EpisodeDataset(run.data, "train", clip_length=max(1, model.window))
-    contexts = clips.sample_contexts if settings.imagine_from == "any_frame" else clips.sample
+    whole_episodes = settings.imagine_from == "episode_start"
+    if whole_episodes:
+        contexts, horizon = partial(clips.sample_contexts, episode_start=True), int(clips.lengths.max()) - 1
+    else:
+        contexts = clips.sample_contexts if settings.imagine_from == "any_frame" else clips.sample
+        horizon = None
     env = WorldModelVectorEnv(
-        model, contexts, settings.imagined_envs, reward="head", terminations=terminations,
+        model, contexts, settings.imagined_envs, reward="head", terminations=terminations, horizon=horizon,
         decoding=settings.decoding,
     )
     totals: dict[str, float] = {}
     for update in tqdm(range(settings.imagination_updates), desc="imagination", unit="update", leave=False):
-        metrics = agent.update(agent.rollout(env, seed=_episode_seed(settings, 10**6 * (iteration + 1) + update)))
+        restart = update == 0 or not whole_episodes
+        seed = _episode_seed(settings, 10**6 * (iteration + 1) + update) if restart else None
+        metrics = agent.update(agent.rollout(env, seed=seed))
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value / settings.imagination_updates
     return totals

@@ -76,6 +76,8 @@ def test_contexts_end_at_every_frame_and_are_padded_at_an_episode_start(tmp_path
         np.testing.assert_array_equal(actions, expected)
         ends.add(last)
     assert ends == {0, 1, 2, 3, 4, 10, 11, 12}  # every frame of every episode, the first ones included
+    starts = EpisodeDataset(tmp_path, "train", clip_length=3).sample_contexts(40, np.random.default_rng(0), True)
+    assert (starts["lengths"] == 1).all() and set(starts["video"][:, :, 0, 0, 0].ravel().tolist()) == {0, 10}
 
 
 def test_clip_rewards_sum_over_skipped_frames_and_terminals_mark_a_terminated_end(tmp_path):

@@ -1,11 +1,15 @@
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from agents.actor_critic import ActorCriticConfig
-from experiments.train_imagination import ImaginationSettings, evaluate_run, train_in_imagination
+from agents.actor_critic import ActorCritic, ActorCriticConfig
+from experiments.train_imagination import (
+    ImaginationRun, ImaginationSettings, _imagine, evaluate_run, make_real_env, train_in_imagination,
+)
+from worldmodel.video_model import VideoModel
 
 
 def _settings(physics_steps: int) -> ImaginationSettings:
@@ -76,3 +80,20 @@ def test_evaluation_plays_the_saved_agent_and_random_play_from_the_same_starts(t
         evaluate_run(run, episodes=0)
     with pytest.raises(FileNotFoundError, match="no agent trained by train-imagination"):
         evaluate_run(tmp_path, episodes=1)
+
+
+def test_episode_start_imagines_episodes_of_the_real_length_carried_on_across_updates(trained_run, tmp_path, monkeypatch):
+    shutil.copytree(trained_run[0], tmp_path / "run")
+    (tmp_path / "run" / "settings.json").unlink()
+    settings = replace(_settings(8 * 48), imagine_from="episode_start", imagination_updates=5)  # 5 x 3 steps
+    run = ImaginationRun(tmp_path / "run", settings)
+    env = make_real_env(settings)
+    agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
+    rollouts, rollout = [], agent.rollout
+    monkeypatch.setattr(agent, "rollout", lambda env, seed=None: rollouts.append(rollout(env, seed)) or rollouts[-1])
+    _imagine(run, agent, VideoModel.load(run.world_model_run / "model"), iteration=0, terminations=False)
+    truncated = np.concatenate([batch["truncated"].numpy() for batch in rollouts])
+    valid = np.concatenate([batch["valid"].numpy() for batch in rollouts])
+    assert truncated.shape == (15, 3)
+    assert truncated[11].all() and truncated.sum() == 3  # the real episodes' 12 agent steps, then a reset step
+    assert not valid[12].any() and valid[:12].all() and valid[13:].all()

@@ -296,8 +296,11 @@ class EpisodeDataset:
         keys = set.intersection(*(set(item) for item in items))
         return {key: np.stack([item[key] for item in items]) for key in items[0] if key in keys}
 
-    def sample_contexts(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Context clips to start imagined episodes from, whose last frame is uniform over every frame.
+    def sample_contexts(
+        self, batch_size: int, rng: np.random.Generator, episode_start: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Context clips to start imagined episodes from, whose last frame is uniform over every frame
+        (with ``episode_start``, an episode's first frame, episodes drawn uniformly: where real episodes start).
 
         Unlike :meth:`sample`, a context may end at an episode's first frames: it then holds fewer
         than ``clip_length`` real frames, left-padded with copies of its first one, and ``lengths
@@ -305,8 +308,11 @@ class EpisodeDataset:
         balanced pole is under random play, clips of ``clip_length`` whole frames never show them.)
         Keys: ``video`` (or the ``frames_key``), ``actions``, ``task_id``, ``lengths``.
         """
-        ends = rng.integers(0, self.lengths.sum(), size=batch_size)
         episode_ends = np.cumsum(self.lengths)
+        if episode_start:
+            ends = (episode_ends - self.lengths)[rng.integers(0, len(self.lengths), size=batch_size)]
+        else:
+            ends = rng.integers(0, self.lengths.sum(), size=batch_size)
         video, actions, task_ids, lengths = [], [], [], []
         for end in ends:
             episode_index = int(np.searchsorted(episode_ends, end, side="right"))
