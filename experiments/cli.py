@@ -695,9 +695,10 @@ def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare-runs",
         help="plot and tabulate the true-return curves of several agent runs",
-        description="Read {run}/returns.json of agent runs (e.g. DrQ on VIPER reward vs on the true reward) and "
-        "draw their evaluation true return against agent steps in one PNG, with a markdown table of the same "
-        "numbers. Training episodes are drawn too, as a moving average over --smooth episodes.",
+        description="Read {run}/returns.json of agent runs (e.g. DrQ on VIPER reward vs on the true reward), or "
+        "{run}/progress.json of train-imagination runs, and draw their evaluation true return against agent steps "
+        "in one PNG, with a markdown table of the same numbers. Training episodes (an imagination run's collecting "
+        "episodes, one mean per iteration) are drawn too, as a moving average over --smooth episodes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, action="append", help="LABEL=RUN_DIR; repeat for each run")

@@ -83,22 +83,34 @@ def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
     return np.convolve(values, np.ones(width) / width, mode="valid")
 
 
+def _return_log(run: Path) -> dict[str, list[dict]]:
+    """An agent run's ``returns.json``; or a ``train-imagination`` run's ``progress.json`` read as one: each
+    iteration's real evaluation as an evaluation, and its collecting episodes' mean as a training episode."""
+    if (run / "returns.json").is_file():
+        return json.loads((run / "returns.json").read_text())
+    if (run / "progress.json").is_file():
+        history = json.loads((run / "progress.json").read_text())["history"]
+        return {
+            kind: [{"env_step": row["agent_steps"], "true_return": row[key]} for row in history]
+            for kind, key in (("train", "collect_return"), ("eval", "eval_return"))
+        }
+    raise FileNotFoundError(f"no returns.json (agent run) or progress.json (train-imagination run) in {run}")
+
+
 def compare_runs(
     runs: dict[str, Path], path: str | Path, title: str, smooth: int = 5, baselines: dict[str, float] | None = None
 ) -> str:
     """Evaluation true return (markers) and smoothed training true return (lines) of agent runs.
 
-    Reads each run's ``returns.json``; ``baselines`` (e.g. a random policy's mean return)
-    are dashed lines. Writes the PNG and a markdown table next to it, and returns the table.
+    Reads each run's ``returns.json`` (or a ``train-imagination`` run's ``progress.json``, see
+    :func:`_return_log`); ``baselines`` (e.g. a random policy's mean return) are dashed lines. Writes the
+    PNG and a markdown table next to it, and returns the table.
     """
     figure = Figure(figsize=(7, 4))
     axes = figure.add_subplot()
     rows = ["| run | agent steps | eval true return | last train episodes (mean true return) |", "|---|---:|---:|---:|"]
     for i, (label, run) in enumerate(runs.items()):
-        log_path = Path(run) / "returns.json"
-        if not log_path.is_file():
-            raise FileNotFoundError(f"no returns.json in {run}: is it an agent run directory?")
-        log = json.loads(log_path.read_text())
+        log = _return_log(Path(run))
         colour = f"C{i}"
         train, evals = log["train"], log["eval"]
         if train:

@@ -110,6 +110,12 @@ def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
         main(["compare-runs", "--run", f"x={tmp_path / 'viper'}", "--out", str(out), "--baseline", "random=low"])
     with pytest.raises(SystemExit, match="no returns.json"):
         main(["compare-runs", "--run", f"x={tmp_path}", "--out", str(out)])
+    imagined = tmp_path / "imagination"  # a train-imagination run's progress.json reads as a returns log
+    imagined.mkdir()
+    history = [{"agent_steps": 100 * i, "eval_return": 10.0 * i, "collect_return": 5.0 * i} for i in (1, 2)]
+    (imagined / "progress.json").write_text(json.dumps({"iteration": 2, "history": history}))
+    main(["compare-runs", "--run", f"imagined={imagined}", "--out", str(out), "--smooth", "2"])
+    assert "| imagined | 200 | 20.0 | 7.5 |" in capsys.readouterr().out
 
 
 def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_path):
