@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 import envs
 from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
-from envs.collect import describe_env, run_episode
+from envs.collect import describe_env, run_episode, task_name
+from envs.experts import make_expert
 from envs.world_model import WorldModelEnv, WorldModelVectorEnv
 from experiments.eval_consistency import exact_match_psnr
 from experiments.plots import imagination_curves
@@ -67,6 +68,8 @@ AGENT_WEIGHTS = "agent.safetensors"
 # episodes' first frames, for imagined episodes as long as the real ones.
 IMAGINATION_STARTS = ("full_context", "any_frame", "episode_start")
 EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
+CHECK_SEEDS = 3 * 10**9  # episode indices of check_world_model
+CHECK_FILE = "world_model_check.json"
 
 
 @dataclass
@@ -421,4 +424,54 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) 
         "ratio_to_random": agent_mean / random_mean if random_mean > 0 else None,
     }
     write_json_atomic(run_dir / f"{name}.json", result)
+    return result
+
+
+def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
+    """Whether a run's world model knows what actions do. Real episodes of the task's scripted expert and
+    of random play, from the same start states, are each imagined open loop from their first frame alone,
+    fed their own actions (rewards by the reward head, the continue head not heeded). An expert whose
+    imagined return comes near its real one says the model has learnt how actions reach high reward; one
+    no better than random play's, that an agent cannot learn that in its imagination either.
+
+    Writes ``{run}/world_model_check.json`` and ``{run}/videos/world_model_check.gif`` (the first expert
+    episode, real beside imagined).
+    """
+    run_dir = Path(run_dir)
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+    for needed in (run_dir / SETTINGS_FILE, run_dir / "world_model" / "model"):
+        if not needed.exists():
+            raise FileNotFoundError(f"{run_dir} holds no world model trained by train-imagination ({needed} is missing)")
+    settings = ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
+    env = make_real_env(settings)
+    expert = make_expert(task_name(settings.env), env)
+    seeds = [_episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
+    played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
+    model = VideoModel.load(run_dir / "world_model" / "model")
+    window = max(1, model.window)
+    first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in played]) for key in ("video", "actions")}
+    imagined = WorldModelVectorEnv(
+        model, lambda n, rng: {**first, "lengths": np.ones(n, np.int64)}, len(played), reward="head",
+        terminations=False, decoding=settings.decoding,
+    )
+    imagined.reset(seed=settings.seed)
+    steps = [len(e["actions"]) - 1 for e in played]  # the last action is padding
+    rewards, expert_frames = np.zeros((max(steps), len(played))), []
+    for t in tqdm(range(max(steps)), desc="imagining", unit="step"):
+        actions = np.stack([e["actions"][min(t, n - 1)] for e, n in zip(played, steps)])
+        frames, rewards[t], _, _, _ = imagined.step(actions)
+        expert_frames.append(frames[0])
+    real = played[0]["video"][1 : steps[0] + 1]
+    side = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, expert_frames)]
+    save_video(np.stack(side), [run_dir / "videos" / "world_model_check.gif"], DatasetManifest.load(run_dir / "data").fps)
+    result: dict[str, Any] = {"env": settings.env, "seeds": seeds}
+    for name, part in (("expert", slice(0, episodes)), ("random", slice(episodes, None))):
+        real_returns = [float(e["rewards"].sum()) for e in played[part]]
+        imagined_returns = [float(rewards[:n, i].sum()) for i, n in list(enumerate(steps))[part]]
+        result[name] = {
+            "real_returns": real_returns, "imagined_returns": imagined_returns,
+            "real_mean": float(np.mean(real_returns)), "imagined_mean": float(np.mean(imagined_returns)),
+        }
+    write_json_atomic(run_dir / CHECK_FILE, result)
     return result

@@ -7,7 +7,8 @@ import pytest
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from experiments.train_imagination import (
-    ImaginationRun, ImaginationSettings, _imagine, evaluate_run, make_real_env, train_in_imagination,
+    ImaginationRun, ImaginationSettings, _imagine, check_world_model, evaluate_run, make_real_env,
+    train_in_imagination,
 )
 from worldmodel.video_model import VideoModel
 
@@ -97,3 +98,18 @@ def test_episode_start_imagines_episodes_of_the_real_length_carried_on_across_up
     assert truncated.shape == (15, 3)
     assert truncated[11].all() and truncated.sum() == 3  # the real episodes' 12 agent steps, then a reset step
     assert not valid[12].any() and valid[:12].all() and valid[13:].all()
+
+
+def test_world_model_check_imagines_expert_and_random_episodes_from_their_first_frame(trained_run):
+    run = trained_run[0]
+    result = check_world_model(run, episodes=2)
+    for name in ("expert", "random"):
+        part = result[name]
+        assert len(part["real_returns"]) == len(part["imagined_returns"]) == 2
+        assert part["imagined_mean"] == pytest.approx(np.mean(part["imagined_returns"]))
+    assert result["expert"]["real_mean"] > result["random"]["real_mean"]  # the expert keeps the pole up
+    assert json.loads((run / "world_model_check.json").read_text()) == result
+    assert (run / "videos" / "world_model_check.gif").exists()
+    assert check_world_model(run, episodes=2) == result  # seeded: the same episodes, the same imagination
+    with pytest.raises(FileNotFoundError, match="holds no world model"):
+        check_world_model(run / "missing")
