@@ -442,7 +442,9 @@ def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     for needed in (run_dir / SETTINGS_FILE, run_dir / "world_model" / "model"):
         if not needed.exists():
-            raise FileNotFoundError(f"{run_dir} holds no world model trained by train-imagination ({needed} is missing)")
+            raise FileNotFoundError(
+                f"{run_dir} holds no world model trained by train-imagination ({needed} is missing)"
+            )
     settings = ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
     env = make_real_env(settings)
     expert = make_expert(task_name(settings.env), env)
@@ -464,7 +466,8 @@ def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
         expert_frames.append(frames[0])
     real = played[0]["video"][1 : steps[0] + 1]
     side = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, expert_frames)]
-    save_video(np.stack(side), [run_dir / "videos" / "world_model_check.gif"], DatasetManifest.load(run_dir / "data").fps)
+    fps = DatasetManifest.load(run_dir / "data").fps
+    save_video(np.stack(side), [run_dir / "videos" / "world_model_check.gif"], fps)
     result: dict[str, Any] = {"env": settings.env, "seeds": seeds}
     for name, part in (("expert", slice(0, episodes)), ("random", slice(episodes, None))):
         real_returns = [float(e["rewards"].sum()) for e in played[part]]
