@@ -61,6 +61,7 @@ PROGRESS_FILE = "progress.json"
 SETTINGS_FILE = "settings.json"
 CURVES_FILE = "learning_curve.png"
 TOKENIZER_DIR = "tokenizer"
+WORLD_MODEL_DIR = "world_model"  # its training run; the bundle is in its "model"
 AGENT_DIR = "agent"
 AGENT_WEIGHTS = "agent.safetensors"
 # Where imagined rollouts start: only after contexts of the model's whole window (frame window - 1 onwards),
@@ -142,7 +143,7 @@ class ImaginationRun:
         self.dir = Path(run_dir)
         self.data = self.dir / "data"
         self.tokenizer_run = self.dir / TOKENIZER_DIR
-        self.world_model_run = self.dir / "world_model"
+        self.world_model_run = self.dir / WORLD_MODEL_DIR
         saved = self.dir / SETTINGS_FILE
         fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in RESUMABLE_CHANGES}
         if saved.exists():
@@ -287,10 +288,15 @@ def _imagined_beside_real(
             break
     steps = len(imagined)
     real = episode["video"][context : context + steps]
-    frames = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, imagined)]
-    save_video(np.stack(frames), [out.with_suffix(".gif")], fps)
+    _save_beside(real, imagined, out.with_suffix(".gif"), fps)
     step_psnr = np.minimum(psnr(real, np.stack(imagined)).numpy(), exact_match_psnr(real.shape))
     return step_psnr, np.abs(np.asarray(rewards) - episode["rewards"][context - 1 : context - 1 + steps])
+
+
+def _save_beside(real: np.ndarray, imagined: list[np.ndarray], path: Path, fps: float) -> None:
+    """A GIF of real frames (left) beside the imagined ones (right), as long as the shorter of the two."""
+    frames = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, imagined)]
+    save_video(np.stack(frames), [path], fps)
 
 
 def _save_agent(run: ImaginationRun, agent: ActorCritic) -> None:
@@ -371,6 +377,15 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     return run.progress
 
 
+def _saved_settings(run_dir: Path, what: str, *needed: Path) -> ImaginationSettings:
+    """The settings of a train-imagination run directory that holds ``needed``; else an error saying it
+    holds no ``what``."""
+    for path in (run_dir / SETTINGS_FILE, *needed):
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir} holds no {what} trained by train-imagination ({path} is missing)")
+    return ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
+
+
 def evaluation_name(sample: bool) -> str:
     """The stem of :func:`evaluate_run`'s JSON and GIF: one per way of acting, so neither overwrites the other."""
     return "evaluation_sampled" if sample else "evaluation"
@@ -387,10 +402,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) 
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    for needed in (run_dir / SETTINGS_FILE, run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / AGENT_WEIGHTS):
-        if not needed.exists():
-            raise FileNotFoundError(f"{run_dir} holds no agent trained by train-imagination ({needed} is missing)")
-    settings = ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
+    settings = _saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / AGENT_WEIGHTS)
     env = make_real_env(settings)
     tokenizer = FrameTokenizer.load(_tokenizer_checkpoint(settings, run_dir)).eval()
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
@@ -440,17 +452,13 @@ def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    for needed in (run_dir / SETTINGS_FILE, run_dir / "world_model" / "model"):
-        if not needed.exists():
-            raise FileNotFoundError(
-                f"{run_dir} holds no world model trained by train-imagination ({needed} is missing)"
-            )
-    settings = ImaginationSettings.from_dict(read_json(run_dir / SETTINGS_FILE))
+    model_dir = run_dir / WORLD_MODEL_DIR / "model"
+    settings = _saved_settings(run_dir, "world model", model_dir)
     env = make_real_env(settings)
     expert = make_expert(task_name(settings.env), env)
     seeds = [_episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
-    model = VideoModel.load(run_dir / "world_model" / "model")
+    model = VideoModel.load(model_dir)
     window = max(1, model.window)
     first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in played]) for key in ("video", "actions")}
     imagined = WorldModelVectorEnv(
@@ -465,9 +473,8 @@ def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
         frames, rewards[t], _, _, _ = imagined.step(actions)
         expert_frames.append(frames[0])
     real = played[0]["video"][1 : steps[0] + 1]
-    side = [side_by_side([r, i], ["real", "imagined"]) for r, i in zip(real, expert_frames)]
     fps = DatasetManifest.load(run_dir / "data").fps
-    save_video(np.stack(side), [run_dir / "videos" / "world_model_check.gif"], fps)
+    _save_beside(real, expert_frames, run_dir / "videos" / "world_model_check.gif", fps)
     result: dict[str, Any] = {"env": settings.env, "seeds": seeds}
     for name, part in (("expert", slice(0, episodes)), ("random", slice(episodes, None))):
         real_returns = [float(e["rewards"].sum()) for e in played[part]]
