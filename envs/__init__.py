@@ -1,7 +1,9 @@
 """Gymnasium pixel environments and scripted experts, built from one spec string.
 
 ``make("dmc:cartpole-swingup")``, ``make("atari:Pong")``, ``make("voxel:terrain")`` or
-``make("dmlab:maze")`` gives an env whose observations are ``(H, W, 3)`` uint8 frames.
+``make("dmlab:maze")`` gives an env whose observations are ``(H, W, 3)`` uint8 frames. Importing this package
+also registers every env with gymnasium (:mod:`envs.registration`): ``gym.make("videoworld/dmc-cartpole-swingup-v0")``
+builds the same env as ``make("dmc:cartpole-swingup")``, inside gymnasium's usual wrappers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from envs.atari import make_atari
 from envs.dmc import DMCEnv
 from envs.experts import EXPERT_TASKS, Policy, make_expert, noisy_policy, random_policy
 from envs.maze import DMLabMazeEnv, MazeExplorer
+from envs.registration import register_envs, registered_id
 from envs.voxel_terrain import TerrainWalker, VoxelTerrainEnv
+
+register_envs()
 
 __all__ = [
     "DMCEnv",
@@ -29,6 +34,7 @@ __all__ = [
     "make_expert",
     "noisy_policy",
     "random_policy",
+    "registered_id",
 ]
 
 _SPEC_FORMS = (
