@@ -65,7 +65,7 @@ class WorldModelVectorEnv(VectorEnv):
     real episodes never terminate, where any termination it predicts is wrong); ``horizon`` truncates
     episodes (None: never);
     ``temperature`` and ``top_k`` shape the sampling and ``decoding`` ("sequential" or "jacobi": the same
-    frames, see :meth:`worldmodel.sampling.StreamingSampler.sample`) how it runs; ``task`` names the
+    frames, see :meth:`worldmodel.streaming.StreamingSampler.sample`) how it runs; ``task`` names the
     model's task if it has several.
     """
 

@@ -17,7 +17,7 @@ from experiments.eval_consistency import (
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.rollout import NO_TRUTH_GREY, long_rollout
 from experiments.videos import LABEL_HEIGHT, VideoWriter, save_video, side_by_side
-from worldmodel import sampling
+from worldmodel.rollout import rollout
 from worldmodel.episodes import write_episode
 from worldmodel.metrics import psnr
 from worldmodel.tokenizer import FrameTokenizer
@@ -96,7 +96,7 @@ def test_continue_video_follows_the_videos_own_actions():
     actions = torch.randint(ACTIONS, (2, 9), generator=torch.Generator().manual_seed(2))
     got = model.continue_video(videos, 4, 5, actions, generator=torch.Generator().manual_seed(3))
     codes = model.tokenizer.encode(videos[:, :4])
-    expected = sampling.rollout(
+    expected = rollout(
         model.transformer, codes, 5, actions=actions[:, 3:8], context_actions=actions[:, :4],
         generator=torch.Generator().manual_seed(3),
     )

@@ -1,13 +1,9 @@
 import pytest
 import torch
 
-from worldmodel.sampling import (
-    StreamingSampler,
-    rollout,
-    sample_frames,
-    sample_frames_uncached,
-    sample_logits,
-)
+from worldmodel.rollout import rollout, sample_frames, sample_frames_uncached
+from worldmodel.sampling import sample_logits
+from worldmodel.streaming import StreamingSampler
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 
 TINY = dict(vocab_size=16, code_shape=(2, 2), window=2, embed_dim=32, layers=2, heads=2, mlp_ratio=2.0)

@@ -6,8 +6,9 @@ import torch
 
 from tests.conftest import randomize_weights
 from worldmodel.checkpoint import CheckpointError, save_checkpoint
-from worldmodel.sampling import StreamingSampler
-from worldmodel.transformer import KVCache, StreamingScorer, VideoTransformer, VideoTransformerConfig
+from worldmodel.attention import KVCache
+from worldmodel.streaming import StreamingSampler, StreamingScorer
+from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 
 TINY = dict(vocab_size=16, code_shape=(2, 2), window=2, embed_dim=32, layers=2, heads=2, mlp_ratio=2.0)
 

@@ -3,7 +3,7 @@
 With a context stride ``s`` the reward of frame ``t`` is ``log p(x_t | x_{t-s}, x_{t-2s}, ...)``
 within its episode, so the frames ``t = p, p + s, p + 2s, ...`` of each phase ``p`` form one
 stream. Scoring each phase as one clip in one forward pass gives the same numbers as
-pushing the frames one at a time through :class:`~worldmodel.transformer.StreamingScorer`,
+pushing the frames one at a time through :class:`~worldmodel.streaming.StreamingScorer`,
 at a fraction of the cost: used to calibrate the reward's standardisation on expert data
 and to evaluate rewards of recorded episodes offline.
 """

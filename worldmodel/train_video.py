@@ -40,7 +40,7 @@ from torch.utils.tensorboard import SummaryWriter
 from worldmodel.checkpoint import fingerprint, resume_training, save_training_checkpoint
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.likelihood import expert_reward_stats
-from worldmodel.sampling import sample_frames
+from worldmodel.rollout import sample_frames
 from worldmodel.schedule import BudgetProgress, budget_spent, learning_rate
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer

@@ -11,17 +11,10 @@ frame and the action that led into it: the optional world-model heads read it th
 predict the transition's reward and whether the episode goes on (IRIS, Micheli et al.
 2023, reads its reward and end heads at the same place).
 
-Attention is causal inside a frame and sees the previous ``window`` (k) frames in
-full. ``L`` layers reach ``L * k`` frames back, and since no layer ever looks more than
-k frames back, a rolling cache of the last k frames' keys/values per layer
-(:class:`KVCache`) reproduces the full-sequence forward exactly for streams of any
-length (:class:`StreamingScorer`).
-
-Positions are rotary embeddings (RoPE) whose rotation pairs are split over time, row
-and column. Time is the absolute frame index since the start of the stream: q.k only
-depends on offsets, so cached keys stay valid as the window slides, and the angles are
-computed in float64 so that frame indices in the millions lose no precision. The start
-token sits at row = col = -1, just above and left of the code grid.
+Attention sees the previous ``window`` frames in full and is causal inside a frame; the
+rotary positions, the sliding-window mask and the rolling KV cache that makes streaming
+exact live in :mod:`worldmodel.attention`, the frame-at-a-time scorer and sampler in
+:mod:`worldmodel.streaming`.
 
 Tasks condition every LayerNorm (gain ``w + W c``, bias ``b + W_b c`` with ``c`` one-hot,
 ``W`` and ``W_b`` zero-initialised so training starts unconditional). Vocabularies of
@@ -46,12 +39,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from worldmodel.attention import Attend, KVCache, SelfAttention, rope_tables, sliding_window_attention
 from worldmodel.checkpoint import load_into_module, load_typed_checkpoint, save_checkpoint
 
 CHECKPOINT_KIND = "video_transformer"
-CHUNK_TOKENS = 1024  # full-sequence attention runs over query chunks of at least this many tokens
-
-Attend = Callable[[Tensor, Tensor, Tensor], Tensor]  # (q, k, v) each (B, H, L, D) -> (B, H, L, D)
 
 
 class CodeScores(NamedTuple):
@@ -171,58 +162,6 @@ class VideoTransformerConfig:
         return cls(**data)
 
 
-def rope_tables(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``cos, sin`` of shape ``(..., 1, L, head_dim / 2)`` for integer positions ``(..., L, 3)`` = (time, row, col).
-
-    The rotation pairs are split over the three axes (time gets the remainder) and
-    each axis uses frequencies ``theta ** (-i / n)``; angles are float64.
-    """
-    pairs = head_dim // 2
-    spatial = pairs // 3
-    freqs = torch.zeros(3, pairs, dtype=torch.float64, device=positions.device)
-    start = 0
-    for axis, count in enumerate((pairs - 2 * spatial, spatial, spatial)):
-        exponents = torch.arange(count, dtype=torch.float64, device=positions.device) / count
-        freqs[axis, start : start + count] = theta**-exponents
-        start += count
-    angles = (positions.double() @ freqs).unsqueeze(-3)
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the pairs ``(x[..., i], x[..., i + D/2])`` of ``x (..., L, D)`` by the tabled angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-
-
-def sliding_window_attention(
-    length: int, tokens_per_frame: int, window: int, device: torch.device, dropout_p: float = 0.0
-) -> Attend:
-    """Attention over ``length`` tokens where a token sees the previous ``window`` frames and
-    the earlier-or-equal tokens of its own frame.
-
-    Queries go in chunks of frames, each against only the keys it can see, so time and
-    memory grow linearly with the number of frames; a clip of up to twice the window
-    (every training clip) is a single masked attention call.
-    """
-    n = tokens_per_frame
-    frames = length // n
-    chunk = max(2 * window, math.ceil(CHUNK_TOKENS / n))
-    index = torch.arange(length, device=device)
-    blocks = []
-    for f0 in range(0, frames, chunk):
-        f1, k0 = min(f0 + chunk, frames), max(f0 - window, 0)
-        query, key = index[f0 * n : f1 * n, None], index[None, k0 * n : f1 * n]
-        mask = (key <= query) & (key // n >= query // n - window)
-        blocks.append((slice(f0 * n, f1 * n), slice(k0 * n, f1 * n), mask))
-
-    def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        sdpa = partial(F.scaled_dot_product_attention, dropout_p=dropout_p)
-        return torch.cat([sdpa(q[..., qs, :], k[..., ks, :], v[..., ks, :], attn_mask=m) for qs, ks, m in blocks], -2)
-
-    return attend
-
-
 class CondLayerNorm(nn.Module):
     """LayerNorm with gain ``w + W c`` and bias ``b + W_b c`` for a one-hot task ``c`` (VideoGPT).
 
@@ -241,22 +180,6 @@ class CondLayerNorm(nn.Module):
         gain = self.weight + task @ self.task_weight
         bias = self.bias + task @ self.task_bias
         return F.layer_norm(x, x.shape[-1:]) * gain[:, None] + bias[:, None]
-
-
-class SelfAttention(nn.Module):
-    """Multi-head attention with RoPE; *which* keys a query sees is up to ``attend``."""
-
-    def __init__(self, config: VideoTransformerConfig) -> None:
-        super().__init__()
-        self.heads = config.heads
-        self.qkv = nn.Linear(config.embed_dim, 3 * config.embed_dim)
-        self.proj = nn.Linear(config.embed_dim, config.embed_dim)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], attend: Attend) -> Tensor:
-        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
-        y = attend(apply_rope(q, *rope), apply_rope(k, *rope), v)
-        return self.dropout(self.proj(rearrange(y, "b h l d -> b l (h d)")))
 
 
 class Block(nn.Module):
@@ -280,94 +203,8 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x, task))
 
 
-class KVCache:
-    """Keys and values of every layer for ``batch_size`` streams, in constant memory.
-
-    Per layer a ring of ``window + 1`` frame slots of ``N + 1`` tokens: the last
-    ``window`` complete frames and the frame being written. All streams write the same
-    slot and token offset (they advance a frame at a time in lockstep), but each has its
-    own history: ``valid[b, s]`` marks slots holding a complete frame of stream ``b``
-    inside its window and ``time[b]`` is the index of its current frame since its last
-    reset, so a reset only clears a row of ``valid`` and one ``time``.
-    """
-
-    def __init__(
-        self,
-        config: VideoTransformerConfig,
-        batch_size: int,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.tokens_per_frame = n = config.tokens_per_frame
-        self.slots = config.window + 1
-        shape = (config.layers, batch_size, config.heads, self.slots * n, config.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.valid = torch.zeros(batch_size, self.slots, dtype=torch.bool, device=device)
-        self.time = torch.zeros(batch_size, dtype=torch.long, device=device)
-        self.slot = 0  # ring slot of the frame being written
-        self.offset = 0  # tokens of that frame written so far
-        key = torch.arange(self.slots * n, device=device)
-        self._key_slot, self._key_pos = key // n, key % n
-
-    @property
-    def batch_size(self) -> int:
-        return self.valid.shape[0]
-
-    def reset(self, streams: Tensor) -> None:
-        """Forget the history of the streams in the bool mask ``streams (B,)``; their next frame is frame 0."""
-        if self.offset:
-            raise RuntimeError(f"cannot reset streams in the middle of a frame ({self.offset} of its tokens written)")
-        self.valid[streams] = False
-        self.time[streams] = 0
-
-    def adopt(self, streams: Tensor, source: KVCache) -> None:
-        """Give the streams in the bool mask ``streams (B,)`` the histories of ``source``'s streams, in order.
-
-        Afterwards each such stream continues exactly as if ``source``'s frames had been pushed into it
-        here, while the other streams keep theirs: how one stream starts from a context of many frames
-        without the others advancing in lockstep. Both caches must be of the same model, between frames.
-        """
-        if self.offset or source.offset:
-            raise RuntimeError("caches can only hand over streams between frames")
-        if self.slots != source.slots or self.keys.shape[2:] != source.keys.shape[2:]:
-            raise ValueError("the source cache belongs to a different model")
-        if int(streams.sum()) != source.batch_size:
-            raise ValueError(f"{int(streams.sum())} streams cannot take the {source.batch_size} of the source cache")
-        n = self.tokens_per_frame
-        for back in range(1, self.slots):  # the window's frames, most recent first; the current slot stays empty
-            mine, theirs = (self.slot - back) % self.slots, (source.slot - back) % source.slots
-            self.keys[:, streams, :, mine * n : (mine + 1) * n] = source.keys[:, :, :, theirs * n : (theirs + 1) * n]
-            self.values[:, streams, :, mine * n : (mine + 1) * n] = source.values[:, :, :, theirs * n : (theirs + 1) * n]
-            self.valid[streams, mine] = source.valid[:, theirs]
-        self.valid[streams, self.slot] = False
-        self.time[streams] = source.time
-
-    def attention_mask(self, n: int) -> Tensor:
-        """Bool ``(B, 1, n, slots * (N + 1))``: which cached keys each of ``n`` new tokens sees."""
-        query = self.offset + torch.arange(n, device=self.valid.device)
-        current = (self._key_slot == self.slot) & (self._key_pos <= query[:, None])
-        return (self.valid[:, self._key_slot][:, None] | current)[:, None]
-
-    def attend(self, layer: int, mask: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Store the new tokens' keys/values of ``layer`` and attend over the cache."""
-        start = self.slot * self.tokens_per_frame + self.offset
-        self.keys[layer, :, :, start : start + k.shape[-2]] = k
-        self.values[layer, :, :, start : start + v.shape[-2]] = v
-        return F.scaled_dot_product_attention(q, self.keys[layer], self.values[layer], attn_mask=mask)
-
-    def advance(self, n: int) -> None:
-        """Mark ``n`` more tokens written; a finished frame joins the window and the oldest leaves it."""
-        self.offset += n
-        if self.offset == self.tokens_per_frame:
-            self.valid[:, self.slot] = True
-            self.time += 1
-            self.slot = (self.slot + 1) % self.slots
-            self.valid[:, self.slot] = False
-            self.offset = 0
-
-
-def _is_integer(x: Tensor) -> bool:
+def is_integer_tensor(x: Tensor) -> bool:
+    """True for integer dtypes (bool excluded): what codes, discrete actions and ids must be."""
     return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
 
 
@@ -403,8 +240,9 @@ class VideoTransformer(nn.Module):
 
     Training: :meth:`loss` (mean NLL per code), or :meth:`losses` with the world-model
     heads' too. Scoring: :meth:`log_prob` (one full-sequence pass) or
-    :class:`StreamingScorer` (a frame at a time through a :class:`KVCache`). Sampling
-    lives in ``worldmodel.sampling``. Inputs may be on any device; outputs are on the
+    :class:`~worldmodel.streaming.StreamingScorer` (a frame at a time through a
+    :class:`~worldmodel.attention.KVCache`). Sampling lives in ``worldmodel.streaming``
+    and ``worldmodel.rollout``. Inputs may be on any device; outputs are on the
     model's device.
     """
 
@@ -464,7 +302,7 @@ class VideoTransformer(nn.Module):
         shape = tuple(codes.shape)
         if len(shape) != len(expected) or any(isinstance(e, int) and e != s for e, s in zip(expected, shape)):
             raise ValueError(f"expected codes of shape ({', '.join(map(str, expected))}), got {shape}")
-        if not _is_integer(codes):
+        if not is_integer_tensor(codes):
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.vocab_size):
             raise ValueError(f"codes must be in [0, {self.config.vocab_size}), got values in {_value_range(codes)}")
@@ -497,7 +335,7 @@ class VideoTransformer(nn.Module):
                 f"got {tuple(actions.shape)}"
             )
         if config.num_actions:
-            if not _is_integer(actions):
+            if not is_integer_tensor(actions):
                 raise ValueError(f"discrete actions must be integers, got {actions.dtype}")
             if actions.numel() and (actions.min() < 0 or actions.max() >= config.num_actions):
                 raise ValueError(
@@ -519,7 +357,7 @@ class VideoTransformer(nn.Module):
         task = torch.as_tensor(task, device=self.device)
         if not self.config.num_tasks:
             raise ValueError(f"this model has no task input (num_tasks=0), got task of shape {tuple(task.shape)}")
-        if tuple(task.shape) != (batch,) or not _is_integer(task):
+        if tuple(task.shape) != (batch,) or not is_integer_tensor(task):
             raise ValueError(f"expected integer task ids of shape ({batch},), got {tuple(task.shape)} {task.dtype}")
         if task.min() < 0 or task.max() >= self.config.num_tasks:
             raise ValueError(f"task ids must be in [0, {self.config.num_tasks}), got values in {_value_range(task)}")
@@ -769,7 +607,7 @@ class VideoTransformer(nn.Module):
         Returns their final features ``(B, n, d)`` (:meth:`logits` of them predict the next
         codes) and advances the cache; with ``advance=False`` their keys and values are written
         but the cache stays where it was, so the next call overwrites them (a draft of the frame).
-        A building block for :class:`StreamingScorer` and the samplers, which validate inputs.
+        A building block for :class:`~worldmodel.streaming.StreamingScorer` and the samplers, which validate inputs.
         """
         n = tokens.shape[1]
         positions = self._positions(cache.time, cache.offset, n)
@@ -792,101 +630,3 @@ class VideoTransformer(nn.Module):
         model = cls(config)
         load_into_module(model, tensors, directory)
         return model.to(map_location)
-
-
-def action_into(actions: Tensor | None, t: int) -> Tensor | None:
-    """The action that led into frame ``t`` of a clip ``actions (B, T[, A])`` (None for frame 0)."""
-    return None if actions is None or t == 0 else actions[:, t - 1]
-
-
-def stream_mask(env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None, batch_size: int) -> Tensor:
-    """Env ids (ints) or a bool mask ``(B,)`` -> bool mask ``(B,)``; None means all streams."""
-    if env_ids is None:
-        return torch.ones(batch_size, dtype=torch.bool)
-    ids = torch.as_tensor(np.asarray(env_ids))
-    if ids.dtype == torch.bool:
-        if tuple(ids.shape) != (batch_size,):
-            raise ValueError(f"expected a bool mask of shape ({batch_size},), got {tuple(ids.shape)}")
-        return ids
-    mask = torch.zeros(batch_size, dtype=torch.bool)
-    if ids.numel() == 0:
-        return mask
-    if ids.ndim != 1 or not _is_integer(ids):
-        raise ValueError(f"expected a sequence of int env ids or a bool mask, got {tuple(ids.shape)} {ids.dtype}")
-    if ids.min() < 0 or ids.max() >= batch_size:
-        raise ValueError(f"env ids must be in [0, {batch_size}), got {ids.tolist()}")
-    mask[ids] = True
-    return mask
-
-
-class StreamingScorer:
-    """``log p(frame | that stream's history)`` for ``batch_size`` streams, a frame per call.
-
-    Each :meth:`push` runs exactly one frame (``N + 1`` tokens) per stream through a
-    :class:`KVCache` and matches :meth:`VideoTransformer.log_prob` of the stream's whole
-    sequence since its last reset, at constant memory however long the streams run.
-    Streams reset independently (e.g. vector envs finishing episodes at different steps).
-    ``features (B, d)`` are each stream's latest frame features, which the world-model heads
-    read (:meth:`VideoTransformer.predict_outcome`). Put the model in eval mode first if it
-    uses dropout.
-    """
-
-    def __init__(self, model: VideoTransformer, batch_size: int) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        self.model = model
-        self.cache = model.new_cache(batch_size)
-        self.features = torch.zeros(batch_size, model.config.embed_dim, device=model.device)
-
-    @property
-    def batch_size(self) -> int:
-        return self.cache.batch_size
-
-    def reset(self, env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray | None = None) -> None:
-        """Clear the history of some streams (ids or a bool mask; None = all): their next frame is frame 0."""
-        self.cache.reset(stream_mask(env_ids, self.batch_size).to(self.cache.valid.device))
-
-    @torch.no_grad()
-    def start(
-        self,
-        env_ids: Sequence[int] | Sequence[bool] | Tensor | np.ndarray,
-        codes: Tensor,
-        actions: Tensor | None = None,
-        task: Tensor | None = None,
-    ) -> Tensor:
-        """Restart some streams from context clips ``codes (n, K, h, w)``; the other streams are untouched.
-
-        Equal to resetting those streams and pushing the ``K`` frames into them alone (the others
-        do not advance). ``actions (n, K[, A])`` or one shorter, action ``t`` taken after frame
-        ``t``; ``task (n,)``. Returns the clips' per-frame log-likelihoods ``(n, K)``.
-        """
-        mask = stream_mask(env_ids, self.batch_size).to(self.cache.valid.device)
-        codes = self.model.validate_codes(codes, (int(mask.sum()), "K"))
-        fresh = StreamingScorer(self.model, codes.shape[0])
-        actions = self.model.validate_actions(actions, codes.shape[0], codes.shape[1])
-        log_probs = [fresh.push(codes[:, t], action_into(actions, t), task) for t in range(codes.shape[1])]
-        self.cache.adopt(mask, fresh.cache)
-        self.features[mask] = fresh.features
-        return torch.stack(log_probs, dim=1)
-
-    @torch.no_grad()
-    def push(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:
-        """Append one frame ``codes (B, h, w)`` to every stream and return its log-likelihood ``(B,)``.
-
-        ``actions (B,)`` / ``(B, A)`` is the action taken after each stream's *previous*
-        frame (ignored for a stream's first frame; None = null action); ``task (B,)``.
-        """
-        return self.push_scores(codes, actions, task).log_prob
-
-    @torch.no_grad()
-    def push_scores(self, codes: Tensor, actions: Tensor | None = None, task: Tensor | None = None) -> CodeScores:
-        """:meth:`push`, with the frame's predictive entropy ``(B,)`` (the sum over its codes) beside its log-likelihood."""
-        model, b = self.model, self.batch_size
-        codes = model.validate_codes(codes, (b,)).flatten(1)
-        actions = model.validate_actions(actions, b)
-        task = model.validate_task(task, b)
-        start = model.embed_start(actions, self.cache.time > 0)
-        features = model.step(torch.cat([start[:, None], model.embed_codes(codes)], dim=1), self.cache, task)
-        self.features = features[:, -1]
-        logits = model.logits(features[:, :-1])
-        return CodeScores(model.code_log_prob(logits, codes).sum(-1), model.code_entropy(logits).sum(-1))

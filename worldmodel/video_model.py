@@ -27,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.checkpoint import CheckpointError, atomic_directory, read_json
-from worldmodel import sampling
+from worldmodel.rollout import rollout
+from worldmodel.streaming import StreamingSampler, StreamingScorer
 from worldmodel.tokenizer import FrameTokenizer
-from worldmodel.transformer import CodeScores, StreamingScorer, VideoTransformer
+from worldmodel.transformer import CodeScores, VideoTransformer
 
 BUNDLE_KIND = "video_model"
 BUNDLE_FILE = "bundle.json"
@@ -133,12 +134,12 @@ class VideoModel(nn.Module):
     ) -> Tensor:
         """Continue uint8 clips ``(B, T0, H, W, 3)`` by ``horizon`` generated frames ``(B, horizon, H, W, 3)``.
 
-        As :func:`worldmodel.sampling.rollout`, except that ``policy`` sees each stream's
+        As :func:`worldmodel.rollout.rollout`, except that ``policy`` sees each stream's
         latest frame as uint8 pixels ``(B, H, W, 3)``.
         """
         codes = self.tokenizer.encode(context_frames)
         code_policy = None if policy is None else (lambda latest: policy(self.tokenizer.decode(latest)))
-        generated = sampling.rollout(
+        generated = rollout(
             self.transformer, codes, horizon, actions, code_policy, context_actions, task, temperature, top_k, generator,
             decoding,
         )
@@ -269,7 +270,7 @@ class FrameScorer:
 
 
 class FrameSampler:
-    """:class:`~worldmodel.sampling.StreamingSampler` on pixels, at constant memory however long it runs.
+    """:class:`~worldmodel.streaming.StreamingSampler` on pixels, at constant memory however long it runs.
 
     :meth:`push` real uint8 frames ``(B, H, W, 3)`` (context), :meth:`sample` the next frame of every
     stream; both take the action that led into the frame, as :meth:`StreamingScorer.push` does.
@@ -277,7 +278,7 @@ class FrameSampler:
 
     def __init__(self, model: VideoModel, batch_size: int) -> None:
         self.tokenizer = model.tokenizer
-        self.sampler = sampling.StreamingSampler(model.transformer, batch_size)
+        self.sampler = StreamingSampler(model.transformer, batch_size)
 
     @torch.no_grad()
     def push(self, frames: Tensor | np.ndarray, actions: Tensor | None = None, task: Tensor | None = None) -> Tensor:

@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from experiments.presets import video_preset
-from worldmodel.sampling import rollout, sample_frames, sample_frames_uncached
-from worldmodel.transformer import StreamingScorer, VideoTransformer, VideoTransformerConfig
+from worldmodel.rollout import rollout, sample_frames, sample_frames_uncached
+from worldmodel.streaming import StreamingScorer
+from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 
 DMC_CODES = {"vocab_size": 256, "code_shape": (8, 8)}
 MODULE = "experiments.benchmarks.video_model"  # also under `python -m`, where __name__ is __main__
