@@ -109,6 +109,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.task = None if task is None else torch.full((num_envs,), model.task_id(task), device=device)
         self.sampler = model.sampler(num_envs)
         self.rng = np.random.default_rng()
+        self.sub_env_rngs: list[np.random.Generator] | None = None  # one per sub-env after reset(seed=[...])
         self.generator = torch.Generator(device).manual_seed(int(self.rng.integers(2**63)))
         self.steps = np.zeros(num_envs, np.int64)
         self.autoreset = np.zeros(num_envs, bool)
@@ -117,7 +118,7 @@ class WorldModelVectorEnv(VectorEnv):
     def _start(self, mask: np.ndarray) -> np.ndarray:
         """Start the sub-envs in ``mask`` from fresh contexts; their first observations ``(n, H, W, 3)``."""
         n = int(mask.sum())
-        clips = self.contexts(n, self.rng)
+        clips = self._draw_contexts(mask)
         video, actions = np.asarray(clips["video"]), np.asarray(clips["actions"])
         if video.ndim != 5 or video.shape[0] != n:
             raise ValueError(f"the context source gave video of shape {video.shape}, expected ({n}, K, H, W, 3)")
@@ -142,12 +143,24 @@ class WorldModelVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start every sub-env from a fresh context; ``seed`` fixes contexts and samples from here on."""
+        """Start every sub-env from a fresh context; ``seed`` fixes contexts and samples from here on.
+
+        An int seeds one stream of contexts that all sub-envs draw from. A list gives each sub-env its own
+        stream, ``seed[i]`` alone deciding the contexts sub-env ``i`` starts from (at this reset and its
+        autoresets); the frames sampled from there on come from one generator seeded by the whole list, as
+        the sub-envs are sampled together in one batched call.
+        """
         if options and "reset_mask" in options:
             raise ValueError("WorldModelVectorEnv resets all sub-envs at once; partial resets come from autoreset")
-        if isinstance(seed, list):
-            seed = seed[0]
-        if seed is not None:
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != self.num_envs or not all(isinstance(s, (int, np.integer)) for s in seed):
+                raise ValueError(
+                    f"seed must be one int or a list of one int per sub-env ({self.num_envs}), got {list(seed)!r}"
+                )
+            self.sub_env_rngs = [np.random.default_rng(int(s)) for s in seed]
+            self.generator.manual_seed(int(np.random.default_rng([int(s) for s in seed]).integers(2**63)))
+        elif seed is not None:
+            self.sub_env_rngs = None
             self.rng = np.random.default_rng(seed)
             self.generator.manual_seed(seed)
         everywhere = np.ones(self.num_envs, bool)
@@ -157,6 +170,13 @@ class WorldModelVectorEnv(VectorEnv):
         self.autoreset[:] = False
         self.started = True
         return obs, {}
+
+    def _draw_contexts(self, mask: np.ndarray) -> Mapping[str, np.ndarray]:
+        """Context clips for the sub-envs in ``mask``: from the shared stream, or each from its sub-env's own."""
+        if self.sub_env_rngs is None:
+            return self.contexts(int(mask.sum()), self.rng)
+        clips = [self.contexts(1, self.sub_env_rngs[i]) for i in np.flatnonzero(mask)]
+        return {key: np.concatenate([np.asarray(clip[key]) for clip in clips]) for key in clips[0]}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self.started:
@@ -204,20 +224,37 @@ class WorldModelEnv(gym.Env):
     """One imagined episode at a time: a :class:`WorldModelVectorEnv` of one sub-env, unbatched.
 
     For libraries that expect a single env (e.g. stable-baselines3); keyword options as the vector env.
+    ``render()`` returns the latest observation, so recorders that film ``render()`` see the imagined frames.
     """
 
-    def __init__(self, model: VideoModel, contexts: ContextSource, **options: Any) -> None:
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self, model: VideoModel, contexts: ContextSource, render_mode: str = "rgb_array", **options: Any
+    ) -> None:
+        if render_mode != "rgb_array":
+            raise ValueError(f"render_mode must be 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
         self.vector = WorldModelVectorEnv(model, contexts, 1, **options)
         self.action_space = self.vector.single_action_space
         self.observation_space = self.vector.single_observation_space
+        self._frame: np.ndarray | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         obs, info = self.vector.reset(seed=seed, options=options)
+        self._frame = obs[0]
         return obs[0], info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.vector.autoreset[0]:
             raise RuntimeError("the episode has ended: call reset()")
         obs, reward, terminated, truncated, info = self.vector.step(np.asarray([action]))
+        self._frame = obs[0]
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+
+    def render(self) -> np.ndarray:
+        """The current frame, uint8 ``(H, W, 3)``: the latest observation."""
+        if self._frame is None:
+            raise RuntimeError("no frame yet: call reset() first")
+        return self._frame

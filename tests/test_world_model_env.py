@@ -1,4 +1,5 @@
 import gymnasium as gym
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -202,3 +203,61 @@ def test_single_env_view_runs_an_sb3_agent():
     assert agent.num_timesteps == 32
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters()))
     assert [info["l"] for info in agent.ep_info_buffer] == [8, 8, 8, 8]
+
+
+def _decoded_last_frames(model: VideoModel, clips: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """What a sub-env shows first after starting from each clip: its last context frame, encoded and decoded."""
+    last = np.stack([clip["video"][0, -1] for clip in clips])
+    return model.tokenizer.decode(model.tokenizer.encode(last)).numpy()
+
+
+def test_a_list_of_seeds_gives_each_sub_env_its_own_contexts():
+    model, source = _model(), _contexts()
+    env = WorldModelVectorEnv(model, source, 2, horizon=1)
+    obs, _ = env.reset(seed=[7, 8])
+    streams = [np.random.default_rng(7), np.random.default_rng(8)]
+    np.testing.assert_array_equal(obs, _decoded_last_frames(model, [source(1, rng) for rng in streams]))
+    env.step(np.array([0, 0]))  # the horizon truncates both episodes
+    restarted = env.step(np.array([0, 0]))[0]  # each restarts from the next clip of its own stream
+    np.testing.assert_array_equal(restarted, _decoded_last_frames(model, [source(1, rng) for rng in streams]))
+    other, _ = WorldModelVectorEnv(model, source, 2).reset(seed=[7, 9])
+    np.testing.assert_array_equal(other[0], obs[0])  # sub-env 0 depends on its own seed alone
+    assert not np.array_equal(other[1], obs[1])
+
+
+def test_the_same_list_of_seeds_replays_the_same_run_and_a_wrong_list_is_refused():
+    first = _run(WorldModelVectorEnv(_model(), _contexts(), 2, horizon=3), seed=[5, 6], steps=5)
+    again = _run(WorldModelVectorEnv(_model(), _contexts(), 2, horizon=3), seed=[5, 6], steps=5)
+    for a, b in zip(first[1:], again[1:]):
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+    env = WorldModelVectorEnv(_model(), _contexts(), 2)
+    with pytest.raises(ValueError, match=r"one int per sub-env \(2\), got \[1, 2, 3\]"):
+        env.reset(seed=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"got \[1, None\]"):
+        env.reset(seed=[1, None])
+
+
+def test_single_env_renders_its_current_frame_for_the_workspace_gif(tmp_path):
+    from agents.workspace import evaluate_agent
+
+    env = WorldModelEnv(_model(), _contexts(), horizon=3)
+    assert env.render_mode == "rgb_array"
+    with pytest.raises(RuntimeError, match="reset"):
+        env.render()
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.uint8 and obs.shape == (32, 32, 3)
+    np.testing.assert_array_equal(env.render(), obs)
+    obs = env.step(1)[0]
+    np.testing.assert_array_equal(env.render(), obs)
+    with pytest.raises(ValueError, match="render_mode"):
+        WorldModelEnv(_model(), _contexts(), render_mode="human")
+
+    class StillAgent:
+        def act(self, obs: np.ndarray, sample: bool = False) -> int:
+            return 0
+
+    gif = tmp_path / "episode.gif"
+    evaluate_agent(StillAgent(), env, episodes=1, frame_stack=1, video_path=gif)
+    frames = iio.imread(gif)
+    assert frames.shape == (4, 32, 32, 3)  # the first frame and one per step of the 3-step episode
