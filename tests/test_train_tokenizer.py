@@ -1,8 +1,10 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
+from worldmodel import training_run
 from worldmodel.checkpoint import CheckpointError, load_checkpoint
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.schedule import learning_rate
@@ -42,6 +44,26 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
         torch.testing.assert_close(straight[name], resumed[name], msg=name)
 
 
+def test_run_stopped_by_its_time_budget_resumes_to_the_uninterrupted_run(tiny_dataset, tmp_path, monkeypatch):
+    """A decaying schedule and a clock that ticks one second per reading: were the schedule to follow the
+    clock, the budgeted run would anneal early and differ."""
+    seconds = iter(range(10**6))
+    monkeypatch.setattr(training_run, "clock", lambda: float(next(seconds)))
+    decaying = replace(_training(6), warmup_steps=0, min_lr_fraction=0.1)
+    straight = train_tokenizer(tiny_dataset, tmp_path / "straight", TINY, decaying)
+    budget = replace(decaying, max_minutes=2.5 / 60)
+    assert train_tokenizer(tiny_dataset, tmp_path / "cut", TINY, budget)["step"] == 3
+    assert train_tokenizer(tiny_dataset, tmp_path / "cut", TINY, budget, resume=True)["step"] == 3  # spent
+    resumed = train_tokenizer(tiny_dataset, tmp_path / "cut", TINY, decaying, resume=True)
+    assert resumed["step"] == 6 and resumed["psnr"] == straight["psnr"]
+    a, _ = load_checkpoint(tmp_path / "straight" / "checkpoint")
+    b, _ = load_checkpoint(tmp_path / "cut" / "checkpoint")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="batch_size: 4 then, 8 now"):
+        train_tokenizer(tiny_dataset, tmp_path / "cut", TINY, replace(decaying, batch_size=8), resume=True)
+
+
 def test_existing_run_needs_resume_and_matching_config(tiny_dataset, tmp_path):
     train_tokenizer(tiny_dataset, tmp_path / "run", TINY, _training(2))
     with pytest.raises(FileExistsError, match="--resume"):
@@ -51,12 +73,11 @@ def test_existing_run_needs_resume_and_matching_config(tiny_dataset, tmp_path):
         train_tokenizer(tiny_dataset, tmp_path / "run", other, _training(4), resume=True)
 
 
-def test_learning_rate_warms_up_then_decays():
+def test_learning_rate_warms_up_then_decays_by_steps_alone():
     training = TokenizerTraining(steps=1000, lr=1.0, warmup_steps=100, min_lr_fraction=0.1)
     assert learning_rate(0, training) == pytest.approx(0.01)
     assert learning_rate(99, training) == pytest.approx(1.0)
     assert learning_rate(1000, training) == pytest.approx(0.1)
     assert learning_rate(550, training) == pytest.approx(0.55)
-    timed = TokenizerTraining(steps=1000, lr=1.0, warmup_steps=100, min_lr_fraction=0.1, max_minutes=10)
-    assert learning_rate(200, timed, elapsed_s=300) == pytest.approx(0.55)
-    assert learning_rate(200, timed, elapsed_s=600) == pytest.approx(0.1)
+    timed = TokenizerTraining(steps=1000, lr=1.0, warmup_steps=100, min_lr_fraction=0.1, max_minutes=0.001)
+    assert [learning_rate(s, timed) for s in (0, 550, 1000)] == [learning_rate(s, training) for s in (0, 550, 1000)]

@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.conftest import moving_square_video
+from worldmodel import training_run
 from worldmodel.checkpoint import CheckpointError, fingerprint, load_checkpoint
 from worldmodel.episodes import write_episode
 from worldmodel.token_cache import TokenCacheError, build_token_cache, default_cache_dir, tokenizer_fingerprint
@@ -87,6 +88,19 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):
     b, _ = load_checkpoint(tmp_path / "resumed" / "checkpoint")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_run_stopped_by_its_time_budget_resumes_to_the_uninterrupted_run(tiny_dataset, tmp_path, monkeypatch):
+    """A decaying schedule, and a clock that ticks one second per reading (see test_train_tokenizer)."""
+    seconds = iter(range(10**6))
+    monkeypatch.setattr(training_run, "clock", lambda: float(next(seconds)))
+    tokenizer = _tokenizer(tmp_path / "tok")
+    decaying = _training(6, min_lr_fraction=0.1, eval_every=100)
+    straight = train_video(tiny_dataset, tokenizer, tmp_path / "straight", TRANSFORMER, decaying)
+    budget = dataclasses.replace(decaying, max_minutes=2.5 / 60)
+    assert train_video(tiny_dataset, tokenizer, tmp_path / "cut", TRANSFORMER, budget)["step"] == 3
+    resumed = train_video(tiny_dataset, tokenizer, tmp_path / "cut", TRANSFORMER, decaying, resume=True)
+    assert resumed["step"] == 6 and resumed["weights_sha256"] == straight["weights_sha256"]
 
 
 def test_token_cache_is_built_once_and_tied_to_its_tokenizer(tiny_dataset, tmp_path):

@@ -1,7 +1,8 @@
 """Checkpoints as a directory of safetensors files plus JSON, replaced atomically.
 
 A checkpoint directory holds ``model.safetensors`` and ``config.json`` and, for
-resumable training, ``optimizer.safetensors`` and ``trainer.json``. It is first
+resumable training, ``optimizer.safetensors`` and ``trainer.json`` (written by
+:class:`worldmodel.training_run.TrainingRun`). It is first
 written to a temporary sibling and then swapped in by renames, so a crash leaves
 either the old checkpoint or the new one, never a mix. No pickles anywhere.
 """
@@ -97,7 +98,7 @@ def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _recover(directory: Path) -> None:
+def recover_swap(directory: Path) -> None:
     """Finish a swap that a crash interrupted between its two renames."""
     old = directory.with_name(f".{directory.name}.old")
     if not directory.exists() and old.exists():
@@ -107,7 +108,7 @@ def _recover(directory: Path) -> None:
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(tensors, config)`` from a checkpoint directory, naming any problem."""
     directory = Path(directory)
-    _recover(directory)
+    recover_swap(directory)
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint directory at {directory}")
     config = read_json(directory / CONFIG_FILE)
@@ -134,7 +135,7 @@ def load_typed_checkpoint(
 def load_training_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(optimizer tensors, trainer state)`` written by a training run."""
     directory = Path(directory)
-    _recover(directory)
+    recover_swap(directory)
     return read_tensors(directory / OPTIMIZER_FILE), read_json(directory / TRAINER_FILE)
 
 
@@ -202,39 +203,3 @@ def optimizer_from_tensors(
         optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"optimizer state does not match the model: {err}") from err
-
-
-def save_training_checkpoint(
-    directory: str | Path,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: dict[str, Any],
-    trainer_state: dict[str, Any],
-) -> None:
-    """Weights, config, optimizer and trainer state (step, elapsed time, ...) in one atomic checkpoint."""
-    optimizer_tensors, optimizer_groups = optimizer_to_tensors(optimizer)
-    state = {**trainer_state, "optimizer": optimizer_groups}
-    save_checkpoint(directory, module.state_dict(), config, optimizer_tensors, state)
-
-
-def resume_training(
-    directory: str | Path,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    expected: dict[str, tuple[str, Any]],
-) -> dict[str, Any]:
-    """Load a :func:`save_training_checkpoint` into ``module`` and ``optimizer``; return the trainer state.
-
-    ``expected`` maps config keys to ``(description, value)``; a checkpoint whose config
-    recorded another value (another architecture, another tokenizer) is refused, naming both.
-    """
-    tensors, saved = load_checkpoint(directory)
-    for key, (description, value) in expected.items():
-        if saved.get(key) != value:
-            raise CheckpointError(
-                f"{directory} was trained with {description} {saved.get(key)}, but this run asks for {value}"
-            )
-    load_into_module(module, tensors, directory)
-    optimizer_tensors, trainer_state = load_training_state(directory)
-    optimizer_from_tensors(optimizer, optimizer_tensors, trainer_state["optimizer"])
-    return trainer_state

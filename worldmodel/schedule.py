@@ -15,21 +15,18 @@ class ScheduleSettings(Protocol):
     steps: int
     warmup_steps: int
     min_lr_fraction: float
-    max_minutes: float | None
 
 
-def learning_rate(step: int, training: ScheduleSettings, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak.
+def learning_rate(step: int, training: ScheduleSettings) -> float:
+    """Linear warm-up, then cosine decay over ``steps`` to ``min_lr_fraction`` of the peak.
 
-    The decay follows whichever budget, steps or ``max_minutes``, is nearer its end,
-    so a run bounded by time still anneals.
+    A function of the step alone: a time budget (``max_minutes``) stops a run but never bends
+    its schedule, so a budgeted run that is resumed repeats an uninterrupted one. A run meant to
+    end by time should set ``steps`` to about what its minutes allow.
     """
     if step < training.warmup_steps:
         return training.lr * (step + 1) / training.warmup_steps
-    progress = (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps)
-    if training.max_minutes is not None:
-        progress = max(progress, elapsed_s / (60 * training.max_minutes))
-    progress = min(1.0, progress)
+    progress = min(1.0, (step - training.warmup_steps) / max(1, training.steps - training.warmup_steps))
     floor = training.min_lr_fraction
     return training.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 

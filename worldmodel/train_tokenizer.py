@@ -1,30 +1,29 @@
 """Training loop for the frame tokenizer: random frames in, reconstructions out.
 
-Resumable (model, optimizer and step in one atomic checkpoint), logged to
-tensorboard (losses, PSNR, codebook usage and perplexity, image grids), bounded
-by steps and optionally by wall-clock minutes so CPU budgets can be stated.
+A :class:`~worldmodel.training_run.TrainingRun`: resumable (model, optimizer, RNG and step in
+one atomic checkpoint; a resumed run repeats an uninterrupted one), logged to tensorboard
+(losses, PSNR, codebook usage and perplexity, image grids), bounded by steps and optionally
+by wall-clock minutes so CPU budgets can be stated.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
-from worldmodel.checkpoint import resume_training, save_training_checkpoint
+from worldmodel.checkpoint import load_into_module
 from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
-from worldmodel.schedule import BudgetProgress, budget_spent, learning_rate
+from worldmodel.schedule import learning_rate
+from worldmodel.training_run import RUN_CADENCE, TrainingRun
 from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, TokenizerConfig, frames_to_images
 
-CHECKPOINT_DIR = "checkpoint"
+EVAL_FILE = "eval.json"
 
 
 @dataclass
@@ -82,75 +81,65 @@ def train_tokenizer(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Train a tokenizer on ``{data_root}/train`` frames, evaluating on ``test``; returns the final eval."""
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=RUN_CADENCE,
+                      max_minutes=training.max_minutes)
     torch.manual_seed(training.seed)
     tokenizer = FrameTokenizer(model_config).to(device)
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=training.lr)
-    step, elapsed = 0, 0.0
     checkpoint_config = {"kind": CHECKPOINT_KIND, "config": model_config.to_dict()}
-    if resume and checkpoint_dir.exists():
-        expected = {"config": ("tokenizer config", model_config.to_dict())}
-        trainer_state = resume_training(checkpoint_dir, tokenizer, optimizer, expected)
-        step, elapsed = trainer_state["step"], trainer_state["elapsed_s"]
-    elif checkpoint_dir.exists() and not resume:
-        raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
+    restored = run.restore({"config": ("tokenizer config", model_config.to_dict())}, {"adam": optimizer})
+    if restored is not None:
+        load_into_module(tokenizer, restored.weights, run.checkpoint_dir)
 
     train_data = EpisodeDataset(data_root, split="train", clip_length=1)
     held_out = evaluation_frames(data_root, training.eval_frames, training.seed)
     preview = held_out[:: max(1, len(held_out) // 8)][:8]
-    writer = SummaryWriter(run_dir / "tb")
-
-    def save(summary: dict[str, Any] | None = None) -> None:
-        state = {"step": step, "elapsed_s": elapsed, "training": asdict(training)}
-        save_training_checkpoint(checkpoint_dir, tokenizer, optimizer, checkpoint_config, state)
-        if summary is not None:
-            (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
 
     def evaluate() -> dict[str, float]:
         tokenizer.eval()
         metrics = evaluate_tokenizer(tokenizer, held_out)
         for name, value in metrics.items():
-            writer.add_scalar(f"eval/{name}", value, step)
-        writer.add_images("eval/originals_top_reconstructions_bottom", _image_grid(preview, tokenizer), step)
+            run.writer.add_scalar(f"eval/{name}", value, run.counters["step"])
+        run.writer.add_images(
+            "eval/originals_top_reconstructions_bottom", _image_grid(preview, tokenizer), run.counters["step"]
+        )
         tokenizer.train()
         return metrics
 
     tokenizer.train()
-    started = time.monotonic() - elapsed
-    out_of_time = budget_spent(elapsed, training.max_minutes)  # a finished run resumes to no steps
-    progress = BudgetProgress(training.steps, step, elapsed, training.max_minutes, desc="tokenizer")
-    while step < training.steps and not out_of_time:
+    progress = run.progress_bar(training.steps, desc="tokenizer")
+    while run.counters["step"] < training.steps and not run.out_of_time:
+        step = run.counters["step"]
         # Randomness is a function of (seed, step), so a resumed run repeats an uninterrupted one.
         rng = np.random.default_rng([training.seed, step])
         torch.manual_seed(training.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, training, elapsed)
+            group["lr"] = learning_rate(step, training)
         frames = train_data.sample(training.batch_size, rng)["video"][:, 0]
         batch = frames_to_images(torch.from_numpy(frames).to(device))
         output = tokenizer(batch)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         optimizer.step()
-        step += 1
-        elapsed = time.monotonic() - started
-        out_of_time = budget_spent(elapsed, training.max_minutes)
-        progress.advance(elapsed)
+        step = run.counters["step"] = step + 1
+        out_of_time = run.tick()
+        progress.advance(run.counters["elapsed_s"])
         if step % training.log_every == 0:
             batch_psnr = float(-10 * torch.log10(((output.recon.detach() - batch) / 2).pow(2).mean()))
-            writer.add_scalar("train/loss", output.loss.item(), step)
-            writer.add_scalar("train/psnr", batch_psnr, step)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            run.writer.add_scalar("train/loss", output.loss.item(), step)
+            run.writer.add_scalar("train/psnr", batch_psnr, step)
+            run.writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             for name, value in output.metrics.items():
-                writer.add_scalar(f"train/{name}", float(value), step)
+                run.writer.add_scalar(f"train/{name}", float(value), step)
             progress.set_postfix(loss=f"{output.loss.item():.4f}", psnr=f"{batch_psnr:.1f}")
         if step % training.eval_every == 0 and step < training.steps and not out_of_time:
             metrics = evaluate()
             progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % training.checkpoint_every == 0:
-            save()
+            run.save(tokenizer.state_dict(), checkpoint_config, optimizers={"adam": optimizer})
     progress.close()
-    summary = {"step": step, "elapsed_s": elapsed, "eval_frames": len(held_out), **evaluate()}
-    save(summary)
-    writer.close()
+    summary = {**run.counters, "eval_frames": len(held_out), **evaluate()}
+    run.save(tokenizer.state_dict(), checkpoint_config, optimizers={"adam": optimizer})
+    run.write_json(EVAL_FILE, summary)
+    run.close()
     return summary

@@ -2,8 +2,8 @@
 
 The dataset is tokenised once into a token cache (``worldmodel.token_cache``), then
 the transformer trains on clips of ``clip_length`` cached frames with their actions
-and task ids. Resumable (model, optimizer and step in one atomic checkpoint, all
-randomness a function of (seed, step, rank)), logged to tensorboard, bounded by
+and task ids. A :class:`~worldmodel.training_run.TrainingRun`: resumable (model, optimizer, RNG and
+step in one atomic checkpoint, all randomness a function of (seed, step, rank)), logged to tensorboard, bounded by
 steps and optionally by minutes. At the end ``{run}/model`` holds a
 :class:`~worldmodel.video_model.VideoModel` bundle.
 
@@ -22,10 +22,8 @@ writes checkpoints. ``batch_size`` is per process.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,20 +33,20 @@ import torch
 import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
 
-from worldmodel.checkpoint import fingerprint, resume_training, save_training_checkpoint
+from worldmodel.checkpoint import fingerprint, load_into_module
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.likelihood import expert_reward_stats
 from worldmodel.rollout import sample_frames
-from worldmodel.schedule import BudgetProgress, budget_spent, learning_rate
+from worldmodel.schedule import learning_rate
+from worldmodel.training_run import RUN_CADENCE, TrainingRun
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
 from worldmodel.video_model import VideoModel, VideoModelInfo, check_parts_fit
 
-CHECKPOINT_DIR = "checkpoint"
 MODEL_DIR = "model"
+EVAL_FILE = "eval.json"
 
 
 @dataclass
@@ -286,14 +284,12 @@ def train_video(
     torchrun each process calls this; with ``device="cuda"`` each uses its local GPU. Every
     rank returns its step and ``weights_sha256``; rank 0 adds the cache counts and the final eval.
     """
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
     group = _Distributed.start(device)
     if device == "cuda" and group.world > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', group.rank)}"
         torch.cuda.set_device(device)
-    if checkpoint_dir.exists() and not resume:
-        raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
+    run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=RUN_CADENCE,
+                      max_minutes=training.max_minutes, main_process=group.rank == 0)
 
     tokenizer = FrameTokenizer.load(tokenizer_checkpoint, map_location=device).eval()
     torch.manual_seed(training.seed)
@@ -306,55 +302,48 @@ def train_video(
     group.barrier()
 
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=training.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    step, elapsed = 0, 0.0
     checkpoint_config = {
         "kind": CHECKPOINT_KIND, "config": transformer_config.to_dict(), "tokenizer_fingerprint": tokenizer_id
     }
-    if resume and checkpoint_dir.exists():
-        expected = {
-            "config": ("transformer config", transformer_config.to_dict()),
-            "tokenizer_fingerprint": ("the codes of tokenizer", tokenizer_id),
-        }
-        trainer_state = resume_training(checkpoint_dir, transformer, optimizer, expected)
-        step, elapsed = trainer_state["step"], trainer_state["elapsed_s"]
+    expected = {
+        "config": ("transformer config", transformer_config.to_dict()),
+        "tokenizer_fingerprint": ("the codes of tokenizer", tokenizer_id),
+    }
+    restored = run.restore(expected, {"adamw": optimizer})
+    if restored is not None:
+        load_into_module(transformer, restored.weights, run.checkpoint_dir)
 
     train_data = EpisodeDataset(cache_dir, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
     held_out = evaluation_clips(cache_dir, training)
     image_size = tokenizer.config.image_size
     codes_per_frame = transformer_config.codes_per_frame
-    writer = SummaryWriter(run_dir / "tb") if group.rank == 0 else None
+    writer = run.writer
     parameters = list(transformer.parameters())
 
-    def save(summary: dict[str, Any] | None = None) -> None:
-        state = {"step": step, "elapsed_s": elapsed, "training": asdict(training)}
-        save_training_checkpoint(checkpoint_dir, transformer, optimizer, checkpoint_config, state)
-        if summary is not None:
-            (run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
+    def save() -> None:
+        run.save(transformer.state_dict(), checkpoint_config, optimizers={"adamw": optimizer})
 
     def evaluate() -> dict[str, float]:
         transformer.eval()
         metrics = evaluate_transformer(transformer, held_out, image_size)
         for name, value in metrics.items():
-            writer.add_scalar(f"eval/{name}", value, step)
+            writer.add_scalar(f"eval/{name}", value, run.counters["step"])
         grid = sample_grid(transformer, tokenizer, held_out, training.seed)
-        writer.add_images("eval/real_top_sampled_bottom", grid, step)
+        writer.add_images("eval/real_top_sampled_bottom", grid, run.counters["step"])
         transformer.train()
         return metrics
 
     transformer.train()
-    started = time.monotonic() - elapsed
-    out_of_time = budget_spent(elapsed, training.max_minutes)  # a finished run resumes to no steps
-    progress = BudgetProgress(
-        training.steps, step, elapsed, training.max_minutes, desc="video transformer", disable=group.rank != 0
-    )
-    while step < training.steps and not out_of_time:
+    progress = run.progress_bar(training.steps, desc="video transformer")
+    while run.counters["step"] < training.steps and not run.out_of_time:
+        step = run.counters["step"]
         # Randomness is a function of (seed, step, rank): resumed runs repeat uninterrupted ones,
         # and every rank draws different clips.
         seeds = [training.seed, step, group.rank]
         rng = np.random.default_rng(seeds)
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         for param_group in optimizer.param_groups:
-            param_group["lr"] = learning_rate(step, training, elapsed)
+            param_group["lr"] = learning_rate(step, training)
         clips = train_data.sample(training.batch_size, rng)
         codes, actions, task = _to_model_inputs(clips, transformer_config, device)
         losses = transformer.losses(codes, actions, task, *_head_targets(clips, transformer_config, device))
@@ -365,10 +354,11 @@ def train_video(
             group.average_gradients(parameters)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, training.grad_clip)
         optimizer.step()
-        step += 1
-        elapsed = group.from_rank0(time.monotonic() - started, device)
-        out_of_time = budget_spent(elapsed, training.max_minutes)
-        progress.advance(elapsed)
+        step = run.counters["step"] = step + 1
+        run.tick()
+        run.counters["elapsed_s"] = group.from_rank0(run.counters["elapsed_s"], device)  # one decision for all ranks
+        out_of_time = run.out_of_time
+        progress.advance(run.counters["elapsed_s"])
         if writer is not None and step % training.log_every == 0:
             nats = losses.codes.item()
             for name, term in zip(("reward_loss", "continue_loss"), losses[1:]):
@@ -388,18 +378,18 @@ def train_video(
     progress.close()
 
     summary: dict[str, Any] = {
-        "step": step,
-        "elapsed_s": elapsed,
+        **run.counters,
         "cache": cache_counts,
         "weights_sha256": fingerprint(transformer.state_dict()),
     }
     if writer is not None:
         summary.update(eval_clips=len(held_out[CODES_KEY]), **evaluate())
-        save(summary)
+        save()
+        run.write_json(EVAL_FILE, summary)
         if reward_stats and info.tasks:  # standardisation statistics for VIPER rewards, kept per named task
             info.reward_stats = expert_reward_stats(transformer, cache_dir, training.frame_skip)
-        VideoModel(tokenizer, transformer, info).save(run_dir / MODEL_DIR)
-        writer.close()
+        VideoModel(tokenizer, transformer, info).save(run.dir / MODEL_DIR)
+        run.close()
     group.barrier()
     if group.owns_group:
         dist.destroy_process_group()
