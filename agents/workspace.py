@@ -11,14 +11,16 @@ An agent (see :class:`Agent`) acts, updates on replay batches drawn as its
 ``batch_spec`` asks (n-step returns, discount), and turns its weights and optimizer
 states into tensors. The loop counts agent steps (env steps after any action repeat).
 
-A run directory holds ``tb/`` (tensorboard), ``videos/`` (GIFs of evaluation episodes,
-from ``env.render()``), ``returns.json`` (train and eval returns by agent step) and
-``checkpoint/``: ``model.safetensors`` (weights), ``optimizer.safetensors`` (optimizer
-states and the torch RNG), ``config.json`` (agent kind, config, shapes),
-``trainer.json`` (counters, numpy RNG) and ``replay.npz``, swapped in atomically.
-Every episode's reset seed is a function of (seed, episode), so a run resumed from a
-checkpoint taken between episodes repeats the uninterrupted run exactly; one taken
-mid-episode starts the next episode on resume.
+The run is a :class:`worldmodel.training_run.TrainingRun`. Its directory holds
+``settings.json``, ``tb/`` (tensorboard), ``videos/`` (GIFs of evaluation episodes, from
+``env.render()``), ``returns.json`` (train and eval returns by agent step) and ``checkpoint/``:
+``model.safetensors`` (weights), ``optimizer.safetensors`` (optimizer states and the torch RNG),
+``config.json`` (agent kind, config, shapes), ``trainer.json`` (counters, numpy RNG, the episode
+in progress) and ``replay.npz``, swapped in atomically. Every episode's reset seed is a function
+of (seed, episode), so a run resumed from a checkpoint taken between episodes repeats the
+uninterrupted run exactly. The env's own state is not saved, so a checkpoint taken mid-episode
+cannot continue that episode: on resume ``returns.json`` records it with ``"cut": true`` (its
+return and length so far) and the next episode starts.
 """
 
 from __future__ import annotations
@@ -35,30 +37,22 @@ import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 import torch
-from safetensors.torch import save_file
-from torch.utils.tensorboard import SummaryWriter
 
 from agents.drq import DRQ_PRESETS, DrQAgent, DrQConfig
 from agents.drqv2 import DRQV2_PRESETS, DrQV2Agent, DrQV2Config
 from agents.replay import ObservationStack, ReplayBuffer, stored_layout
 from worldmodel.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    OPTIMIZER_FILE,
-    TRAINER_FILE,
     CheckpointError,
-    atomic_directory,
     load_checkpoint,
-    load_training_state,
     write_json_atomic,
 )
-from worldmodel.schedule import BudgetProgress, budget_spent
+from worldmodel.training_run import RUN_CADENCE, TrainingRun
 
-CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_KIND = "agent"
 REPLAY_FILE = "replay.npz"
 RETURNS_FILE = "returns.json"
-_TORCH_RNG = "rng.torch"
+COUNTERS = ("episode", "updates", "env_time_s", "update_time_s")  # beside the run's step and elapsed_s
+AGENT_RUN_CADENCE = (*RUN_CADENCE, "total_steps", "eval_episodes", "video_every")
 _TRAIN_STREAM, _EVAL_STREAM = 0, 1
 
 
@@ -242,13 +236,12 @@ def train_agent(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Train agent ``agent_name`` (a key of :data:`AGENTS`) on ``make_env(seed)``; a summary of the run."""
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    if checkpoint_dir.exists() and not resume:
-        raise FileExistsError(f"{checkpoint_dir} exists: pass resume=True (--resume) or choose another run dir")
     kind = agent_kind(agent_name)
     if not isinstance(agent_config, kind.config):
         raise TypeError(f"agent {agent_name!r} takes a {kind.config.__name__}, got {type(agent_config).__name__}")
+    run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=AGENT_RUN_CADENCE,
+                      max_minutes=training.max_minutes, counters=dict.fromkeys(COUNTERS, 0))
+    run_dir = run.dir
     env = make_env(training.seed)
     eval_env = make_env(training.seed + 1)
     env_obs_shape, action_space = _check_env(env)
@@ -265,34 +258,27 @@ def train_agent(
     agent = _build_agent(meta).to(device)
     replay = ReplayBuffer(training.replay_capacity, env_obs_shape, action_space.shape, training.frame_stack)
     rng = np.random.default_rng(training.seed)
-    counters = {"step": 0, "episode": 0, "updates": 0, "elapsed_s": 0.0, "env_time_s": 0.0, "update_time_s": 0.0}
-    returns: dict[str, list[dict[str, float]]] = {"train": [], "eval": []}
+    counters = run.counters
+    returns: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     last_eval: dict[str, float] | None = None
-    resumed = resume and checkpoint_dir.exists()
-    if resumed:
-        tensors, saved_meta = load_checkpoint(checkpoint_dir)
-        changed = sorted(k for k in meta if saved_meta.get(k) != meta[k])
-        if changed:
-            details = "; ".join(f"{k}: checkpoint {saved_meta.get(k)} vs now {meta[k]}" for k in changed)
-            raise CheckpointError(f"{checkpoint_dir} belongs to another agent or env ({details})")
-        training_tensors, state = load_training_state(checkpoint_dir)
-        torch_rng = training_tensors.pop(_TORCH_RNG)
-        agent.load_state_tensors({**tensors, **training_tensors})
+    restored = run.restore({k: (k.replace("_", " "), v) for k, v in meta.items()}, generators={"actions": rng})
+    if restored is not None:
+        agent.load_state_tensors({**restored.weights, **restored.tensors})
         try:
-            replay.load(checkpoint_dir / REPLAY_FILE)
+            replay.load(run.checkpoint_dir / REPLAY_FILE)
         except (ValueError, FileNotFoundError) as err:
-            raise CheckpointError(f"cannot resume the replay buffer of {checkpoint_dir}: {err}") from err
-        torch.set_rng_state(torch_rng)
-        rng.bit_generator.state = state["numpy_rng"]
-        counters = state["counters"]
-        last_eval = state["last_eval"]
+            raise CheckpointError(f"cannot resume the replay buffer of {run.checkpoint_dir}: {err}") from err
+        last_eval = restored.state["last_eval"]
         if (run_dir / RETURNS_FILE).is_file():
             logged = json.loads((run_dir / RETURNS_FILE).read_text())
             returns = {k: [r for r in logged.get(k, []) if r["env_step"] <= counters["step"]] for k in returns}
-        if state["episode_open"]:  # the env's mid-episode state was not saved: start the next episode
+        cut = restored.state["episode_in_progress"]
+        if cut is not None:  # the env's mid-episode state was not saved: record the episode as cut, start the next
             counters["episode"] += 1
+            returns["train"].append({"env_step": counters["step"], "episode": counters["episode"], **cut, "cut": True})
+            write_json_atomic(run_dir / RETURNS_FILE, returns)
 
-    writer = SummaryWriter(run_dir / "tb", purge_step=counters["step"] if resumed else None)
+    writer = run.writer
     stack = ObservationStack(training.frame_stack)
     window = _Means()
     need_reset, agent_obs = True, None
@@ -301,21 +287,15 @@ def train_agent(
 
     def save() -> None:
         tensors = agent.state_tensors()
-        weights = {k: v for k, v in tensors.items() if k.startswith("model.")}
-        training_tensors = {k: v for k, v in tensors.items() if not k.startswith("model.")}
-        state = {
-            "counters": counters,
-            "numpy_rng": rng.bit_generator.state,
-            "episode_open": not need_reset,
-            "last_eval": last_eval,
-            "training": asdict(training),
+        in_progress = None if need_reset else {
+            "true_return": episode_true_return, "return": episode_return, "length": episode_length,
         }
-        with atomic_directory(checkpoint_dir) as tmp:
-            save_file(weights, tmp / MODEL_FILE)
-            save_file({**training_tensors, _TORCH_RNG: torch.get_rng_state()}, tmp / OPTIMIZER_FILE)
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-            (tmp / TRAINER_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
-            replay.save(tmp / REPLAY_FILE)
+        run.save(
+            {k: v for k, v in tensors.items() if k.startswith("model.")}, meta, generators={"actions": rng},
+            tensors={k: v for k, v in tensors.items() if not k.startswith("model.")},
+            state={"last_eval": last_eval, "episode_in_progress": in_progress},
+            extra_files=lambda directory: replay.save(directory / REPLAY_FILE),
+        )
 
     def evaluate(final: bool = False) -> dict[str, float]:
         step = counters["step"]
@@ -329,11 +309,8 @@ def train_agent(
         write_json_atomic(run_dir / RETURNS_FILE, returns)
         return result
 
-    started = time.monotonic() - counters["elapsed_s"]
-    out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)  # a finished run resumes to no steps
-    progress = BudgetProgress(
-        training.total_steps, counters["step"], counters["elapsed_s"], training.max_minutes, desc=agent_name
-    )
+    out_of_time = run.out_of_time  # a finished run resumes to no steps
+    progress = run.progress_bar(training.total_steps, desc=agent_name)
     while counters["step"] < training.total_steps and not out_of_time:
         if need_reset:
             obs, _ = env.reset(seed=_episode_seed(training.seed, _TRAIN_STREAM, counters["episode"]))
@@ -384,8 +361,7 @@ def train_agent(
             write_json_atomic(run_dir / RETURNS_FILE, returns)
             progress.set_postfix(true_return=f"{episode_true_return:.1f}", episode=counters["episode"])
 
-        counters["elapsed_s"] = time.monotonic() - started
-        out_of_time = budget_spent(counters["elapsed_s"], training.max_minutes)
+        out_of_time = run.tick()
         progress.advance(counters["elapsed_s"])
         if step % training.log_every == 0:
             for name, value in window.pop().items():
@@ -400,9 +376,9 @@ def train_agent(
 
     if training.eval_episodes and (last_eval is None or last_eval["env_step"] != counters["step"]):
         last_eval = evaluate(final=True)  # the policy the run ends with, on video too
-    counters["elapsed_s"] = time.monotonic() - started
+    run.tick()
     save()
-    writer.close()
+    run.close()
     step, elapsed = counters["step"], counters["elapsed_s"]
     summary = {
         "agent": agent_name,

@@ -9,6 +9,7 @@ import torch
 import envs
 from agents import DRQ_PRESETS, DrQAgent, DrQConfig, Training, load_agent, random_shift, train_agent
 from agents.replay import ReplayBuffer
+from worldmodel import training_run
 from worldmodel.checkpoint import CheckpointError
 
 TINY = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8)
@@ -245,6 +246,23 @@ def test_train_resume_repeats_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
+def test_run_stopped_by_its_time_budget_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    """A clock that ticks one second per agent step: the budget stops the run after step 40 (an episode's end)."""
+    seconds = iter(range(10**6))
+    monkeypatch.setattr(training_run, "clock", lambda: float(next(seconds)))
+    config = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8, rnd_weight=1.0)
+    budget = dataclasses.replace(run_settings(100), max_minutes=39.5 / 60)
+    cut = train_agent(make_env, tmp_path / "cut", "drq", config, budget)
+    assert cut["env_steps"] == 40 and cut["stopped_by_budget"]
+    resumed = train_agent(make_env, tmp_path / "cut", "drq", config, run_settings(100), resume=True)
+    whole = train_agent(make_env, tmp_path / "whole", "drq", config, run_settings(100))
+    assert resumed["env_steps"] == whole["env_steps"] == 100 and resumed["updates"] == whole["updates"]
+    logs = [json.loads((tmp_path / name / "returns.json").read_text()) for name in ("cut", "whole")]
+    assert logs[0]["train"] == logs[1]["train"] and logs[0]["eval"] == logs[1]["eval"]
+    a, b = load_agent(tmp_path / "cut" / "checkpoint"), load_agent(tmp_path / "whole" / "checkpoint")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
 class StepCounterEnv(gym.Env):
     """Frames that name themselves: red = step in the episode, green = a mark of the reset seed."""
 
@@ -266,17 +284,20 @@ class StepCounterEnv(gym.Env):
         return frame
 
 
-def test_resume_from_the_middle_of_an_episode_starts_a_fresh_one(tmp_path):
+def test_resume_from_the_middle_of_an_episode_records_it_cut_and_starts_a_fresh_one(tmp_path):
     config = DrQConfig(encoder_channels=(8, 8), feature_dim=16, hidden_dim=32, batch_size=8)
     settings = dict(seed_steps=10, replay_capacity=500, eval_every=100, eval_episodes=0, video_every=0, seed=3)
     cut = train_agent(lambda seed: StepCounterEnv(), tmp_path, "drq", config, Training(30, checkpoint_every=15, **settings))
     assert cut["env_steps"] == 30 and cut["episodes"] == 1
-    assert json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())["episode_open"]  # cut at step 10 of 20
+    in_progress = json.loads((tmp_path / "checkpoint" / "trainer.json").read_text())["state"]["episode_in_progress"]
+    assert in_progress["length"] == 10  # cut at step 10 of 20
 
     resumed = train_agent(lambda seed: StepCounterEnv(), tmp_path, "drq", config, Training(60, **settings), resume=True)
-    assert resumed["env_steps"] == 60 and resumed["episodes"] == 3  # the cut episode counts, and is not logged
+    assert resumed["env_steps"] == 60 and resumed["episodes"] == 3  # the cut episode counts, recorded as cut
     train = json.loads((tmp_path / "returns.json").read_text())["train"]
-    assert [(r["env_step"], r["episode"], r["length"]) for r in train] == [(20, 1, 20), (50, 3, 20)]
+    assert [(r["env_step"], r["episode"], r["length"], r.get("cut", False)) for r in train] == [
+        (20, 1, 20, False), (30, 2, 10, True), (50, 3, 20, False)]
+    assert train[1]["return"] == in_progress["return"] and train[1]["true_return"] == in_progress["true_return"]
 
     replay = ReplayBuffer(500, (40, 40, 3), (1,), frame_stack=3)
     replay.load(tmp_path / "checkpoint" / "replay.npz")
