@@ -1,14 +1,18 @@
 import json
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from envs.experts import make_expert
+from experiments import train_imagination
 from experiments.train_imagination import (
-    ImaginationRun, ImaginationSettings, _imagine, check_world_model, evaluate_run, make_real_env,
-    train_in_imagination,
+    ImaginationRun, ImaginationSettings, _imagine, _imagined_beside_real, check_world_model, evaluate_run,
+    make_real_env, train_in_imagination,
 )
 from worldmodel.video_model import VideoModel
 
@@ -40,9 +44,6 @@ def test_loop_runs_resumes_and_records_everything(trained_run):
     assert resumed["iteration"] == 2 and [row["iteration"] for row in resumed["history"]] == [0, 1]
     row = resumed["history"][-1]
     assert row["physics_steps"] == 8 * 48 and np.isfinite(row["eval_return"]) and row["imagined_psnr_first_15"] > 0
-    assert row["imagined_reward_error_first_15"] >= 0
-    phases = ["world_model", "imagination", "evaluation", "imagined_beside_real", "collection"]
-    assert all(row[f"seconds_{phase}"] >= 0 for phase in phases)
     assert json.loads((run / "world_model" / "eval.json").read_text())["step"] == 4 + 2
     assert sorted(p.name for p in (run / "data" / "train").glob("*.npz")) == [f"episode{i:05d}.npz" for i in range(1, 4)]
     assert (run / "agent" / "agent.safetensors").exists() and list((run / "tb").glob("events.*"))
@@ -60,8 +61,7 @@ def test_evaluation_plays_the_saved_agent_and_random_play_from_the_same_starts(t
     result = evaluate_run(run, episodes=2)
     assert result["iterations"] == 2 and result["physics_steps"] == 8 * 48
     assert len(result["agent_returns"]) == len(result["random_returns"]) == 2 and len(set(result["seeds"])) == 2
-    assert result["agent_mean"] == pytest.approx(np.mean(result["agent_returns"]))
-    assert result["ratio_to_random"] == pytest.approx(result["agent_mean"] / result["random_mean"])
+    assert result["random_returns"] == pytest.approx([_random_return(_settings(8 * 48), s) for s in result["seeds"]])
     assert json.loads((run / "evaluation.json").read_text()) == result
     assert (run / "videos" / "evaluation.gif").exists()
     # the same seeds: the policy's mode is deterministic, and random play replays exactly
@@ -106,10 +106,99 @@ def test_world_model_check_imagines_expert_and_random_episodes_from_their_first_
     for name in ("expert", "random"):
         part = result[name]
         assert len(part["real_returns"]) == len(part["imagined_returns"]) == 2
-        assert part["imagined_mean"] == pytest.approx(np.mean(part["imagined_returns"]))
     assert result["expert"]["real_mean"] > result["random"]["real_mean"]  # the expert keeps the pole up
+    env = make_real_env(_settings(8 * 48))
+    expert = make_expert("cartpole-balance", env)
+    assert result["expert"]["real_returns"] == pytest.approx([_return(env, expert, s) for s in result["seeds"]])
+    random_returns = [_random_return(_settings(8 * 48), seed) for seed in result["seeds"]]
+    assert result["random"]["real_returns"] == pytest.approx(random_returns)
     assert json.loads((run / "world_model_check.json").read_text()) == result
     assert (run / "videos" / "world_model_check.gif").exists()
     assert check_world_model(run, episodes=2) == result  # seeded: the same episodes, the same imagination
     with pytest.raises(FileNotFoundError, match="holds no world model"):
         check_world_model(run / "missing")
+
+
+def _return(env, policy, seed: int) -> float:
+    """An episode's return, played with plain gymnasium calls (independent of the code under test; summed in
+    float64, where the code under test sums float32 rewards)."""
+    obs, _ = env.reset(seed=seed)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        total, done = total + float(reward), terminated or truncated
+    return total
+
+
+def _random_return(settings: ImaginationSettings, seed: int) -> float:
+    env = make_real_env(settings)
+    env.action_space.seed(seed)
+    return _return(env, lambda obs: env.action_space.sample(), seed)
+
+
+def test_each_phase_is_timed_and_imagined_errors_averaged_over_15_steps(trained_run, tmp_path, monkeypatch):
+    """One more iteration on a fake clock that each phase advances by its own power of two."""
+    shutil.copytree(trained_run[0], tmp_path / "run")
+    clock = [1000.0]
+
+    def advancing(function, seconds):
+        def timed(*args, **kwargs):
+            result = function(*args, **kwargs)
+            clock[0] += seconds(*args, **kwargs) if callable(seconds) else seconds
+            return result
+        return timed
+
+    step_psnr, reward_error = np.arange(20.0), np.arange(20.0) / 10
+    monkeypatch.setattr(train_imagination, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(train_imagination, "_train_world_model", advancing(train_imagination._train_world_model, 1))
+    monkeypatch.setattr(train_imagination, "_imagine", advancing(train_imagination._imagine, 2))
+    monkeypatch.setattr(
+        train_imagination, "_play", advancing(train_imagination._play, lambda *args, sample: 16 if sample else 4)
+    )
+    monkeypatch.setattr(
+        train_imagination, "_imagined_beside_real",
+        advancing(lambda *args: (step_psnr, reward_error), 8),
+    )
+    progress = train_in_imagination(tmp_path / "run", replace(_settings(8 * 60), decoding="jacobi"))
+    row = progress["history"][-1]
+    assert row["iteration"] == 2
+    assert {phase: row[f"seconds_{phase}"] for phase in ("world_model", "imagination", "evaluation",
+                                                          "imagined_beside_real", "collection")} == {
+        "world_model": 1, "imagination": 2, "evaluation": 4, "imagined_beside_real": 8, "collection": 16,
+    }
+    assert row["imagined_psnr_first_15"] == pytest.approx(7.0)  # mean of 0 .. 14
+    assert row["imagined_reward_error_first_15"] == pytest.approx(0.7)
+
+
+def test_imagined_beside_real_measures_the_reward_heads_absolute_error(trained_run, tmp_path):
+    """A reward head that always says 0.25, against an episode of known rewards: the error per step is known."""
+    run = trained_run[0]
+    model = VideoModel.load(run / "world_model" / "model", "cpu")
+    last = model.transformer.reward_head[-2]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, float(np.log1p(0.25)))  # symlog(0.25): the head predicts in symlog space
+    episode = dict(np.load(run / "data" / "train" / "episode00001.npz"))
+    episode["rewards"] = np.linspace(0.0, 1.0, len(episode["actions"]))
+    step_psnr, error = _imagined_beside_real(model, episode, tmp_path / "beside", 10.0, "sequential", False)
+    context = max(1, model.window)
+    steps = len(episode["actions"]) - context  # every real action but the padding, after the context
+    np.testing.assert_allclose(error, np.abs(0.25 - episode["rewards"][context - 1 : context - 1 + steps]), atol=1e-6)
+    assert step_psnr.shape == (steps,) and (tmp_path / "beside.gif").exists()
+
+
+def test_evaluation_summary_of_known_returns(trained_run, tmp_path, monkeypatch):
+    """Agent returns 1 and 3, random play 0.5 and 1.5: means 2 and 1, ratio 2; a zero random mean gives no ratio."""
+    shutil.copytree(trained_run[0], tmp_path / "run")
+    video = np.zeros((3, 64, 64, 3), np.uint8)
+    agent_returns, random_returns = iter([1.0, 3.0, 1.0, 3.0]), iter([0.5, 1.5])
+
+    def play(*args, sample):
+        return {"video": video, "rewards": np.array([next(agent_returns), 0.0])}
+
+    monkeypatch.setattr(train_imagination, "_play", play)
+    monkeypatch.setattr(train_imagination, "_play_random", lambda env, seed: {"rewards": np.array([next(random_returns)])})
+    result = evaluate_run(tmp_path / "run", episodes=2)
+    summary = [result[key] for key in ("agent_mean", "agent_std", "random_mean", "random_std", "ratio_to_random")]
+    assert summary == [2.0, 1.0, 1.0, 0.5, 2.0]
+    monkeypatch.setattr(train_imagination, "_play_random", lambda env, seed: {"rewards": np.zeros(1)})
+    assert evaluate_run(tmp_path / "run", episodes=2)["ratio_to_random"] is None
