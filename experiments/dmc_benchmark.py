@@ -33,6 +33,7 @@ import torch
 
 from agents.workspace import Training, agent_kind
 from experiments.plots import compare_runs
+from experiments.reports import format_number, format_share
 from experiments.train_agent import OBSERVATIONS, agent_config, loop_defaults, run_agent
 from worldmodel.checkpoint import write_json_atomic
 
@@ -202,7 +203,7 @@ def run_grid(
                 jobs = [(run, out, settings, models, baselines or {}, threads) for run in todo]
                 for summary in pool.imap_unordered(_run_one_job, jobs):
                     print(f"done {summary['task']} {summary['agent']}-{summary['observation']}-{summary['reward']} "
-                          f"seed {summary['seed']}: eval true return {summary['eval_true_return']:.1f} "
+                          f"seed {summary['seed']}: eval true return {format_number(summary['eval_true_return'])} "
                           f"in {summary['elapsed_s'] / 60:.1f} min")
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -231,18 +232,20 @@ def write_results(out: Path) -> str:
     ]
     means: dict[tuple[str, str], float] = {}
     for (task, variant), summaries in cells.items():
-        means[(task, variant)] = float(np.mean([s["eval_true_return"] for s in summaries]))
+        # A run without an evaluation (None) counts as NaN, and the table says nan.
+        means[(task, variant)] = float(np.mean(np.asarray([s["eval_true_return"] for s in summaries], float)))
     results = []
     for (task, variant), summaries in sorted(cells.items()):
         returns = [s["eval_true_return"] for s in summaries]
+        figures = np.asarray(returns, float)  # None (no evaluation) as NaN
         first = summaries[0]
         reference = means.get((task, variant.rsplit("-", 1)[0] + "-env"))
-        share = f"{100 * means[(task, variant)] / reference:.0f} %" if first["reward"] != "env" and reference else "-"
+        share = "-" if first["reward"] == "env" or reference is None else format_share(means[(task, variant)], reference)
         wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
         physics = int(np.mean([s["physics_steps"] for s in summaries]))
         rows.append(
             f"| {task} | {first['agent']} | {first['observation']} | {first['reward']} | {len(returns)} "
-            f"| {np.mean(returns):.1f} +- {np.std(returns):.1f} | {share} | {physics} | {wall:.1f} "
+            f"| {format_number(np.mean(figures))} +- {format_number(np.std(figures))} | {share} | {physics} | {wall:.1f} "
             f"| {PUBLISHED_DRQ_100K.get(task, '-') if first['reward'] == 'env' else '-'} |"
         )
         results.append({"task": task, "variant": variant, "returns": returns, "wall_min": wall, "physics_steps": physics})

@@ -77,8 +77,9 @@ def _true_return(manifest: DatasetManifest, root: Path, path: Path, rewards: np.
 def _correlations(episodes: list[ScoredEpisode]) -> dict[str, float]:
     true = [e.true_return for e in episodes]
     viper = [e.viper_return for e in episodes]
-    if len(episodes) < 3 or len(set(true)) < 2:
-        raise ValueError(f"need at least 3 episodes with different true returns per task, got {len(episodes)}")
+    if len(episodes) < 3 or len(set(true)) < 2 or len(set(viper)) < 2:
+        # Nothing to rank (e.g. a sparse task whose graded episodes all returned 0): NaN, reported as such.
+        return {"episodes": len(episodes), "spearman": float("nan"), "pearson": float("nan")}
     return {
         "episodes": len(episodes),
         "spearman": float(stats.spearmanr(true, viper).statistic),

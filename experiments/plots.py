@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from experiments.reports import format_number
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -77,6 +80,11 @@ def likelihood_heatmaps(
     return save_figure(figure, path)
 
 
+def _drawable(value: float | None) -> bool:
+    """Whether a reference line can be drawn at ``value``: missing (None) and non-finite values are left out."""
+    return value is not None and math.isfinite(value)
+
+
 def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     width = max(1, min(width, len(values)))
@@ -122,12 +130,13 @@ def compare_runs(
                       label=label, ms=4)
         recent = np.mean([r["true_return"] for r in train[-smooth:]]) if train else float("nan")
         last = evals[-1] if evals else {"env_step": 0, "true_return": float("nan")}
-        rows.append(f"| {label} | {last['env_step']} | {last['true_return']:.1f} | {recent:.1f} |")
+        rows.append(f"| {label} | {last['env_step']} | {format_number(last['true_return'])} | {format_number(recent)} |")
     for label, value in (baselines or {}).items():
-        axes.axhline(value, ls="--", color="grey", lw=1)
-        axes.annotate(label, (0, value), xycoords=("axes fraction", "data"), xytext=(4, 3),
-                      textcoords="offset points", fontsize=8, color="grey")
-        rows.append(f"| {label} | - | {value:.1f} | - |")
+        if _drawable(value):
+            axes.axhline(value, ls="--", color="grey", lw=1)
+            axes.annotate(label, (0, value), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                          textcoords="offset points", fontsize=8, color="grey")
+        rows.append(f"| {label} | - | {format_number(value)} | - |")
     axes.set(title=title, xlabel="agent steps", ylabel="true return")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -137,7 +146,7 @@ def compare_runs(
     return table
 
 
-def imagination_curves(history: Sequence[dict], random_return: float, path: str | Path, title: str) -> Path:
+def imagination_curves(history: Sequence[dict], random_return: float | None, path: str | Path, title: str) -> Path:
     """An imagination run by physics steps: the real-env return against random play, imagined-vs-real PSNR,
     and the reward head's error (held-out, on real frames; and along the imagined continuation)."""
     figure = Figure(figsize=(14, 3.6))
@@ -146,7 +155,8 @@ def imagination_curves(history: Sequence[dict], random_return: float, path: str 
     returns.plot(steps, [row["eval_return"] for row in history], "o-", ms=3, label="policy (mode), real env")
     returns.plot(steps, [row["collect_return"] for row in history], ".", color="C1", alpha=0.6,
                  label="policy (sampled), collecting")
-    returns.axhline(random_return, ls="--", color="grey", lw=1, label="random play")
+    if _drawable(random_return):
+        returns.axhline(random_return, ls="--", color="grey", lw=1, label="random play")
     returns.set(title=title, xlabel="physics steps", ylabel="true return")
     returns.legend(fontsize=8)
     fidelity.plot(steps, [row["imagined_psnr_first_15"] for row in history], "o-", ms=3, color="C2")

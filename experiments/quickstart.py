@@ -24,7 +24,7 @@ from envs.collect import PolicySpec, collect
 from experiments.eval_reward import evaluate_reward
 from experiments.plots import compare_runs
 from experiments.presets import tokenizer_preset, video_preset
-from experiments.reports import returns_table, tokenizer_report
+from experiments.reports import format_number, format_ratio, returns_table, tokenizer_report
 from experiments.train_agent import agent_config, loop_defaults, run_agent
 from worldmodel.episodes import DatasetManifest
 from worldmodel.tokenizer import FrameTokenizer
@@ -33,6 +33,8 @@ from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 
 GRADED_POLICIES = ("expert", "noisy:0.3", "noisy:1.0", "random")
 STAGES = 6
+AGENT_DIR = "agent"
+AGENT_PLOT = "true_return.png"
 
 
 @dataclass
@@ -80,28 +82,30 @@ def _stage(number: int, text: str) -> None:
     print(f"[{number}/{STAGES}] {text}", flush=True)
 
 
-def _random_policy_return(reward_report: dict[str, Any]) -> float:
-    """The graded random episodes' mean true return, as the report's reward table shows it."""
-    return next(row["true_return"] for row in reward_report["by_policy"] if row["policy"] == "random")
+def _random_policy_return(reward_report: dict[str, Any]) -> float | None:
+    """The graded random episodes' mean true return, as the report's reward table shows it (None: not graded)."""
+    return next((row["true_return"] for row in reward_report["by_policy"] if row["policy"] == "random"), None)
 
 
-def _agent_section(run: Path, summary: dict[str, Any], budget: QuickstartBudget, random_return: float) -> str:
-    plot = run / "true_return.png"
-    compare_runs({"DrQ-v2 on the likelihood-ratio reward": run}, plot,
-                 "DrQ-v2 on the VIPER likelihood-ratio reward alone: true return", smooth=1)
-    final = summary["eval_true_return"]
+def _agent_section(out: Path, summary: dict[str, Any], budget: QuickstartBudget, random_return: float | None) -> str:
+    run = out / AGENT_DIR
+    final = summary.get("eval_true_return")
+    against_random = format_ratio(final, random_return, "the random policy's")
+    evaluation = (
+        f"final evaluation: true return **{format_number(final)}** ({against_random}), "
+        f"VIPER return {format_number(summary.get('eval_return'))}."
+        if final is not None else "no evaluation ran, so there is no final return."
+    )
     lines = [
         f"The agent observes the {budget.agent_observation} "
         f"{'vector' if budget.agent_observation == 'state' else 'frames'}; its reward is the likelihood ratio of the "
         f"rendered frames alone. {summary['env_steps']} agent steps (x{budget.agent_action_repeat} env steps) in "
-        f"{summary['elapsed_s'] / 60:.1f} min, {summary['updates']} updates; final evaluation: true return "
-        f"**{final:.1f}** ({final / random_return:.1f}x the random policy's {random_return:.1f}), "
-        f"VIPER return {summary['eval_return']:.1f}.",
-        f"\n![true return]({plot.relative_to(run.parent)})",
+        f"{format_number(summary['elapsed_s'] / 60)} min, {summary['updates']} updates; {evaluation}",
+        f"\n![true return]({AGENT_DIR}/{AGENT_PLOT})",
     ]
     gifs = sorted((run / "videos").glob("*.gif"))
     if gifs:
-        lines.append(f"\nThe agent (last evaluation): ![agent]({gifs[-1].relative_to(run.parent)})")
+        lines.append(f"\nThe agent (last evaluation): ![agent]({gifs[-1].relative_to(out)})")
     return "\n".join(lines)
 
 
@@ -166,28 +170,55 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
         **loop_defaults("drqv2", budget.agent_observation),
     )
     config = agent_config("drqv2", "cpu", "viper", budget.agent_observation)
-    agent = run_agent(f"dmc:{task}", out / "agent", "drqv2", config, agent_training, "viper", out / "video" / "model",
+    agent = run_agent(f"dmc:{task}", out / AGENT_DIR, "drqv2", config, agent_training, "viper", out / "video" / "model",
                       budget.agent_action_repeat, resume=True, max_episode_steps=budget.max_steps,
                       observation=budget.agent_observation, baseline_dir=out / "video-random" / "model")
 
     _stage(6, "writing the report")
+    compare_runs({"DrQ-v2 on the likelihood-ratio reward": out / AGENT_DIR}, out / AGENT_DIR / AGENT_PLOT,
+                 "DrQ-v2 on the VIPER likelihood-ratio reward alone: true return", smooth=1)
+    return write_report(out, task, budget, (time.monotonic() - started) / 60, expert_episodes=manifest.episodes,
+                        tokenizer=tokenizer, video=video, baseline=baseline, reward=reward, agent=agent)
+
+
+def write_report(
+    out: str | Path,
+    task: str,
+    budget: QuickstartBudget,
+    minutes: float,
+    *,
+    expert_episodes: dict[str, dict],
+    tokenizer: dict[str, Any],
+    video: dict[str, Any],
+    baseline: dict[str, Any],
+    reward: dict[str, Any],
+    agent: dict[str, Any],
+) -> Path:
+    """``{out}/report.md`` from the stages' summaries: the expert episodes (the manifest's), the tokenizer's
+    report, both video models' training summaries, the reward evaluation and the agent run's summary.
+
+    Figures that are missing (None) print as ``n/a`` and non-finite ones as ``nan``/``inf``; the agent's
+    ratio to random play says so where random play returned 0 (see :mod:`experiments.reports`).
+    """
+    out = Path(out)
     report = out / "report.md"
-    minutes = (time.monotonic() - started) / 60
     report.write_text(
         f"# Quickstart: VIPER on {task}\n\n"
-        f"Wall time of this invocation: {minutes:.1f} min.\n\n"
-        f"## Expert episodes (true return)\n\n{returns_table(manifest.episodes)}\n\n"
+        f"Wall time of this invocation: {format_number(minutes)} min.\n\n"
+        f"## Expert episodes (true return)\n\n{returns_table(expert_episodes)}\n\n"
         f"## Tokenizer (held-out {tokenizer['eval_frames']} frames)\n\n"
         "| PSNR (dB) | SSIM | codebook usage | perplexity | codes per frame |\n|---|---|---|---|---|\n"
-        f"| {tokenizer['psnr']:.2f} | {tokenizer['ssim']:.3f} | {tokenizer['codebook_usage']:.2f} "
-        f"| {tokenizer['perplexity']:.1f} | {tokenizer['code_shape'][0]}x{tokenizer['code_shape'][1]} |\n\n"
+        f"| {format_number(tokenizer.get('psnr'), '.2f')} | {format_number(tokenizer.get('ssim'), '.3f')} "
+        f"| {format_number(tokenizer.get('codebook_usage'), '.2f')} | {format_number(tokenizer.get('perplexity'))} "
+        f"| {tokenizer['code_shape'][0]}x{tokenizer['code_shape'][1]} |\n\n"
         "Originals (top) and reconstructions (bottom):\n\n![reconstructions](tokenizer/reconstructions.png)\n\n"
         "## Video models\n\n| model | trained on | steps | held-out bits per code | nats per frame |\n"
         "|---|---|---:|---:|---:|\n"
-        f"| expert | {budget.episodes} expert episodes | {video['step']} | {video['bits_per_code']:.3f} "
-        f"| {video['log_prob_per_frame']:.1f} |\n"
+        f"| expert | {budget.episodes} expert episodes | {video['step']} "
+        f"| {format_number(video.get('bits_per_code'), '.3f')} | {format_number(video.get('log_prob_per_frame'))} |\n"
         f"| baseline | {budget.random_episodes} random-policy episodes | {baseline['step']} "
-        f"| {baseline['bits_per_code']:.3f} | {baseline['log_prob_per_frame']:.1f} |\n\n"
+        f"| {format_number(baseline.get('bits_per_code'), '.3f')} "
+        f"| {format_number(baseline.get('log_prob_per_frame'))} |\n\n"
         "## VIPER reward against the true return\n\n"
         "The reward is the likelihood ratio: each frame's log-likelihood under the expert model minus under the "
         "baseline model, standardised.\n\n"
@@ -197,7 +228,7 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
         "Per-code log-likelihood ratio over frames (bright = more likely under the expert model than the "
         "baseline):\n\n![likelihood heat-map](reward/likelihood_heatmap.png)\n\n"
         f"## DrQ-v2 on the VIPER reward alone\n\n"
-        f"{_agent_section(out / 'agent', agent, budget, _random_policy_return(reward))}\n\n"
+        f"{_agent_section(out, agent, budget, _random_policy_return(reward))}\n\n"
         f"Tensorboard: `tensorboard --logdir {out}`\n"
     )
     return report

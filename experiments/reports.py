@@ -1,8 +1,15 @@
-"""Report writers: numbers as JSON, pictures as PNG, both next to the run they describe."""
+"""Report writers: numbers as JSON, pictures as PNG, both next to the run they describe.
+
+Every figure a report prints goes through :func:`format_number`, and every "x times a baseline" through
+:func:`format_ratio` or :func:`format_share`: a missing figure (None) prints as ``n/a``, NaN and infinities
+print as such, and a ratio to a zero (or negative, or unknown) baseline says so instead of dividing, so a
+report written after hours of training never fails on the numbers it reports.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +20,42 @@ from PIL import Image
 
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_tokenizer import evaluate_tokenizer, evaluation_frames
+
+
+MISSING = "n/a"
+
+
+def format_number(value: float | None, spec: str = ".1f") -> str:
+    """``value`` in format ``spec``; ``"n/a"`` when it is missing (None), ``nan``/``inf``/``-inf`` when not finite."""
+    if value is None:
+        return MISSING
+    value = float(value)
+    return format(value, spec) if math.isfinite(value) else str(value)
+
+
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    """``value / baseline``, or None where the multiple means nothing: a missing or non-finite figure, or a
+    baseline of zero or below (no "x times" of a zero or negative return)."""
+    if value is None or baseline is None or not (math.isfinite(value) and math.isfinite(baseline)) or baseline <= 0:
+        return None
+    return value / baseline
+
+
+def format_ratio(value: float | None, baseline: float | None, baseline_name: str, spec: str = ".1f") -> str:
+    """``value`` as a multiple of a named baseline: ``"3.2x the random policy's 10.5"``; where :func:`ratio`
+    has none, why: ``"no ratio to the random policy's 0.0"``."""
+    multiple = ratio(value, baseline)
+    if multiple is None:
+        return f"no ratio to {baseline_name} {format_number(baseline, spec)}"
+    return f"{multiple:{spec}}x {baseline_name} {format_number(baseline, spec)}"
+
+
+def format_share(value: float | None, reference: float | None) -> str:
+    """``value`` as a percentage of ``reference``: ``"85 %"``; ``"n/a (reference 0.0)"`` where :func:`ratio` has none."""
+    multiple = ratio(value, reference)
+    if multiple is None:
+        return f"{MISSING} (reference {format_number(reference)})"
+    return f"{100 * multiple:.0f} %"
 
 
 def save_image_grid(rows: list[np.ndarray], path: str | Path, scale: int = 2) -> Path:
@@ -63,5 +106,8 @@ def returns_table(episodes: dict[str, dict]) -> str:
     rows = ["| task | policy | episodes | mean return | std | min |", "|---|---|---|---|---|---|"]
     for (task, policy), returns in sorted(groups.items()):
         r = np.asarray(returns)
-        rows.append(f"| {task} | {policy} | {len(r)} | {r.mean():.1f} | {r.std():.1f} | {r.min():.1f} |")
+        rows.append(
+            f"| {task} | {policy} | {len(r)} | {format_number(r.mean())} | {format_number(r.std())} "
+            f"| {format_number(r.min())} |"
+        )
     return "\n".join(rows)

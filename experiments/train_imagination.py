@@ -47,6 +47,7 @@ from envs.world_model import WorldModelEnv, WorldModelVectorEnv
 from experiments.eval_consistency import exact_match_psnr
 from experiments.plots import imagination_curves
 from experiments.presets import tokenizer_preset, video_preset
+from experiments.reports import ratio
 from experiments.videos import save_video, side_by_side
 from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
@@ -433,7 +434,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) 
         "agent_std": float(np.std(agent_returns)),
         "random_mean": random_mean,
         "random_std": float(np.std(random_returns)),
-        "ratio_to_random": agent_mean / random_mean if random_mean > 0 else None,
+        "ratio_to_random": ratio(agent_mean, random_mean),  # None where random play returned 0 or less
     }
     write_json_atomic(run_dir / f"{name}.json", result)
     return result
