@@ -197,7 +197,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
 
     from experiments.presets import video_preset
     from worldmodel.episodes import DatasetManifest
-    from worldmodel.tokenizer import FrameTokenizer
+    from worldmodel.tokenizer import load_tokenizer
     from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 
     preset = video_preset(args.preset)
@@ -206,7 +206,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
             preset.transformer, action_dropout=args.action_dropout, reward_head=args.reward_head,
             continue_head=args.continue_head,
         ),
-        FrameTokenizer.load(args.tokenizer),
+        load_tokenizer(args.tokenizer),
         DatasetManifest.load(args.data),
         actions=not args.no_actions,
     )

@@ -27,7 +27,7 @@ from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import format_number, format_ratio, returns_table, tokenizer_report
 from experiments.train_agent import agent_config, loop_defaults, run_agent
 from worldmodel.episodes import DatasetManifest
-from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.tokenizer import load_tokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 
@@ -112,7 +112,7 @@ def _agent_section(out: Path, summary: dict[str, Any], budget: QuickstartBudget,
 def _train_video_model(data: Path, tokenizer_checkpoint: Path, run: Path, minutes: float) -> dict[str, Any]:
     preset = video_preset("dmc")
     config = fit_to_data(
-        replace(preset.transformer, action_dropout=0.5), FrameTokenizer.load(tokenizer_checkpoint),
+        replace(preset.transformer, action_dropout=0.5), load_tokenizer(tokenizer_checkpoint),
         DatasetManifest.load(data), True,
     )
     training = VideoTraining(

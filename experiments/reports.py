@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.train_tokenizer import evaluate_tokenizer, evaluation_frames
 
 
@@ -68,7 +68,7 @@ def save_image_grid(rows: list[np.ndarray], path: str | Path, scale: int = 2) ->
     return path
 
 
-def encode_decode_speed(tokenizer: FrameTokenizer, frames: np.ndarray, repeats: int = 3) -> float:
+def encode_decode_speed(tokenizer: Tokenizer, frames: np.ndarray, repeats: int = 3) -> float:
     """Frames per second of encode followed by decode, best of ``repeats``, on this machine."""
     best = float("inf")
     for _ in range(repeats):
@@ -82,7 +82,7 @@ def tokenizer_report(
     checkpoint: str | Path, data_root: str | Path, frame_count: int = 1024, out: str | Path | None = None
 ) -> dict[str, Any]:
     """Held-out quality, codebook use and speed of a tokenizer, with a reconstruction PNG."""
-    tokenizer = FrameTokenizer.load(checkpoint).eval()
+    tokenizer = load_tokenizer(checkpoint).eval()
     frames = evaluation_frames(data_root, frame_count)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "eval_frames": len(frames)}
     report.update(evaluate_tokenizer(tokenizer, frames))

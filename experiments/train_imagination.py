@@ -53,7 +53,7 @@ from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
 from worldmodel.metrics import psnr
 from worldmodel.sampling import check_decoding
-from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 from worldmodel.video_model import VideoModel
@@ -124,7 +124,7 @@ RESUMABLE_CHANGES = ("physics_steps", "max_minutes", "decoding")
 class ReconstructingPolicy:
     """The actor-critic acting in one real episode: frames go through the tokenizer, then the frame stack."""
 
-    def __init__(self, agent: ActorCritic, tokenizer: FrameTokenizer, sample: bool) -> None:
+    def __init__(self, agent: ActorCritic, tokenizer: Tokenizer, sample: bool) -> None:
         self.agent, self.tokenizer, self.sample = agent, tokenizer, sample
         self.stacks = FrameStacks(agent.config.frame_stack)
         self.started = False
@@ -215,7 +215,7 @@ def _train_tokenizer(run: ImaginationRun) -> Path:
 
 
 def _train_world_model(
-    run: ImaginationRun, tokenizer: FrameTokenizer, checkpoint: Path, iteration: int
+    run: ImaginationRun, tokenizer: Tokenizer, checkpoint: Path, iteration: int
 ) -> dict[str, Any]:
     settings = run.settings
     preset = video_preset(settings.video_preset)
@@ -267,7 +267,7 @@ def _imagine(
     return totals
 
 
-def _play(env: gym.Env, agent: ActorCritic, tokenizer: FrameTokenizer, seed: int, sample: bool) -> dict[str, Any]:
+def _play(env: gym.Env, agent: ActorCritic, tokenizer: Tokenizer, seed: int, sample: bool) -> dict[str, Any]:
     return run_episode(env, ReconstructingPolicy(agent, tokenizer, sample), seed)
 
 
@@ -314,7 +314,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     env = make_real_env(settings)
     _collect_random(run, env, writer)
     tokenizer_checkpoint = _train_tokenizer(run)
-    tokenizer = FrameTokenizer.load(tokenizer_checkpoint).eval()
+    tokenizer = load_tokenizer(tokenizer_checkpoint).eval()
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
     if (run.dir / AGENT_DIR / AGENT_WEIGHTS).exists():
         agent.load_state_tensors(load_file(run.dir / AGENT_DIR / AGENT_WEIGHTS))
@@ -405,7 +405,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) 
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     settings = _saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / AGENT_WEIGHTS)
     env = make_real_env(settings)
-    tokenizer = FrameTokenizer.load(_tokenizer_checkpoint(settings, run_dir)).eval()
+    tokenizer = load_tokenizer(_tokenizer_checkpoint(settings, run_dir)).eval()
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
     agent.load_state_tensors(load_file(run_dir / AGENT_DIR / AGENT_WEIGHTS))
     fps = DatasetManifest.load(run_dir / "data").fps

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from worldmodel.checkpoint import CheckpointError, save_checkpoint
-from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig, TokenizerOutput
+from worldmodel.tokenizer import (
+    TOKENIZER_KINDS, FrameTokenizer, Tokenizer, TokenizerConfig, TokenizerOutput, load_tokenizer,
+)
 
 QUANTIZER_CONFIGS = {
     "vq": {"quantizer": "vq", "latent_dim": 8, "quantizer_kwargs": {"codebook_size": 32}},
@@ -112,6 +114,50 @@ def test_load_wrong_kind_or_bad_config_raises(tmp_path):
     save_checkpoint(tmp_path / "b", tokenizer.state_dict(), {"kind": "frame_tokenizer", "config": bad})
     with pytest.raises(CheckpointError, match="unknown quantizer"):
         FrameTokenizer.load(tmp_path / "b")
+
+
+def test_load_tokenizer_dispatches_on_the_recorded_kind(tmp_path):
+    tokenizer = FrameTokenizer(tiny_config("vq"))
+    tokenizer.save(tmp_path / "tok")
+    assert json.loads((tmp_path / "tok" / "config.json").read_text())["kind"] == FrameTokenizer.kind
+    loaded = load_tokenizer(tmp_path / "tok", device="cpu")
+    assert isinstance(loaded, Tokenizer) and type(loaded) is FrameTokenizer and loaded.kind == "frame_tokenizer"
+    assert (loaded.vocab_size, loaded.code_shape, loaded.image_size, loaded.frames_per_code_step) == (32, (8, 8), 64, 1)
+    frames = random_frames(2)
+    assert torch.equal(loaded.encode(frames), tokenizer.encode(frames))
+
+
+class _OtherFamily:
+    """Stands in for a second tokenizer family: records how the loader called it."""
+
+    @classmethod
+    def load(cls, directory, map_location):
+        return ("other family", directory, map_location)
+
+
+def test_load_tokenizer_reaches_every_registered_family(tmp_path, monkeypatch):
+    monkeypatch.setitem(TOKENIZER_KINDS, "causal_video", f"{__name__}:_OtherFamily")
+    save_checkpoint(tmp_path / "tok", {}, {"kind": "causal_video", "config": {}})
+    assert load_tokenizer(tmp_path / "tok", device="meta") == ("other family", tmp_path / "tok", "meta")
+
+
+def test_checkpoint_without_a_kind_loads_as_the_frame_tokenizer(tmp_path):
+    """Checkpoints written before the kind was recorded: weights and config only."""
+    tokenizer = FrameTokenizer(tiny_config("fsq"))
+    save_checkpoint(tmp_path / "old", tokenizer.state_dict(), {"config": tokenizer.config.to_dict()})
+    frames = random_frames(2)
+    for loaded in (load_tokenizer(tmp_path / "old"), FrameTokenizer.load(tmp_path / "old")):
+        assert type(loaded) is FrameTokenizer and loaded.config == tokenizer.config
+        assert torch.equal(loaded.encode(frames), tokenizer.encode(frames))
+
+
+def test_unknown_tokenizer_kind_is_named_with_the_known_ones(tmp_path):
+    save_checkpoint(tmp_path / "tok", {}, {"kind": "causal_video", "config": {}})
+    known = r"unknown tokenizer kind 'causal_video'; known kinds: \['frame_tokenizer'\]"
+    with pytest.raises(CheckpointError, match=known):
+        load_tokenizer(tmp_path / "tok")
+    with pytest.raises(CheckpointError, match="no tokenizer checkpoint at"):
+        load_tokenizer(tmp_path / "missing")
 
 
 def test_tiny_tokenizer_overfits_a_few_frames():

@@ -83,6 +83,25 @@ def test_loading_mismatched_parts_names_the_problem(tmp_path):
         VideoModel.load(tmp_path / "missing")
 
 
+def test_bundle_records_the_tokenizer_kind_and_old_bundles_still_load(tmp_path):
+    model, frames = _model(), _clips()
+    model.save(tmp_path / "model")
+    bundle_file = tmp_path / "model" / "bundle.json"
+    tokenizer_config = tmp_path / "model" / "tokenizer" / "config.json"
+    bundle = json.loads(bundle_file.read_text())
+    assert bundle["tokenizer_kind"] == "frame_tokenizer" == VideoModel.load(tmp_path / "model").tokenizer.kind
+    # written before kinds were recorded: neither bundle.json nor the tokenizer checkpoint names one
+    bundle_file.write_text(json.dumps({k: v for k, v in bundle.items() if k != "tokenizer_kind"}))
+    config = json.loads(tokenizer_config.read_text())
+    tokenizer_config.write_text(json.dumps({k: v for k, v in config.items() if k != "kind"}))
+    task = torch.tensor([1, 0])
+    old = VideoModel.load(tmp_path / "model")
+    torch.testing.assert_close(old.log_prob(frames, task=task), model.log_prob(frames, task=task), rtol=0, atol=0)
+    bundle_file.write_text(json.dumps({**bundle, "tokenizer_kind": "causal_video"}))
+    with pytest.raises(CheckpointError, match="tokenizer_kind: bundle.json says causal_video, the parts have frame_tok"):
+        VideoModel.load(tmp_path / "model")
+
+
 def test_bundle_refuses_inconsistent_metadata():
     tokenizer, transformer = FrameTokenizer(TOKENIZER), VideoTransformer(TRANSFORMER)
     with pytest.raises(ValueError, match="2 tasks, but 1 are named"):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from worldmodel.checkpoint import fingerprint, read_json, write_json_atomic
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode, write_npz_atomic
-from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.tokenizer import Tokenizer
 
 CACHE_FILE = "cache.json"
 CODES_KEY = "codes"
@@ -30,9 +30,9 @@ class TokenCacheError(ValueError):
     """A token cache was made by another tokenizer, or is not a token cache."""
 
 
-def tokenizer_fingerprint(tokenizer: FrameTokenizer) -> str:
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """Identifies a tokenizer by its config and weights: equal fingerprints make equal codes."""
-    config = json.dumps(tokenizer.config.to_dict(), sort_keys=True)
+    config = json.dumps(tokenizer.config_dict(), sort_keys=True)
     return hashlib.sha256((config + fingerprint(tokenizer.state_dict())).encode()).hexdigest()
 
 
@@ -47,7 +47,7 @@ def _codes_dtype(vocab_size: int) -> np.dtype:
 
 def build_token_cache(
     data_root: str | Path,
-    tokenizer: FrameTokenizer,
+    tokenizer: Tokenizer,
     cache_dir: str | Path,
     splits: tuple[str, ...] = ("train", "test"),
     batch_size: int = 256,
@@ -59,7 +59,8 @@ def build_token_cache(
     data_root, cache_dir = Path(data_root), Path(cache_dir)
     expected = {
         "fingerprint": tokenizer_fingerprint(tokenizer),
-        "tokenizer_config": tokenizer.config.to_dict(),
+        "tokenizer_kind": tokenizer.kind,
+        "tokenizer_config": tokenizer.config_dict(),
         "code_shape": list(tokenizer.code_shape),
         "vocab_size": tokenizer.vocab_size,
     }

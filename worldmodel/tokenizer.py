@@ -1,6 +1,14 @@
-"""Per-frame tokenizer: a small VQ-GAN-style CNN around a pluggable quantizer.
+"""Tokenizers: the interface every tokenizer family implements, one loader, and the per-frame CNN tokenizer.
 
-``FrameTokenizer`` maps uint8 frames ``(..., H, W, 3)`` to integer codes
+:class:`Tokenizer` is what the rest of the toolkit (the video model bundle, the token cache,
+training, the imagination loop, reports) sees: ``encode`` uint8 frames to integer codes,
+``decode`` codes back, the code grid and the vocabulary, ``save`` and ``load``. Every
+checkpoint records its family as its ``kind``, and :func:`load_tokenizer` dispatches on it,
+so a second family (e.g. a causal 3D video tokenizer that compresses time, with
+``frames_per_code_step > 1``) is a new class plus one line in :data:`TOKENIZER_KINDS`.
+
+``FrameTokenizer``, the per-frame family (a small VQ-GAN-style CNN around a pluggable
+quantizer), maps uint8 frames ``(..., H, W, 3)`` to integer codes
 ``(..., h, w)`` and back. The encoder halves the resolution ``len(ch_mult) - 1``
 times, so a 64x64 frame becomes 8x8 codes with ``ch_mult=(1, 2, 2, 2)`` (VIPER's
 DMC setting) and 16x16 codes with ``ch_mult=(1, 2, 2)`` (Atari / 3D mazes).
@@ -14,12 +22,14 @@ the narrowest width.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,10 +37,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from worldmodel.checkpoint import load_into_module, load_typed_checkpoint, save_checkpoint
+from worldmodel.checkpoint import (
+    CONFIG_FILE, CheckpointError, load_checkpoint, load_into_module, read_json, save_checkpoint,
+)
 from worldmodel.quantizers import QUANTIZERS, Quantizer, make_quantizer
 
 CHECKPOINT_KIND = "frame_tokenizer"
+# Every tokenizer family by the kind its checkpoints record, as "module:Class" so that a family is
+# imported only when a checkpoint of its kind is loaded.
+TOKENIZER_KINDS: dict[str, str] = {CHECKPOINT_KIND: "worldmodel.tokenizer:FrameTokenizer"}
+LEGACY_TOKENIZER_KIND = CHECKPOINT_KIND  # of checkpoints and bundles written before kinds were recorded
 
 # Defaults that a config's quantizer_kwargs override; 256 codes as in VIPER's DMC tokenizer.
 DEFAULT_QUANTIZER_KWARGS: dict[str, dict[str, Any]] = {"vq": {"codebook_size": 256}, "fsq": {}, "lfq": {}}
@@ -220,7 +236,85 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-class FrameTokenizer(nn.Module):
+class Tokenizer(nn.Module, ABC):
+    """uint8 frames ``(..., T, H, W, 3)`` <-> integer codes ``(..., T / frames_per_code_step, h, w)``.
+
+    A family sets :attr:`kind` (recorded in its checkpoints, listed in :data:`TOKENIZER_KINDS`)
+    and implements the methods below; ``encode`` and ``decode`` run without gradients and
+    return tensors on the module's device.
+    """
+
+    kind: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of distinct code values."""
+
+    @property
+    @abstractmethod
+    def code_shape(self) -> tuple[int, int]:
+        """Codes per code step, ``(h, w)``."""
+
+    @property
+    @abstractmethod
+    def image_size(self) -> int:
+        """Side of the square frames it takes and gives."""
+
+    @property
+    def frames_per_code_step(self) -> int:
+        """Frames one ``(h, w)`` grid of codes stands for: 1 for per-frame tokenizers."""
+        return 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """The family's architecture as JSON, as its checkpoint records it."""
+
+    @abstractmethod
+    def encode(self, frames: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
+        """uint8 frames ``(..., H, W, 3)`` -> int64 codes ``(..., h, w)``, ``batch_size`` frames at a time."""
+
+    @abstractmethod
+    def decode(self, codes: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
+        """Integer codes ``(..., h, w)`` -> uint8 frames ``(..., H, W, 3)``, ``batch_size`` code steps at a time."""
+
+    @abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write a checkpoint (safetensors + ``config.json`` with ``kind``) atomically."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Tokenizer:
+        """Rebuild a tokenizer of this family from :meth:`save`."""
+
+
+def checkpoint_kind(directory: str | Path) -> str:
+    """The tokenizer family a checkpoint records (checkpoints that record none are frame tokenizers)."""
+    return read_json(Path(directory) / CONFIG_FILE).get("kind", LEGACY_TOKENIZER_KIND)
+
+
+def tokenizer_class(kind: str) -> type[Tokenizer]:
+    """The tokenizer family of ``kind``; CheckpointError names the known kinds otherwise."""
+    if kind not in TOKENIZER_KINDS:
+        raise CheckpointError(f"unknown tokenizer kind {kind!r}; known kinds: {sorted(TOKENIZER_KINDS)}")
+    module, name = TOKENIZER_KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+    """Load any tokenizer checkpoint onto ``device``, whatever its family (the ``kind`` it records)."""
+    try:
+        kind = checkpoint_kind(directory)
+    except CheckpointError as err:
+        raise CheckpointError(f"no tokenizer checkpoint at {directory}: {err}") from err
+    return tokenizer_class(kind).load(directory, device)
+
+
+class FrameTokenizer(Tokenizer):
     """Per-frame CNN tokenizer: uint8 frames ``(..., H, W, 3)`` <-> codes ``(..., h, w)``.
 
     Training uses :meth:`forward` on float images in ``[-1, 1]``; the rest of the
@@ -229,6 +323,8 @@ class FrameTokenizer(nn.Module):
     chunks of ``batch_size`` frames, on the module's device, and return tensors on
     that device.
     """
+
+    kind = CHECKPOINT_KIND
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
@@ -246,8 +342,11 @@ class FrameTokenizer(nn.Module):
         return (self.config.code_size, self.config.code_size)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
 
     def forward(self, x: Tensor) -> TokenizerOutput:
         """Reconstruct float images ``x (B, 3, H, W)`` in ``[-1, 1]``."""
@@ -319,12 +418,20 @@ class FrameTokenizer(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` + ``config.json`` (kind ``frame_tokenizer``) atomically."""
-        save_checkpoint(directory, self.state_dict(), {"kind": CHECKPOINT_KIND, "config": self.config.to_dict()})
+        save_checkpoint(directory, self.state_dict(), {"kind": self.kind, "config": self.config_dict()})
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FrameTokenizer:
-        """Rebuild a tokenizer from :meth:`save`; CheckpointError names any mismatch."""
-        config, tensors = load_typed_checkpoint(directory, CHECKPOINT_KIND, TokenizerConfig.from_dict)
+        """Rebuild a tokenizer from :meth:`save` (or from before checkpoints recorded their kind);
+        CheckpointError names any mismatch."""
+        tensors, meta = load_checkpoint(directory)
+        kind = meta.get("kind", LEGACY_TOKENIZER_KIND)
+        if kind != CHECKPOINT_KIND:
+            raise CheckpointError(f"checkpoint {directory} is of kind {kind!r}, expected {CHECKPOINT_KIND!r}")
+        try:
+            config = TokenizerConfig.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {directory} has an invalid {CHECKPOINT_KIND} config: {err}") from err
         model = cls(config)
         load_into_module(model, tensors, directory)
         return model.to(map_location)

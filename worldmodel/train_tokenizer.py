@@ -21,7 +21,7 @@ from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
 from worldmodel.schedule import learning_rate
 from worldmodel.training_run import RUN_CADENCE, TrainingRun
-from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, TokenizerConfig, frames_to_images
+from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, Tokenizer, TokenizerConfig, frames_to_images
 
 EVAL_FILE = "eval.json"
 
@@ -52,7 +52,7 @@ def evaluation_frames(data_root: str | Path, count: int, seed: int = 0) -> np.nd
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tokenizer: FrameTokenizer, frames: np.ndarray, batch_size: int = 128) -> dict[str, float]:
+def evaluate_tokenizer(tokenizer: Tokenizer, frames: np.ndarray, batch_size: int = 128) -> dict[str, float]:
     """Held-out PSNR / SSIM of reconstructions, and how much of the codebook the frames use."""
     codes = tokenizer.encode(frames, batch_size=batch_size)
     recon = tokenizer.decode(codes, batch_size=batch_size)
@@ -65,7 +65,7 @@ def evaluate_tokenizer(tokenizer: FrameTokenizer, frames: np.ndarray, batch_size
     }
 
 
-def _image_grid(originals: np.ndarray, tokenizer: FrameTokenizer) -> torch.Tensor:
+def _image_grid(originals: np.ndarray, tokenizer: Tokenizer) -> torch.Tensor:
     """Originals over reconstructions, ``(2N, 3, H, W)`` in [0, 1] for tensorboard."""
     recon = tokenizer.decode(tokenizer.encode(originals)).numpy()
     both = np.concatenate([originals, recon])

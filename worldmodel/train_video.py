@@ -41,7 +41,7 @@ from worldmodel.rollout import sample_frames
 from worldmodel.schedule import learning_rate
 from worldmodel.training_run import RUN_CADENCE, TrainingRun
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
-from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
 from worldmodel.video_model import VideoModel, VideoModelInfo, check_parts_fit
 
@@ -119,7 +119,7 @@ class _Distributed:
 
 def fit_to_data(
     config: VideoTransformerConfig,
-    tokenizer: FrameTokenizer,
+    tokenizer: Tokenizer,
     manifest: DatasetManifest | None,
     actions: bool = True,
 ) -> VideoTransformerConfig:
@@ -249,7 +249,7 @@ def evaluate_heads(transformer: VideoTransformer, clips: dict[str, np.ndarray], 
 
 @torch.no_grad()
 def sample_grid(
-    transformer: VideoTransformer, tokenizer: FrameTokenizer, clips: dict[str, np.ndarray], seed: int, count: int = 4
+    transformer: VideoTransformer, tokenizer: Tokenizer, clips: dict[str, np.ndarray], seed: int, count: int = 4
 ) -> Tensor:
     """Real clips above continuations sampled from their first half: ``(count, 3, 2H, T*W)`` in [0, 1]."""
     clips = {key: value[:count] for key, value in clips.items()}
@@ -291,7 +291,7 @@ def train_video(
     run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=RUN_CADENCE,
                       max_minutes=training.max_minutes, main_process=group.rank == 0)
 
-    tokenizer = FrameTokenizer.load(tokenizer_checkpoint, map_location=device).eval()
+    tokenizer = load_tokenizer(tokenizer_checkpoint, device).eval()
     torch.manual_seed(training.seed)
     transformer = VideoTransformer(transformer_config).to(device)
     check_parts_fit(tokenizer, transformer)
@@ -315,7 +315,7 @@ def train_video(
 
     train_data = EpisodeDataset(cache_dir, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
     held_out = evaluation_clips(cache_dir, training)
-    image_size = tokenizer.config.image_size
+    image_size = tokenizer.image_size
     codes_per_frame = transformer_config.codes_per_frame
     writer = run.writer
     parameters = list(transformer.parameters())

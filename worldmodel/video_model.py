@@ -4,9 +4,9 @@ One directory holds everything a consumer (VIPER reward, world-model env, rollou
 generator) needs::
 
     model/
-      bundle.json     kind, frame size, code grid, vocabulary, window, frame skip,
-                      action space, task names, reward statistics
-      tokenizer/      FrameTokenizer checkpoint
+      bundle.json     kind, tokenizer kind, frame size, code grid, vocabulary, window,
+                      frame skip, action space, task names, reward statistics
+      tokenizer/      tokenizer checkpoint (any family, see worldmodel.tokenizer)
       transformer/    VideoTransformer checkpoint
 
 It is written atomically as a whole, and loading checks that the parts fit each other
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from worldmodel.checkpoint import CheckpointError, atomic_directory, read_json
 from worldmodel.rollout import rollout
 from worldmodel.streaming import StreamingSampler, StreamingScorer
-from worldmodel.tokenizer import FrameTokenizer
+from worldmodel.tokenizer import LEGACY_TOKENIZER_KIND, Tokenizer, load_tokenizer
 from worldmodel.transformer import CodeScores, VideoTransformer
 
 BUNDLE_KIND = "video_model"
@@ -56,7 +56,7 @@ class VideoModelInfo:
     reward_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def check_parts_fit(tokenizer: FrameTokenizer, transformer: VideoTransformer) -> None:
+def check_parts_fit(tokenizer: Tokenizer, transformer: VideoTransformer) -> None:
     """Raise ValueError unless the transformer models exactly the codes the tokenizer makes."""
     config = transformer.config
     if tokenizer.vocab_size != config.vocab_size or tokenizer.code_shape != config.code_shape:
@@ -67,12 +67,12 @@ def check_parts_fit(tokenizer: FrameTokenizer, transformer: VideoTransformer) ->
 
 
 class VideoModel(nn.Module):
-    """A trained :class:`FrameTokenizer` and :class:`VideoTransformer` used together on pixels.
+    """A trained :class:`~worldmodel.tokenizer.Tokenizer` and :class:`VideoTransformer` used together on pixels.
 
     Kept in eval mode: it scores and samples, training happens on the parts.
     """
 
-    def __init__(self, tokenizer: FrameTokenizer, transformer: VideoTransformer, info: VideoModelInfo) -> None:
+    def __init__(self, tokenizer: Tokenizer, transformer: VideoTransformer, info: VideoModelInfo) -> None:
         super().__init__()
         check_parts_fit(tokenizer, transformer)
         num_tasks = transformer.config.num_tasks
@@ -88,7 +88,7 @@ class VideoModel(nn.Module):
 
     @property
     def image_size(self) -> int:
-        return self.tokenizer.config.image_size
+        return self.tokenizer.image_size
 
     @property
     def window(self) -> int:
@@ -197,6 +197,7 @@ class VideoModel(nn.Module):
             self.transformer.save(tmp / TRANSFORMER_DIR)
             bundle = {
                 "kind": BUNDLE_KIND,
+                "tokenizer_kind": self.tokenizer.kind,
                 "image_size": self.image_size,
                 "code_shape": list(self.tokenizer.code_shape),
                 "vocab_size": self.tokenizer.vocab_size,
@@ -217,14 +218,16 @@ class VideoModel(nn.Module):
         bundle = read_json(directory / BUNDLE_FILE)
         if bundle.get("kind") != BUNDLE_KIND:
             raise CheckpointError(f"{directory} is of kind {bundle.get('kind')!r}, expected {BUNDLE_KIND!r}")
-        tokenizer = FrameTokenizer.load(directory / TOKENIZER_DIR, map_location)
+        tokenizer = load_tokenizer(directory / TOKENIZER_DIR, map_location)
         transformer = VideoTransformer.load(directory / TRANSFORMER_DIR, map_location)
         actual = {
-            "image_size": tokenizer.config.image_size,
+            "tokenizer_kind": tokenizer.kind,
+            "image_size": tokenizer.image_size,
             "code_shape": list(tokenizer.code_shape),
             "vocab_size": tokenizer.vocab_size,
             "window": transformer.config.window,
         }
+        bundle.setdefault("tokenizer_kind", LEGACY_TOKENIZER_KIND)
         wrong = [k for k, v in actual.items() if bundle.get(k) != v]
         if wrong:
             details = "; ".join(f"{k}: bundle.json says {bundle.get(k)}, the parts have {actual[k]}" for k in wrong)
