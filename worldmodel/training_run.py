@@ -113,12 +113,12 @@ class TrainingRun:
         self._writer: SummaryWriter | None = None
         self._clock_start, self._elapsed_before = clock(), 0.0
         if settings is not None and main_process:
-            self._record_settings(dict(settings), set(may_change))
+            self._record_settings(dict(settings), set(may_change), check=resume)
 
-    def _record_settings(self, settings: dict[str, Any], may_change: set[str]) -> None:
+    def _record_settings(self, settings: dict[str, Any], may_change: set[str], check: bool) -> None:
         path = self.dir / SETTINGS_FILE
         settings = _jsonable(settings)
-        if self.resumed and path.is_file():
+        if check and path.is_file():
             before = read_json(path)
             changed = sorted(k for k in settings.keys() | before.keys()
                              if k not in may_change and before.get(k) != settings.get(k))
