@@ -120,7 +120,8 @@ def compare_runs(
     for i, (label, run) in enumerate(runs.items()):
         log = _return_log(Path(run))
         colour = f"C{i}"
-        train, evals = log["train"], log["eval"]
+        train = [r for r in log["train"] if not r.get("cut")]  # an episode a resume cut short is no return
+        evals = log["eval"]
         if train:
             averaged = _moving_average([r["true_return"] for r in train], smooth)
             steps = [r["env_step"] for r in train][len(train) - len(averaged):]

@@ -93,3 +93,16 @@ def test_run_comparison_table_with_a_missing_baseline_and_no_evaluation(tmp_path
         "| expert | - | n/a | - |",
     ]
     assert (tmp_path / "curve.png").is_file()
+
+
+def test_run_comparison_leaves_out_episodes_a_resume_cut_short(tmp_path):
+    run = tmp_path / "agent"
+    run.mkdir()
+    train = [
+        {"env_step": 20, "true_return": 10.0, "length": 20},
+        {"env_step": 30, "true_return": 1.0, "length": 10, "cut": True},  # recorded by train_agent on resume
+        {"env_step": 50, "true_return": 20.0, "length": 20},
+    ]
+    (run / "returns.json").write_text(json.dumps({"train": train, "eval": [{"env_step": 50, "true_return": 30.0}]}))
+    table = compare_runs({"agent": run}, tmp_path / "curve.png", "cut", smooth=3)
+    assert table.splitlines()[2] == "| agent | 50 | 30.0 | 15.0 |"
