@@ -21,7 +21,7 @@ into the action box and whose std is bounded (DreamerV3's bounds, 0.1 to 1).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -40,18 +40,27 @@ ROLLOUT_KEYS = ("obs", "action", "reward", "terminated", "truncated", "valid")  
 class ActorCriticConfig:
     """Defaults follow IRIS's imagination learner (discount 0.995, lambda 0.95, entropy 0.001, horizon 20)."""
 
-    horizon: int = 20
-    discount: float = 0.995
-    lam: float = 0.95
-    entropy_weight: float = 1e-3
-    lr: float = 3e-4
-    grad_clip: float = 10.0
-    frame_stack: int = 3
-    feature_dim: int = 256
-    hidden_dim: int = 256
-    return_scale_decay: float = 0.99
-    epochs: int = 1
-    clip: float = 0.2
+    horizon: int = field(default=20, metadata={"help": "imagined steps per rollout"})
+    discount: float = field(default=0.995, metadata={"help": "discount of the lambda-returns"})
+    lam: float = field(default=0.95, metadata={"help": "lambda of the lambda-returns"})
+    entropy_weight: float = field(default=1e-3, metadata={"help": "weight of the policy's entropy bonus"})
+    lr: float = field(default=3e-4, metadata={"help": "actor-critic learning rate"})
+    grad_clip: float = field(default=10.0, metadata={"help": "actor-critic gradient-norm clip"})
+    frame_stack: int = field(default=3, metadata={"help": "frames the policy sees at once"})
+    feature_dim: int = field(default=256, metadata={"help": "actor-critic feature size"})
+    hidden_dim: int = field(default=256, metadata={"help": "actor-critic MLP width"})
+    return_scale_decay: float = field(
+        default=0.99, metadata={"help": "EMA decay of the return range that scales advantages"}
+    )
+    epochs: int = field(
+        default=1, metadata={"help": (
+            "gradient steps per imagined rollout (above 1: PPO's clipped ratio keeps the policy near the one that"
+            " imagined it; 1: plain REINFORCE)"
+        )},
+    )
+    clip: float = field(
+        default=0.2, metadata={"help": "PPO's clip range of the probability ratio (with epochs above 1)"}
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.horizon, int) or self.horizon < 1:

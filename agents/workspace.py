@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,19 +98,43 @@ def agent_kind(name: str) -> AgentKind:
 class Training:
     """Loop settings, counted in agent steps (env steps after any action repeat)."""
 
-    total_steps: int = 500_000
-    seed_steps: int = 1000  # uniform random actions before the first update
-    update_every: int = 1  # one update per this many agent steps (DrQ-v2 publishes 2)
-    updates_per_step: int = 1  # updates at each update step (the update-to-data ratio, when update_every is 1)
-    frame_stack: int = 3  # observations per agent input (1 for state vectors, which hold velocities)
-    replay_capacity: int = 100_000
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    checkpoint_every: int = 10_000
-    video_every: int = 50_000  # a GIF of the first evaluation episode; a multiple of eval_every, 0 for none
-    log_every: int = 1000  # losses and timings to tensorboard
-    max_minutes: float | None = None
-    seed: int = 0
+    total_steps: int = field(
+        default=500_000, metadata={"help": "agent steps in all (a resumed run continues up to this)"}
+    )
+    seed_steps: int = field(default=1000, metadata={"help": "uniformly random actions before the first update"})
+    update_every: int = field(
+        default=1, metadata={"help": "agent steps per update (default: 1; 2 for drqv2's paper preset, as published)"}
+    )
+    updates_per_step: int = field(
+        default=1, metadata={"help": (
+            "updates at each update step, the update-to-data ratio when --update-every is 1 (default: 4 for "
+            "drqv2's cpu preset on states, else 1)"
+        )},
+    )
+    frame_stack: int = field(
+        default=3, metadata={"help": (
+            "observations stacked into each agent input, each stored once in the replay (default: 3 frames for "
+            "pixels, 1 for states)"
+        )},
+    )
+    replay_capacity: int = field(default=100_000, metadata={"help": "agent steps kept in the replay buffer"})
+    eval_every: int = field(
+        default=10_000, metadata={"help": "agent steps between evaluation episodes (deterministic policy)"}
+    )
+    eval_episodes: int = field(default=10, metadata={"help": "episodes per evaluation"})
+    checkpoint_every: int = field(
+        default=10_000, metadata={"help": "agent steps between atomic checkpoints (agent, optimizers, replay, RNG)"}
+    )
+    video_every: int = field(
+        default=50_000, metadata={"help": (
+            "agent steps between GIFs of an evaluation episode (a multiple of eval-every; 0 = none)"
+        )},
+    )
+    log_every: int = field(default=1000, metadata={"help": "agent steps between tensorboard scalars (losses, timings)"})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop (and checkpoint) after this much training time, counted across resumes"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the agent, the replay sampling and the episodes"})
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "update_every", "updates_per_step", "frame_stack", "replay_capacity",

@@ -24,12 +24,27 @@ def env_frame_skip(get_attr: Callable[[str], Any]) -> int:
     return 1
 
 
+def env_steps_per_decision(action_repeat: int, env_repeat: int) -> int:
+    """How many env steps an :class:`ActionRepeat` must hold each action for the agent to decide every
+    ``action_repeat`` underlying steps (physics steps for DMC), on an env that itself repeats each action
+    ``env_repeat`` times (``env_frame_skip``; 2 for our DMC envs)."""
+    if not isinstance(action_repeat, int) or action_repeat < 1:
+        raise ValueError(f"action repeat must be a positive int (physics steps per agent decision), got {action_repeat!r}")
+    if action_repeat % env_repeat:
+        raise ValueError(
+            f"action repeat {action_repeat} (physics steps per agent decision) is not a multiple of the env's own "
+            f"repeat of {env_repeat} physics steps per env step"
+        )
+    return action_repeat // env_repeat
+
+
 class ActionRepeat(gym.Wrapper):
-    """Repeat each agent action ``repeat`` times, summing the reward and the reward terms in ``info``.
+    """Repeat each agent action ``repeat`` env steps, summing the reward and the reward terms in ``info``.
 
     Put it *outside* a :class:`envs.viper.ViperReward` so the video model still scores
     every frame at the rate it was trained on, while the agent decides less often
-    (DrQ acts every 8 physics steps on cartpole).
+    (DrQ acts every 8 physics steps on cartpole: ``repeat`` 4 on our DMC env, which itself
+    repeats 2; :func:`env_steps_per_decision` turns physics steps into ``repeat``).
     """
 
     def __init__(self, env: gym.Env, repeat: int) -> None:

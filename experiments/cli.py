@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields, replace
+import typing
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -22,6 +23,15 @@ Typical flow:
 or all of it on a small default:
   wm quickstart
 """
+
+
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """--device, as every command that loads or trains a model takes it (see worldmodel.device)."""
+    parser.add_argument(
+        "--device", default="auto",
+        help="torch device of every model this command loads or trains: auto (CUDA when available, else CPU), "
+        "cpu, cuda or cuda:<index>",
+    )
 
 
 def _add_collect(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +56,9 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--episodes", type=int, default=20, help="episodes per policy")
     parser.add_argument("--out", required=True, type=Path, help="dataset root ({out}/{train,test}/...)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed from which every episode's reset and policy seeds derive"
+    )
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of each policy's episodes held out")
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes to this many agent steps")
     parser.add_argument("--workers", type=int, default=2, help="episode-running processes")
@@ -64,38 +76,29 @@ def _run_collect(args: argparse.Namespace) -> None:
     print(returns_table(manifest.episodes))
 
 
-TRAINING_HELP = {
-    "steps": "optimisation steps in all (a resumed run continues up to this)",
-    "batch_size": "frames per step",
-    "lr": "peak learning rate, reached after the warm-up",
-    "warmup_steps": "linear warm-up steps before cosine decay",
-    "min_lr_fraction": "final learning rate as a fraction of the peak",
-    "log_every": "steps between tensorboard scalars",
-    "eval_every": "steps between held-out evaluations (PSNR, SSIM, usage, image grid)",
-    "checkpoint_every": "steps between atomic checkpoints",
-    "eval_frames": "held-out frames scored at each evaluation",
-    "seed": "seed of initialisation and frame sampling",
-    "max_minutes": "stop (and checkpoint) after this much training time, counted across resumes",
-}
+def _scalar_type(annotation: object) -> type:
+    """The type a flag parses for a field annotated ``annotation`` (``int | None`` parses ints)."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return options[0] if options[0] in (int, float, str, bool) else str
 
 
 def _dataclass_flags(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: object, helps: dict[str, str], prefix: str = ""
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: object, prefix: str = ""
 ) -> None:
-    """One ``--flag`` per scalar field of a settings dataclass, typed by its default, with its help.
+    """One ``--flag`` per scalar field of a settings dataclass, typed by its annotation, with the help text
+    that lives beside the field (``field(metadata={"help": ...})``; a field without one still gets a flag).
 
-    Fields whose default is None take ints, except ``max_minutes`` (float) and ``tokenizer`` (a path);
-    nested dataclasses are skipped (give them their own ``prefix``).
+    Nested dataclasses are skipped (give them their own ``prefix``).
     """
+    hints = typing.get_type_hints(type(defaults))
     for field in fields(defaults):
         value = getattr(defaults, field.name)
-        if hasattr(value, "__dataclass_fields__"):
+        if is_dataclass(value):
             continue
-        kind = {"max_minutes": float, "tokenizer": str}.get(field.name, type(value) if value is not None else int)
-        flag = f"--{prefix}{field.name.replace('_', '-')}"
-        parser.add_argument(
-            flag, dest=f"{prefix.replace('-', '_')}{field.name}", type=kind, default=value, help=helps[field.name]
-        )
+        kind = _scalar_type(hints[field.name])
+        flag, dest = f"--{prefix}{field.name.replace('_', '-')}", f"{prefix.replace('-', '_')}{field.name}"
+        extra = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parser.add_argument(flag, dest=dest, default=value, help=field.metadata.get("help", ""), **extra)
 
 
 def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
@@ -117,8 +120,8 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quantizer", choices=["vq", "fsq", "lfq"], default=None, help="override the preset's quantizer")
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    _dataclass_flags(parser, TokenizerTraining(), TRAINING_HELP)
+    _add_device_flag(parser)
+    _dataclass_flags(parser, TokenizerTraining())
     parser.set_defaults(handler=_run_train_tokenizer)
 
 
@@ -130,19 +133,6 @@ def _run_train_tokenizer(args: argparse.Namespace) -> None:
     training = TokenizerTraining(**{f.name: getattr(args, f.name) for f in fields(TokenizerTraining)})
     summary = train_tokenizer(args.data, args.run, config, training, resume=args.resume, device=args.device)
     print(json.dumps(summary, indent=2))
-
-
-VIDEO_TRAINING_HELP = {
-    **TRAINING_HELP,
-    "batch_size": "clips per step, per process",
-    "clip_length": "frames per training clip; None takes the preset's (16 for dmc and dmc-paper, 144 for long)",
-    "frame_skip": "take every n-th frame of the dataset (use its action at that frame)",
-    "grad_clip": "clip the global gradient norm to this",
-    "log_every": "steps between tensorboard scalars (loss, bits/code, bits/dim)",
-    "eval_every": "steps between held-out evaluations (log-likelihood, sampled continuations)",
-    "eval_clips": "held-out clips scored at each evaluation",
-    "seed": "seed of initialisation and clip sampling",
-}
 
 
 def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
@@ -186,9 +176,9 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         "--cache", type=Path, default=None, help="token cache directory; None means {data}/token_cache/<tokenizer id>"
     )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    _add_device_flag(parser)
     # clip_length defaults to None on the command line: the preset then decides.
-    _dataclass_flags(parser, replace(VideoTraining(), clip_length=None), VIDEO_TRAINING_HELP)
+    _dataclass_flags(parser, replace(VideoTraining(), clip_length=None))
     parser.set_defaults(handler=_run_train_video)
 
 
@@ -206,7 +196,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
             preset.transformer, action_dropout=args.action_dropout, reward_head=args.reward_head,
             continue_head=args.continue_head,
         ),
-        load_tokenizer(args.tokenizer),
+        load_tokenizer(args.tokenizer, args.device),
         DatasetManifest.load(args.data),
         actions=not args.no_actions,
     )
@@ -228,13 +218,14 @@ def _add_eval_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, type=Path, help="dataset root with a test split")
     parser.add_argument("--frames", type=int, default=1024, help="held-out frames to score")
     parser.add_argument("--out", type=Path, default=None, help="where to write eval.json and reconstructions.png")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_eval_tokenizer)
 
 
 def _run_eval_tokenizer(args: argparse.Namespace) -> None:
     from experiments.reports import tokenizer_report
 
-    print(json.dumps(tokenizer_report(args.checkpoint, args.data, args.frames, args.out), indent=2))
+    print(json.dumps(tokenizer_report(args.checkpoint, args.data, args.frames, args.out, args.device), indent=2))
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
@@ -275,6 +266,7 @@ def _add_eval_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--horizon", type=int, default=32, help="generated frames per rollout")
     parser.add_argument("--rollouts", type=int, default=2, help="expert episodes to roll out")
     _add_sampling_flags(parser, "sampling seed (rollout i uses seed + i)")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_eval_video)
 
 
@@ -283,7 +275,7 @@ def _run_eval_video(args: argparse.Namespace) -> None:
 
     report = evaluate_video_model(
         args.model, args.data, args.out, args.context, args.horizon, args.rollouts, args.seed,
-        args.temperature, args.top_k,
+        args.temperature, args.top_k, args.device,
     )
     print(report["table"])
     print(f"report and rollouts written to {args.out}")
@@ -335,6 +327,7 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--save-videos", type=int, default=4, help="side-by-side videos to write")
     _add_sampling_flags(parser, "sampling seed")
     _add_decoding_flag(parser)
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_eval_consistency)
 
 
@@ -348,7 +341,7 @@ def _run_eval_consistency(args: argparse.Namespace) -> None:
     report = evaluate_consistency(
         args.model, args.data, args.out, protocol, args.videos, args.fvd_videos, args.short_window,
         dict(args.compare), args.split, args.batch_size, args.seed, args.temperature, args.top_k, args.save_videos,
-        args.decoding,
+        args.decoding, args.device,
     )
     print(report["table"])
     print(f"tables, curves and videos written to {args.out}")
@@ -378,6 +371,7 @@ def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
     _add_sampling_flags(parser, "env reset seed, sampling and random-action seed")
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
     _add_decoding_flag(parser)
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_rollout)
 
 
@@ -386,7 +380,7 @@ def _run_rollout(args: argparse.Namespace) -> None:
 
     report = long_rollout(
         args.model, args.out, args.frames, args.context, args.data, args.episode, args.split, args.env,
-        args.policy, args.seed, args.temperature, args.top_k, args.fps, decoding=args.decoding,
+        args.policy, args.seed, args.temperature, args.top_k, args.fps, decoding=args.decoding, device=args.device,
     )
     print(
         f"{report['generated_frames']} frames generated at {report['generation_frames_per_second']:.1f} frames/s; "
@@ -449,13 +443,14 @@ def _add_calibrate_reward(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/video/model")
     parser.add_argument("--data", required=True, type=Path, help="expert dataset root (its train split is used)")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_calibrate_reward)
 
 
 def _run_calibrate_reward(args: argparse.Namespace) -> None:
     from experiments.eval_reward import calibrate_reward
 
-    print(json.dumps(calibrate_reward(args.model, args.data), indent=2))
+    print(json.dumps(calibrate_reward(args.model, args.data, args.device), indent=2))
 
 
 def _add_reward_flags(parser: argparse.ArgumentParser) -> None:
@@ -504,6 +499,7 @@ def _add_eval_reward(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_reward_flags(parser)
     parser.add_argument("--joint-frames", type=int, default=None, help="frames per joint reward (default window+1)")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_eval_reward)
 
 
@@ -511,29 +507,11 @@ def _run_eval_reward(args: argparse.Namespace) -> None:
     from experiments.eval_reward import evaluate_reward
 
     report = evaluate_reward(
-        args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score, args.baseline_model
+        args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score, args.baseline_model,
+        args.device,
     )
     print(report["table"])
     print(f"report and figures written to {args.out}")
-
-
-AGENT_TRAINING_HELP = {
-    "total_steps": "agent steps in all (a resumed run continues up to this)",
-    "seed_steps": "uniformly random actions before the first update",
-    "update_every": "agent steps per update (default: 1; 2 for drqv2's paper preset, as published)",
-    "updates_per_step": "updates at each update step, the update-to-data ratio when --update-every is 1 "
-    "(default: 4 for drqv2's cpu preset on states, else 1)",
-    "frame_stack": "observations stacked into each agent input, each stored once in the replay "
-    "(default: 3 frames for pixels, 1 for states)",
-    "replay_capacity": "agent steps kept in the replay buffer",
-    "eval_every": "agent steps between evaluation episodes (deterministic policy)",
-    "eval_episodes": "episodes per evaluation",
-    "checkpoint_every": "agent steps between atomic checkpoints (agent, optimizers, replay, RNG)",
-    "video_every": "agent steps between GIFs of an evaluation episode (a multiple of eval-every; 0 = none)",
-    "log_every": "agent steps between tensorboard scalars (losses, timings)",
-    "max_minutes": "stop (and checkpoint) after this much training time, counted across resumes",
-    "seed": "seed of the agent, the replay sampling and the episodes",
-}
 
 
 def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
@@ -542,7 +520,7 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
     presets = sorted({name for kind in AGENTS.values() for name in kind.presets})
     parser = subparsers.add_parser(
         "train-agent",
-        help="train DrQ or DrQ-v2 from pixels (or states) on the VIPER reward or the true reward",
+        help="train DrQ-v2 (or DrQ) from states (or pixels) on the VIPER reward or the true reward",
         description="DrQ (SAC + random shift) or DrQ-v2 (DDPG + random shift, n-step returns, scheduled "
         "exploration noise) on a DMC env. With --reward viper the env's reward is replaced by the video model's "
         "standardised log-likelihood of each new frame (VIPER), plus beta times an RND exploration bonus; the "
@@ -554,8 +532,15 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--env", required=True, help="env spec, e.g. dmc:cartpole-swingup")
     parser.add_argument("--run", required=True, type=Path, help="run directory")
-    parser.add_argument("--agent", default="drq", choices=sorted(AGENTS), help="drq (SAC) or drqv2 (DDPG)")
-    parser.add_argument("--obs", default="pixels", choices=["pixels", "state"], help="what the agent observes")
+    parser.add_argument(
+        "--agent", default="drqv2", choices=sorted(AGENTS),
+        help="drqv2 (DDPG; learns on a CPU in minutes from states) or drq (SAC, pixels only)",
+    )
+    parser.add_argument(
+        "--obs", default="state", choices=["pixels", "state"],
+        help="what the agent observes (the VIPER reward always scores the rendered frames); pixels need a GPU "
+        "and DMC-100k budgets to learn",
+    )
     parser.add_argument("--reward", default="viper", choices=["viper", "env"], help="what the agent is trained on")
     parser.add_argument("--model", type=Path, default=None, help="video model bundle (needed for --reward viper)")
     _add_baseline_flag(parser)
@@ -569,8 +554,9 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
         help="beta of the RND exploration bonus; default 1 with --reward viper on pixels (VIPER's setting), else 0",
     )
     parser.add_argument(
-        "--action-repeat", type=int, default=4,
-        help="env steps per agent decision (DMC envs already repeat 2 physics steps: 4 gives DrQ's 8 on cartpole)",
+        "--action-repeat", type=int, default=None,
+        help="physics steps (DMC; underlying env steps elsewhere) per agent decision, a multiple of the env's own "
+        "repeat (2 for DMC); default: the task's DMC-100k repeat (8 on cartpole, 4 on reacher), else the env's own",
     )
     parser.add_argument(
         "--preset", default="cpu", choices=presets,
@@ -582,8 +568,8 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
         help="set any field of the agent's config, e.g. std_steps=2500 or lr=3e-4 (see agents/drqv2.py); repeat",
     )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
-    parser.add_argument("--device", default="cpu", help="torch device of the agent and the video model")
-    _dataclass_flags(parser, Training(), AGENT_TRAINING_HELP)
+    _add_device_flag(parser)
+    _dataclass_flags(parser, Training())
     parser.set_defaults(handler=_run_train_agent, update_every=None, updates_per_step=None, frame_stack=None)
 
 
@@ -645,7 +631,8 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--obs", default="pixels", help="comma-separated, of pixels,state (state needs drqv2)")
     parser.add_argument(
         "--rewards", default="viper,env",
-        help="comma-separated, of viper (expert model's log-likelihood), ratio (likelihood ratio against --baseline), "
+        help="comma-separated, of viper (expert model's log-likelihood), ratio (likelihood ratio against "
+        "--baseline-model), "
         "env (true reward)",
     )
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
@@ -654,7 +641,7 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         help="video model bundle of a task for its VIPER runs, e.g. cartpole-swingup=runs/qs/video/model; repeat",
     )
     parser.add_argument(
-        "--baseline", action="append", default=[], metavar="TASK=PATH",
+        "--baseline-model", action="append", default=[], metavar="TASK=PATH",
         help="video model of a task's random play for its ratio runs; repeat",
     )
     parser.add_argument("--physics-steps", type=int, default=100_000, help="budget of each run in physics steps")
@@ -672,6 +659,7 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         help="set a field of every run's agent config, e.g. std_steps=2500; repeat",
     )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one process each")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_benchmark_dmc)
 
 
@@ -682,12 +670,12 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
         return [item.strip() for item in text.split(",") if item.strip()]
 
     models = {task: Path(path) for task, path in labelled(args.model, "--model", "PATH").items()}
-    baselines = {task: Path(path) for task, path in labelled(args.baseline, "--baseline", "PATH").items()}
+    baselines = {task: Path(path) for task, path in labelled(args.baseline_model, "--baseline-model", "PATH").items()}
     runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
                      [int(s) for s in items(args.seeds)], models, baselines)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
-                            labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step)
+                            labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device)
     print(run_grid(args.out, runs, settings, models, args.workers, baselines))
 
 
@@ -701,12 +689,15 @@ def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
         "episodes, one mean per iteration) are drawn too, as a moving average over --smooth episodes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run", required=True, action="append", help="LABEL=RUN_DIR; repeat for each run")
+    parser.add_argument(
+        "--run", required=True, action="append", metavar="LABEL=DIR", help="a run directory and its label; repeat"
+    )
     parser.add_argument("--out", required=True, type=Path, help="PNG to write (the table goes next to it as .md)")
     parser.add_argument("--title", default="true return", help="plot title")
     parser.add_argument("--smooth", type=int, default=5, help="training episodes per moving average")
     parser.add_argument(
-        "--baseline", action="append", default=[], help="LABEL=RETURN drawn as a dashed line (e.g. random=108.3)"
+        "--reference-return", action="append", default=[], metavar="LABEL=RETURN",
+        help="a return drawn as a dashed line (e.g. random=108.3); repeat",
     )
     parser.set_defaults(handler=_run_compare_runs)
 
@@ -714,12 +705,13 @@ def _add_compare_runs(subparsers: argparse._SubParsersAction) -> None:
 def _run_compare_runs(args: argparse.Namespace) -> None:
     from experiments.plots import compare_runs
 
-    runs = {label: Path(path) for label, path in labelled(args.run, "--run", "RUN_DIR").items()}
+    runs = {label: Path(path) for label, path in labelled(args.run, "--run", "DIR").items()}
+    references = labelled(args.reference_return, "--reference-return", "RETURN")
     try:
-        baselines = {label: float(v) for label, v in labelled(args.baseline, "--baseline", "RETURN").items()}
+        returns = {label: float(value) for label, value in references.items()}
     except ValueError as err:
-        raise ValueError(f"--baseline needs LABEL=RETURN with a number: {err}") from err
-    print(compare_runs(runs, args.out, args.title, args.smooth, baselines))
+        raise ValueError(f"--reference-return needs LABEL=RETURN with a number: {err}") from err
+    print(compare_runs(runs, args.out, args.title, args.smooth, returns))
 
 
 def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
@@ -739,13 +731,14 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, default=2, help="episodes per policy")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode (then +1 per episode)")
     parser.add_argument("--model", type=Path, default=None, help="score with this video model instead of the run's")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_diagnose_reward)
 
 
 def _run_diagnose_reward(args: argparse.Namespace) -> None:
     from experiments.diagnose_reward import diagnose_reward
 
-    report = diagnose_reward(args.run, args.out, args.episodes, args.seed, args.model)
+    report = diagnose_reward(args.run, args.out, args.episodes, args.seed, args.model, args.device)
     print(report["table"])
     print(f"figure, GIFs and tables written next to {report['figure']}")
 
@@ -797,6 +790,7 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
                         help="what the agent observes (its reward always comes from the rendered frames)")
     parser.add_argument("--workers", type=int, default=2, help="episode-collecting processes")
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes short (for a quick look)")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_quickstart)
 
 
@@ -811,53 +805,8 @@ def _run_quickstart(args: argparse.Namespace) -> None:
         video_minutes=args.video_minutes, baseline_minutes=args.baseline_minutes, agent_minutes=args.agent_minutes,
         agent_observation=args.agent_obs, max_steps=args.max_steps,
     )
-    report = quickstart(args.out, args.task, budget, args.workers)
+    report = quickstart(args.out, args.task, budget, args.workers, args.device)
     print(f"report written to {report}")
-
-
-IMAGINATION_HELP = {
-    "env": "real env spec (its frames and actions are what the world model learns)",
-    "action_repeat": "physics steps per agent step (DMC-100k: 8 on cartpole)",
-    "episode_steps": "cut real episodes to this many agent steps (None: the env's own limit)",
-    "physics_steps": "real physics steps in all, random play included (a resumed run may raise it)",
-    "seed_episodes": "random-play episodes before the first world model (the tokenizer trains on them)",
-    "episodes_per_iteration": "real episodes collected with the current policy per iteration",
-    "tokenizer": "a trained tokenizer checkpoint to use, frozen (None: train one on the random play)",
-    "tokenizer_preset": "tokenizer preset (see train-tokenizer)",
-    "tokenizer_steps": "tokenizer training steps, once, on the random-play episodes",
-    "video_preset": "transformer preset (see train-video); reward and continue heads are added",
-    "first_world_model_steps": "world-model steps before the first imagination",
-    "world_model_steps": "further world-model steps per iteration",
-    "world_model_batch": "world-model clips per step",
-    "world_model_clip": "frames per world-model training clip (None: the preset's)",
-    "world_model_lr": "world-model learning rate (constant after a 100-step warm-up)",
-    "imagination_updates": "actor-critic updates per iteration, each on a fresh imagined rollout",
-    "imagined_envs": "imagined sub-envs per rollout, started from real clips",
-    "imagine_from": "where imagined rollouts start: full_context (only after a real context of the model's whole "
-    "window, so never within an episode's first window - 1 frames) or any_frame (after a context ending at any "
-    "frame of the collected episodes, their first frames included, shorter there; on balance it did not help) or "
-    "episode_start (at the collected episodes' first frames: imagined episodes as long as the real ones, carried "
-    "on across updates)",
-    "decoding": "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame "
-    "per step until it stops changing: the same frames, faster only where few codes depend on the codes before "
-    "them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may change on resume",
-    "eval_episodes": "real episodes per evaluation (the policy's mode)",
-    "seed": "seed of episodes, initialisation and imagination",
-    "max_minutes": "stop at the end of the iteration that passes this many minutes (this invocation)",
-    "horizon": "imagined steps per rollout",
-    "discount": "discount of the lambda-returns",
-    "lam": "lambda of the lambda-returns",
-    "entropy_weight": "weight of the policy's entropy bonus",
-    "lr": "actor-critic learning rate",
-    "grad_clip": "actor-critic gradient-norm clip",
-    "frame_stack": "frames the policy sees at once",
-    "feature_dim": "actor-critic feature size",
-    "hidden_dim": "actor-critic MLP width",
-    "return_scale_decay": "EMA decay of the return range that scales advantages",
-    "epochs": "gradient steps per imagined rollout (above 1: PPO's clipped ratio keeps the policy near the one "
-    "that imagined it; 1: plain REINFORCE)",
-    "clip": "PPO's clip range of the probability ratio (with epochs above 1)",
-}
 
 
 def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
@@ -876,9 +825,9 @@ def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, type=Path, help="run directory")
-    parser.add_argument("--device", default="cpu", help="torch device of the actor-critic")
-    _dataclass_flags(parser, ImaginationSettings(), IMAGINATION_HELP)
-    _dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), IMAGINATION_HELP, prefix="ac-")
+    _add_device_flag(parser)
+    _dataclass_flags(parser, ImaginationSettings())
+    _dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), prefix="ac-")
     parser.set_defaults(handler=_run_train_imagination)
 
 
@@ -910,13 +859,14 @@ def _add_eval_imagination(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, default=10, help="real episodes for the agent and for random play")
     parser.add_argument("--sample", action="store_true",
                         help="sample the agent's actions from its policy (seeded per episode) instead of its mode")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_eval_imagination)
 
 
 def _run_eval_imagination(args: argparse.Namespace) -> None:
     from experiments.train_imagination import evaluate_run, evaluation_name
 
-    result = evaluate_run(args.run, args.episodes, args.sample)
+    result = evaluate_run(args.run, args.episodes, args.sample, args.device)
     ratio = result["ratio_to_random"]
     print(f"{result['env']} after {result['iterations']} iterations ({result['physics_steps']} physics steps), "
           f"{args.episodes} episodes on the same seeds, the policy's {result['policy']} actions:\n"
@@ -941,13 +891,14 @@ def _add_check_world_model(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run", required=True, type=Path, help="run directory of train-imagination")
     parser.add_argument("--episodes", type=int, default=4, help="real episodes of the expert and of random play")
+    _add_device_flag(parser)
     parser.set_defaults(handler=_run_check_world_model)
 
 
 def _run_check_world_model(args: argparse.Namespace) -> None:
     from experiments.train_imagination import CHECK_FILE, check_world_model
 
-    result = check_world_model(args.run, args.episodes)
+    result = check_world_model(args.run, args.episodes, args.device)
     print(f"{result['env']}, {args.episodes} episodes each, returns (mean):")
     for name in ("expert", "random"):
         print(f"  {name:7s} real {result[name]['real_mean']:8.1f}   imagined {result[name]['imagined_mean']:8.1f}")
@@ -983,8 +934,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from worldmodel.checkpoint import CheckpointError
+    from worldmodel.device import resolve_device
 
     try:
+        if hasattr(args, "device"):
+            args.device = resolve_device(args.device)
         args.handler(args)
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as err:
         sys.exit(f"wm {args.command}: error: {err}")

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw
 
 import envs
 from agents.replay import ObservationStack
-from agents.workspace import CHECKPOINT_DIR, Agent, load_agent
+from agents.workspace import Agent, load_agent
 from envs.collect import run_episode, task_name
 from envs.experts import Policy, make_expert, random_policy
 from envs.viper import ViperOptions
@@ -37,7 +37,9 @@ from envs.wrappers import env_frame_skip
 from experiments.plots import save_figure
 from experiments.train_agent import RUN_FILE
 from experiments.videos import VideoWriter
-from worldmodel.checkpoint import TRAINER_FILE
+from worldmodel.checkpoint import read_json
+from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.video_model import VideoModel
 
 POLICIES = ("agent", "expert", "random")
@@ -113,21 +115,25 @@ def load_run_settings(run: Path) -> dict[str, Any]:
 
 
 def diagnose_reward(
-    run: str | Path, out: str | Path | None = None, episodes: int = 2, seed: int = 0, model_dir: str | Path | None = None
+    run: str | Path, out: str | Path | None = None, episodes: int = 2, seed: int = 0,
+    model_dir: str | Path | None = None, device: str = AUTO,
 ) -> dict[str, Any]:
-    """Play and score the run's agent, the expert and a random policy; write figures, GIFs and tables to ``out``."""
+    """Play and score the run's agent, the expert and a random policy (agent and video models on ``device``);
+    write figures, GIFs and tables to ``out``."""
+    device = resolve_device(device)
     run = Path(run)
     out = Path(out) if out is not None else run / "diagnosis"
     settings = load_run_settings(run)
-    model = VideoModel.load(model_dir or settings["model"])
-    baseline = VideoModel.load(settings["baseline_model"]) if settings.get("baseline_model") else None
+    model = VideoModel.load(model_dir or settings["model"], device)
+    baseline = VideoModel.load(settings["baseline_model"], device) if settings.get("baseline_model") else None
     options = dict(settings["viper_options"])
     if options.get("score_mask") is not None:
         options["score_mask"] = np.asarray(options["score_mask"], bool)
     viper = ViperOptions(**options)
-    agent = load_agent(run / CHECKPOINT_DIR)
-    frame_stack = int(json.loads((run / CHECKPOINT_DIR / TRAINER_FILE).read_text())["training"]["frame_stack"])
-    repeat = int(settings["action_repeat"])
+    agent = load_agent(run / CHECKPOINT_DIR, device)
+    frame_stack = int(read_json(run / SETTINGS_FILE)["frame_stack"])
+    # Env steps the agent held each action for; runs from before run.json recorded it named it action_repeat.
+    repeat = int(settings.get("env_steps_per_agent_step", settings.get("action_repeat")))
 
     env = envs.make(settings["env"])
     if settings.get("max_episode_steps"):

@@ -1,10 +1,11 @@
 """The DMC-100k benchmark grid: task x reward x agent x observation x seed, in parallel, resumable.
 
 DMC-100k (PlaNet's budget) gives every run 100 000 physics steps, with action repeat 8
-on cartpole and 4 on reacher. Our DMC envs repeat each action over 2 physics steps and
-render one frame (the rate the video models are trained on); an :class:`ActionRepeat`
-of 4 (cartpole) or 2 (reacher) outside the VIPER wrapper gives the published repeat, so
-the video model still scores every frame. Each run is an ordinary ``wm train-agent``
+on cartpole and 4 on reacher (physics steps per agent decision, the meaning ``wm train-agent
+--action-repeat`` gives it). Our DMC envs repeat each action over 2 physics steps and
+render one frame (the rate the video models are trained on); train-agent's
+:class:`ActionRepeat` of 4 (cartpole) or 2 (reacher) outside the VIPER wrapper gives the
+published repeat, so the video model still scores every frame. Each run is an ordinary ``wm train-agent``
 run directory under ``{out}/{task}/{agent}-{obs}-{reward}/seed{seed}``, where the reward is
 ``viper`` (the expert model's log-likelihood), ``ratio`` (its likelihood ratio against a
 baseline model of random play) or ``env`` (the true reward); a run that
@@ -34,12 +35,9 @@ import torch
 from agents.workspace import Training, agent_kind
 from experiments.plots import compare_runs
 from experiments.reports import format_number, format_share
-from experiments.train_agent import OBSERVATIONS, agent_config, loop_defaults, run_agent
+from experiments.train_agent import PUBLISHED_ACTION_REPEAT, OBSERVATIONS, agent_config, loop_defaults, run_agent
 from worldmodel.checkpoint import write_json_atomic
-
-PHYSICS_STEPS_PER_ENV_STEP = 2  # envs.dmc.DMCEnv's default action repeat
-# Agent-decision repeats of DMC-100k, counted in physics steps.
-PUBLISHED_ACTION_REPEAT = {"cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4}
+from worldmodel.device import AUTO
 # True-reward DrQ at 100k physics steps (Kostrikov et al. 2020, table 1), for the table's last column.
 PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213"}
 SUMMARY_FILE = "summary.json"
@@ -79,22 +77,18 @@ class GridSettings:
     update_every: int | None = None  # None: the agent's and preset's default (train_agent.loop_defaults)
     agent_options: dict[str, str] = field(default_factory=dict)  # config fields set from text, e.g. std_steps
     updates_per_step: int | None = None  # None: the agent's, preset's and observation's default
+    device: str = AUTO  # of every run's agent and video models
 
     def __post_init__(self) -> None:
         if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
             raise ValueError("physics_steps and eval_every_physics must be >= 1 and eval_episodes >= 0")
 
 
-def env_action_repeat(task: str) -> int:
-    """The ActionRepeat put on our 2-physics-step DMC env to reach DMC-100k's published repeat."""
+def physics_steps_per_agent_step(task: str) -> int:
+    """Physics steps behind one agent decision: the task's published DMC-100k action repeat."""
     if task not in PUBLISHED_ACTION_REPEAT:
         raise ValueError(f"task {task!r} is not in DMC-100k here; expected one of {sorted(PUBLISHED_ACTION_REPEAT)}")
-    return PUBLISHED_ACTION_REPEAT[task] // PHYSICS_STEPS_PER_ENV_STEP
-
-
-def physics_steps_per_agent_step(task: str) -> int:
-    """Physics steps behind one agent decision: the task's published action repeat."""
-    return env_action_repeat(task) * PHYSICS_STEPS_PER_ENV_STEP
+    return PUBLISHED_ACTION_REPEAT[task]
 
 
 def plan_grid(
@@ -104,7 +98,7 @@ def plan_grid(
     """Every run of the grid, checked before anything starts (a VIPER run needs its task's video model,
     a ratio run also its baseline model)."""
     for task in tasks:
-        env_action_repeat(task)
+        physics_steps_per_agent_step(task)
     for agent in agents:
         agent_kind(agent)
     for name, values, allowed in (("observation", observations, OBSERVATIONS), ("reward", rewards, GRID_REWARDS)):
@@ -112,7 +106,8 @@ def plan_grid(
         if bad:
             raise ValueError(f"unknown {name} {bad}; expected a subset of {list(allowed)}")
     needed = [
-        ("video model", "--model", models, {"viper", "ratio"}), ("baseline", "--baseline", baselines or {}, {"ratio"}),
+        ("video model", "--model", models, {"viper", "ratio"}),
+        ("baseline", "--baseline-model", baselines or {}, {"ratio"}),
     ]
     for what, flag, paths, users in needed:
         users = sorted(users & set(rewards))
@@ -159,16 +154,16 @@ def run_one(
     directory = run.directory(out)
     if (directory / SUMMARY_FILE).is_file():
         return json.loads((directory / SUMMARY_FILE).read_text())
-    repeat = env_action_repeat(run.task)
+    repeat = physics_steps_per_agent_step(run.task)
     config, training, reward = run_plan(run, settings)
     viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
     started = time.monotonic()
     summary = run_agent(
         f"dmc:{run.task}", directory, run.agent, config, training, reward, models.get(run.task), repeat,
-        resume=True, observation=run.observation, baseline_dir=baselines[run.task] if run.reward == "ratio" else None,
-        **viper,
+        resume=True, observation=run.observation, device=settings.device,
+        baseline_dir=baselines[run.task] if run.reward == "ratio" else None, **viper,
     )
-    physics_steps = summary["env_steps"] * physics_steps_per_agent_step(run.task)
+    physics_steps = summary["env_steps"] * repeat
     summary = {**summary, **asdict(run), "physics_steps": physics_steps,
                "wall_s_this_session": time.monotonic() - started}
     write_json_atomic(directory / SUMMARY_FILE, summary)

@@ -34,7 +34,10 @@ from experiments.eval_video import episode_task, frame_stride
 from experiments.plots import save_figure
 from experiments.videos import save_video, side_by_side
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode
-from worldmodel.metrics import frechet_distance, i3d_features, lpips, psnr, ssim
+from worldmodel.device import AUTO, resolve_device
+from worldmodel.metrics import frechet_distance, i3d_features, psnr, ssim
+from worldmodel.metrics.i3d import InceptionI3D
+from worldmodel.metrics.lpips import LPIPS, shared_lpips
 from worldmodel.video_model import VideoModel
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -107,7 +110,7 @@ def tokenizer_ceiling(model: VideoModel) -> Predictor:
     """The true future frames encoded and decoded: the best any model on these codes can score."""
 
     def reconstruct(videos, actions, task, context, horizon, generator):
-        return model.tokenizer.decode(model.tokenizer.encode(videos[:, context : context + horizon])).numpy()
+        return model.tokenizer.decode(model.tokenizer.encode(videos[:, context : context + horizon])).cpu().numpy()
 
     return reconstruct
 
@@ -121,16 +124,18 @@ def model_predictor(
         generated = model.continue_video(
             videos, context, horizon, actions, task, temperature, top_k, generator, decoding
         )
-        return generated.numpy()
+        return generated.cpu().numpy()
 
     return predict
 
 
 def predict_all(
-    name: str, predictor: Predictor, videos: list[TestVideo], context: int, horizon: int, batch_size: int, seed: int
+    name: str, predictor: Predictor, videos: list[TestVideo], context: int, horizon: int, batch_size: int, seed: int,
+    device: str = "cpu",
 ) -> np.ndarray:
-    """Predictions ``(N, horizon, H, W, 3)`` for all videos, in batches; one generator seeded once per call."""
-    generator = torch.Generator().manual_seed(seed)
+    """Predictions ``(N, horizon, H, W, 3)`` for all videos, in batches; one generator (on the models'
+    ``device``) seeded once per call."""
+    generator = torch.Generator(device).manual_seed(seed)
     out = []
     for i in tqdm(range(0, len(videos), batch_size), desc=f"{name}: {context} -> {horizon} frames", unit="batch"):
         batch = videos[i : i + batch_size]
@@ -147,13 +152,14 @@ def exact_match_psnr(shape: tuple[int, ...]) -> float:
     return 10 * math.log10(255.0**2 * math.prod(shape[-3:]))
 
 
-def frame_scores(truth: np.ndarray, prediction: np.ndarray) -> dict[str, np.ndarray]:
-    """PSNR (dB), SSIM and LPIPS of every predicted frame, each ``(N, horizon)``."""
+def frame_scores(truth: np.ndarray, prediction: np.ndarray, lpips: LPIPS | None = None) -> dict[str, np.ndarray]:
+    """PSNR (dB), SSIM and LPIPS (with ``lpips``, else the shared CPU network) of every predicted frame, each
+    ``(N, horizon)``."""
     cap = exact_match_psnr(truth.shape)
     return {
         "psnr": np.minimum(psnr(truth, prediction).numpy(), cap),
         "ssim": ssim(truth, prediction).numpy(),
-        "lpips": lpips(truth, prediction).numpy(),
+        "lpips": (lpips or shared_lpips())(truth, prediction).numpy(),
     }
 
 
@@ -264,8 +270,10 @@ def evaluate_consistency(
     top_k: int | None = None,
     save_videos: int = 4,
     decoding: str = "sequential",
+    device: str = AUTO,
 ) -> dict[str, Any]:
     """Run the protocol for the model, copy-last, the short-window model and ``others``; write the report.
+    Every model and the metric networks (LPIPS, I3D) run on ``device``.
 
     Writes ``{out}/consistency.json`` (everything, curves included), ``consistency.md`` (the
     tables), ``horizon_curves.png`` and ``videos/video{i}.gif|.mp4`` (truth beside each method).
@@ -277,13 +285,14 @@ def evaluate_consistency(
         raise ValueError("FVD needs at least 2 videos (or 0 to skip it)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = VideoModel.load(model_dir)
+    device = resolve_device(device)
+    model = VideoModel.load(model_dir, device)
     sampling = {"temperature": temperature, "top_k": top_k, "decoding": decoding}
     predictors: dict[str, Predictor] = {"model": model_predictor(model, **sampling)}
     if short_window is not None and short_window < model.window:
         predictors[f"model, window {short_window}"] = model_predictor(model.with_window(short_window), **sampling)
     for name, path in (others or {}).items():
-        predictors[name] = model_predictor(VideoModel.load(path), **sampling)
+        predictors[name] = model_predictor(VideoModel.load(path, device), **sampling)
     predictors[COPY_LAST] = copy_last
     predictors[TOKENIZER_CEILING] = tokenizer_ceiling(model)
 
@@ -299,17 +308,21 @@ def evaluate_consistency(
     fvd_tests = load_test_videos(model, data_root, split, fvd_videos, p.fvd_length) if fvd_videos else []
     fvd_truth = np.stack([v.video for v in fvd_tests]) if fvd_tests else None
     # I3D is the slow part of FVD (about 15 frames/s on a CPU thread): the real videos go through it once.
-    real_features = i3d_features(fvd_truth) if fvd_truth is not None else None
+    i3d = InceptionI3D().to(device) if fvd_truth is not None else None
+    real_features = i3d_features(fvd_truth, i3d) if fvd_truth is not None else None
+    lpips = LPIPS().to(device)
 
     results, shown = [], {}
     with torch.no_grad():
         for name, predictor in predictors.items():
-            predicted = predict_all(name, predictor, tests, p.context, p.horizon, batch_size, seed)
-            result = summarise(name, frame_scores(truth, predicted), p, revisits)
+            predicted = predict_all(name, predictor, tests, p.context, p.horizon, batch_size, seed, device)
+            result = summarise(name, frame_scores(truth, predicted, lpips), p, revisits)
             if real_features is not None:
-                future = predict_all(name, predictor, fvd_tests, p.fvd_context, p.fvd_length - p.fvd_context, batch_size, seed)
+                future = predict_all(
+                    name, predictor, fvd_tests, p.fvd_context, p.fvd_length - p.fvd_context, batch_size, seed, device
+                )
                 generated = np.concatenate([fvd_truth[:, : p.fvd_context], future], axis=1)
-                result.fvd = frechet_distance(real_features, i3d_features(generated))
+                result.fvd = frechet_distance(real_features, i3d_features(generated, i3d))
             results.append(result)
             shown[name] = predicted[:save_videos]
 

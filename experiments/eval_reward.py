@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from experiments.eval_video import frame_stride
 from experiments.plots import likelihood_heatmaps, reward_curves, scatter_returns
+from worldmodel.device import AUTO
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode
 from worldmodel.likelihood import expert_reward_stats
 from worldmodel.reward import VideoLikelihoodReward
@@ -32,9 +33,10 @@ SPLITS = {"test": ("test",), "train": ("train",), "all": ("train", "test")}
 HEATMAP_FRAMES = 6
 
 
-def calibrate_reward(model_dir: str | Path, data_root: str | Path) -> dict[str, dict[str, float]]:
-    """Measure reward statistics on the train split of expert data and store them in the bundle (atomically)."""
-    model = VideoModel.load(model_dir)
+def calibrate_reward(model_dir: str | Path, data_root: str | Path, device: str = AUTO) -> dict[str, dict[str, float]]:
+    """Measure reward statistics on the train split of expert data (the model on ``device``) and store them in
+    the bundle (atomically)."""
+    model = VideoModel.load(model_dir, device)
     data_root = Path(data_root)
     manifest = DatasetManifest.load(data_root)
     unknown = sorted(set(manifest.tasks if manifest is not None else []) - set(model.info.tasks))
@@ -198,16 +200,18 @@ def evaluate_reward(
     joint_frames: int | None = None,
     score: str = "log_prob",
     baseline_dir: str | Path | None = None,
+    device: str = AUTO,
 ) -> dict[str, Any]:
-    """Score every episode of ``data_roots`` (``split``: test, train or all) and write the reward report to ``out``.
+    """Score every episode of ``data_roots`` (``split``: test, train or all) with the models on ``device`` and
+    write the reward report to ``out``.
 
     With ``baseline_dir`` (a video model of random play) the reward is the likelihood ratio.
 
     Rewards are standardised when the bundle has statistics for the task (correlations do
     not depend on it). Writes ``reward_eval.json``, ``reward_eval.md`` and three PNGs.
     """
-    model = VideoModel.load(model_dir)
-    baseline = None if baseline_dir is None else VideoModel.load(baseline_dir)
+    model = VideoModel.load(model_dir, device)
+    baseline = None if baseline_dir is None else VideoModel.load(baseline_dir, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

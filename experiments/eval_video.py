@@ -19,6 +19,7 @@ import torch
 
 from experiments.reports import save_image_grid
 from experiments.videos import save_video, side_by_side
+from worldmodel.device import AUTO
 from worldmodel.episodes import DatasetManifest, Episode, episode_paths, read_episode
 from worldmodel.metrics import psnr
 from worldmodel.video_model import VideoModel
@@ -54,7 +55,7 @@ def episode_task(model: VideoModel, manifest: DatasetManifest | None, episode: E
     if not model.transformer.config.num_tasks:
         return None
     names = manifest.tasks if manifest is not None else model.info.tasks
-    return torch.tensor([model.task_id(names[episode.task_id])])
+    return torch.tensor([model.task_id(names[episode.task_id])], device=model.transformer.device)
 
 
 def held_out_episodes(model: VideoModel, root: str | Path) -> list[HeldOutEpisode]:
@@ -84,7 +85,7 @@ def likelihood_by_policy(model: VideoModel, episodes: list[HeldOutEpisode]) -> l
     window = model.window
     groups: dict[tuple[str, str], list[np.ndarray]] = {}
     for episode in episodes:
-        scores = model.log_prob(episode.video[None], task=episode.task)[0].numpy()
+        scores = model.log_prob(episode.video[None], task=episode.task)[0].cpu().numpy()
         groups.setdefault((episode.dataset, episode.policy), []).append(scores)
     rows = []
     for (dataset, policy), scores in sorted(groups.items()):
@@ -133,8 +134,9 @@ def sample_rollout(
     truth = episode.video[: context + horizon]
     generated = model.continue_video(
         truth[None], context, horizon, actions=episode.actions[None], task=episode.task,
-        temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed),
-    )[0].numpy()
+        temperature=temperature, top_k=top_k,
+        generator=torch.Generator(model.transformer.device).manual_seed(seed),
+    )[0].cpu().numpy()
     return truth, np.concatenate([truth[:context], generated])
 
 
@@ -153,11 +155,13 @@ def evaluate_video_model(
     seed: int = 0,
     temperature: float = 1.0,
     top_k: int | None = None,
+    device: str = AUTO,
 ) -> dict[str, Any]:
-    """Score the test splits of ``data_roots`` by policy and save ``rollouts`` expert rollouts under ``out``."""
+    """Score the test splits of ``data_roots`` by policy and save ``rollouts`` expert rollouts under ``out``
+    (the model on ``device``)."""
     if context < 1 or horizon < 1 or rollouts < 0:
         raise ValueError(f"need context >= 1, horizon >= 1 and rollouts >= 0, got {context}, {horizon}, {rollouts}")
-    model = VideoModel.load(model_dir)
+    model = VideoModel.load(model_dir, device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

@@ -26,6 +26,7 @@ from experiments.plots import compare_runs
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import format_number, format_ratio, returns_table, tokenizer_report
 from experiments.train_agent import agent_config, loop_defaults, run_agent
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest
 from worldmodel.tokenizer import load_tokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
@@ -51,7 +52,7 @@ class QuickstartBudget:
     baseline_minutes: float = 3.0
     agent_minutes: float = 7.0
     agent_observation: str = "state"
-    agent_action_repeat: int = 4
+    agent_action_repeat: int = 8  # physics steps per agent decision (DMC-100k's on cartpole)
     max_steps: int | None = None  # cut every episode short, for a quick look
 
 
@@ -109,22 +110,23 @@ def _agent_section(out: Path, summary: dict[str, Any], budget: QuickstartBudget,
     return "\n".join(lines)
 
 
-def _train_video_model(data: Path, tokenizer_checkpoint: Path, run: Path, minutes: float) -> dict[str, Any]:
+def _train_video_model(data: Path, tokenizer_checkpoint: Path, run: Path, minutes: float, device: str) -> dict[str, Any]:
     preset = video_preset("dmc")
     config = fit_to_data(
-        replace(preset.transformer, action_dropout=0.5), load_tokenizer(tokenizer_checkpoint),
+        replace(preset.transformer, action_dropout=0.5), load_tokenizer(tokenizer_checkpoint, device),
         DatasetManifest.load(data), True,
     )
     training = VideoTraining(
         steps=max(1, round(40 * minutes)), clip_length=preset.clip_length, warmup_steps=50,
         max_minutes=minutes, eval_every=10**9, checkpoint_every=50,
     )
-    return train_video(data, tokenizer_checkpoint, run, config, training, resume=True)
+    return train_video(data, tokenizer_checkpoint, run, config, training, resume=True, device=device)
 
 
 def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: QuickstartBudget | None = None,
-               workers: int = 2) -> Path:
-    """Run every stage into ``out`` and write ``{out}/report.md``; returns its path."""
+               workers: int = 2, device: str = AUTO) -> Path:
+    """Run every stage into ``out`` (every model on ``device``) and write ``{out}/report.md``; returns its path."""
+    device = resolve_device(device)
     budget = budget or default_budget(task)
     out = Path(out)
     started = time.monotonic()
@@ -146,21 +148,23 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
         steps=max(1, round(90 * budget.tokenizer_minutes)), max_minutes=budget.tokenizer_minutes,
         eval_every=250, checkpoint_every=100,
     )
-    train_tokenizer(data, out / "tokenizer", tokenizer_preset("dmc"), tokenizer_training, resume=True)
+    train_tokenizer(data, out / "tokenizer", tokenizer_preset("dmc"), tokenizer_training, resume=True, device=device)
     tokenizer_checkpoint = out / "tokenizer" / "checkpoint"
-    tokenizer = tokenizer_report(tokenizer_checkpoint, data, out=out / "tokenizer")
+    tokenizer = tokenizer_report(tokenizer_checkpoint, data, out=out / "tokenizer", device=device)
 
     _stage(3, f"training the expert video model for up to {budget.video_minutes:g} minutes into {out / 'video'} "
               f"and the random-play baseline for up to {budget.baseline_minutes:g} into {out / 'video-random'}")
-    video = _train_video_model(data, tokenizer_checkpoint, out / "video", budget.video_minutes)
-    baseline = _train_video_model(random_data, tokenizer_checkpoint, out / "video-random", budget.baseline_minutes)
+    video = _train_video_model(data, tokenizer_checkpoint, out / "video", budget.video_minutes, device)
+    baseline = _train_video_model(
+        random_data, tokenizer_checkpoint, out / "video-random", budget.baseline_minutes, device
+    )
 
     _stage(4, f"scoring episodes of graded quality ({', '.join(budget.graded_policies)}) with the likelihood-ratio "
               "reward")
     collect(f"dmc:{task}", [PolicySpec.parse(p) for p in budget.graded_policies], budget.graded_episodes, graded,
             seed=1000, test_fraction=0.99, workers=workers, max_steps=budget.max_steps)
     reward = evaluate_reward(out / "video" / "model", [graded], out / "reward",
-                             baseline_dir=out / "video-random" / "model")
+                             baseline_dir=out / "video-random" / "model", device=device)
 
     _stage(5, f"training DrQ-v2 on the likelihood-ratio reward alone for up to {budget.agent_minutes:g} minutes "
               f"into {out / 'agent'}")
@@ -172,7 +176,8 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
     config = agent_config("drqv2", "cpu", "viper", budget.agent_observation)
     agent = run_agent(f"dmc:{task}", out / AGENT_DIR, "drqv2", config, agent_training, "viper", out / "video" / "model",
                       budget.agent_action_repeat, resume=True, max_episode_steps=budget.max_steps,
-                      observation=budget.agent_observation, baseline_dir=out / "video-random" / "model")
+                      observation=budget.agent_observation, baseline_dir=out / "video-random" / "model",
+                      device=device)
 
     _stage(6, "writing the report")
     compare_runs({"DrQ-v2 on the likelihood-ratio reward": out / AGENT_DIR}, out / AGENT_DIR / AGENT_PLOT,

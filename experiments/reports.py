@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.train_tokenizer import evaluate_tokenizer, evaluation_frames
 
@@ -79,10 +80,11 @@ def encode_decode_speed(tokenizer: Tokenizer, frames: np.ndarray, repeats: int =
 
 
 def tokenizer_report(
-    checkpoint: str | Path, data_root: str | Path, frame_count: int = 1024, out: str | Path | None = None
+    checkpoint: str | Path, data_root: str | Path, frame_count: int = 1024, out: str | Path | None = None,
+    device: str = AUTO,
 ) -> dict[str, Any]:
-    """Held-out quality, codebook use and speed of a tokenizer, with a reconstruction PNG."""
-    tokenizer = load_tokenizer(checkpoint).eval()
+    """Held-out quality, codebook use and speed of a tokenizer (on ``device``), with a reconstruction PNG."""
+    tokenizer = load_tokenizer(checkpoint, resolve_device(device)).eval()
     frames = evaluation_frames(data_root, frame_count)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "eval_frames": len(frames)}
     report.update(evaluate_tokenizer(tokenizer, frames))
@@ -92,7 +94,7 @@ def tokenizer_report(
     report["torch_threads"] = torch.get_num_threads()
     out = Path(out) if out is not None else Path(checkpoint).parent
     sample = frames[np.linspace(0, len(frames) - 1, 8).astype(int)]
-    recon = tokenizer.decode(tokenizer.encode(sample)).numpy()
+    recon = tokenizer.decode(tokenizer.encode(sample)).cpu().numpy()
     report["reconstructions_png"] = str(save_image_grid([sample, recon], out / "reconstructions.png"))
     (out / "tokenizer_eval.json").write_text(json.dumps(report, indent=2))
     return report

@@ -23,6 +23,7 @@ from envs import make
 from envs.collect import PolicySpec, make_policy
 from experiments.eval_video import episode_task, frame_stride
 from experiments.videos import VideoWriter, side_by_side
+from worldmodel.device import AUTO
 from worldmodel.episodes import DatasetManifest, episode_paths, read_episode
 from worldmodel.video_model import VideoModel
 
@@ -73,8 +74,8 @@ def random_actions(action_space: dict[str, Any] | None, seed: int) -> Iterator[n
             yield rng.uniform(low, high, size=action_space["shape"]).astype(np.float32)
 
 
-def _as_batch(action: np.ndarray | None, takes_actions: bool) -> torch.Tensor | None:
-    return torch.as_tensor(action)[None] if takes_actions and action is not None else None
+def _as_batch(action: np.ndarray | None, takes_actions: bool, device: torch.device) -> torch.Tensor | None:
+    return torch.as_tensor(action, device=device)[None] if takes_actions and action is not None else None
 
 
 def long_rollout(
@@ -93,8 +94,10 @@ def long_rollout(
     fps: float = 15.0,
     scale: int = 2,
     decoding: str = "sequential",
+    device: str = AUTO,
 ) -> dict[str, Any]:
-    """Generate ``frames`` frames after ``context`` real ones; write ``{out}/rollout.gif|.mp4`` and ``rollout.json``.
+    """Generate ``frames`` frames after ``context`` real ones (the model on ``device``); write
+    ``{out}/rollout.gif|.mp4`` and ``rollout.json``.
 
     Exactly one of ``data`` (a dataset root; ``episode`` indexes its ``split``) and ``env`` (an env
     spec; stepped by ``policy`` from reset seed ``seed``) gives the context and the actions.
@@ -103,7 +106,8 @@ def long_rollout(
         raise ValueError("give exactly one context source: a dataset (data) or a live env (env)")
     if frames < 1 or context < 1:
         raise ValueError(f"need frames >= 1 and context >= 1, got {frames} and {context}")
-    model = VideoModel.load(model_dir)
+    model = VideoModel.load(model_dir, device)
+    on = model.transformer.device
     takes_actions = model.transformer.config.action_kind is not None
     task = None
     if data is not None:
@@ -111,10 +115,10 @@ def long_rollout(
     else:
         steps = env_steps(env, policy, seed)
         if model.transformer.config.num_tasks:
-            task = torch.tensor([model.task_id(env.split(":", 1)[-1])])
+            task = torch.tensor([model.task_id(env.split(":", 1)[-1])], device=on)
     fallback = random_actions(model.info.action_space, seed)
     sampler = model.sampler(1)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(on).manual_seed(seed)
     out = Path(out)
     paths = [out / "rollout.gif", out / "rollout.mp4"]
     true_frames, generating_seconds, model_steps = 0, 0.0, 0
@@ -125,14 +129,14 @@ def long_rollout(
             if step is None:
                 raise ValueError(f"the context source ends after {t} frames, before the {context} asked for")
             frame, after = step
-            sampler.push(frame[None], _as_batch(action, takes_actions), task)
+            sampler.push(frame[None], _as_batch(action, takes_actions, on), task)
             writer.append(side_by_side([frame, frame], ["truth", "context"], scale))
             action, true_frames = after, true_frames + 1
         for _ in tqdm(range(frames), desc="rollout", unit="frame"):
             start = time.perf_counter()
             generated = sampler.sample(
-                _as_batch(action, takes_actions), task, temperature, top_k, generator, decoding
-            )[0].numpy()
+                _as_batch(action, takes_actions, on), task, temperature, top_k, generator, decoding
+            )[0].cpu().numpy()
             generating_seconds += time.perf_counter() - start
             model_steps += sampler.sampler.frame_steps
             step = next(steps, None)

@@ -4,7 +4,9 @@ The env stack, inside out: the pixel env (one frame per env step, at the rate th
 model was trained on), :class:`envs.viper.ViperReward` scoring every frame,
 :class:`envs.wrappers.StateObservation` when the agent observes the state vector
 instead of the frames, and :class:`envs.wrappers.ActionRepeat` so the agent decides
-every ``action_repeat`` env steps. The true reward always reaches the logs through
+every ``action_repeat`` physics steps (underlying env steps for non-DMC envs): on our DMC
+envs, which repeat each action 2 physics steps themselves, the wrapper holds each
+decision ``action_repeat / 2`` env steps. The true reward always reaches the logs through
 ``info["task_reward"]``.
 """
 
@@ -22,13 +24,32 @@ import numpy as np
 import envs
 from agents.workspace import Training, agent_kind, train_agent
 from envs.viper import ViperReward
-from envs.wrappers import ActionRepeat, StateObservation
+from envs.wrappers import ActionRepeat, StateObservation, env_frame_skip, env_steps_per_decision
 from worldmodel.checkpoint import write_json_atomic
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.video_model import VideoModel
 
 REWARDS = ("viper", "env")
 OBSERVATIONS = ("pixels", "state")
 RUN_FILE = "run.json"
+# DMC-100k's action repeats (PlaNet, DrQ), in physics steps per agent decision.
+PUBLISHED_ACTION_REPEAT = {"cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4}
+
+
+def env_repeat(env_spec: str) -> int:
+    """Underlying steps (physics steps for DMC) the env of ``env_spec`` takes per step: 2 for our DMC envs."""
+    env = envs.make(env_spec)
+    try:
+        return env_frame_skip(env.get_wrapper_attr)
+    finally:
+        env.close()
+
+
+def default_action_repeat(env_spec: str, base: int) -> int:
+    """Physics steps per agent decision when none is given: the task's DMC-100k repeat where published,
+    else the env's own ``base`` repeat (one agent decision per env step)."""
+    kind, _, task = env_spec.partition(":")
+    return PUBLISHED_ACTION_REPEAT.get(task, base) if kind == "dmc" else base
 
 
 def agent_config(
@@ -100,14 +121,16 @@ def env_factory(
     env_spec: str,
     reward: str = "viper",
     model: VideoModel | None = None,
-    action_repeat: int = 1,
+    action_repeat: int | None = None,
     max_episode_steps: int | None = None,
     observation: str = "pixels",
     baseline: VideoModel | None = None,
     **viper_options: Any,
 ) -> Callable[[int], gym.Env]:
     """``make_env(seed)`` for :func:`agents.workspace.train_agent`: VIPER-rewarded (``reward="viper"``) or not,
-    observing frames (``observation="pixels"``) or the state vector (``"state"``).
+    observing frames (``observation="pixels"``) or the state vector (``"state"``), deciding every
+    ``action_repeat`` physics steps (None: :func:`default_action_repeat`); a repeat that is not a multiple
+    of the env's own raises ValueError.
 
     ``max_episode_steps`` cuts episodes (in env steps); ``baseline`` (a video model of
     non-expert play) makes the VIPER reward a likelihood ratio; ``viper_options`` go to
@@ -125,13 +148,17 @@ def env_factory(
 
     def make_env(seed: int) -> gym.Env:
         env = envs.make(env_spec, observation="state") if states_only else envs.make(env_spec)
+        base = env_frame_skip(env.get_wrapper_attr)
+        repeat = env_steps_per_decision(
+            default_action_repeat(env_spec, base) if action_repeat is None else action_repeat, base
+        )
         if max_episode_steps is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps)
         if reward == "viper":
             env = ViperReward(env, model, baseline, **viper_options)
         if observation == "state" and not states_only:
             env = StateObservation(env)
-        env = ActionRepeat(env, action_repeat) if action_repeat > 1 else env
+        env = ActionRepeat(env, repeat) if repeat > 1 else env
         env.action_space.seed(seed)
         return env
 
@@ -146,33 +173,39 @@ def run_agent(
     training: Training,
     reward: str = "viper",
     model_dir: str | Path | None = None,
-    action_repeat: int = 1,
+    action_repeat: int | None = None,
     resume: bool = False,
     max_episode_steps: int | None = None,
     observation: str = "pixels",
-    device: str = "cpu",
+    device: str = AUTO,
     baseline_dir: str | Path | None = None,
     **viper_options: Any,
 ) -> dict[str, Any]:
     """Train ``agent_name`` on ``env_spec`` with the chosen reward and observation (agent and video
-    model on ``device``); :func:`agents.workspace.train_agent`'s summary.
+    model on ``device``), deciding every ``action_repeat`` physics steps (None: :func:`default_action_repeat`);
+    :func:`agents.workspace.train_agent`'s summary.
 
     ``baseline_dir``: a video model of non-expert play; the reward becomes the likelihood ratio.
-    ``{run_dir}/run.json`` records the env, agent and reward settings, so tools such as
-    ``wm diagnose-reward`` can rebuild the run's env later.
+    ``{run_dir}/run.json`` records the env, agent and reward settings, the physics steps per agent
+    step among them, so tools such as ``wm diagnose-reward`` can rebuild the run's env later.
     """
+    device = resolve_device(device)
+    base = env_repeat(env_spec)
+    physics_per_decision = default_action_repeat(env_spec, base) if action_repeat is None else action_repeat
+    env_steps_per_agent_step = env_steps_per_decision(physics_per_decision, base)  # checked before anything runs
     model = VideoModel.load(model_dir, device) if reward == "viper" and model_dir is not None else None
     baseline = VideoModel.load(baseline_dir, device) if reward == "viper" and baseline_dir is not None else None
     settings = {
         "env": env_spec, "agent": agent_name, "reward": reward, "observation": observation,
         "model": None if model is None else str(model_dir),
         "baseline_model": None if baseline is None else str(baseline_dir),
-        "action_repeat": action_repeat, "max_episode_steps": max_episode_steps,
+        "physics_steps_per_agent_step": physics_per_decision, "env_steps_per_agent_step": env_steps_per_agent_step,
+        "max_episode_steps": max_episode_steps,
         "viper_options": {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in viper_options.items()},
     }
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(run_dir) / RUN_FILE, settings)
     make_env = env_factory(
-        env_spec, reward, model, action_repeat, max_episode_steps, observation, baseline, **viper_options
+        env_spec, reward, model, physics_per_decision, max_episode_steps, observation, baseline, **viper_options
     )
     return train_agent(make_env, run_dir, agent_name, agent_config, training, resume=resume, device=device)

@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import json
 import re
 
@@ -12,12 +13,117 @@ SUBCOMMANDS = sorted(  # every registered subcommand, so a new one cannot skip t
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
-def test_every_subcommand_explains_itself(command, capsys):
+def test_every_flag_of_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    assert f"wm {command}" in text and len(text) > 400
+    assert exit_info.value.code == 0 and f"wm {command}" in capsys.readouterr().out
+    parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    silent = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert not silent, f"wm {command}: flags without help {silent}"
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {flag: action for action in parser._actions for flag in action.option_strings}
+
+
+SETTINGS = {  # the config dataclasses whose fields are flags, and the commands and flag prefixes that show them
+    "TokenizerTraining": ("worldmodel.train_tokenizer", {"train-tokenizer": ""}),
+    "VideoTraining": ("worldmodel.train_video", {"train-video": ""}),
+    "Training": ("agents.workspace", {"train-agent": ""}),
+    "ImaginationSettings": ("experiments.train_imagination", {"train-imagination": ""}),
+    "ActorCriticConfig": ("agents.actor_critic", {"train-imagination": "ac-"}),
+}
+
+
+def _settings_class(name):
+    import importlib
+
+    return getattr(importlib.import_module(SETTINGS[name][0]), name)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_every_settings_field_has_help_beside_it(name):
+    missing = [f.name for f in dataclasses.fields(_settings_class(name)) if not f.metadata.get("help")]
+    assert not missing, f"{name} fields without metadata={{'help': ...}}: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_every_settings_field_is_a_flag_with_its_help(name, capsys):
+    cls = _settings_class(name)
+    commands = {c: p for c, p in next(a for a in build_parser()._actions
+                                      if isinstance(a, argparse._SubParsersAction)).choices.items()}
+    for command, prefix in SETTINGS[name][1].items():
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([command, "--help"])
+        assert exit_info.value.code == 0
+        text = "".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+        flags = _settings_flags(commands[command])
+        for field in dataclasses.fields(cls):
+            flag = f"--{prefix}{field.name.replace('_', '-')}"
+            if field.default_factory is not dataclasses.MISSING:
+                assert flag not in flags  # a nested settings group (the actor-critic's) has its own prefix
+                continue
+            assert flag in flags, f"{command} has no {flag}"
+            assert "".join(field.metadata["help"].split()) in text, f"{command} --help lacks {flag}'s help"
+
+
+def test_a_field_without_help_still_makes_a_working_flag():
+    from experiments.cli import _dataclass_flags
+
+    @dataclasses.dataclass
+    class Settings:
+        steps: int = dataclasses.field(default=3, metadata={"help": "how many"})
+        budget: float | None = None
+        name: str = "x"
+        fast: bool = False
+
+    parser = argparse.ArgumentParser()
+    _dataclass_flags(parser, Settings())
+    args = parser.parse_args(["--budget", "2.5", "--name", "y", "--fast"])
+    assert (args.steps, args.budget, args.name, args.fast) == (3, 2.5, "y", True)
+    assert Settings(**vars(args)) == Settings(3, 2.5, "y", True)
+
+
+def test_parsed_flags_reach_the_config_dataclasses(monkeypatch, tmp_path):
+    import experiments.train_imagination as imagination
+    import worldmodel.train_tokenizer as tokenizer_training
+
+    seen = {}
+    monkeypatch.setattr(tokenizer_training, "train_tokenizer",
+                        lambda data, run, config, training, **kwargs: seen.update(tokenizer=training) or {})
+    main(["train-tokenizer", "--data", str(tmp_path), "--run", str(tmp_path / "run"), "--lr", "0.25",
+          "--max-minutes", "1.5", "--eval-frames", "7"])
+    expected = dataclasses.replace(tokenizer_training.TokenizerTraining(), lr=0.25, max_minutes=1.5, eval_frames=7)
+    assert seen["tokenizer"] == expected
+
+    monkeypatch.setattr(imagination, "train_in_imagination",
+                        lambda run, settings, device: seen.update(imagination=settings) or {"history": [],
+                                                                                         "iteration": 0,
+                                                                                         "agent_steps": 0})
+    main(["train-imagination", "--run", str(tmp_path / "imagined"), "--world-model-clip", "12",
+          "--imagine-from", "episode_start", "--ac-horizon", "7", "--ac-lam", "0.5"])
+    settings = seen["imagination"]
+    assert (settings.world_model_clip, settings.imagine_from) == (12, "episode_start")
+    assert settings.agent == dataclasses.replace(settings.agent.__class__(), horizon=7, lam=0.5)
+
+
+def test_action_repeat_means_physics_steps_per_decision_in_every_help(capsys):
+    for command in ("train-agent", "train-imagination"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--action-repeat" in text and "physics steps (DMC; underlying env steps elsewhere) per agent decision" in text
+
+
+def test_train_agent_defaults_to_drqv2_on_states(monkeypatch, tmp_path):
+    import experiments.train_agent as train_agent
+
+    seen = {}
+    monkeypatch.setattr(train_agent, "run_agent", lambda *args, **kwargs: seen.update(args=args, kwargs=kwargs) or {})
+    main(["train-agent", "--env", "dmc:cartpole-swingup", "--run", str(tmp_path), "--reward", "env"])
+    agent, training, action_repeat = seen["args"][2], seen["args"][4], seen["args"][7]
+    assert (agent, seen["kwargs"]["observation"], action_repeat) == ("drqv2", "state", None)
+    assert training.updates_per_step == 4 and training.frame_stack == 1  # drqv2's cpu recipe on states
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
@@ -83,7 +189,7 @@ def test_train_video_from_the_command_line(tiny_dataset, tmp_path, capsys):
     assert model.transformer.config.num_actions == 16 and model.info.tasks == ["square"]
     with pytest.raises(SystemExit, match="--resume"):
         main(args)
-    with pytest.raises(SystemExit, match="no checkpoint directory"):
+    with pytest.raises(SystemExit, match="no (tokenizer )?checkpoint"):
         main([*args[:3], "--tokenizer", str(tmp_path / "missing"), "--run", str(tmp_path / "other")])
 
 
@@ -99,15 +205,16 @@ def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
         (tmp_path / name / "returns.json").write_text(json.dumps(log))
     out = tmp_path / "cmp.png"
     main(["compare-runs", "--run", f"VIPER={tmp_path / 'viper'}", "--run", f"true={tmp_path / 'true'}",
-          "--out", str(out), "--smooth", "2", "--baseline", "random=1.5"])
+          "--out", str(out), "--smooth", "2", "--reference-return", "random=1.5"])
     table = capsys.readouterr().out
     assert "| VIPER | 60 | 6.0 | 5.5 |" in table and "| true | 60 | 12.0 | 11.0 |" in table
     assert "| random | - | 1.5 | - |" in table
     assert out.stat().st_size > 0 and out.with_suffix(".md").read_text().strip() == table.strip()
-    with pytest.raises(SystemExit, match="LABEL=RUN_DIR"):
+    with pytest.raises(SystemExit, match="LABEL=DIR"):
         main(["compare-runs", "--run", str(tmp_path / "viper"), "--out", str(out)])
     with pytest.raises(SystemExit, match="a number"):
-        main(["compare-runs", "--run", f"x={tmp_path / 'viper'}", "--out", str(out), "--baseline", "random=low"])
+        main(["compare-runs", "--run", f"x={tmp_path / 'viper'}", "--out", str(out), "--reference-return",
+              "random=low"])
     with pytest.raises(SystemExit, match="no returns.json"):
         main(["compare-runs", "--run", f"x={tmp_path}", "--out", str(out)])
     imagined = tmp_path / "imagination"  # a train-imagination run's progress.json reads as a returns log
@@ -123,7 +230,7 @@ def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_pat
 
     budgets = []
     monkeypatch.setattr(quickstart_module, "quickstart",
-                        lambda out, task, budget, workers: budgets.append(budget) or out / "report.md")
+                        lambda out, task, budget, workers, device: budgets.append(budget) or out / "report.md")
     main(["quickstart", "--out", str(tmp_path), "--task", "cartpole-swingup"])
     main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy"])
     main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy", "--episodes", "30",

@@ -10,13 +10,13 @@ import pytest
 
 from agents.workspace import load_agent
 from experiments.dmc_benchmark import (
-    GridRun, GridSettings, env_action_repeat, plan_grid, run_grid, run_plan, write_results,
+    GridRun, GridSettings, physics_steps_per_agent_step, plan_grid, run_grid, run_plan, write_results,
 )
 from experiments.train_agent import agent_config
 
 
 def test_plan_checks_the_grid_before_anything_runs(tmp_path):
-    assert env_action_repeat("cartpole-swingup") == 4 and env_action_repeat("reacher-easy") == 2
+    assert physics_steps_per_agent_step("cartpole-swingup") == 8 and physics_steps_per_agent_step("reacher-easy") == 4
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels", "state"], ["env"], [0, 1], {})
     assert len(runs) == 4 and runs[0].directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-env/seed0"
     with pytest.raises(ValueError, match="not in DMC-100k"):
@@ -27,7 +27,7 @@ def test_plan_checks_the_grid_before_anything_runs(tmp_path):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper"], [0], {"cartpole-swingup": tmp_path / "x"})
     with pytest.raises(ValueError, match="state observations run with drqv2"):
         plan_grid(["cartpole-swingup"], ["drq", "drqv2"], ["state"], ["env"], [0], {})
-    with pytest.raises(ValueError, match="ratio runs need a baseline per task: no --baseline for"):
+    with pytest.raises(ValueError, match="ratio runs need a baseline per task: no --baseline-model for"):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["ratio"], [0], {"cartpole-swingup": tmp_path})
     with pytest.raises(FileNotFoundError, match="baseline for cartpole-swingup not found"):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["ratio"], [0], {"cartpole-swingup": tmp_path},
@@ -60,7 +60,8 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
         assert summary["env_steps"] == 20 and summary["physics_steps"] == 160 and summary["agent"] == "drqv2"
         assert summary["updates"] == 4 * 19  # 4 per agent step (states) from the last of 2 seed steps on
         assert load_agent(run.directory(tmp_path) / "checkpoint").config.std_steps == 7
-        assert json.loads((run.directory(tmp_path) / "run.json").read_text())["action_repeat"] == 4
+        recorded = json.loads((run.directory(tmp_path) / "run.json").read_text())
+        assert (recorded["physics_steps_per_agent_step"], recorded["env_steps_per_agent_step"]) == (8, 4)
     assert "| cartpole-swingup | drqv2 | state | env | 2 |" in table
     assert (tmp_path / "cartpole-swingup_curves.png").is_file()
     capsys.readouterr()

@@ -8,7 +8,7 @@ by wall-clock minutes so CPU budgets can be stated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +30,23 @@ EVAL_FILE = "eval.json"
 class TokenizerTraining:
     """Optimisation settings; the model's own shape lives in :class:`TokenizerConfig`."""
 
-    steps: int = 5000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    min_lr_fraction: float = 0.1
-    log_every: int = 25
-    eval_every: int = 500
-    checkpoint_every: int = 500
-    eval_frames: int = 512
-    seed: int = 0
-    max_minutes: float | None = None
+    steps: int = field(
+        default=5000, metadata={"help": "optimisation steps in all (a resumed run continues up to this)"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "frames per step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate, reached after the warm-up"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps before cosine decay"})
+    min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of the peak"})
+    log_every: int = field(default=25, metadata={"help": "steps between tensorboard scalars"})
+    eval_every: int = field(
+        default=500, metadata={"help": "steps between held-out evaluations (PSNR, SSIM, usage, image grid)"}
+    )
+    checkpoint_every: int = field(default=500, metadata={"help": "steps between atomic checkpoints"})
+    eval_frames: int = field(default=512, metadata={"help": "held-out frames scored at each evaluation"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and frame sampling"})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop (and checkpoint) after this much training time, counted across resumes"}
+    )
 
 
 def evaluation_frames(data_root: str | Path, count: int, seed: int = 0) -> np.ndarray:

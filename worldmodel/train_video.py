@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +53,34 @@ EVAL_FILE = "eval.json"
 class VideoTraining:
     """Optimisation settings; the model's own shape lives in :class:`VideoTransformerConfig`."""
 
-    steps: int = 10000
-    batch_size: int = 16
-    clip_length: int = 16
-    frame_skip: int = 1
-    lr: float = 3e-4
-    warmup_steps: int = 200
-    min_lr_fraction: float = 0.1
-    grad_clip: float = 1.0
-    log_every: int = 25
-    eval_every: int = 500
-    checkpoint_every: int = 500
-    eval_clips: int = 32
-    seed: int = 0
-    max_minutes: float | None = None
+    steps: int = field(
+        default=10000, metadata={"help": "optimisation steps in all (a resumed run continues up to this)"}
+    )
+    batch_size: int = field(default=16, metadata={"help": "clips per step, per process"})
+    clip_length: int = field(
+        default=16, metadata={"help": (
+            "frames per training clip; None takes the preset's (16 for dmc and dmc-paper, 144 for long)"
+        )},
+    )
+    frame_skip: int = field(
+        default=1, metadata={"help": "take every n-th frame of the dataset (use its action at that frame)"}
+    )
+    lr: float = field(default=3e-4, metadata={"help": "peak learning rate, reached after the warm-up"})
+    warmup_steps: int = field(default=200, metadata={"help": "linear warm-up steps before cosine decay"})
+    min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of the peak"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the global gradient norm to this"})
+    log_every: int = field(
+        default=25, metadata={"help": "steps between tensorboard scalars (loss, bits/code, bits/dim)"}
+    )
+    eval_every: int = field(
+        default=500, metadata={"help": "steps between held-out evaluations (log-likelihood, sampled continuations)"}
+    )
+    checkpoint_every: int = field(default=500, metadata={"help": "steps between atomic checkpoints"})
+    eval_clips: int = field(default=32, metadata={"help": "held-out clips scored at each evaluation"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation and clip sampling"})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": "stop (and checkpoint) after this much training time, counted across resumes"}
+    )
 
 
 def bits_per_dim(nats_per_code: float, codes_per_frame: int, image_size: int) -> float:

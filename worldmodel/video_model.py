@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.checkpoint import CheckpointError, atomic_directory, read_json
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.rollout import rollout
 from worldmodel.streaming import StreamingSampler, StreamingScorer
 from worldmodel.tokenizer import LEGACY_TOKENIZER_KIND, Tokenizer, load_tokenizer
@@ -210,8 +211,10 @@ class VideoModel(nn.Module):
             (tmp / BUNDLE_FILE).write_text(json.dumps(bundle, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoModel:
-        """Rebuild a bundle from :meth:`save`; CheckpointError names any missing or mismatched part."""
+    def load(cls, directory: str | Path, map_location: str | torch.device = AUTO) -> VideoModel:
+        """Rebuild a bundle from :meth:`save` on ``map_location`` (``"auto"``: CUDA when available, see
+        :func:`worldmodel.device.resolve_device`); CheckpointError names any missing or mismatched part."""
+        map_location = resolve_device(map_location)
         directory = Path(directory)
         if not directory.is_dir():
             raise CheckpointError(f"no video model directory at {directory}")
