@@ -17,10 +17,14 @@ IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`
 In the real env the agent sees each frame as the tokenizer reconstructs it (encoded and
 decoded), the kind of picture it learnt from in imagination. The run directory holds
 ``data/`` (episodes, manifest, token cache), ``tokenizer/`` and ``world_model/`` (their training
-runs; the bundle in ``world_model/model``), ``agent/`` (actor-critic weights, optimizer and
-config), ``progress.json`` (iteration, steps, returns), ``learning_curve.png`` (real return against
-random play, imagined-vs-real PSNR), ``tb/`` and ``videos/``. A run resumes at its last finished
-iteration (world-model training resumes from its own checkpoint).
+runs; the bundle in ``world_model/model``), ``settings.json``, ``checkpoint/`` (the actor-critic's
+weights and optimizer, RNG states, counters and history: a
+:class:`~worldmodel.training_run.TrainingRun`), ``progress.json`` (iteration, steps, returns),
+``learning_curve.png`` (real return against random play, imagined-vs-real PSNR), ``tb/`` and
+``videos/``. A run resumes at its last finished iteration, or its last random-play episode
+(world-model and tokenizer training resume from their own checkpoints), and repeats what an
+uninterrupted run does: each phase of an iteration seeds torch's generator from (seed, iteration),
+and episodes a crash wrote after the checkpoint are dropped.
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs
@@ -49,22 +51,23 @@ from experiments.plots import imagination_curves
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import ratio
 from experiments.videos import save_video, side_by_side
-from worldmodel.checkpoint import atomic_directory, read_json, write_json_atomic
+from worldmodel.checkpoint import MODEL_FILE, load_typed_checkpoint, read_json, write_json_atomic
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
 from worldmodel.metrics import psnr
 from worldmodel.sampling import check_decoding
 from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
+from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE, TrainingRun
 from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 from worldmodel.video_model import VideoModel
 
 PROGRESS_FILE = "progress.json"
-SETTINGS_FILE = "settings.json"
 CURVES_FILE = "learning_curve.png"
 TOKENIZER_DIR = "tokenizer"
 WORLD_MODEL_DIR = "world_model"  # its training run; the bundle is in its "model"
-AGENT_DIR = "agent"
-AGENT_WEIGHTS = "agent.safetensors"
+AGENT_KIND = "actor_critic"  # what the run's checkpoint holds
+IMAGINATION_PHASE, COLLECTION_PHASE = 0, 1  # the phases of an iteration that draw from torch's generator
 # Where imagined rollouts start: only after contexts of the model's whole window (frame window - 1 onwards),
 # after a context ending at any frame of the real episodes (shorter at an episode's start), or at the real
 # episodes' first frames, for imagined episodes as long as the real ones.
@@ -78,29 +81,82 @@ CHECK_FILE = "world_model_check.json"
 class ImaginationSettings:
     """What one run does; the defaults are the DMC-100k budget on cartpole (action repeat 8)."""
 
-    env: str = "dmc:cartpole-balance"
-    action_repeat: int = 8
-    episode_steps: int | None = None
-    physics_steps: int = 100_000
-    seed_episodes: int = 5
-    episodes_per_iteration: int = 1
-    tokenizer: str | None = None
-    tokenizer_preset: str = "dmc"
-    tokenizer_steps: int = 2000
-    video_preset: str = "dmc"
-    first_world_model_steps: int = 1000
-    world_model_steps: int = 200
-    world_model_batch: int = 8
-    world_model_clip: int | None = None
-    world_model_lr: float = 3e-4
-    imagination_updates: int = 20
-    imagined_envs: int = 32
-    imagine_from: str = "full_context"
-    decoding: str = "sequential"
-    eval_episodes: int = 2
-    seed: int = 0
-    max_minutes: float | None = None
-    agent: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    env: str = field(
+        default="dmc:cartpole-balance", metadata={"help": (
+            "real env spec (its frames and actions are what the world model learns)"
+        )},
+    )
+    action_repeat: int = field(default=8, metadata={"help": (
+        "physics steps (DMC; underlying env steps elsewhere) per agent decision (DMC-100k: 8 on cartpole)"
+    )})
+    episode_steps: int | None = field(
+        default=None, metadata={"help": "cut real episodes to this many agent steps (None: the env's own limit)"}
+    )
+    physics_steps: int = field(
+        default=100_000, metadata={"help": (
+            "real physics steps in all, random play included (a resumed run may raise it)"
+        )},
+    )
+    seed_episodes: int = field(
+        default=5, metadata={"help": "random-play episodes before the first world model (the tokenizer trains on them)"}
+    )
+    episodes_per_iteration: int = field(
+        default=1, metadata={"help": "real episodes collected with the current policy per iteration"}
+    )
+    tokenizer: str | None = field(
+        default=None, metadata={"help": (
+            "a trained tokenizer checkpoint to use, frozen (None: train one on the random play)"
+        )},
+    )
+    tokenizer_preset: str = field(default="dmc", metadata={"help": "tokenizer preset (see train-tokenizer)"})
+    tokenizer_steps: int = field(
+        default=2000, metadata={"help": "tokenizer training steps, once, on the random-play episodes"}
+    )
+    video_preset: str = field(
+        default="dmc", metadata={"help": "transformer preset (see train-video); reward and continue heads are added"}
+    )
+    first_world_model_steps: int = field(
+        default=1000, metadata={"help": "world-model steps before the first imagination"}
+    )
+    world_model_steps: int = field(default=200, metadata={"help": "further world-model steps per iteration"})
+    world_model_batch: int = field(default=8, metadata={"help": "world-model clips per step"})
+    world_model_clip: int | None = field(
+        default=None, metadata={"help": "frames per world-model training clip (None: the preset's)"}
+    )
+    world_model_lr: float = field(
+        default=3e-4, metadata={"help": "world-model learning rate (constant after a 100-step warm-up)"}
+    )
+    imagination_updates: int = field(
+        default=20, metadata={"help": "actor-critic updates per iteration, each on a fresh imagined rollout"}
+    )
+    imagined_envs: int = field(default=32, metadata={"help": "imagined sub-envs per rollout, started from real clips"})
+    imagine_from: str = field(
+        default="full_context", metadata={"help": (
+            "where imagined rollouts start: full_context (only after a real context of the model's whole window, "
+            "so never within an episode's first window - 1 frames) or any_frame (after a context ending at any "
+            "frame of the collected episodes, their first frames included, shorter there; on balance it did not "
+            "help) or episode_start (at the collected episodes' first frames: imagined episodes as long as the "
+            "real ones, carried on across updates)"
+        )},
+    )
+    decoding: str = field(
+        default="sequential", metadata={"help": (
+            "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame per "
+            "step until it stops changing: the same frames, faster only where few codes depend on the codes "
+            "before them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may "
+            "change on resume"
+        )},
+    )
+    eval_episodes: int = field(default=2, metadata={"help": "real episodes per evaluation (the policy's mode)"})
+    seed: int = field(default=0, metadata={"help": "seed of episodes, initialisation and imagination"})
+    max_minutes: float | None = field(
+        default=None, metadata={"help": (
+            "stop at the end of the iteration that passes this many minutes (this invocation)"
+        )},
+    )
+    agent: ActorCriticConfig = field(
+        default_factory=ActorCriticConfig, metadata={"help": "the actor-critic's settings (the --ac-* flags)"}
+    )
 
     def __post_init__(self) -> None:
         check_decoding(self.decoding)  # before the hours of a run, not at its first imagined step
@@ -131,37 +187,61 @@ class ReconstructingPolicy:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            seen = self.tokenizer.decode(self.tokenizer.encode(obs[None])).numpy()
+            seen = self.tokenizer.decode(self.tokenizer.encode(obs[None])).cpu().numpy()
         stacks = self.stacks.push(seen, np.zeros(1, bool)) if self.started else self.stacks.reset(seen)
         self.started = True
         return self.agent.act(stacks, sample=self.sample)[0]
 
 
 class ImaginationRun:
-    """The state of one run directory: paths, settings, progress (see the module docstring)."""
+    """One run directory: its paths and settings, and the :class:`TrainingRun` that keeps its counters
+    (``step`` counts finished iterations), checkpoint (the actor-critic, RNG states, the history of
+    iterations), tensorboard (by physics steps) and time budget. See the module docstring."""
 
     def __init__(self, run_dir: str | Path, settings: ImaginationSettings) -> None:
         self.dir = Path(run_dir)
         self.data = self.dir / "data"
         self.tokenizer_run = self.dir / TOKENIZER_DIR
         self.world_model_run = self.dir / WORLD_MODEL_DIR
-        saved = self.dir / SETTINGS_FILE
-        fixed = {k: v for k, v in json.loads(json.dumps(settings.to_dict())).items() if k not in RESUMABLE_CHANGES}
-        if saved.exists():
-            before = {k: v for k, v in read_json(saved).items() if k not in RESUMABLE_CHANGES}
-            changed = sorted(k for k in fixed if before.get(k) != fixed[k])
-            if changed:
-                raise ValueError(f"{self.dir} was started with other settings ({', '.join(changed)}); "
-                                 f"only {', '.join(RESUMABLE_CHANGES)} may change on resume")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(saved, settings.to_dict())
+        self.training = TrainingRun(
+            self.dir, resume=True, settings=settings.to_dict(), may_change=RESUMABLE_CHANGES,
+            max_minutes=settings.max_minutes, counters=dict.fromkeys(("agent_steps", "episodes", "physics_steps"), 0),
+            log_axis="physics_steps",
+        )
         self.settings = settings
-        self.progress = read_json(self.dir / PROGRESS_FILE) if (self.dir / PROGRESS_FILE).exists() else {
-            "iteration": 0, "agent_steps": 0, "episodes": 0, "history": [], "random_returns": [],
-        }
+        self.counters = self.training.counters
+        self.history: list[dict[str, Any]] = []
+        self.random_returns: list[float] = []
 
-    def save_progress(self) -> None:
+    def restore(self, agent: ActorCritic) -> None:
+        """Resume from the last checkpoint, and drop episodes a crash wrote after it (and their cached codes),
+        so the world model trains on what an uninterrupted run had at this point."""
+        restored = self.training.restore({"config": ("actor-critic config", agent.describe())})
+        if restored is not None:
+            agent.load_state_tensors({**restored.weights, **restored.tensors})
+            self.history, self.random_returns = restored.state["history"], restored.state["random_returns"]
+        for path in self.data.glob("**/episode*.npz"):
+            if int(path.stem.removeprefix("episode")) >= self.counters["episodes"]:
+                path.unlink()
+
+    def checkpoint(self, agent: ActorCritic) -> None:
+        """The actor-critic (weights; optimizer state apart), counters, RNG states and history, then
+        ``progress.json``, the readable summary that reports and ``compare-runs`` read."""
+        tensors = agent.state_tensors()
+        self.training.save(
+            {k: v for k, v in tensors.items() if not k.startswith("optim.")},
+            {"kind": AGENT_KIND, "config": agent.describe()},
+            tensors={k: v for k, v in tensors.items() if k.startswith("optim.")},
+            state={"history": self.history, "random_returns": self.random_returns},
+        )
         write_json_atomic(self.dir / PROGRESS_FILE, self.progress)
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """Iterations done, real agent and physics steps, episodes, seconds, the history and random play's returns."""
+        counters = {k: v for k, v in self.counters.items() if k != "step"}
+        return {"iteration": self.counters["step"], **counters, "history": self.history,
+                "random_returns": self.random_returns}
 
     def record(self, episode: dict[str, Any], index: int) -> float:
         """Write real episode ``index`` (every tenth, from the first, goes to the test split)."""
@@ -188,17 +268,22 @@ def _play_random(env: gym.Env, seed: int) -> dict[str, Any]:
     return run_episode(env, lambda obs: env.action_space.sample(), seed)
 
 
-def _collect_random(run: ImaginationRun, env: gym.Env, writer: SummaryWriter) -> None:
+def _count_episode(run: ImaginationRun, episode: dict[str, Any]) -> None:
+    run.counters["episodes"] += 1
+    run.counters["agent_steps"] += len(episode["video"]) - 1
+    run.counters["physics_steps"] = run.counters["agent_steps"] * run.settings.action_repeat
+
+
+def _collect_random(run: ImaginationRun, env: gym.Env, agent: ActorCritic) -> None:
     settings = run.settings
     describe_env(settings.env, env).save(run.data)
-    while run.progress["episodes"] < settings.seed_episodes:
-        index = run.progress["episodes"]
+    while run.counters["episodes"] < settings.seed_episodes:
+        index = run.counters["episodes"]
         episode = _play_random(env, _episode_seed(settings, index))
-        run.progress["random_returns"].append(run.record(episode, index))
-        run.progress["episodes"] += 1
-        run.progress["agent_steps"] += len(episode["video"]) - 1
-        run.save_progress()
-    writer.add_scalar("real/random_return", float(np.mean(run.progress["random_returns"])), 0)
+        run.random_returns.append(run.record(episode, index))
+        _count_episode(run, episode)
+        run.checkpoint(agent)
+    run.training.writer.add_scalar("real/random_return", float(np.mean(run.random_returns)), 0)
 
 
 def _tokenizer_checkpoint(settings: ImaginationSettings, run_dir: Path) -> Path:
@@ -206,16 +291,18 @@ def _tokenizer_checkpoint(settings: ImaginationSettings, run_dir: Path) -> Path:
     return run_dir / TOKENIZER_DIR / "checkpoint" if settings.tokenizer is None else Path(settings.tokenizer)
 
 
-def _train_tokenizer(run: ImaginationRun) -> Path:
+def _train_tokenizer(run: ImaginationRun, device: str) -> Path:
     settings = run.settings
     if settings.tokenizer is None:
         training = TokenizerTraining(steps=settings.tokenizer_steps, eval_every=10**9, seed=settings.seed)
-        train_tokenizer(run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True)
+        train_tokenizer(
+            run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True, device=device
+        )
     return _tokenizer_checkpoint(settings, run.dir)
 
 
 def _train_world_model(
-    run: ImaginationRun, tokenizer: Tokenizer, checkpoint: Path, iteration: int
+    run: ImaginationRun, tokenizer: Tokenizer, checkpoint: Path, iteration: int, device: str
 ) -> dict[str, Any]:
     settings = run.settings
     preset = video_preset(settings.video_preset)
@@ -228,7 +315,9 @@ def _train_world_model(
         lr=settings.world_model_lr, warmup_steps=100, min_lr_fraction=1.0, eval_every=10**9,
         checkpoint_every=50, eval_clips=8, seed=settings.seed,
     )
-    return train_video(run.data, checkpoint, run.world_model_run, config, training, resume=True, reward_stats=False)
+    return train_video(
+        run.data, checkpoint, run.world_model_run, config, training, resume=True, device=device, reward_stats=False
+    )
 
 
 def _terminates(episodes: EpisodeDataset) -> bool:
@@ -300,37 +389,35 @@ def _save_beside(real: np.ndarray, imagined: list[np.ndarray], path: Path, fps: 
     save_video(np.stack(frames), [path], fps)
 
 
-def _save_agent(run: ImaginationRun, agent: ActorCritic) -> None:
-    with atomic_directory(run.dir / AGENT_DIR) as tmp:
-        save_file(agent.state_tensors(), tmp / AGENT_WEIGHTS)
-        (tmp / "config.json").write_text(json.dumps({"kind": "actor_critic", "config": agent.describe()}, indent=2))
+def _phase_seed(settings: ImaginationSettings, iteration: int, phase: int) -> int:
+    """The torch seed of one phase of one iteration: a resumed run draws what an uninterrupted one drew,
+    whatever the world model's training (resumed or not) did to the global generator before."""
+    return int(np.random.SeedSequence([settings.seed, iteration, phase]).generate_state(1)[0])
 
 
-def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, device: str = "cpu") -> dict[str, Any]:
-    """Run (or resume) the loop until the physics-step budget or ``max_minutes`` is spent; returns the progress."""
+def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, device: str = AUTO) -> dict[str, Any]:
+    """Run (or resume) the loop until the physics-step budget or ``max_minutes`` is spent, every model (tokenizer,
+    world model, actor-critic) trained and used on ``device``; returns the progress."""
+    device = resolve_device(device)
     run = ImaginationRun(run_dir, settings)
-    started = time.monotonic()
-    writer = SummaryWriter(run.dir / "tb")
     env = make_real_env(settings)
-    _collect_random(run, env, writer)
-    tokenizer_checkpoint = _train_tokenizer(run)
-    tokenizer = load_tokenizer(tokenizer_checkpoint).eval()
+    torch.manual_seed(settings.seed)
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
-    if (run.dir / AGENT_DIR / AGENT_WEIGHTS).exists():
-        agent.load_state_tensors(load_file(run.dir / AGENT_DIR / AGENT_WEIGHTS))
+    run.restore(agent)
+    _collect_random(run, env, agent)
+    tokenizer_checkpoint = _train_tokenizer(run, device)
+    tokenizer = load_tokenizer(tokenizer_checkpoint, device).eval()
     fps = DatasetManifest.load(run.data).fps
     agent_budget = settings.physics_steps // settings.action_repeat
-    while run.progress["agent_steps"] < agent_budget:
-        if settings.max_minutes is not None and time.monotonic() - started > 60 * settings.max_minutes:
-            break
-        iteration = run.progress["iteration"]
+    while run.counters["agent_steps"] < agent_budget and not run.training.tick():
+        iteration = run.counters["step"]
         seconds = {"start": time.monotonic()}
-        summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration)
-        model = VideoModel.load(run.world_model_run / "model")
+        summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration, device)
+        model = VideoModel.load(run.world_model_run / "model", device)
         seconds["world_model"] = time.monotonic()
         terminations = _terminates(EpisodeDataset(run.data, "train"))  # the data change only at collection
+        torch.manual_seed(_phase_seed(settings, iteration, IMAGINATION_PHASE))
         imagination = _imagine(run, agent, model, iteration, terminations)
-        _save_agent(run, agent)
         seconds["imagination"] = time.monotonic()
         evaluations = [
             _play(env, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
@@ -343,19 +430,19 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             model, evaluations[0], gif, fps, settings.decoding, terminations
         )
         seconds["imagined_beside_real"] = time.monotonic()
+        torch.manual_seed(_phase_seed(settings, iteration, COLLECTION_PHASE))
         collected = []
         for _ in range(settings.episodes_per_iteration):
-            index = run.progress["episodes"]
+            index = run.counters["episodes"]
             episode = _play(env, agent, tokenizer, _episode_seed(settings, index), sample=True)
             collected.append(run.record(episode, index))
-            run.progress["episodes"] += 1
-            run.progress["agent_steps"] += len(episode["video"]) - 1
+            _count_episode(run, episode)
         seconds["collection"] = time.monotonic()
         marks = list(seconds.items())
         row = {
             "iteration": iteration,
-            "agent_steps": run.progress["agent_steps"],
-            "physics_steps": run.progress["agent_steps"] * settings.action_repeat,
+            "agent_steps": run.counters["agent_steps"],
+            "physics_steps": run.counters["physics_steps"],
             "eval_return": float(np.mean(returns)),
             "collect_return": float(np.mean(collected)),
             "imagined_psnr_first_15": float(np.mean(step_psnr[:15])),
@@ -367,14 +454,14 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         }
         for key, value in row.items():
             if isinstance(value, float):
-                writer.add_scalar(key, value, row["physics_steps"])
+                run.training.writer.add_scalar(key, value, row["physics_steps"])
         print(json.dumps(row))
-        run.progress["history"].append(row)
-        run.progress["iteration"] += 1
-        run.save_progress()
-        random_return = float(np.mean(run.progress["random_returns"]))
-        imagination_curves(run.progress["history"], random_return, run.dir / CURVES_FILE, settings.env)
-    writer.close()
+        run.history.append(row)
+        run.counters["step"] += 1
+        run.training.tick()
+        run.checkpoint(agent)
+        imagination_curves(run.history, float(np.mean(run.random_returns)), run.dir / CURVES_FILE, settings.env)
+    run.training.close()
     return run.progress
 
 
@@ -392,22 +479,23 @@ def evaluation_name(sample: bool) -> str:
     return "evaluation_sampled" if sample else "evaluation"
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False, device: str = AUTO) -> dict[str, Any]:
     """A run's saved agent over ``episodes`` fresh real episodes, beside random play on the same seeds:
     the same start states, so the two returns compare episode by episode. The agent acts by its policy's
     mode, or with ``sample`` by sampling it (seeded per episode, so a rerun replays the same episodes).
 
     Writes ``{run}/evaluation.json`` (``evaluation_sampled.json`` with ``sample``) and the agent's first
-    episode to ``{run}/videos/evaluation.gif`` (``evaluation_sampled.gif``).
+    episode to ``{run}/videos/evaluation.gif`` (``evaluation_sampled.gif``). Tokenizer and agent run on ``device``.
     """
+    device = resolve_device(device)
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    settings = _saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / AGENT_DIR / AGENT_WEIGHTS)
+    settings = _saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / CHECKPOINT_DIR / MODEL_FILE)
     env = make_real_env(settings)
-    tokenizer = load_tokenizer(_tokenizer_checkpoint(settings, run_dir)).eval()
-    agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
-    agent.load_state_tensors(load_file(run_dir / AGENT_DIR / AGENT_WEIGHTS))
+    tokenizer = load_tokenizer(_tokenizer_checkpoint(settings, run_dir), device).eval()
+    agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
+    agent.load_state_tensors(load_typed_checkpoint(run_dir / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
     fps = DatasetManifest.load(run_dir / "data").fps
     seeds = [_episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
     name = evaluation_name(sample)
@@ -440,7 +528,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False) 
     return result
 
 
-def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
+def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO) -> dict[str, Any]:
     """Whether a run's world model knows what actions do. Real episodes of the task's scripted expert and
     of random play, from the same start states, are each imagined open loop from their first frame alone,
     fed their own actions (rewards by the reward head, the continue head not heeded). An expert whose
@@ -448,7 +536,7 @@ def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
     no better than random play's, that an agent cannot learn that in its imagination either.
 
     Writes ``{run}/world_model_check.json`` and ``{run}/videos/world_model_check.gif`` (the first expert
-    episode, real beside imagined).
+    episode, real beside imagined). The world model runs on ``device``.
     """
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
@@ -459,7 +547,7 @@ def check_world_model(run_dir: str | Path, episodes: int = 4) -> dict[str, Any]:
     expert = make_expert(task_name(settings.env), env)
     seeds = [_episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
-    model = VideoModel.load(model_dir)
+    model = VideoModel.load(model_dir, device)
     window = max(1, model.window)
     first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in played]) for key in ("video", "actions")}
     imagined = WorldModelVectorEnv(

@@ -14,6 +14,7 @@ from experiments.train_imagination import (
     ImaginationRun, ImaginationSettings, _imagine, _imagined_beside_real, check_world_model, evaluate_run,
     make_real_env, train_in_imagination,
 )
+from worldmodel.checkpoint import load_checkpoint
 from worldmodel.video_model import VideoModel
 
 
@@ -46,7 +47,7 @@ def test_loop_runs_resumes_and_records_everything(trained_run):
     assert row["physics_steps"] == 8 * 48 and np.isfinite(row["eval_return"]) and row["imagined_psnr_first_15"] > 0
     assert json.loads((run / "world_model" / "eval.json").read_text())["step"] == 4 + 2
     assert sorted(p.name for p in (run / "data" / "train").glob("*.npz")) == [f"episode{i:05d}.npz" for i in range(1, 4)]
-    assert (run / "agent" / "agent.safetensors").exists() and list((run / "tb").glob("events.*"))
+    assert (run / "checkpoint" / "model.safetensors").exists() and list((run / "tb").glob("events.*"))
     assert (run / "videos" / "iteration001.gif").exists() and (run / "learning_curve.png").stat().st_size > 0
     with pytest.raises(ValueError, match="decoding must be one of"):
         replace(_settings(8 * 48), decoding="parallel")
@@ -202,3 +203,44 @@ def test_evaluation_summary_of_known_returns(trained_run, tmp_path, monkeypatch)
     assert summary == [2.0, 1.0, 1.0, 0.5, 2.0]
     monkeypatch.setattr(train_imagination, "_play_random", lambda env, seed: {"rewards": np.zeros(1)})
     assert evaluate_run(tmp_path / "run", episodes=2)["ratio_to_random"] is None
+
+
+def _without_timings(history):
+    return [{k: v for k, v in row.items() if not k.startswith("seconds_")} for row in history]
+
+
+def test_interrupted_and_budgeted_runs_resume_to_the_uninterrupted_run(trained_run, tmp_path):
+    """A run stopped by its time budget before its first iteration, then resumed, ends exactly where a run of
+    both iterations does. The fixture's run (stopped after one iteration by its physics budget, resumed with the
+    other decoding, which samples the same frames through differently rounded logits) ends there too, to
+    float rounding."""
+    run, _, resumed = trained_run
+    straight = train_in_imagination(tmp_path / "straight", _settings(physics_steps=8 * 48))
+    budgeted = tmp_path / "budgeted"
+    stopped = train_in_imagination(budgeted, replace(_settings(physics_steps=8 * 48), max_minutes=1e-9))
+    assert stopped["iteration"] == 0 and stopped["episodes"] == 2  # random play, then the budget
+    again = train_in_imagination(budgeted, _settings(physics_steps=8 * 48))
+    assert _without_timings(again["history"]) == _without_timings(straight["history"])
+    assert len(resumed["history"]) == len(straight["history"]) == 2
+    for row, expected in zip(_without_timings(resumed["history"]), _without_timings(straight["history"])):
+        assert row == pytest.approx(expected, rel=1e-5)
+    weights = [load_checkpoint(path / "checkpoint")[0] for path in (tmp_path / "straight", budgeted, run)]
+    for name, value in weights[0].items():
+        assert torch.equal(weights[1][name], value), name
+        torch.testing.assert_close(weights[2][name], value, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_episodes_written_after_the_last_checkpoint_are_dropped_on_resume(trained_run, tmp_path):
+    """A crash between collecting an episode and the iteration's checkpoint leaves the episode (and its
+    cached codes) on disk; the resumed run must not train its world model on it."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run[0], copy)
+    stray = [copy / "data" / "train" / "episode00004.npz"]
+    stray += [cache / "train" / "episode00004.npz" for cache in (copy / "data" / "token_cache").iterdir()]
+    for path in stray:
+        shutil.copy(min(path.parent.glob("episode*.npz")), path)
+    settings = replace(_settings(8 * 48), decoding="jacobi")
+    env = make_real_env(settings)
+    ImaginationRun(copy, settings).restore(ActorCritic(env.observation_space, env.action_space, settings.agent))
+    assert not any(path.exists() for path in stray)
+    assert (copy / "data" / "train" / "episode00003.npz").exists()
