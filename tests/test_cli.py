@@ -68,7 +68,7 @@ def test_every_settings_field_is_a_flag_with_its_help(name, capsys):
 
 
 def test_a_field_without_help_still_makes_a_working_flag():
-    from experiments.cli import _dataclass_flags
+    from experiments.cli.flags import dataclass_flags
 
     @dataclasses.dataclass
     class Settings:
@@ -78,7 +78,7 @@ def test_a_field_without_help_still_makes_a_working_flag():
         fast: bool = False
 
     parser = argparse.ArgumentParser()
-    _dataclass_flags(parser, Settings())
+    dataclass_flags(parser, Settings())
     args = parser.parse_args(["--budget", "2.5", "--name", "y", "--fast"])
     assert (args.steps, args.budget, args.name, args.fast) == (3, 2.5, "y", True)
     assert Settings(**vars(args)) == Settings(3, 2.5, "y", True)

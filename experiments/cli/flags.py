@@ -1,0 +1,94 @@
+"""Flags shared by several ``wm`` commands, and settings dataclasses turned into flags."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+def add_device_flag(parser: argparse.ArgumentParser) -> None:
+    """--device, as every command that loads or trains a model takes it (see worldmodel.device)."""
+    parser.add_argument(
+        "--device", default="auto",
+        help="torch device of every model this command loads or trains: auto (CUDA when available, else CPU), "
+        "cpu, cuda or cuda:<index>",
+    )
+
+
+def _scalar_type(annotation: object) -> type:
+    """The type a flag parses for a field annotated ``annotation`` (``int | None`` parses ints)."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return options[0] if options[0] in (int, float, str, bool) else str
+
+
+def dataclass_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: object, prefix: str = ""
+) -> None:
+    """One ``--flag`` per scalar field of a settings dataclass, typed by its annotation, with the help text
+    that lives beside the field (``field(metadata={"help": ...})``; a field without one still gets a flag).
+
+    Nested dataclasses are skipped (give them their own ``prefix``).
+    """
+    hints = typing.get_type_hints(type(defaults))
+    for field in fields(defaults):
+        value = getattr(defaults, field.name)
+        if is_dataclass(value):
+            continue
+        kind = _scalar_type(hints[field.name])
+        flag, dest = f"--{prefix}{field.name.replace('_', '-')}", f"{prefix.replace('-', '_')}{field.name}"
+        extra = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parser.add_argument(flag, dest=dest, default=value, help=field.metadata.get("help", ""), **extra)
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """--seed, --temperature and --top-k, as every command that samples from a video model takes them."""
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes (1 = greedy)")
+
+
+def add_decoding_flag(parser: argparse.ArgumentParser) -> None:
+    from worldmodel.sampling import DECODINGS
+
+    parser.add_argument(
+        "--decoding", choices=DECODINGS, default="sequential",
+        help="one code per model step, or a whole frame per step until it stops changing (the same frames)",
+    )
+
+
+def name_equals_path(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, Path(path)
+
+
+def labelled(items: list[str], flag: str, value_name: str) -> dict[str, str]:
+    """``LABEL=VALUE`` flag values as a dict; a clear error names the first malformed one."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (label, sep, value) in zip(items, pairs) if not (label and sep and value)]
+    if bad:
+        raise ValueError(f"expected {flag} LABEL={value_name}, got {bad[0]!r}")
+    return {label: value for label, _, value in pairs}
+
+
+def add_reward_flags(parser: argparse.ArgumentParser) -> None:
+    """How the VIPER reward scores frames (see worldmodel/reward.py)."""
+    parser.add_argument(
+        "--score", default="log_prob", choices=["log_prob", "entropy_adjusted"],
+        help="log_prob: VIPER's log-likelihood of each frame; entropy_adjusted: log-likelihood plus the model's "
+        "predictive entropy of the same codes (surprise beyond what the model expected)",
+    )
+    parser.add_argument(
+        "--mode", default="conditional", choices=["conditional", "joint"],
+        help="conditional: the newest frame's score; joint: the sum over the last --joint-frames frames",
+    )
+
+
+def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline-model", type=Path, default=None,
+        help="video model of the same env under random play: the reward becomes the likelihood ratio "
+        "log p_model - log p_baseline (scaled by the expert std), which cancels what any model predicts well",
+    )

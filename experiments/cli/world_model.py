@@ -1,0 +1,112 @@
+"""Commands of the world-model job: an agent trained in imagination, evaluated, its world model checked."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from experiments.cli.flags import add_device_flag, dataclass_flags
+
+
+def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
+    from agents.actor_critic import ActorCriticConfig
+    from experiments.train_imagination import ImaginationSettings
+
+    parser = subparsers.add_parser(
+        "train-imagination",
+        help="train an agent purely inside the video world model (IRIS's loop), judged in the real env",
+        description="Collect real episodes (random play, then the current policy), train the world model "
+        "(tokenizer once, then the transformer with reward and continue heads, resumed each iteration), "
+        "train an actor-critic only on imagined rollouts that start from real clips, evaluate it in the real "
+        "env; repeat until the physics-step budget is spent. Writes {run}/progress.json (returns per "
+        "iteration, imagined-vs-real PSNR), {run}/tb, {run}/videos (imagined beside real GIFs); rerun the "
+        "same command to resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, type=Path, help="run directory")
+    add_device_flag(parser)
+    dataclass_flags(parser, ImaginationSettings())
+    dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), prefix="ac-")
+    parser.set_defaults(handler=_run_train_imagination)
+
+
+def _run_train_imagination(args: argparse.Namespace) -> None:
+    from agents.actor_critic import ActorCriticConfig
+    from experiments.train_imagination import ImaginationSettings, train_in_imagination
+
+    agent = ActorCriticConfig(**{f.name: getattr(args, f"ac_{f.name}") for f in fields(ActorCriticConfig)})
+    names = [f.name for f in fields(ImaginationSettings) if f.name != "agent"]
+    settings = ImaginationSettings(**{name: getattr(args, name) for name in names}, agent=agent)
+    progress = train_in_imagination(args.run, settings, args.device)
+    last = progress["history"][-1]["eval_return"] if progress["history"] else None
+    print(f"{progress['iteration']} iterations, {progress['agent_steps'] * settings.action_repeat} physics steps, "
+          f"last real-env return {last}; per-iteration figures in {args.run / 'progress.json'}")
+
+
+def _add_eval_imagination(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval-imagination",
+        help="the true return of a train-imagination run's agent over fresh real episodes, against random play",
+        description="Load the agent that train-imagination saved last in RUN and play EPISODES fresh real "
+        "episodes with its policy's mode, or with --sample sampled from its policy (frames seen through the run's "
+        "tokenizer, as in training), then random play on the same seeds (the same start states). Writes "
+        "{run}/evaluation.json (every return, means, standard deviations, the ratio to random) and "
+        "{run}/videos/evaluation.gif (the agent's first episode); evaluation_sampled.* with --sample.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, type=Path, help="run directory of train-imagination")
+    parser.add_argument("--episodes", type=int, default=10, help="real episodes for the agent and for random play")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample the agent's actions from its policy (seeded per episode) instead of its mode")
+    add_device_flag(parser)
+    parser.set_defaults(handler=_run_eval_imagination)
+
+
+def _run_eval_imagination(args: argparse.Namespace) -> None:
+    from experiments.train_imagination import evaluate_run, evaluation_name
+
+    result = evaluate_run(args.run, args.episodes, args.sample, args.device)
+    ratio = result["ratio_to_random"]
+    print(f"{result['env']} after {result['iterations']} iterations ({result['physics_steps']} physics steps), "
+          f"{args.episodes} episodes on the same seeds, the policy's {result['policy']} actions:\n"
+          f"  agent   {result['agent_mean']:8.1f} +- {result['agent_std']:.1f}\n"
+          f"  random  {result['random_mean']:8.1f} +- {result['random_std']:.1f}\n"
+          f"  ratio   {'n/a' if ratio is None else f'{ratio:.2f}x'}\n"
+          f"every return in {args.run / (evaluation_name(args.sample) + '.json')}")
+
+
+def _add_check_world_model(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check-world-model",
+        help="does a train-imagination run's world model know what actions do? expert and random episodes, "
+        "real against imagined",
+        description="Play EPISODES real episodes with the task's scripted expert and as many with random play "
+        "(the same start states), then imagine each with RUN's world model from its first frame alone, fed the "
+        "episode's own actions. Prints the real and imagined returns (the reward head's) of both: where the "
+        "expert's imagined return is no better than random play's, the model has not learnt how actions reach "
+        "high reward, and an agent trained in it cannot learn that either. Writes {run}/world_model_check.json "
+        "and {run}/videos/world_model_check.gif (the first expert episode, real beside imagined).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--run", required=True, type=Path, help="run directory of train-imagination")
+    parser.add_argument("--episodes", type=int, default=4, help="real episodes of the expert and of random play")
+    add_device_flag(parser)
+    parser.set_defaults(handler=_run_check_world_model)
+
+
+def _run_check_world_model(args: argparse.Namespace) -> None:
+    from experiments.train_imagination import CHECK_FILE, check_world_model
+
+    result = check_world_model(args.run, args.episodes, args.device)
+    print(f"{result['env']}, {args.episodes} episodes each, returns (mean):")
+    for name in ("expert", "random"):
+        print(f"  {name:7s} real {result[name]['real_mean']:8.1f}   imagined {result[name]['imagined_mean']:8.1f}")
+    print(f"every return in {args.run / CHECK_FILE}")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """This job's subcommands, in the order ``wm --help`` lists them."""
+    _add_train_imagination(subparsers)
+    _add_eval_imagination(subparsers)
+    _add_check_world_model(subparsers)
