@@ -32,8 +32,11 @@ from worldmodel.video_model import VideoModel
 REWARDS = ("viper", "env")
 OBSERVATIONS = ("pixels", "state")
 RUN_FILE = "run.json"
-# DMC-100k's action repeats (PlaNet, DrQ), in physics steps per agent decision.
-PUBLISHED_ACTION_REPEAT = {"cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4}
+# DMC-100k's action repeats (PlaNet's benchmark, as DrQ ran it), in physics steps per agent decision.
+PUBLISHED_ACTION_REPEAT = {
+    "cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4, "cheetah-run": 4, "ball_in_cup-catch": 4,
+    "finger-spin": 2, "walker-walk": 2,
+}
 
 
 def env_repeat(env_spec: str) -> int:
@@ -60,7 +63,7 @@ def agent_config(
 
     On a VIPER reward (log p or the likelihood ratio): RND with beta 1 from pixels (VIPER's setting),
     and DrQ-v2 trains on running-standardised rewards, whose scale is otherwise set by how sure
-    the video model is (README, "Cartpole-balance: the ratio's scale"). ``options`` set any other
+    the video model is (docs/results/viper.md, "Cartpole-balance: the ratio's scale"). ``options`` set any other
     field of the config from text (``{"std_steps": "2500"}``), see :func:`with_options`.
     """
     kind = agent_kind(agent_name)
@@ -108,7 +111,7 @@ def loop_defaults(agent_name: str, observation: str, preset: str = "cpu") -> dic
     budgets of millions of steps); every other agent and preset updates every agent step,
     which at DMC-100k learned about twice as fast. On state vectors an update of the ``cpu``
     preset costs about 8 ms, so it makes 4 per agent step there (swing-up's true return at
-    80k physics steps: 767 against 323 with one). README, "Agent settings at this budget".
+    80k physics steps: 767 against 323 with one). docs/results/viper.md, "Agent settings at this budget".
     State vectors already hold velocities, so they are not stacked.
     """
     update_every = 2 if (agent_name, preset) == ("drqv2", "paper") else 1

@@ -17,10 +17,11 @@ from experiments.train_agent import agent_config
 
 def test_plan_checks_the_grid_before_anything_runs(tmp_path):
     assert physics_steps_per_agent_step("cartpole-swingup") == 8 and physics_steps_per_agent_step("reacher-easy") == 4
+    assert physics_steps_per_agent_step("walker-walk") == 2 and physics_steps_per_agent_step("cheetah-run") == 4
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels", "state"], ["env"], [0, 1], {})
     assert len(runs) == 4 and runs[0].directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-env/seed0"
     with pytest.raises(ValueError, match="not in DMC-100k"):
-        plan_grid(["walker-walk"], ["drqv2"], ["pixels"], ["env"], [0], {})
+        plan_grid(["hopper-hop"], ["drqv2"], ["pixels"], ["env"], [0], {})
     with pytest.raises(ValueError, match="no --model for"):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper"], [0], {})
     with pytest.raises(FileNotFoundError, match="not found"):
