@@ -46,7 +46,7 @@ from worldmodel.checkpoint import (
     load_checkpoint,
     write_json_atomic,
 )
-from worldmodel.training_run import RUN_CADENCE, TrainingRun
+from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
 
 CHECKPOINT_KIND = "agent"
 REPLAY_FILE = "replay.npz"
@@ -132,7 +132,7 @@ class Training:
     )
     log_every: int = field(default=1000, metadata={"help": "agent steps between tensorboard scalars (losses, timings)"})
     max_minutes: float | None = field(
-        default=None, metadata={"help": "stop (and checkpoint) after this much training time, counted across resumes"}
+        default=None, metadata={"help": MAX_MINUTES_HELP}
     )
     seed: int = field(default=0, metadata={"help": "seed of the agent, the replay sampling and the episodes"})
 

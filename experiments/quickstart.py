@@ -100,7 +100,8 @@ def _agent_section(out: Path, summary: dict[str, Any], budget: QuickstartBudget,
     lines = [
         f"The agent observes the {budget.agent_observation} "
         f"{'vector' if budget.agent_observation == 'state' else 'frames'}; its reward is the likelihood ratio of the "
-        f"rendered frames alone. {summary['env_steps']} agent steps (x{budget.agent_action_repeat} env steps) in "
+        f"rendered frames alone. {summary['env_steps']} agent steps of {budget.agent_action_repeat} physics steps "
+        f"({summary['env_steps'] * budget.agent_action_repeat} physics steps) in "
         f"{format_number(summary['elapsed_s'] / 60)} min, {summary['updates']} updates; {evaluation}",
         f"\n![true return]({AGENT_DIR}/{AGENT_PLOT})",
     ]
@@ -142,8 +143,8 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
     manifest = DatasetManifest.load(data)
 
     _stage(2, f"training the dmc tokenizer for up to {budget.tokenizer_minutes:g} minutes into {out / 'tokenizer'}")
-    # About as many steps as a 2-core CPU does in the minutes given; the learning rate
-    # anneals by whichever budget runs out first.
+    # About as many steps as a 2-core CPU does in the minutes given: the learning rate anneals
+    # over the steps, and the minutes stop a slower machine early without bending the schedule.
     tokenizer_training = TokenizerTraining(
         steps=max(1, round(90 * budget.tokenizer_minutes)), max_minutes=budget.tokenizer_minutes,
         eval_every=250, checkpoint_every=100,

@@ -151,7 +151,7 @@ class ImaginationSettings:
     seed: int = field(default=0, metadata={"help": "seed of episodes, initialisation and imagination"})
     max_minutes: float | None = field(
         default=None, metadata={"help": (
-            "stop at the end of the iteration that passes this many minutes (this invocation)"
+            "stop at the end of the iteration that passes this many minutes, counted across resumes"
         )},
     )
     agent: ActorCriticConfig = field(

@@ -20,7 +20,7 @@ from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
 from worldmodel.schedule import learning_rate
-from worldmodel.training_run import RUN_CADENCE, TrainingRun
+from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
 from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, Tokenizer, TokenizerConfig, frames_to_images
 
 EVAL_FILE = "eval.json"
@@ -45,7 +45,7 @@ class TokenizerTraining:
     eval_frames: int = field(default=512, metadata={"help": "held-out frames scored at each evaluation"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and frame sampling"})
     max_minutes: float | None = field(
-        default=None, metadata={"help": "stop (and checkpoint) after this much training time, counted across resumes"}
+        default=None, metadata={"help": MAX_MINUTES_HELP}
     )
 
 

@@ -39,7 +39,7 @@ from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.likelihood import expert_reward_stats
 from worldmodel.rollout import sample_frames
 from worldmodel.schedule import learning_rate
-from worldmodel.training_run import RUN_CADENCE, TrainingRun
+from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
@@ -79,7 +79,7 @@ class VideoTraining:
     eval_clips: int = field(default=32, metadata={"help": "held-out clips scored at each evaluation"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and clip sampling"})
     max_minutes: float | None = field(
-        default=None, metadata={"help": "stop (and checkpoint) after this much training time, counted across resumes"}
+        default=None, metadata={"help": MAX_MINUTES_HELP}
     )
 
 

@@ -63,6 +63,10 @@ _OPTIMIZER = "optimizer."
 RUN_CADENCE = ("steps", "max_minutes", "log_every", "eval_every", "checkpoint_every")
 RUN_FORMAT = 1  # trainer.json's layout; checkpoints of other layouts cannot resume
 clock = time.monotonic  # what time budgets are measured by (a test may replace it)
+MAX_MINUTES_HELP = (
+    "stop (and checkpoint) after this many minutes, counted across resumes; it changes nothing the run computes "
+    "(schedules follow the step counts, so set those to about what the minutes allow)"
+)
 
 
 @dataclass
