@@ -46,6 +46,7 @@ from worldmodel.checkpoint import (
     load_checkpoint,
     write_json_atomic,
 )
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
 
 CHECKPOINT_KIND = "agent"
@@ -222,13 +223,13 @@ def _build_agent(meta: dict[str, Any]) -> Agent:
     return kind.agent(kind.config.from_dict(meta["config"]), tuple(meta["obs_shape"]), gym.spaces.Box(low, high))
 
 
-def load_agent(checkpoint_dir: str | Path, device: str = "cpu") -> Agent:
-    """The agent (weights only) of a :func:`train_agent` checkpoint, ready to ``act``."""
+def load_agent(checkpoint_dir: str | Path, device: str = AUTO) -> Agent:
+    """The agent (weights only) of a :func:`train_agent` checkpoint, ready to ``act`` on ``device``."""
     tensors, meta = load_checkpoint(checkpoint_dir)
     if meta.get("kind") != CHECKPOINT_KIND:
         raise CheckpointError(f"{checkpoint_dir} is of kind {meta.get('kind')!r}, expected {CHECKPOINT_KIND!r}")
     agent = _build_agent(meta)
-    agent.to(device).load_state_tensors(tensors)
+    agent.to(resolve_device(device)).load_state_tensors(tensors)
     return agent
 
 
@@ -257,9 +258,11 @@ def train_agent(
     agent_config: Any,
     training: Training,
     resume: bool = False,
-    device: str = "cpu",
+    device: str = AUTO,
 ) -> dict[str, Any]:
-    """Train agent ``agent_name`` (a key of :data:`AGENTS`) on ``make_env(seed)``; a summary of the run."""
+    """Train agent ``agent_name`` (a key of :data:`AGENTS`) on ``make_env(seed)`` on ``device`` (default: CUDA
+    when available); a summary of the run."""
+    device = resolve_device(device)
     kind = agent_kind(agent_name)
     if not isinstance(agent_config, kind.config):
         raise TypeError(f"agent {agent_name!r} takes a {kind.config.__name__}, got {type(agent_config).__name__}")

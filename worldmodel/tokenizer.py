@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from worldmodel.checkpoint import (
     CONFIG_FILE, CheckpointError, load_checkpoint, load_into_module, read_json, save_checkpoint,
 )
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.quantizers import QUANTIZERS, Quantizer, make_quantizer
 
 CHECKPOINT_KIND = "frame_tokenizer"
@@ -305,13 +306,14 @@ def tokenizer_class(kind: str) -> type[Tokenizer]:
     return getattr(importlib.import_module(module), name)
 
 
-def load_tokenizer(directory: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
-    """Load any tokenizer checkpoint onto ``device``, whatever its family (the ``kind`` it records)."""
+def load_tokenizer(directory: str | Path, device: str | torch.device = AUTO) -> Tokenizer:
+    """Load any tokenizer checkpoint onto ``device`` (default: CUDA when available), whatever its family (the
+    ``kind`` it records)."""
     try:
         kind = checkpoint_kind(directory)
     except CheckpointError as err:
         raise CheckpointError(f"no tokenizer checkpoint at {directory}: {err}") from err
-    return tokenizer_class(kind).load(directory, device)
+    return tokenizer_class(kind).load(directory, resolve_device(device))
 
 
 class FrameTokenizer(Tokenizer):

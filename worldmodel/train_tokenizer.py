@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from worldmodel.checkpoint import load_into_module
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import EpisodeDataset
 from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
@@ -84,9 +85,11 @@ def train_tokenizer(
     model_config: TokenizerConfig,
     training: TokenizerTraining,
     resume: bool = False,
-    device: str = "cpu",
+    device: str = AUTO,
 ) -> dict[str, Any]:
-    """Train a tokenizer on ``{data_root}/train`` frames, evaluating on ``test``; returns the final eval."""
+    """Train a tokenizer on ``{data_root}/train`` frames, evaluating on ``test``, on ``device`` (default: CUDA
+    when available); returns the final eval."""
+    device = resolve_device(device)
     run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=RUN_CADENCE,
                       max_minutes=training.max_minutes)
     torch.manual_seed(training.seed)

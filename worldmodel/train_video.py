@@ -35,6 +35,7 @@ from einops import rearrange
 from torch import Tensor
 
 from worldmodel.checkpoint import fingerprint, load_into_module
+from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.likelihood import expert_reward_stats
 from worldmodel.rollout import sample_frames
@@ -286,7 +287,7 @@ def train_video(
     transformer_config: VideoTransformerConfig,
     training: VideoTraining,
     resume: bool = False,
-    device: str = "cpu",
+    device: str = AUTO,
     cache_dir: str | Path | None = None,
     reward_stats: bool = True,
 ) -> dict[str, Any]:
@@ -298,6 +299,7 @@ def train_video(
     torchrun each process calls this; with ``device="cuda"`` each uses its local GPU. Every
     rank returns its step and ``weights_sha256``; rank 0 adds the cache counts and the final eval.
     """
+    device = resolve_device(device)
     group = _Distributed.start(device)
     if device == "cuda" and group.world > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', group.rank)}"
