@@ -277,6 +277,8 @@ def _count_episode(run: ImaginationRun, episode: dict[str, Any]) -> None:
 def _collect_random(run: ImaginationRun, env: gym.Env, agent: ActorCritic) -> None:
     settings = run.settings
     describe_env(settings.env, env).save(run.data)
+    if run.counters["episodes"] >= settings.seed_episodes:
+        return  # collected before a resume, and logged then
     while run.counters["episodes"] < settings.seed_episodes:
         index = run.counters["episodes"]
         episode = _play_random(env, _episode_seed(settings, index))
