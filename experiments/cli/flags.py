@@ -7,6 +7,7 @@ import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
     """--device, as every command that loads or trains a model takes it (see worldmodel.device)."""
     parser.add_argument(
@@ -58,6 +59,7 @@ def add_decoding_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def name_equals_path(text: str) -> tuple[str, Path]:
+    """An argparse type for ``NAME=PATH`` values (eval-consistency's --compare)."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
@@ -87,6 +89,7 @@ def add_reward_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
+    """--baseline-model, the random-play model of the likelihood-ratio reward."""
     parser.add_argument(
         "--baseline-model", type=Path, default=None,
         help="video model of the same env under random play: the reward becomes the likelihood ratio "
