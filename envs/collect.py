@@ -9,6 +9,7 @@ skipped, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,30 +24,49 @@ from envs.wrappers import env_frame_skip
 from worldmodel.episodes import DatasetManifest, write_episode
 
 
+POLICY_FORMS = (
+    "'expert', 'random', 'noisy:<std>' (the expert plus Gaussian action noise), 'agent:<run dir>' (a trained "
+    "agent of `wm train-agent`) or 'noisy-agent:<std>:<run dir>'"
+)
+AGENT_POLICIES = ("agent", "noisy-agent")  # built by a policy factory the caller gives (see collect)
+
+
 @dataclass(frozen=True)
 class PolicySpec:
-    """``expert``, ``random``, or ``noisy:<std>`` (expert plus Gaussian action noise)."""
+    """A policy to record: ``expert``, ``random``, ``noisy:<std>`` (expert plus Gaussian action noise),
+    ``agent:<run>`` (the trained agent of a run directory) or ``noisy-agent:<std>:<run>``."""
 
     kind: str
     noise_std: float = 0.0
+    source: str = ""  # the run directory of an agent policy
 
     @classmethod
     def parse(cls, text: str) -> "PolicySpec":
         kind, _, value = text.strip().partition(":")
         if kind in ("expert", "random") and not value:
             return cls(kind)
-        if kind == "noisy":
+        if kind == "agent" and value:
+            return cls(kind, source=value)
+        if kind in ("noisy", "noisy-agent"):
+            std_text, _, source = value.partition(":") if kind == "noisy-agent" else (value, "", "")
             try:
-                std = float(value)
+                std = float(std_text)
             except ValueError:
                 std = -1.0
-            if std > 0:
-                return cls(kind, std)
-        raise ValueError(f"bad policy '{text}': expected 'expert', 'random' or 'noisy:<std>' with std > 0")
+            if std > 0 and (source or kind == "noisy"):
+                return cls(kind, std, source)
+        raise ValueError(f"bad policy '{text}': expected {POLICY_FORMS}, with std > 0")
 
     @property
     def label(self) -> str:
+        """The policy's name in episode paths and the manifest (the run's folder name for agents)."""
+        if self.kind in AGENT_POLICIES:
+            noise = f"noisy{self.noise_std:g}-" if self.kind == "noisy-agent" else ""
+            return f"{noise}agent-{Path(self.source).name}"
         return f"noisy{self.noise_std:g}" if self.kind == "noisy" else self.kind
+
+
+PolicyFactory = Callable[[PolicySpec, gym.Env, str, int], Policy]
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,7 @@ class EpisodeJob:
     task_id: int
     path: Path
     max_steps: int | None = None
+    policy_factory: PolicyFactory | None = None  # builds agent policies (a picklable, module-level function)
 
 
 def task_name(env_spec: str) -> str:
@@ -80,8 +101,15 @@ def describe_env(env_spec: str, env: gym.Env) -> DatasetManifest:
     )
 
 
-def make_policy(spec: PolicySpec, env: gym.Env, env_spec: str, seed: int) -> Policy:
-    """The callable ``obs -> action`` that ``spec`` names, for this env."""
+def make_policy(
+    spec: PolicySpec, env: gym.Env, env_spec: str, seed: int, policy_factory: PolicyFactory | None = None
+) -> Policy:
+    """The callable ``obs -> action`` that ``spec`` names, for this env; trained agents through ``policy_factory``
+    (envs cannot load agents themselves: ``experiments.agent_policy.run_policy_factory`` does)."""
+    if spec.kind in AGENT_POLICIES:
+        if policy_factory is None:
+            raise ValueError(f"policy {spec.label!r} is a trained agent: it needs a policy factory to load it")
+        return policy_factory(spec, env, env_spec, seed)
     if spec.kind == "random":
         return random_policy(env.action_space, seed)
     if spec.kind == "noisy" and not isinstance(env.action_space, gym.spaces.Box):
@@ -129,7 +157,7 @@ def _run_job(job: EpisodeJob) -> tuple[EpisodeJob, float, int]:
     if job.max_steps is not None:
         env = gym.wrappers.TimeLimit(env, job.max_steps)
     try:
-        episode = run_episode(env, make_policy(job.policy, env, job.env_spec, job.seed), job.seed)
+        episode = run_episode(env, make_policy(job.policy, env, job.env_spec, job.seed, job.policy_factory), job.seed)
     finally:
         env.close()
     write_episode(
@@ -148,6 +176,7 @@ def plan_jobs(
     test_fraction: float,
     task_id: int,
     max_steps: int | None = None,
+    policy_factory: PolicyFactory | None = None,
 ) -> list[EpisodeJob]:
     """One job per episode; the last ``round(episodes * test_fraction)`` of each policy go to ``test``."""
     test_count = min(episodes - 1, max(1, round(episodes * test_fraction))) if test_fraction > 0 else 0
@@ -157,7 +186,7 @@ def plan_jobs(
             split = "test" if i >= episodes - test_count else "train"
             episode_seed = seed * 1_000_003 + policy_index * 10_007 + i
             path = root / split / task_name(env_spec) / policy.label / f"seed{episode_seed}.npz"
-            jobs.append(EpisodeJob(env_spec, policy, episode_seed, task_id, path, max_steps))
+            jobs.append(EpisodeJob(env_spec, policy, episode_seed, task_id, path, max_steps, policy_factory))
     return jobs
 
 
@@ -170,8 +199,13 @@ def collect(
     test_fraction: float = 0.1,
     workers: int = 1,
     max_steps: int | None = None,
+    policy_factory: PolicyFactory | None = None,
 ) -> DatasetManifest:
-    """Collect ``episodes`` per policy into ``root`` (resuming), returning the updated manifest."""
+    """Collect ``episodes`` per policy into ``root`` (resuming), returning the updated manifest.
+
+    ``policy_factory(spec, env, env_spec, seed)`` builds the trained-agent policies (``agent:<run>``);
+    it runs in the worker processes, so it must be a module-level function.
+    """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if max_steps is not None and max_steps < 1:
@@ -190,7 +224,7 @@ def collect(
     if task not in manifest.tasks:
         manifest.tasks.append(task)
     jobs = plan_jobs(
-        env_spec, policies, episodes, root, seed, test_fraction, manifest.tasks.index(task), max_steps
+        env_spec, policies, episodes, root, seed, test_fraction, manifest.tasks.index(task), max_steps, policy_factory
     )
     todo = [job for job in jobs if not job.path.exists()]
     manifest.save(root)

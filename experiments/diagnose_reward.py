@@ -17,7 +17,6 @@ and options of ``{run}/run.json``), and write:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,13 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 import envs
-from agents.replay import ObservationStack
-from agents.workspace import Agent, load_agent
 from envs.collect import run_episode, task_name
-from envs.experts import Policy, make_expert, random_policy
+from envs.experts import make_expert, random_policy
 from envs.viper import ViperOptions
 from envs.wrappers import env_frame_skip
+from experiments.agent_policy import env_steps_per_decision, held_actions, run_policy, run_settings
 from experiments.plots import save_figure
-from experiments.train_agent import RUN_FILE
 from experiments.videos import VideoWriter
-from worldmodel.checkpoint import read_json
-from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.video_model import VideoModel
 
@@ -72,43 +67,9 @@ class Trace:
         return row
 
 
-def held_actions(decide: Callable[[np.ndarray, bool], np.ndarray], action_repeat: int) -> Policy:
-    """An env-step policy that calls ``decide(frame, first_of_episode)`` every ``action_repeat``
-    env steps and holds its action in between, as :class:`envs.wrappers.ActionRepeat` does. One per episode."""
-    state: dict[str, Any] = {"step": 0, "action": None}
-
-    def act(frame: np.ndarray) -> np.ndarray:
-        if state["step"] % action_repeat == 0:
-            state["action"] = decide(frame, state["step"] == 0)
-        state["step"] += 1
-        return state["action"]
-
-    return act
-
-
-def agent_policy(
-    agent: Agent, frame_stack: int, action_repeat: int, observe: Callable[[np.ndarray], np.ndarray] | None = None
-) -> Policy:
-    """The agent as the training loop ran it: deterministic actions from what it observed, stacked.
-
-    ``observe`` maps the frame to the agent's observation (the env's state vector for a
-    state-observation agent); by default the agent sees the frame.
-    """
-    stack = ObservationStack(frame_stack)
-
-    def decide(frame: np.ndarray, first: bool) -> np.ndarray:
-        obs = frame if observe is None else observe(frame)
-        return agent.act(stack.reset(obs) if first else stack.push(obs), sample=False)
-
-    return held_actions(decide, action_repeat)
-
-
 def load_run_settings(run: Path) -> dict[str, Any]:
-    """The env and reward settings a run was trained with (``run.json``, written by ``wm train-agent``)."""
-    path = run / RUN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: it is written by `wm train-agent` when a run starts")
-    settings = json.loads(path.read_text())
+    """The env and reward settings a VIPER run was trained with (``run.json``, written by ``wm train-agent``)."""
+    settings = run_settings(run)
     if settings.get("reward") != "viper" or not settings.get("model"):
         raise ValueError(f"{run} was not trained on a VIPER reward (run.json: reward {settings.get('reward')!r})")
     return settings
@@ -130,22 +91,18 @@ def diagnose_reward(
     if options.get("score_mask") is not None:
         options["score_mask"] = np.asarray(options["score_mask"], bool)
     viper = ViperOptions(**options)
-    agent = load_agent(run / CHECKPOINT_DIR, device)
-    frame_stack = int(read_json(run / SETTINGS_FILE)["frame_stack"])
-    # Env steps the agent held each action for; runs from before run.json recorded it named it action_repeat.
-    repeat = int(settings.get("env_steps_per_agent_step", settings.get("action_repeat")))
+    repeat = env_steps_per_decision(settings)
 
     env = envs.make(settings["env"])
     if settings.get("max_episode_steps"):
         env = gym.wrappers.TimeLimit(env, settings["max_episode_steps"])
     reward_fn = viper.reward_fn(model, 1, env_frame_skip(env.get_wrapper_attr), baseline)
-    observe = (lambda frame: env.unwrapped.state()) if settings.get("observation") == "state" else None
     traces: list[Trace] = []
     for index in range(episodes):
         episode_seed = seed + index
         random_action = random_policy(env.action_space, episode_seed)
         policies = {
-            "agent": agent_policy(agent, frame_stack, repeat, observe),
+            "agent": run_policy(run, env, device),
             "expert": make_expert(task_name(settings["env"]), env),
             "random": held_actions(lambda frame, first: random_action(frame), repeat),
         }

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from envs import make
 from envs.collect import PolicySpec, make_policy
+from experiments.agent_policy import run_policy_factory
 from experiments.eval_video import episode_task, frame_stride
 from experiments.videos import VideoWriter, side_by_side
 from worldmodel.device import AUTO
@@ -45,10 +46,11 @@ def episode_steps(model: VideoModel, root: str | Path, split: str, index: int) -
 
 
 def env_steps(env_spec: str, policy: str, seed: int) -> Iterator[Step]:
-    """A live episode of ``env_spec`` under ``policy`` (expert, random, noisy:<std>), a step at a time."""
+    """A live episode of ``env_spec`` under ``policy`` (expert, random, noisy:<std>, agent:<run> ...), a step at
+    a time."""
     env = make(env_spec)
     try:
-        act = make_policy(PolicySpec.parse(policy), env, env_spec, seed)
+        act = make_policy(PolicySpec.parse(policy), env, env_spec, seed, run_policy_factory)
         obs, _ = env.reset(seed=seed)
         done = False
         while not done:

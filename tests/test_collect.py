@@ -9,7 +9,12 @@ from worldmodel.episodes import DatasetManifest, EpisodeDataset, read_episode
 def test_policy_specs_parse_and_reject():
     assert PolicySpec.parse("expert") == PolicySpec("expert")
     assert PolicySpec.parse("noisy:0.3").label == "noisy0.3"
-    for bad in ["noisy", "noisy:-1", "noisy:x", "greedy", "random:2"]:
+    assert PolicySpec.parse("agent:runs/walker-expert") == PolicySpec("agent", source="runs/walker-expert")
+    assert PolicySpec.parse("agent:runs/walker-expert").label == "agent-walker-expert"
+    assert PolicySpec.parse("noisy-agent:0.3:runs/w") == PolicySpec("noisy-agent", 0.3, "runs/w")
+    assert PolicySpec.parse("noisy-agent:0.3:runs/w").label == "noisy0.3-agent-w"
+    for bad in ["noisy", "noisy:-1", "noisy:x", "greedy", "random:2", "agent", "agent:", "noisy-agent:0.3",
+                "noisy-agent:0:runs/w", "noisy-agent:x:runs/w"]:
         with pytest.raises(ValueError, match="bad policy"):
             PolicySpec.parse(bad)
 

@@ -87,7 +87,7 @@ def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--env", help="live env spec, e.g. dmlab:maze or voxel:terrain")
     parser.add_argument("--episode", type=int, default=0, help="episode index in --split (with --data)")
     parser.add_argument("--split", default="test", help="dataset split (with --data)")
-    parser.add_argument("--policy", default="expert", help="expert, random or noisy:<std> (with --env)")
+    parser.add_argument("--policy", default="expert", help="expert, random, noisy:<std> or agent:<run dir> (with --env)")
     add_sampling_flags(parser, "env reset seed, sampling and random-action seed")
     parser.add_argument("--fps", type=float, default=15.0, help="frames per second of the written videos")
     add_decoding_flag(parser)

@@ -13,9 +13,11 @@ from experiments.cli.flags import add_device_flag, add_sampling_flags, dataclass
 def _add_collect(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "collect",
-        help="record episodes of an expert, noisy-expert or random policy",
+        help="record episodes of an expert, a trained agent, their noisy grades, or random play",
         description="Run policies in a pixel env and write episodes (.npz) plus a manifest.json. "
-        "Episodes already on disk are skipped, so re-running resumes an interrupted collection.",
+        "Episodes already on disk are skipped, so re-running resumes an interrupted collection. Where no "
+        "scripted expert exists, train one on the task's reward (wm train-agent --reward env --run RUN) and "
+        "record it with --policies agent:RUN, as VIPER got its expert videos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -28,7 +30,8 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
         "--policies",
         default="expert",
         help="comma-separated policies: expert, random, noisy:<std> (expert + Gaussian action noise), "
-        "e.g. expert,noisy:0.3,noisy:1.0,random for graded-quality episodes",
+        "agent:<run dir> (the trained agent of a `wm train-agent` run on this task, acting on the CPU), "
+        "noisy-agent:<std>:<run dir>; e.g. expert,noisy:0.3,noisy:1.0,random for graded-quality episodes",
     )
     parser.add_argument("--episodes", type=int, default=20, help="episodes per policy")
     parser.add_argument("--out", required=True, type=Path, help="dataset root ({out}/{train,test}/...)")
@@ -43,11 +46,13 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_collect(args: argparse.Namespace) -> None:
     from envs.collect import PolicySpec, collect
+    from experiments.agent_policy import run_policy_factory
     from experiments.reports import returns_table
 
     policies = [PolicySpec.parse(p) for p in args.policies.split(",")]
     manifest = collect(
-        args.env, policies, args.episodes, args.out, args.seed, args.test_fraction, args.workers, args.max_steps
+        args.env, policies, args.episodes, args.out, args.seed, args.test_fraction, args.workers, args.max_steps,
+        run_policy_factory,
     )
     print(returns_table(manifest.episodes))
 
