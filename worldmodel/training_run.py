@@ -74,7 +74,6 @@ class Restored:
     """What a checkpoint holds beyond what :meth:`TrainingRun.restore` put back itself."""
 
     weights: dict[str, torch.Tensor]
-    config: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # the loop's own training tensors
     state: dict[str, Any] = field(default_factory=dict)  # the loop's own JSON state
 
@@ -176,7 +175,7 @@ class TrainingRun:
             generator.bit_generator.state = trainer["numpy_rng"][name]
         self.counters.update(trainer["counters"])
         self._clock_start, self._elapsed_before = clock(), float(self.counters["elapsed_s"])
-        return Restored(weights, config, tensors, trainer.get("state", {}))
+        return Restored(weights, tensors, trainer.get("state", {}))
 
     def save(
         self,
@@ -229,10 +228,10 @@ class TrainingRun:
         """Whether ``max_minutes`` is used up (by the ``elapsed_s`` counter: a finished run resumes to no steps)."""
         return budget_spent(self.counters["elapsed_s"], self.max_minutes)
 
-    def progress_bar(self, total: int, desc: str, counter: str = "step", **kwargs: Any) -> BudgetProgress:
-        """A progress bar over ``counter`` up to ``total``, whose total follows the time budget."""
-        return BudgetProgress(total, self.counters[counter], self.counters["elapsed_s"], self.max_minutes,
-                              desc=desc, disable=not self.main_process, **kwargs)
+    def progress_bar(self, total: int, desc: str) -> BudgetProgress:
+        """A progress bar over ``step`` up to ``total``, whose total follows the time budget."""
+        return BudgetProgress(total, self.counters["step"], self.counters["elapsed_s"], self.max_minutes,
+                              desc=desc, disable=not self.main_process)
 
     # -- logs -------------------------------------------------------------------------------------------
 
