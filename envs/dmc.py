@@ -30,7 +30,7 @@ from dm_control import suite  # noqa: E402
 _DEFAULT_CAMERA = {"quadruped": 2}
 
 
-def _check_task(domain: str, task: str) -> None:
+def check_task(domain: str, task: str) -> None:
     """Raise ValueError naming the bad domain or task and listing valid ones."""
     if domain not in suite.TASKS_BY_DOMAIN:
         valid = ", ".join(sorted(suite.TASKS_BY_DOMAIN))
@@ -68,7 +68,7 @@ class DMCEnv(gym.Env):
         render_mode: str = "rgb_array",
         observation: str = "pixels",
     ) -> None:
-        _check_task(domain, task)
+        check_task(domain, task)
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
         if action_repeat < 1:

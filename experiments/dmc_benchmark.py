@@ -1,8 +1,9 @@
 """The DMC-100k benchmark grid: task x reward x agent x observation x seed, in parallel, resumable.
 
 DMC-100k (PlaNet's budget) gives every run 100 000 physics steps, with action repeat 8
-on cartpole and 4 on reacher (physics steps per agent decision, the meaning ``wm train-agent
---action-repeat`` gives it). Our DMC envs repeat each action over 2 physics steps and
+on cartpole, 4 on reacher, cheetah and cup, 2 on finger and walker, and 4 on any other DMC
+task (physics steps per agent decision, the meaning ``wm train-agent --action-repeat``
+gives it; :func:`experiments.train_agent.dmc_action_repeat`). Our DMC envs repeat each action over 2 physics steps and
 render one frame (the rate the video models are trained on); train-agent's
 :class:`ActionRepeat` of 4 (cartpole) or 2 (reacher) outside the VIPER wrapper gives the
 published repeat, so the video model still scores every frame. Each run is an ordinary ``wm train-agent``
@@ -11,9 +12,10 @@ run directory under ``{out}/{task}/{agent}-{obs}-{reward}/seed{seed}``, where th
 baseline model of random play) or ``env`` (the true reward); a run that
 finished has ``summary.json`` and is skipped, an interrupted one resumes from its
 checkpoint. The grid writes, over every finished run under ``out`` (so grids run by
-separate commands into one directory share one table), ``{out}/results.md`` (mean and
-spread over seeds of the final evaluation's true return, VIPER as a fraction of the true-reward agent, wall
-time per run), ``{out}/results.json``, and a true-return curve per task (PNG).
+separate commands into one directory share one table), ``{out}/results.md`` (each task's
+held-out reward Spearman where ``wm build-reward`` measured it, mean and spread over seeds of the
+final evaluation's true return, VIPER as a fraction of the true-reward agent, wall time per
+run), ``{out}/results.json``, and a true-return curve per task (PNG).
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ import numpy as np
 import torch
 
 from agents.workspace import Training, agent_kind
+from envs.dmc import check_task
 from experiments.plots import compare_runs
 from experiments.reports import format_number, format_share
-from experiments.train_agent import PUBLISHED_ACTION_REPEAT, OBSERVATIONS, agent_config, loop_defaults, run_agent
+from experiments.train_agent import OBSERVATIONS, agent_config, dmc_action_repeat, loop_defaults, run_agent
 from worldmodel.checkpoint import write_json_atomic
 from worldmodel.device import AUTO
 # True-reward DrQ at 100k physics steps (Kostrikov et al. 2020, table 1), for the table's last column.
 PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213"}
 SUMMARY_FILE = "summary.json"
+REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each task's reward, by task
 GRID_REWARDS = ("viper", "ratio", "env")
 
 
@@ -85,10 +89,10 @@ class GridSettings:
 
 
 def physics_steps_per_agent_step(task: str) -> int:
-    """Physics steps behind one agent decision: the task's published DMC-100k action repeat."""
-    if task not in PUBLISHED_ACTION_REPEAT:
-        raise ValueError(f"task {task!r} is not in DMC-100k here; expected one of {sorted(PUBLISHED_ACTION_REPEAT)}")
-    return PUBLISHED_ACTION_REPEAT[task]
+    """Physics steps behind one agent decision: the task's DMC-100k repeat, or 4 where none is published."""
+    domain, _, name = task.partition("-")
+    check_task(domain, name)
+    return dmc_action_repeat(task)
 
 
 def plan_grid(
@@ -176,11 +180,19 @@ def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[s
 
 def run_grid(
     out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2,
-    baselines: dict[str, Path] | None = None,
+    baselines: dict[str, Path] | None = None, reward_quality: dict[str, float] | None = None,
 ) -> str:
-    """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table."""
+    """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table.
+
+    ``reward_quality`` (each task's held-out Spearman, as ``wm build-reward`` measured it) joins what
+    earlier grid commands into ``out`` recorded, for the table.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if reward_quality:
+        path = out / REWARD_QUALITY_FILE
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        write_json_atomic(path, {**known, **reward_quality})
     write_json_atomic(out / "grid.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs],
                                           "models": {k: str(v) for k, v in models.items()},
                                           "baselines": {k: str(v) for k, v in (baselines or {}).items()}})
@@ -220,10 +232,12 @@ def write_results(out: Path) -> str:
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
         cells.setdefault((run.task, run.variant), []).append(json.loads((run.directory(out) / SUMMARY_FILE).read_text()))
+    quality_path = out / REWARD_QUALITY_FILE
+    spearman = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
     rows = [
-        "| task | agent | obs | reward | seeds | true return (mean +- std) | % of true-reward agent | physics steps "
-        "| wall min/run | published DrQ (true reward) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| task | reward Spearman (held out) | agent | obs | reward | seeds | true return (mean +- std) "
+        "| % of true-reward agent | physics steps | wall min/run | published DrQ (true reward) |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     means: dict[tuple[str, str], float] = {}
     for (task, variant), summaries in cells.items():
@@ -239,7 +253,8 @@ def write_results(out: Path) -> str:
         wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
         physics = int(np.mean([s["physics_steps"] for s in summaries]))
         rows.append(
-            f"| {task} | {first['agent']} | {first['observation']} | {first['reward']} | {len(returns)} "
+            f"| {task} | {format_number(spearman.get(task), '.3f')} | {first['agent']} | {first['observation']} "
+            f"| {first['reward']} | {len(returns)} "
             f"| {format_number(np.mean(figures))} +- {format_number(np.std(figures))} | {share} | {physics} | {wall:.1f} "
             f"| {PUBLISHED_DRQ_100K.get(task, '-') if first['reward'] == 'env' else '-'} |"
         )

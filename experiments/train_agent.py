@@ -37,6 +37,14 @@ PUBLISHED_ACTION_REPEAT = {
     "cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4, "cheetah-run": 4, "ball_in_cup-catch": 4,
     "finger-spin": 2, "walker-walk": 2,
 }
+# Other DMC tasks (pendulum, point_mass, ...) take PlaNet's repeat for its remaining tasks, stated
+# in physics steps the same way: our choice, where no published figure fixes one.
+OTHER_DMC_ACTION_REPEAT = 4
+
+
+def dmc_action_repeat(task: str) -> int:
+    """Physics steps per agent decision on a DMC task: DMC-100k's where published, else 4."""
+    return PUBLISHED_ACTION_REPEAT.get(task, OTHER_DMC_ACTION_REPEAT)
 
 
 def env_repeat(env_spec: str) -> int:
@@ -49,10 +57,10 @@ def env_repeat(env_spec: str) -> int:
 
 
 def default_action_repeat(env_spec: str, base: int) -> int:
-    """Physics steps per agent decision when none is given: the task's DMC-100k repeat where published,
-    else the env's own ``base`` repeat (one agent decision per env step)."""
+    """Physics steps per agent decision when none is given: :func:`dmc_action_repeat` on DMC tasks, else the
+    env's own ``base`` repeat (one agent decision per env step)."""
     kind, _, task = env_spec.partition(":")
-    return PUBLISHED_ACTION_REPEAT.get(task, base) if kind == "dmc" else base
+    return dmc_action_repeat(task) if kind == "dmc" else base
 
 
 def agent_config(

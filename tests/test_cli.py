@@ -32,6 +32,7 @@ SETTINGS = {  # the config dataclasses whose fields are flags, and the commands 
     "Training": ("agents.workspace", {"train-agent": ""}),
     "ImaginationSettings": ("experiments.train_imagination", {"train-imagination": ""}),
     "ActorCriticConfig": ("agents.actor_critic", {"train-imagination": "ac-"}),
+    "ImportSettings": ("experiments.import_videos", {"import-videos": ""}),
 }
 
 
@@ -235,7 +236,32 @@ def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_pat
     main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy"])
     main(["quickstart", "--out", str(tmp_path), "--task", "reacher-easy", "--episodes", "30",
           "--data-episode-steps", "80", "--max-steps", "20"])
-    recipes = [(b.episodes, b.random_episodes, b.data_episode_steps, b.max_steps, b.graded_policies[1])
+    recipes = [(b.episodes, b.random_episodes, b.data_episode_steps, b.max_steps, b.graded_noise[0])
                for b in budgets]
-    assert recipes == [(12, 12, None, None, "noisy:0.3"), (240, 240, 50, None, "noisy:1.0"),
-                       (30, 240, 80, 20, "noisy:1.0")]
+    assert recipes == [(12, 12, None, None, 0.3), (240, 240, 50, None, 1.0), (30, 240, 80, 20, 1.0)]
+
+
+def test_build_reward_takes_the_tasks_recipe_unless_told(monkeypatch, tmp_path):
+    import experiments.reward_recipe as recipe_module
+
+    recipes = []
+
+    def record(task, out, recipe, workers, device):
+        recipes.append(recipe)
+        return {"reward": {"table": "| table |"}}
+
+    monkeypatch.setattr(recipe_module, "build_reward", record)
+    main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--expert", "agent:runs/walker"])
+    main(["build-reward", "--out", str(tmp_path), "--task", "reacher-easy", "--video-steps", "20"])
+    main(["build-reward", "--out", str(tmp_path), "--task", "reacher-easy", "--episodes", "30",
+          "--graded-noise", "0.5,2"])
+    assert [(r.expert, r.episodes, r.random_episodes, r.episode_steps, r.graded_noise, r.video_steps)
+            for r in recipes] == [
+        ("agent:runs/walker", 40, 40, None, (0.3, 1.0), 500),
+        ("expert", 400, 400, 50, (1.0, 3.0, 10.0), 20),
+        ("expert", 30, 400, 50, (0.5, 2.0), 500),
+    ]
+    labels = [p.label for p in recipes[0].graded_policies()]
+    assert labels == ["agent-walker", "noisy0.3-agent-walker", "noisy1-agent-walker", "random"]
+    with pytest.raises(SystemExit, match="expert must be 'expert' or 'agent:RUN'"):
+        main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--expert", "random"])

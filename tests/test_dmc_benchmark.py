@@ -20,8 +20,11 @@ def test_plan_checks_the_grid_before_anything_runs(tmp_path):
     assert physics_steps_per_agent_step("walker-walk") == 2 and physics_steps_per_agent_step("cheetah-run") == 4
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels", "state"], ["env"], [0, 1], {})
     assert len(runs) == 4 and runs[0].directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-env/seed0"
-    with pytest.raises(ValueError, match="not in DMC-100k"):
-        plan_grid(["hopper-hop"], ["drqv2"], ["pixels"], ["env"], [0], {})
+    assert physics_steps_per_agent_step("pendulum-swingup") == 4  # outside DMC-100k: PlaNet's common repeat
+    with pytest.raises(ValueError, match="unknown DMC domain 'hoppr'"):
+        plan_grid(["hoppr-hop"], ["drqv2"], ["pixels"], ["env"], [0], {})
+    with pytest.raises(ValueError, match="unknown task 'jump' for DMC domain 'hopper'"):
+        plan_grid(["hopper-jump"], ["drqv2"], ["pixels"], ["env"], [0], {})
     with pytest.raises(ValueError, match="no --model for"):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["viper"], [0], {})
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -55,7 +58,7 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["state"], ["env"], [0, 1], {})
     settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1,
                             update_every=1, agent_options={"std_steps": "7"})
-    table = run_grid(tmp_path, runs, settings, {}, workers=2)
+    table = run_grid(tmp_path, runs, settings, {}, workers=2, reward_quality={"cartpole-swingup": 0.9741})
     for run in runs:
         summary = json.loads((run.directory(tmp_path) / "summary.json").read_text())
         assert summary["env_steps"] == 20 and summary["physics_steps"] == 160 and summary["agent"] == "drqv2"
@@ -63,7 +66,7 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
         assert load_agent(run.directory(tmp_path) / "checkpoint").config.std_steps == 7
         recorded = json.loads((run.directory(tmp_path) / "run.json").read_text())
         assert (recorded["physics_steps_per_agent_step"], recorded["env_steps_per_agent_step"]) == (8, 4)
-    assert "| cartpole-swingup | drqv2 | state | env | 2 |" in table
+    assert "| cartpole-swingup | 0.974 | drqv2 | state | env | 2 |" in table
     assert (tmp_path / "cartpole-swingup_curves.png").is_file()
     capsys.readouterr()
     run_grid(tmp_path, runs, settings, {}, workers=2)
@@ -82,6 +85,7 @@ def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
                    "physics_steps": 100_000}
         (run.directory(tmp_path) / "summary.json").write_text(json.dumps(summary))
     table = write_results(tmp_path)
+    assert "| cartpole-swingup | n/a | drqv2 | pixels | viper | 2 |" in table  # no reward quality recorded
     assert "| drqv2 | pixels | viper | 2 | 300.0 +- 100.0 | 50 % | 100000 | 2.0 | - |" in table
     assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | - | 100000 | 2.0 | 759 +- 92 |" in table
     assert "| drqv2 | pixels | ratio | 2 | 450.0 +- 0.0 | 75 % | 100000 | 2.0 | - |" in table

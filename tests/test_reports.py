@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -38,11 +39,12 @@ def _episode(policy: str, true_return: float, viper_return: float) -> ScoredEpis
 
 
 def _stages(reward_episodes: list[ScoredEpisode], eval_true_return: float | None) -> dict:
-    """The stages' summaries of a quickstart run, as each stage returns them."""
+    """The summaries of a quickstart run's reward recipe and agent, as each returns them."""
     tasks = ["pendulum-swingup"]
     correlations = {"pendulum-swingup": _correlations(reward_episodes)}
     by_policy = _by_policy(reward_episodes, tasks)
-    return {
+    reward = {
+        "recipe": asdict(QuickstartBudget().reward_recipe()),
         "expert_episodes": {
             f"train/{i}.npz": {"task": "pendulum-swingup", "policy": "expert", "return": r}
             for i, r in enumerate([0.0, 120.0, 80.0])
@@ -52,6 +54,9 @@ def _stages(reward_episodes: list[ScoredEpisode], eval_true_return: float | None
         "video": {"step": 280, "bits_per_code": None, "log_prob_per_frame": -120.0},
         "baseline": {"step": 120, "bits_per_code": 2.5, "log_prob_per_frame": math.nan},
         "reward": {"table": _tables(correlations, by_policy), "by_policy": by_policy},
+    }
+    return {
+        "reward": reward,
         "agent": {"env_steps": 1000, "updates": 500, "elapsed_s": 420.0, "eval_true_return": eval_true_return,
                   "eval_return": None if eval_true_return is None else 3.5},
     }
@@ -65,7 +70,7 @@ def test_report_on_a_sparse_task_says_what_it_cannot_compute(tmp_path):
     assert path == tmp_path / "report.md"
     assert "| pendulum-swingup | 3 | nan | nan |" in report  # no ranking among equal true returns
     assert "true return **12.5** (no ratio to the random policy's 0.0), VIPER return 3.5" in report
-    assert "| expert | 12 expert episodes | 280 | n/a | -120.0 |" in report  # held-out bits never measured
+    assert "| expert | 12 episodes of the scripted expert | 280 | n/a | -120.0 |" in report  # held-out bits never measured
     assert "| baseline | 12 random-policy episodes | 120 | 2.500 | nan |" in report
     assert "| pendulum-swingup | expert | 3 | 66.7 | 49.9 | 0.0 |" in report
     assert "Wall time of this invocation: 31.0 min." in report

@@ -23,8 +23,9 @@ def test_action_repeat_counts_physics_steps_on_top_of_the_envs_own_repeat():
         env_factory("dmc:cartpole-swingup", "env", observation="state", action_repeat=5)(0)
 
 
-def test_default_action_repeat_is_the_published_one_else_the_envs_own():
+def test_default_action_repeat_is_the_published_one_else_planets_common_one_else_the_envs_own():
     assert default_action_repeat("dmc:cartpole-swingup", 2) == 8
     assert default_action_repeat("dmc:reacher-easy", 2) == 4
     assert default_action_repeat("dmc:walker-walk", 2) == 2
+    assert default_action_repeat("dmc:pendulum-swingup", 2) == 4
     assert default_action_repeat("atari:Pong", 4) == 4

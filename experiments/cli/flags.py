@@ -24,22 +24,29 @@ def _scalar_type(annotation: object) -> type:
 
 
 def dataclass_flags(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: object, prefix: str = ""
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: object, prefix: str = "",
+    absent_unless_given: bool = False,
 ) -> None:
     """One ``--flag`` per scalar field of a settings dataclass, typed by its annotation, with the help text
     that lives beside the field (``field(metadata={"help": ...})``; a field without one still gets a flag).
+    With ``absent_unless_given`` a flag left out leaves its field out of the namespace (for settings whose
+    defaults depend on other flags) and the help names the dataclass's default.
 
-    Nested dataclasses are skipped (give them their own ``prefix``).
+    Nested dataclasses (give them their own ``prefix``) and tuples (give them a parsing flag) are skipped.
     """
     hints = typing.get_type_hints(type(defaults))
     for field in fields(defaults):
         value = getattr(defaults, field.name)
-        if is_dataclass(value):
+        if is_dataclass(value) or typing.get_origin(hints[field.name]) is tuple:
             continue
         kind = _scalar_type(hints[field.name])
         flag, dest = f"--{prefix}{field.name.replace('_', '-')}", f"{prefix.replace('-', '_')}{field.name}"
         extra = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-        parser.add_argument(flag, dest=dest, default=value, help=field.metadata.get("help", ""), **extra)
+        help_text = field.metadata.get("help", "")
+        if absent_unless_given:
+            help_text += "" if value is None else f" (default: {value})"
+            value = argparse.SUPPRESS
+        parser.add_argument(flag, dest=dest, default=value, help=help_text, **extra)
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:

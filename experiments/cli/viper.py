@@ -144,13 +144,13 @@ def _run_train_agent(args: argparse.Namespace) -> None:
 
 def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     from agents.workspace import AGENTS
-    from experiments.train_agent import PUBLISHED_ACTION_REPEAT
+    from experiments.train_agent import OTHER_DMC_ACTION_REPEAT, PUBLISHED_ACTION_REPEAT
 
     parser = subparsers.add_parser(
         "benchmark-dmc",
         help="the DMC-100k grid: task x reward x agent x observation x seed, in parallel, resumable",
         description="Train every combination of the given tasks, agents, observations, rewards and seeds at the "
-        "DMC-100k budget (100k physics steps; action repeat 8 on cartpole, 4 on reacher), --workers runs at a time "
+        "DMC-100k budget (100k physics steps at each task's action repeat, see --tasks), --workers runs at a time "
         "in separate processes. Each run is a train-agent run directory under {out}/{task}/{agent}-{obs}-{reward}/"
         "seed{seed}; rerunning skips finished runs and resumes interrupted ones. Writes {out}/results.md (mean and "
         "spread over seeds of the final true return, VIPER as a share of the true-reward agent, wall time per run, "
@@ -160,7 +160,9 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="grid directory")
     parser.add_argument(
         "--tasks", default="cartpole-swingup,cartpole-balance,reacher-easy",
-        help=f"comma-separated, of the DMC-100k tasks {','.join(sorted(PUBLISHED_ACTION_REPEAT))}",
+        help="comma-separated DMC tasks; physics steps per agent step: DMC-100k's where published ("
+        f"{', '.join(f'{task} {repeat}' for task, repeat in sorted(PUBLISHED_ACTION_REPEAT.items()))}), else "
+        f"{OTHER_DMC_ACTION_REPEAT}",
     )
     parser.add_argument("--agents", default="drqv2", help=f"comma-separated, of {sorted(AGENTS)}")
     parser.add_argument("--obs", default="pixels", help="comma-separated, of pixels,state (state needs drqv2)")
@@ -178,6 +180,11 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--baseline-model", action="append", default=[], metavar="TASK=PATH",
         help="video model of a task's random play for its ratio runs; repeat",
+    )
+    parser.add_argument(
+        "--reward-dir", action="append", default=[], metavar="TASK=DIR",
+        help="a `wm build-reward` output: the task's expert and baseline models, and its held-out Spearman for "
+        "the table; repeat",
     )
     parser.add_argument("--physics-steps", type=int, default=100_000, help="budget of each run in physics steps")
     parser.add_argument("--preset", default="cpu", help="agent size preset (cpu; paper for drqv2, viper for drq)")
@@ -200,18 +207,27 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     from experiments.dmc_benchmark import GridSettings, plan_grid, run_grid
+    from experiments.reward_recipe import BASELINE_DIR, SUMMARY_FILE, VIDEO_DIR, load_summary
 
     def items(text: str) -> list[str]:
         return [item.strip() for item in text.split(",") if item.strip()]
 
     models = {task: Path(path) for task, path in labelled(args.model, "--model", "PATH").items()}
     baselines = {task: Path(path) for task, path in labelled(args.baseline_model, "--baseline-model", "PATH").items()}
+    quality = {}
+    for task, directory in labelled(args.reward_dir, "--reward-dir", "DIR").items():
+        summary = load_summary(directory)
+        if summary is None:
+            raise FileNotFoundError(f"--reward-dir {task}={directory}: no finished `wm build-reward` there "
+                                    f"({directory}/{SUMMARY_FILE} is missing)")
+        models[task], baselines[task] = Path(directory) / VIDEO_DIR / "model", Path(directory) / BASELINE_DIR / "model"
+        quality[task] = summary["reward"]["correlations"][task]["spearman"]
     runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
                      [int(s) for s in items(args.seeds)], models, baselines)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
                             labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device)
-    print(run_grid(args.out, runs, settings, models, args.workers, baselines))
+    print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality))
 
 
 def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
@@ -278,13 +294,62 @@ def _run_compare_runs(args: argparse.Namespace) -> None:
     print(compare_runs(runs, args.out, args.title, args.smooth, returns))
 
 
+def _add_build_reward(subparsers: argparse._SubParsersAction) -> None:
+    from experiments.reward_recipe import TASK_RECIPES, RewardRecipe
+
+    defaults = RewardRecipe()
+    recipes = "; ".join(
+        f"{task}: " + ", ".join(f"{name} {value}" for name, value in recipe.items())
+        for task, recipe in TASK_RECIPES.items()
+    )
+    parser = subparsers.add_parser(
+        "build-reward",
+        help="the VIPER reward recipe for a DMC task: expert and random-play videos to a checked ratio reward",
+        description="Record the expert (the task's scripted expert, or --expert agent:RUN for the agent of a "
+        "`wm train-agent --reward env` run, as VIPER got its expert videos) and random play, train the tokenizer, "
+        "the expert video model and a baseline video model of random play, and rank held-out episodes of graded "
+        "quality (the expert, the expert with action noise, random play) by the likelihood-ratio reward against "
+        "their true returns. Writes {out}/report.md and {out}/reward_recipe.json; train agents on the result with "
+        "`wm train-agent --reward viper --model {out}/video/model --baseline-model {out}/video-random/model` or "
+        "`wm benchmark-dmc --reward-dir TASK={out}`. Every stage resumes where it stopped. The same recipe serves "
+        "every task; tasks whose goal moves per episode take more, shorter episodes unless told otherwise "
+        f"({recipes}).",
+    )
+    parser.add_argument("--task", required=True, help="DMC task, e.g. walker-walk")
+    parser.add_argument("--out", required=True, type=Path, help="where data, models and the report go")
+    # Flags left out take the task's recipe, then the common default.
+    dataclass_flags(parser, defaults, absent_unless_given=True)
+    parser.add_argument("--graded-noise", type=_floats, default=argparse.SUPPRESS,
+                        help="comma-separated action-noise stds of the graded expert episodes (default: "
+                        f"{','.join(f'{std:g}' for std in defaults.graded_noise)})")
+    parser.add_argument("--workers", type=int, default=2, help="episode-recording processes")
+    add_device_flag(parser)
+    parser.set_defaults(handler=_run_build_reward)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _run_build_reward(args: argparse.Namespace) -> None:
+    from experiments.reward_recipe import RewardRecipe, build_reward, default_recipe
+
+    given = {f.name: getattr(args, f.name) for f in fields(RewardRecipe) if hasattr(args, f.name)}
+    summary = build_reward(args.task, args.out, default_recipe(args.task, **given), args.workers, args.device)
+    print(summary["reward"]["table"])
+    print(f"report written to {args.out / 'report.md'}")
+
+
 def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
     from experiments.quickstart import TASK_DATA, QuickstartBudget
 
     defaults = QuickstartBudget()
     recipes = "; ".join(
         f"{task}: {r['episodes']} expert and {r['random_episodes']} random episodes of {r['data_episode_steps']} "
-        f"steps, graded by {', '.join(r['graded_policies'])}"
+        f"steps, graded by action noise {', '.join(f'{std:g}' for std in r['graded_noise'])}"
         for task, r in TASK_DATA.items()
     )
     parser = subparsers.add_parser(
@@ -311,7 +376,8 @@ def _add_quickstart(subparsers: argparse._SubParsersAction) -> None:
                         help="env steps per expert or random-play episode (default: the task's full length, "
                         "or the task's recipe)")
     parser.add_argument("--graded-episodes", type=int, default=defaults.graded_episodes,
-                        help=f"episodes per graded policy ({', '.join(defaults.graded_policies)}, or the task's recipe) "
+                        help="episodes per graded policy (the expert, the expert with action noise "
+                        f"{', '.join(f'{std:g}' for std in defaults.graded_noise)} or the task's recipe, random play) "
                         "for the reward check")
     parser.add_argument("--tokenizer-minutes", type=float, default=defaults.tokenizer_minutes,
                         help="CPU budget for tokenizer training")
@@ -370,4 +436,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_benchmark_dmc(subparsers)
     _add_diagnose_reward(subparsers)
     _add_compare_runs(subparsers)
+    _add_build_reward(subparsers)
     _add_quickstart(subparsers)
