@@ -6,6 +6,8 @@
 random, from ``wm collect``) exactly as :class:`envs.viper.ViperReward` would reward them
 step by step, and asks whether VIPER return ranks episodes as the true return does
 (Spearman and Pearson correlation per task), with reward curves and likelihood heat-maps.
+Footage without rewards (``wm import-videos``: action-free, labelled by policy) is scored
+alike; its true return is unknown (NaN), so it is compared by policy only.
 """
 
 from __future__ import annotations
@@ -68,19 +70,19 @@ class ScoredEpisode:
 
 
 def _true_return(manifest: DatasetManifest, root: Path, path: Path, rewards: np.ndarray | None) -> float:
+    """The manifest's return of the episode, else the sum of its rewards; NaN for footage that has neither."""
     entry = manifest.episodes.get(str(path.relative_to(root)), {})
     if "return" in entry:
         return float(entry["return"])
-    if rewards is None:
-        raise ValueError(f"{path} has no rewards and the manifest records no return for it")
-    return float(np.sum(rewards))
+    return float("nan") if rewards is None else float(np.sum(rewards))
 
 
 def _correlations(episodes: list[ScoredEpisode]) -> dict[str, float]:
     true = [e.true_return for e in episodes]
     viper = [e.viper_return for e in episodes]
-    if len(episodes) < 3 or len(set(true)) < 2 or len(set(viper)) < 2:
-        # Nothing to rank (e.g. a sparse task whose graded episodes all returned 0): NaN, reported as such.
+    if len(episodes) < 3 or not np.all(np.isfinite(true)) or len(set(true)) < 2 or len(set(viper)) < 2:
+        # Nothing to rank (e.g. a sparse task whose graded episodes all returned 0, or footage without
+        # returns): NaN, reported as such.
         return {"episodes": len(episodes), "spearman": float("nan"), "pearson": float("nan")}
     return {
         "episodes": len(episodes),

@@ -4,7 +4,8 @@ A VIPER reward model is useful when expert videos score higher than worse behavi
 so test episodes are scored action-free (null actions, as the reward sees them) and
 grouped by the manifest's ``policy`` label (expert, noisy:<std>, random). Rollouts
 continue real expert context with the episode's own actions (if the model takes
-actions) and are saved next to the ground truth as a GIF and a PNG strip.
+actions; action-free episodes then have none to follow and are not rolled out) and are
+saved next to the ground truth as a GIF and a PNG strip.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import torch
 from experiments.reports import save_image_grid
 from experiments.videos import save_video, side_by_side
 from worldmodel.device import AUTO
-from worldmodel.episodes import DatasetManifest, Episode, episode_paths, read_episode
+from worldmodel.episodes import (
+    DatasetManifest,
+    Episode,
+    episode_paths,
+    is_action_free,
+    read_episode,
+)
 from worldmodel.metrics import psnr
 from worldmodel.video_model import VideoModel
 
@@ -167,7 +174,11 @@ def evaluate_video_model(
     with torch.no_grad():
         episodes = [episode for root in data_roots for episode in held_out_episodes(model, root)]
         rows = likelihood_by_policy(model, episodes)
-        long_enough = [e for e in episodes if len(e.video) > context]
+        # a model that takes actions rolls out under an episode's own, which action-free footage lacks
+        takes_actions = model.transformer.config.action_kind is not None
+        long_enough = [
+            e for e in episodes if len(e.video) > context and not (takes_actions and is_action_free(e.actions))
+        ]
         experts = [e for e in long_enough if e.policy == "expert"] or long_enough
         saved = []
         for i, episode in enumerate(experts[:rollouts]):

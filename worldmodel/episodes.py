@@ -10,6 +10,12 @@ the frames that show the same place). A dataset is ``{root}/{split}/**/*.npz`` p
 optional ``{root}/manifest.json``; TECO's published ``{split}/{shard}/{i}.npz`` files
 read as they are. Episodes are written uncompressed and atomically, so reads can
 memory-map them: datasets larger than RAM work, and only touched frames are read.
+
+**Action-free episodes** (footage: VIPER's reward needs no actions) have no ``actions``
+array on disk and read as ``actions`` of shape ``(T, 0)`` float32 (:func:`no_actions`), so
+clips, batches and token caches carry them like any others; ``write_episode`` takes
+``actions=None`` (or such an empty array) for them. A dataset of them says so with
+``action_space: null`` in its manifest, and models trained on it are action-free.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ class EpisodeFormatError(ValueError):
 
 @dataclass
 class Episode:
-    """One episode's arrays; ``video`` and friends may be read-only memory maps."""
+    """One episode's arrays; ``video`` and friends may be read-only memory maps.
+
+    ``actions`` of an action-free episode are ``(T, 0)`` float32 (see :func:`no_actions`).
+    """
 
     video: np.ndarray
     actions: np.ndarray
@@ -49,11 +58,16 @@ class Episode:
 
 @dataclass
 class DatasetManifest:
-    """Dataset-level facts: which env, which tasks, what actions, at what rate."""
+    """Dataset-level facts: which env, which tasks, what actions, at what rate.
+
+    ``action_space`` is ``{"type": "discrete", "n": N}`` or ``{"type": "box", "shape": [A], "low": ...,
+    "high": ...}``, or ``None`` for an action-free dataset (footage: its episodes store no actions).
+    ``frame_skip`` is env steps between consecutive frames.
+    """
 
     env: str
     tasks: list[str]
-    action_space: dict[str, Any]
+    action_space: dict[str, Any] | None
     frame_skip: int = 1
     fps: float = 15.0
     episodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,6 +89,21 @@ class DatasetManifest:
             return cls(**data)
         except (json.JSONDecodeError, TypeError) as err:
             raise EpisodeFormatError(f"{path}: corrupt manifest ({err})") from err
+
+
+def no_actions(length: int) -> np.ndarray:
+    """The actions of an action-free episode of ``length`` frames: ``(T, 0)`` float32, stored as no array at all."""
+    return np.zeros((length, 0), np.float32)
+
+
+def is_action_free(actions: np.ndarray) -> bool:
+    """Whether an episode's (or a clip's, ``(..., T, 0)``) actions are those of :func:`no_actions`."""
+    return np.ndim(actions) >= 2 and np.shape(actions)[-1] == 0
+
+
+def action_arrays(actions: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``actions`` entry of an episode file's arrays: none for action-free actions."""
+    return {} if is_action_free(actions) else {"actions": actions}
 
 
 def validate_episode(
@@ -112,18 +141,20 @@ def validate_episode(
 def write_episode(
     path: str | Path,
     video: np.ndarray,
-    actions: np.ndarray,
+    actions: np.ndarray | None,
     rewards: np.ndarray | None = None,
     task_id: int = 0,
     poses: np.ndarray | None = None,
     terminated: bool = False,
 ) -> Path:
-    """Validate and write one episode atomically (temporary file, then rename)."""
+    """Validate and write one episode atomically (temporary file, then rename); ``actions=None``
+    writes an action-free episode."""
     path = Path(path)
+    actions = no_actions(len(video)) if actions is None else actions
     validate_episode(video, actions, rewards, path, poses)
     arrays = {
         "video": video,
-        "actions": actions,
+        **action_arrays(actions),
         "task_id": np.asarray(task_id, dtype=np.int64),
         "terminated": np.asarray(terminated, dtype=bool),
     }
@@ -135,12 +166,17 @@ def write_episode(
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write an uncompressed (memory-mappable) ``.npz`` through a temporary file and a rename."""
+    """Write an uncompressed (memory-mappable) ``.npz`` through a temporary file and a rename; a failed
+    write leaves neither file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -184,6 +220,7 @@ def read_episode(path: str | Path, frames_key: str = "video") -> Episode:
 
     ``frames_key`` names the per-frame array: ``video`` (uint8 pixels, fully validated)
     or another, e.g. the ``codes`` of a token cache, which need only one row per action.
+    A file without ``actions`` is action-free: its actions read as :func:`no_actions`.
     """
     path = Path(path)
     if not path.is_file():
@@ -194,10 +231,10 @@ def read_episode(path: str | Path, frames_key: str = "video") -> Episode:
         if isinstance(err, EpisodeFormatError):
             raise
         raise EpisodeFormatError(f"{path}: corrupt or truncated episode file ({err})") from err
-    missing = [k for k in (frames_key, "actions") if k not in arrays]
-    if missing:
-        raise EpisodeFormatError(f"{path}: missing arrays {missing} (has {sorted(arrays)})")
-    frames, actions, rewards, poses = arrays[frames_key], arrays["actions"], arrays.get("rewards"), arrays.get("poses")
+    if frames_key not in arrays:
+        raise EpisodeFormatError(f"{path}: missing array '{frames_key}' (has {sorted(arrays)})")
+    frames, rewards, poses = arrays[frames_key], arrays.get("rewards"), arrays.get("poses")
+    actions = arrays["actions"] if "actions" in arrays else no_actions(len(frames))
     if frames_key == "video":
         validate_episode(frames, actions, rewards, path, poses)
     elif len(frames) != len(actions):
@@ -221,9 +258,10 @@ class EpisodeDataset:
     Episodes are opened lazily (memory-mapped, a bounded number kept open), so the
     dataset can exceed RAM. Item ``i`` is the ``i``-th valid clip start over all
     episodes; :meth:`sample` draws random clips. Items are dicts of numpy arrays:
-    ``video (T,H,W,3) uint8``, ``actions``, ``task_id``, ``terminals (T,)`` bool (the frame
-    ends its episode by termination) and, where the episodes have them, ``rewards (T,)``
-    float32, each the sum of the rewards between a clip frame and the next. With
+    ``video (T,H,W,3) uint8``, ``actions`` (``(T, 0)`` for action-free episodes), ``task_id``,
+    ``terminals (T,)`` bool (the frame ends its episode by termination) and, where the episodes
+    have them, ``rewards (T,)`` float32, each the sum of the rewards between a clip frame and
+    the next. With
     ``frames_key="codes"`` the dataset reads a token cache (``worldmodel.token_cache``) and
     items hold ``codes (T,h,w)``.
     """

@@ -1,7 +1,8 @@
 """Episodes tokenised once: the frame codes a video transformer trains on, cached on disk.
 
 A cache mirrors a dataset: ``{cache}/{split}/<same relative path>.npz`` holds
-``codes (T,h,w)`` plus the episode's ``actions``, ``task_id``, ``terminated`` and ``rewards``, so
+``codes (T,h,w)`` plus the episode's ``actions`` (none if it is action-free, as in the
+dataset), ``task_id``, ``terminated`` and ``rewards``, so
 ``EpisodeDataset(cache, frames_key="codes")`` samples clips from it exactly as from
 the pixels. ``{cache}/cache.json`` records the fingerprint of the tokenizer's weights;
 a cache is only ever extended by the tokenizer that made it. Episode files are
@@ -19,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodel.checkpoint import fingerprint, read_json, write_json_atomic
-from worldmodel.episodes import DatasetManifest, episode_paths, read_episode, write_npz_atomic
+from worldmodel.episodes import DatasetManifest, action_arrays, episode_paths, read_episode, write_npz_atomic
 from worldmodel.tokenizer import Tokenizer
 
 CACHE_FILE = "cache.json"
@@ -91,7 +92,7 @@ def build_token_cache(
                 raise ValueError(f"{path}: cannot tokenise this episode ({err})") from err
             arrays = {
                 CODES_KEY: codes.astype(_codes_dtype(tokenizer.vocab_size)),
-                "actions": np.asarray(episode.actions),
+                **action_arrays(np.asarray(episode.actions)),
                 "task_id": np.asarray(episode.task_id, dtype=np.int64),
                 "terminated": np.asarray(episode.terminated),
             }

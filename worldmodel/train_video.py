@@ -136,18 +136,29 @@ def fit_to_data(
     config: VideoTransformerConfig,
     tokenizer: Tokenizer,
     manifest: DatasetManifest | None,
-    actions: bool = True,
+    actions: bool | None = None,
 ) -> VideoTransformerConfig:
     """``config`` with the tokenizer's vocabulary and code grid, and the dataset's actions and tasks.
 
-    Actions come from the manifest's action space (``actions=False`` trains action-free,
-    as VIPER does); a dataset of several tasks makes the model task-conditional.
+    Actions come from the manifest's action space. ``actions=None`` takes them where the data has
+    them and trains action-free on action-free data (``action_space`` None: footage); ``True``
+    insists on them (an error on action-free data); ``False`` trains action-free, as VIPER does.
+    A dataset of several tasks makes the model task-conditional.
     """
+    if manifest is None and actions is not False:
+        raise ValueError("the dataset has no manifest.json, so its action space is unknown; train without actions")
     space = manifest.action_space if manifest is not None else None
     if actions and space is None:
-        raise ValueError("the dataset has no manifest.json, so its action space is unknown; train without actions")
-    num_actions = int(space["n"]) if actions and space["type"] == "discrete" else 0
-    action_dim = int(np.prod(space["shape"])) if actions and space["type"] == "box" else 0
+        raise ValueError(
+            "the dataset is action-free (its manifest's action_space is null: footage without actions), so a model "
+            "cannot be trained on its actions; train without actions"
+        )
+    use = actions is not False and space is not None
+    if config.action_dropout > 0 and not use:
+        reason = "the dataset is action-free" if space is None else "it trains without actions"
+        raise ValueError(f"action_dropout {config.action_dropout} drops the model's actions, but {reason}")
+    num_actions = int(space["n"]) if use and space["type"] == "discrete" else 0
+    action_dim = int(np.prod(space["shape"])) if use and space["type"] == "box" else 0
     tasks = manifest.tasks if manifest is not None else []
     return replace(
         config,

@@ -1,4 +1,5 @@
-"""Commands that build the video model: collect episodes, train and evaluate tokenizers and video transformers."""
+"""Commands that build the video model: collect or import episodes, train and evaluate tokenizers and video
+transformers."""
 
 from __future__ import annotations
 
@@ -55,6 +56,40 @@ def _run_collect(args: argparse.Namespace) -> None:
         run_policy_factory,
     )
     print(returns_table(manifest.episodes))
+
+
+def _add_import_videos(subparsers: argparse._SubParsersAction) -> None:
+    from experiments.import_videos import ImportSettings
+
+    parser = subparsers.add_parser(
+        "import-videos",
+        help="turn a folder of videos (MP4, WebM, GIF, frame folders, .npz) into an action-free episode dataset",
+        description="Find every input under --input, recursively: video files (MP4, WebM, MOV, MKV, AVI, GIF, ...), "
+        "folders of image frames (one folder is one episode, frames in natural order: frame2 before frame10) and "
+        ".npz episode files (e.g. TECO's {split}/{shard}/{i}.npz; only their video is kept). Each is centre-cropped "
+        "to a square, resized to --size, taken every --frame-skip frames or resampled to --fps by its own frame rate, "
+        "optionally cut into episodes of --max-frames, and written without actions to {out}/train or {out}/test "
+        "(a hash of its name and --seed picks the split, so it stays put as inputs are added), with "
+        "{out}/manifest.json (action_space null; per episode its source file and frame range) and {out}/import.json "
+        "(the settings). The data a VIPER reward trains on: then wm train-tokenizer and wm train-video, which trains "
+        "action-free on it. Rerunning with the same settings resumes, skipping what is written; an unreadable input "
+        "stops the import with an error naming it, leaving none of its episodes behind; an input shorter than "
+        "--min-frames is skipped with a warning naming it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--input", required=True, type=Path, help="folder of videos, frame folders and .npz files (or one file)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="dataset root ({out}/{train,test}/..., manifest.json)")
+    dataclass_flags(parser, ImportSettings())
+    parser.set_defaults(handler=_run_import_videos)
+
+
+def _run_import_videos(args: argparse.Namespace) -> None:
+    from experiments.import_videos import ImportSettings, import_videos
+
+    settings = ImportSettings(**{f.name: getattr(args, f.name) for f in fields(ImportSettings)})
+    print(json.dumps(import_videos(args.input, args.out, settings), indent=2))
 
 
 def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
@@ -125,8 +160,9 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         "transformer on clips of the train split, scoring held-out log-likelihood (bits per code and per pixel "
         "dimension) on the test split. Logs to {run}/tb, checkpoints atomically to {run}/checkpoint, writes "
         "the tokenizer + transformer bundle to {run}/model; --resume continues an interrupted run exactly. "
-        "Actions and tasks come from the dataset's manifest. For several processes or GPUs: "
-        "torchrun --nproc_per_node N -m experiments.cli train-video --run-dir RUN ... (batch size is per process).",
+        "Actions and tasks come from the dataset's manifest (none for an action-free dataset). For several "
+        "processes or GPUs: torchrun --nproc_per_node N -m experiments.cli train-video --run-dir RUN ... "
+        "(batch size is per process).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", required=True, type=Path, help="dataset root written by `wm collect`")
@@ -139,7 +175,10 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's) or long (sees 144 frames)"
     )
-    parser.add_argument("--no-actions", action="store_true", help="train action-free (a VIPER reward model)")
+    parser.add_argument(
+        "--no-actions", action="store_true",
+        help="train action-free (a VIPER reward model); action-free data (wm import-videos) always trains so",
+    )
     parser.add_argument("--action-dropout", type=float, default=0.0, help="share of clips trained without actions")
     parser.add_argument(
         "--reward-head", action="store_true",
@@ -174,7 +213,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
         ),
         load_tokenizer(args.tokenizer, args.device),
         DatasetManifest.load(args.data),
-        actions=not args.no_actions,
+        actions=False if args.no_actions else None,
     )
     settings = {f.name: getattr(args, f.name) for f in fields(VideoTraining)}
     training = VideoTraining(**{**settings, "clip_length": args.clip_length or preset.clip_length})
@@ -222,6 +261,7 @@ def _run_eval_video(args: argparse.Namespace) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """This job's subcommands, in the order ``wm --help`` lists them."""
     _add_collect(subparsers)
+    _add_import_videos(subparsers)
     _add_train_tokenizer(subparsers)
     _add_eval_tokenizer(subparsers)
     _add_train_video(subparsers)
