@@ -129,3 +129,26 @@ def test_stopping_the_grid_stops_its_worker_processes(tmp_path):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers), "a worker outlived the grid"
+
+
+def test_a_reward_dir_gives_the_grid_its_models_and_its_held_out_spearman(tmp_path, monkeypatch):
+    import experiments.dmc_benchmark as benchmark_module
+    from experiments.cli import main
+
+    reward_dir = tmp_path / "reward"
+    for model in ("video/model", "video-random/model"):
+        (reward_dir / model).mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(benchmark_module, "run_grid", lambda *args: calls.append(args) or "table")
+    args = ["benchmark-dmc", "--out", str(tmp_path / "grid"), "--tasks", "pendulum-swingup", "--rewards", "ratio",
+            "--reward-dir", f"pendulum-swingup={reward_dir}"]
+    with pytest.raises(SystemExit, match="no finished `wm build-reward` there"):
+        main(args)
+    summary = {"reward": {"correlations": {"pendulum-swingup": {"spearman": 0.91, "pearson": 0.8}}}}
+    (reward_dir / "reward_recipe.json").write_text(json.dumps(summary))
+    main(args)
+    (_, runs, _, models, _, baselines, quality), = calls
+    assert [run.reward for run in runs] == ["ratio", "ratio"]
+    assert models == {"pendulum-swingup": reward_dir / "video/model"}
+    assert baselines == {"pendulum-swingup": reward_dir / "video-random/model"}
+    assert quality == {"pendulum-swingup": 0.91}
