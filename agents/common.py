@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.rnd import RND
 from worldmodel.checkpoint import CheckpointError
 
 BATCH_KEYS = ("obs", "action", "reward", "discount", "next_obs")
@@ -121,18 +120,6 @@ def batch_tensors(
     out["reward"] = out["reward"].float()
     out["discount"] = out["discount"].float()
     return out
-
-
-def reward_with_rnd(tensors: dict[str, Tensor], rnd: RND | None, weight: float) -> tuple[Tensor, dict[str, float]]:
-    """The batch's reward plus ``weight`` times RND's bonus on each next frame (the newest of its stack),
-    training RND on those frames; with the means of both terms (and RND's own metrics) for logging."""
-    reward = tensors["reward"]
-    metrics: dict[str, float] = {"reward_env": reward.mean().item()}
-    if rnd is not None:
-        bonus, rnd_metrics = rnd.update(tensors["next_obs"][:, -3:])
-        reward = reward + weight * bonus
-        metrics.update(rnd_metrics, reward_rnd=bonus.mean().item())
-    return reward, metrics
 
 
 class RewardStandardizer(nn.Module):

@@ -6,8 +6,8 @@ only; each head has its own LayerNorm + tanh trunk. Twin Q critics with a Polyak
 target (encoder included), a tanh-Gaussian actor and a learned temperature with
 target entropy ``-action_dim``. Observations and next observations are shifted by
 up to ``image_pad`` pixels (replicate padding, random crop) independently per
-sample. With ``rnd_weight > 0`` the agent owns an :class:`~agents.rnd.RND` module
-and trains on ``r_env + rnd_weight * r_rnd(next frame)``.
+sample. Exploration bonuses (RND, ensemble disagreement) join the reward
+as :mod:`agents.exploration` mixes them, by ``rnd_weight`` and ``disagreement_weight``.
 """
 
 from __future__ import annotations
@@ -33,14 +33,18 @@ from agents.common import (
     load_state_tensors,
     mlp,
     optimizer_step,
-    reward_with_rnd,
     random_shift,
     soft_update,
     state_tensors,
     to_box,
     trunk,
 )
-from agents.rnd import RND
+from agents.exploration import (
+    check_exploration_config,
+    exploration_modules,
+    exploration_optimizers,
+    exploration_reward,
+)
 
 IntrinsicRewardFn = Callable[[dict[str, Tensor]], Tensor]
 
@@ -60,7 +64,10 @@ class DrQConfig:
     image_pad: int = 4
     log_std_min: float = -10.0
     log_std_max: float = 2.0
-    rnd_weight: float = 0.0  # beta; 0 disables RND
+    reward_weight: float = 1.0  # the replay reward's weight (viper_rl's density weight)
+    rnd_weight: float = 0.0  # beta; 0 disables RND (pixels only)
+    disagreement_weight: float = 0.0  # 0 disables the ensemble-disagreement bonus; > 0 percentile-scales each term
+    disagreement_members: int = 5  # K, the ensemble's size
 
     def __post_init__(self) -> None:
         if not self.encoder_channels or min(self.encoder_channels) < 1:
@@ -70,8 +77,7 @@ class DrQConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"need 0 <= discount <= 1 and 0 < tau <= 1, got {self.discount}, {self.tau}")
-        if self.rnd_weight < 0:
-            raise ValueError(f"rnd_weight must be >= 0, got {self.rnd_weight}")
+        check_exploration_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "encoder_channels": list(self.encoder_channels)}
@@ -142,8 +148,7 @@ class DrQAgent(nn.Module):
         self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_temperature)))
-        frame_shape = (3, *self.obs_shape[1:])
-        self.rnd = RND(frame_shape) if config.rnd_weight > 0 else None
+        self.rnd, self.disagreement, self.reward_mix = exploration_modules(config, self.obs_shape, self.action_dim)
 
         critic_params = [*self.encoder.parameters(), *self.critic.parameters()]
         self.optimizers: dict[str, torch.optim.Optimizer] = {
@@ -151,8 +156,7 @@ class DrQAgent(nn.Module):
             "actor": torch.optim.Adam(self.actor.parameters(), lr=config.lr),
             "alpha": torch.optim.Adam([self.log_alpha], lr=config.lr),
         }
-        if self.rnd is not None:
-            self.optimizers["rnd"] = self.rnd.optimizer
+        self.optimizers.update(exploration_optimizers(self.rnd, self.disagreement))
 
     @property
     def device(self) -> torch.device:
@@ -188,7 +192,7 @@ class DrQAgent(nn.Module):
         maps the batch (as tensors) to an extra reward ``(B,)``, added to the env reward.
         """
         tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
-        reward, metrics = reward_with_rnd(tensors, self.rnd, self.config.rnd_weight)
+        reward, metrics = exploration_reward(tensors, self.reward_mix, self.rnd, self.disagreement)
         if intrinsic_reward_fn is not None:
             extra = torch.as_tensor(intrinsic_reward_fn(tensors), dtype=torch.float32).detach()
             if extra.shape != reward.shape:

@@ -7,10 +7,11 @@ critic has a Polyak copy, tau 0.01), and one update every 2 agent steps.
 The encoder (a 3x3 stride-2 convolution, then three stride-1 ones, 32 channels) is
 trained by the critic alone; actor and critic each have a LayerNorm + tanh trunk and
 1024-wide MLPs. On ``(D,)`` state observations the encoder is the identity and no
-augmentation is applied: the same agent, for the state-observation control. With
-``rnd_weight > 0`` (pixels only) the agent owns an :class:`~agents.rnd.RND` module and
-trains on ``r_env + rnd_weight * r_rnd(next frame)``; with ``standardize_reward`` it trains
-on rewards standardised by running statistics, for rewards far from unit scale. The
+augmentation is applied: the same agent, for the state-observation control. Exploration
+bonuses (RND on pixels, ensemble disagreement on pixels or states) join the reward as
+:mod:`agents.exploration` mixes them, by ``rnd_weight`` and ``disagreement_weight``; with
+``standardize_reward`` it trains on rewards standardised by running statistics (after that
+mix), for rewards far from unit scale. The
 published settings are the ``"paper"`` preset; ``"cpu"`` shrinks the widths to fit two CPU
 cores and is tuned for the DMC-100k budget.
 """
@@ -37,14 +38,18 @@ from agents.common import (
     load_state_tensors,
     mlp,
     optimizer_step,
-    reward_with_rnd,
     random_shift,
     soft_update,
     state_tensors,
     to_box,
     trunk,
 )
-from agents.rnd import RND
+from agents.exploration import (
+    check_exploration_config,
+    exploration_modules,
+    exploration_optimizers,
+    exploration_reward,
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,10 @@ class DrQV2Config:
     std_steps: int = 100_000
     std_clip: float = 0.3  # noise clip for the target policy and the actor's loss
     image_pad: int = 4
-    rnd_weight: float = 0.0  # beta; 0 disables RND
+    reward_weight: float = 1.0  # the replay reward's weight (viper_rl's density weight)
+    rnd_weight: float = 0.0  # beta; 0 disables RND (pixels only)
+    disagreement_weight: float = 0.0  # 0 disables the ensemble-disagreement bonus; > 0 percentile-scales each term
+    disagreement_members: int = 5  # K, the ensemble's size
     standardize_reward: bool = False  # train on running-standardised rewards (agents.common.RewardStandardizer)
 
     def __post_init__(self) -> None:
@@ -78,8 +86,9 @@ class DrQV2Config:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.discount <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"need 0 <= discount <= 1 and 0 < tau <= 1, got {self.discount}, {self.tau}")
-        if min(self.std_start, self.std_end, self.std_clip) < 0 or self.rnd_weight < 0:
-            raise ValueError("std_start, std_end, std_clip and rnd_weight must be >= 0")
+        if min(self.std_start, self.std_end, self.std_clip) < 0:
+            raise ValueError("std_start, std_end and std_clip must be >= 0")
+        check_exploration_config(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,8 +169,6 @@ class DrQV2Agent(nn.Module):
         obs_shape = tuple(int(d) for d in obs_shape)
         if not ((len(obs_shape) == 3 and obs_shape[0] % 3 == 0) or len(obs_shape) == 1):
             raise ValueError(f"obs_shape must be (3*frames, H, W) pixels or (D,) states, got {obs_shape}")
-        if config.rnd_weight > 0 and len(obs_shape) != 3:
-            raise ValueError("RND works on frames: set rnd_weight=0 for state observations")
         self.config = config
         self.obs_shape = obs_shape
         self.action_dim = int(action_space.shape[0])
@@ -179,7 +186,7 @@ class DrQV2Agent(nn.Module):
         self.critic = TwinCritic(features, self.action_dim, config.feature_dim, config.hidden_dim)
         self.apply(_orthogonal_init)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.rnd = RND((3, *obs_shape[1:])) if config.rnd_weight > 0 else None
+        self.rnd, self.disagreement, self.reward_mix = exploration_modules(config, obs_shape, self.action_dim)
         self.reward_standardizer = RewardStandardizer() if config.standardize_reward else None
 
         self.optimizers: dict[str, torch.optim.Optimizer] = {
@@ -188,8 +195,7 @@ class DrQV2Agent(nn.Module):
         }
         if self.pixels:
             self.optimizers["encoder"] = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
-        if self.rnd is not None:
-            self.optimizers["rnd"] = self.rnd.optimizer
+        self.optimizers.update(exploration_optimizers(self.rnd, self.disagreement))
 
     @property
     def device(self) -> torch.device:
@@ -216,7 +222,7 @@ class DrQV2Agent(nn.Module):
         asks: ``reward`` the n-step discounted sum, ``discount`` the factor on the bootstrap.
         """
         tensors = batch_tensors(batch, self.obs_shape, self.action_low, self.action_high)
-        reward, metrics = reward_with_rnd(tensors, self.rnd, self.config.rnd_weight)
+        reward, metrics = exploration_reward(tensors, self.reward_mix, self.rnd, self.disagreement)
         if self.reward_standardizer is not None:
             reward = self.reward_standardizer(reward)
         obs, next_obs = tensors["obs"], tensors["next_obs"]
