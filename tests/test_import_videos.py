@@ -84,10 +84,14 @@ def test_gif_and_frame_folder_inputs_read_exactly_in_natural_order(tmp_path):
     _write_gif(tmp_path / "in" / "clip.gif", frames, [50] * 12)
     tall = np.stack([np.pad(f, ((16, 16), (0, 0), (0, 0))) for f in frames])  # 96 x 64: cropped back to 64 x 64
     _write_folder(tmp_path / "in" / "shots" / "take1", tall)  # frame1.png ... frame12.png: frame10 after frame2
+    (tmp_path / "in" / "teco" / "train" / "0").mkdir(parents=True)  # TECO's layout: the video kept, actions not
+    np.savez_compressed(tmp_path / "in" / "teco" / "train" / "0" / "3.npz", video=frames, actions=np.arange(12))
     settings = ImportSettings(min_frames=4, test_fraction=0, task="reach")
-    import_videos(tmp_path / "in", tmp_path / "data", settings)
-    np.testing.assert_array_equal(read_episode(tmp_path / "data/train/clip.gif.000.npz").video, frames)
-    np.testing.assert_array_equal(read_episode(tmp_path / "data/train/shots/take1.000.npz").video, frames)
+    assert import_videos(tmp_path / "in", tmp_path / "data", settings)["train"] == 3
+    for name in ("clip.gif", "shots/take1", "teco/train/0/3.npz"):
+        episode = read_episode(tmp_path / "data" / "train" / f"{name}.000.npz")
+        np.testing.assert_array_equal(episode.video, frames)
+        assert episode.actions.shape == (12, 0)
     manifest = DatasetManifest.load(tmp_path / "data")
     assert manifest.tasks == ["reach"] and manifest.fps == 20.0  # the GIF's 50 ms per frame; the folder has no rate
     assert manifest.episodes["train/shots/take1.000.npz"]["fps"] is None
@@ -124,25 +128,26 @@ def test_long_inputs_are_cut_and_short_ones_skipped_by_name(tmp_path):
     assert manifest.episodes["train/long.gif.001.npz"]["source_frames"] == [10, 19]
 
 
-def test_resume_skips_finished_inputs_and_ends_as_an_uninterrupted_import(tmp_path, monkeypatch):
+def test_resume_skips_what_is_written_and_ends_as_an_uninterrupted_import(tmp_path, monkeypatch):
     for i in range(3):
         _write_gif(tmp_path / "in" / f"v{i}.gif", moving_square_video(10, 64, seed=i), [50] * 10)
     settings = ImportSettings(min_frames=4, max_frames=6, test_fraction=0.5)
     import_videos(tmp_path / "in", tmp_path / "whole", settings)
 
-    real, calls = import_module.import_source, []
+    real, written = import_module.write_episode, []
 
-    def interrupted_after_one(*args, **kwargs):
-        calls.append(args[0].name)
-        if len(calls) == 2:
+    def interrupted_in_the_second_input(path, *args, **kwargs):
+        if len(written) == 3:  # v0's two episodes and v1's first are on disk
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        written.append(path)
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(import_module, "import_source", interrupted_after_one)
+    monkeypatch.setattr(import_module, "write_episode", interrupted_in_the_second_input)
     with pytest.raises(KeyboardInterrupt):
         import_videos(tmp_path / "in", tmp_path / "resumed", settings)
-    monkeypatch.setattr(import_module, "import_source", real)
+    monkeypatch.setattr(import_module, "write_episode", real)
     first = sorted((tmp_path / "resumed").rglob("*.npz"))
+    assert len(first) == 3
     times = {path: path.stat().st_mtime_ns for path in first}
     summary = import_videos(tmp_path / "in", tmp_path / "resumed", settings)
     assert summary["reused"] == 1 and summary["imported"] == 2
