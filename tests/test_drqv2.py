@@ -186,9 +186,15 @@ def test_workspace_trains_drqv2_on_states_and_resumes_exactly(tmp_path):
     assert meta["agent"] == "drqv2" and meta["obs_shape"] == [5]
     with pytest.raises(TypeError, match="takes a DrQConfig"):
         train_agent(make_state_env, tmp_path / "split", "drq", TINY, settings(100), resume=True)
-    with pytest.raises(CheckpointError, match="config"):
+    with pytest.raises(CheckpointError, match=r"another agent config: hidden_dim 16 \(now 32\)"):
         train_agent(make_state_env, tmp_path / "split", "drqv2", dataclasses.replace(TINY, hidden_dim=32),
                     settings(100), resume=True)
+    # A checkpoint from before an option existed resumes: the option takes its default.
+    config_path = tmp_path / "split" / "checkpoint" / "config.json"
+    meta = json.loads(config_path.read_text())
+    del meta["config"]["disagreement_weight"], meta["config"]["reward_weight"]
+    config_path.write_text(json.dumps(meta))
+    assert train_agent(make_state_env, tmp_path / "split", "drqv2", TINY, settings(100), resume=True)["env_steps"] == 100
 
 
 def test_updates_per_step_sets_the_update_to_data_ratio(tmp_path):
