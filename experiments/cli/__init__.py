@@ -18,14 +18,14 @@ DESCRIPTION = """\
 Video models as rewards (VIPER), world models and long-rollout generators.
 
 Typical flow (VIPER on one task):
-  wm collect --env dmc:cartpole-swingup --policies expert --episodes 20 --out data/expert
-  wm collect --env dmc:cartpole-swingup --policies random --episodes 40 --seed 200 --out data/random
+  wm build-reward --task cartpole-swingup --out runs/reward    # expert + random-play videos, models, check
+  wm train-agent --env dmc:cartpole-swingup --model runs/reward/video/model \\
+      --baseline-model runs/reward/video-random/model --run runs/agent
+  wm diagnose-reward --run runs/agent
+From videos of your own (no actions needed):
+  wm import-videos --input videos/expert --out data/expert --fps 25
   wm train-tokenizer --data data/expert --run runs/tokenizer --max-minutes 20
   wm train-video --data data/expert --tokenizer runs/tokenizer/checkpoint --run runs/video --max-minutes 20
-  wm train-video --data data/random --tokenizer runs/tokenizer/checkpoint --run runs/video-random --steps 300
-  wm train-agent --env dmc:cartpole-swingup --model runs/video/model --baseline-model runs/video-random/model \\
-      --run runs/agent
-  wm diagnose-reward --run runs/agent
 or all of it on a small default:
   wm quickstart
 Every command explains itself: wm COMMAND --help. Every command that loads or trains a
