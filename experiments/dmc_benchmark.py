@@ -42,7 +42,8 @@ from experiments.train_agent import OBSERVATIONS, agent_config, dmc_action_repea
 from worldmodel.checkpoint import write_json_atomic
 from worldmodel.device import AUTO
 # True-reward DrQ at 100k physics steps (Kostrikov et al. 2020, table 1), for the table's last column.
-PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213"}
+PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213", "finger-spin": "901 +- 104",
+                      "walker-walk": "612 +- 164"}
 SUMMARY_FILE = "summary.json"
 REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each task's reward, by task
 GRID_REWARDS = ("viper", "ratio", "env")
@@ -57,10 +58,11 @@ class GridRun:
     observation: str
     reward: str
     seed: int
+    label: str = ""  # names runs whose settings differ from the plain grid's (e.g. an exploration bonus)
 
     @property
     def variant(self) -> str:
-        return f"{self.agent}-{self.observation}-{self.reward}"
+        return f"{self.agent}-{self.observation}-{self.reward}" + (f"+{self.label}" if self.label else "")
 
     def directory(self, out: Path) -> Path:
         return out / self.task / self.variant / f"seed{self.seed}"
@@ -97,10 +99,12 @@ def physics_steps_per_agent_step(task: str) -> int:
 
 def plan_grid(
     tasks: Sequence[str], agents: Sequence[str], observations: Sequence[str], rewards: Sequence[str],
-    seeds: Sequence[int], models: dict[str, Path], baselines: dict[str, Path] | None = None,
+    seeds: Sequence[int], models: dict[str, Path], baselines: dict[str, Path] | None = None, label: str = "",
 ) -> list[GridRun]:
     """Every run of the grid, checked before anything starts (a VIPER run needs its task's video model,
-    a ratio run also its baseline model)."""
+    a ratio run also its baseline model); ``label`` marks them all (letters, digits, ``_`` and ``.``)."""
+    if label and not label.replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"a grid label takes letters, digits, '_' and '.', got {label!r}")
     for task in tasks:
         physics_steps_per_agent_step(task)
     for agent in agents:
@@ -123,7 +127,8 @@ def plan_grid(
                 raise FileNotFoundError(f"{what} for {task} not found at {path}")
     if "state" in observations and "drq" in agents:
         raise ValueError("state observations run with drqv2 (DrQ here is a pixel agent); drop 'drq' or 'state'")
-    return [GridRun(t, a, o, r, s) for t in tasks for a in agents for o in observations for r in rewards for s in seeds]
+    return [GridRun(t, a, o, r, s, label)
+            for t in tasks for a in agents for o in observations for r in rewards for s in seeds]
 
 
 def run_plan(run: GridRun, settings: GridSettings) -> tuple[Any, Training, str]:
@@ -222,7 +227,8 @@ def finished_runs(out: Path) -> list[GridRun]:
     runs = []
     for path in sorted(out.glob(f"*/*/seed*/{SUMMARY_FILE}")):
         summary = json.loads(path.read_text())
-        runs.append(GridRun(summary["task"], summary["agent"], summary["observation"], summary["reward"], summary["seed"]))
+        runs.append(GridRun(summary["task"], summary["agent"], summary["observation"], summary["reward"],
+                            summary["seed"], summary.get("label", "")))
     return runs
 
 
@@ -248,13 +254,13 @@ def write_results(out: Path) -> str:
         returns = [s["eval_true_return"] for s in summaries]
         figures = np.asarray(returns, float)  # None (no evaluation) as NaN
         first = summaries[0]
-        reference = means.get((task, variant.rsplit("-", 1)[0] + "-env"))
+        reference = means.get((task, f"{first['agent']}-{first['observation']}-env"))  # the unlabelled one
         share = "-" if first["reward"] == "env" or reference is None else format_share(means[(task, variant)], reference)
         wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
         physics = int(np.mean([s["physics_steps"] for s in summaries]))
         rows.append(
             f"| {task} | {format_number(spearman.get(task), '.3f')} | {first['agent']} | {first['observation']} "
-            f"| {first['reward']} | {len(returns)} "
+            f"| {first['reward']}{' (' + first['label'] + ')' if first.get('label') else ''} | {len(returns)} "
             f"| {format_number(np.mean(figures))} +- {format_number(np.std(figures))} | {share} | {physics} | {wall:.1f} "
             f"| {PUBLISHED_DRQ_100K.get(task, '-') if first['reward'] == 'env' else '-'} |"
         )

@@ -40,6 +40,8 @@ def test_plan_checks_the_grid_before_anything_runs(tmp_path):
                          {"cartpole-swingup": tmp_path}, {"cartpole-swingup": tmp_path})) == 2
     with pytest.raises(ValueError, match="unknown reward"):
         plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["sparse"], [0], {})
+    with pytest.raises(ValueError, match="a grid label takes letters"):
+        plan_grid(["cartpole-swingup"], ["drqv2"], ["pixels"], ["env"], [0], {}, label="a/b")
 
 
 def test_a_ratio_run_gets_the_agent_a_viper_run_gets():
@@ -84,8 +86,15 @@ def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
                    "seed": run.seed, "eval_true_return": returns[(run.reward, run.seed)], "elapsed_s": 120.0,
                    "physics_steps": 100_000}
         (run.directory(tmp_path) / "summary.json").write_text(json.dumps(summary))
+    labelled = GridRun("cartpole-swingup", "drqv2", "pixels", "ratio", 0, "disagreement")
+    assert labelled.directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-ratio+disagreement/seed0"
+    labelled.directory(tmp_path).mkdir(parents=True)
+    (labelled.directory(tmp_path) / "summary.json").write_text(json.dumps({
+        "task": "cartpole-swingup", "agent": "drqv2", "observation": "pixels", "reward": "ratio", "seed": 0,
+        "label": "disagreement", "eval_true_return": 540.0, "elapsed_s": 60.0, "physics_steps": 100_000}))
     table = write_results(tmp_path)
     assert "| cartpole-swingup | n/a | drqv2 | pixels | viper | 2 |" in table  # no reward quality recorded
+    assert "| drqv2 | pixels | ratio (disagreement) | 1 | 540.0 +- 0.0 | 90 % | 100000 | 1.0 | - |" in table
     assert "| drqv2 | pixels | viper | 2 | 300.0 +- 100.0 | 50 % | 100000 | 2.0 | - |" in table
     assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | - | 100000 | 2.0 | 759 +- 92 |" in table
     assert "| drqv2 | pixels | ratio | 2 | 450.0 +- 0.0 | 75 % | 100000 | 2.0 | - |" in table

@@ -200,6 +200,11 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         "--agent-option", action="append", default=[], metavar="NAME=VALUE",
         help="set a field of every run's agent config, e.g. std_steps=2500; repeat",
     )
+    parser.add_argument(
+        "--label", default="",
+        help="name these runs, whose settings differ from the plain grid's (e.g. --label disagreement with "
+        "--agent-option disagreement_weight=1): their folders and table rows carry it, beside the plain runs",
+    )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one process each")
     add_device_flag(parser)
     parser.set_defaults(handler=_run_benchmark_dmc)
@@ -223,7 +228,7 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
         models[task], baselines[task] = Path(directory) / VIDEO_DIR / "model", Path(directory) / BASELINE_DIR / "model"
         quality[task] = summary["reward"]["correlations"][task]["spearman"]
     runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
-                     [int(s) for s in items(args.seeds)], models, baselines)
+                     [int(s) for s in items(args.seeds)], models, baselines, args.label)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
                             labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device)
