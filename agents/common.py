@@ -24,13 +24,13 @@ def random_shift(obs: Tensor, pad: int) -> Tensor:
     # Slicing per sample copies far less than one gather over the batch; stacking the
     # (H, W, C) crops yields channels-last images, the layout CPU convolutions run fastest on.
     offsets = torch.randint(0, 2 * pad + 1, (obs.shape[0], 2)).tolist()
-    crops = [image[y : y + height, x : x + width] for image, (y, x) in zip(padded, offsets)]
+    crops = [image[y : y + height, x : x + width] for image, (y, x) in zip(padded, offsets, strict=True)]
     return torch.stack(crops).permute(0, 3, 1, 2)
 
 
 class ConvEncoder(nn.Module):
-    """3x3 convolutions with ReLU on uint8 pixels scaled to [-0.5, 0.5], flattened: DrQ's encoder
-    (every conv stride 2, padded) and DrQ-v2's (the first strided, unpadded)."""
+    """3x3 convolutions with ReLU on uint8 pixels scaled to [-0.5, 0.5], flattened: VIPER's DrQ encoder
+    (every conv stride 2, padded), and DrQ's and DrQ-v2's published one (the first strided, unpadded)."""
 
     def __init__(
         self, obs_shape: tuple[int, ...], channels: Sequence[int], strides: Sequence[int], padding: int
@@ -40,7 +40,7 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"one stride per conv: {len(channels)} channel counts, {len(strides)} strides")
         layers: list[nn.Module] = []
         in_channels = obs_shape[0]
-        for out_channels, stride in zip(channels, strides):
+        for out_channels, stride in zip(channels, strides, strict=True):
             layers += [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=padding), nn.ReLU(inplace=True)]
             in_channels = out_channels
         self.convs = nn.Sequential(*layers, nn.Flatten())
@@ -65,6 +65,17 @@ def symexp(x: Tensor) -> Tensor:
 def trunk(in_dim: int, feature_dim: int) -> nn.Sequential:
     """Linear -> LayerNorm -> tanh: the bounded feature layer both DrQ agents put on the encoder."""
     return nn.Sequential(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+
+
+def orthogonal_init(module: nn.Module) -> None:
+    """The DrQ papers' initialisation (use with ``Module.apply``): orthogonal weights (ReLU gain for
+    convs), zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.orthogonal_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Conv2d):
+        nn.init.orthogonal_(module.weight, nn.init.calculate_gain("relu"))
+        nn.init.zeros_(module.bias)
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -210,5 +221,5 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
 @torch.no_grad()
 def soft_update(online: nn.Module, target: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) target + tau online."""
-    for p, p_target in zip(online.parameters(), target.parameters()):
+    for p, p_target in zip(online.parameters(), target.parameters(), strict=True):
         p_target.lerp_(p, tau)

@@ -38,6 +38,7 @@ from agents.common import (
     load_state_tensors,
     mlp,
     optimizer_step,
+    orthogonal_init,
     random_shift,
     soft_update,
     state_tensors,
@@ -147,16 +148,6 @@ def noisy(mean: Tensor, std: float, clip: float | None) -> Tensor:
     return action + (bounded - action).detach()
 
 
-def _orthogonal_init(module: nn.Module) -> None:
-    """DrQ-v2's initialisation: orthogonal weights (ReLU gain for convs), zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.orthogonal_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
-        nn.init.orthogonal_(module.weight, nn.init.calculate_gain("relu"))
-        nn.init.zeros_(module.bias)
-
-
 class DrQV2Agent(nn.Module):
     """DDPG + random shift on stacked uint8 frames ``(3*S, H, W)``, or on float states ``(S*D,)``."""
 
@@ -184,7 +175,7 @@ class DrQV2Agent(nn.Module):
             self.encoder, features = nn.Identity(), obs_shape[0]
         self.actor = Actor(features, self.action_dim, config)
         self.critic = TwinCritic(features, self.action_dim, config.feature_dim, config.hidden_dim)
-        self.apply(_orthogonal_init)
+        self.apply(orthogonal_init)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.rnd, self.disagreement, self.reward_mix = exploration_modules(config, obs_shape, self.action_dim)
         self.reward_standardizer = RewardStandardizer() if config.standardize_reward else None

@@ -5,9 +5,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import envs
 from agents import DRQ_PRESETS, DrQAgent, DrQConfig, Training, load_agent, random_shift, train_agent
+from agents.common import batch_tensors, optimizer_step, soft_update
 from agents.replay import ReplayBuffer
 from worldmodel import training_run
 from worldmodel.checkpoint import CheckpointError
@@ -309,3 +311,168 @@ def test_resume_from_the_middle_of_an_episode_records_it_cut_and_starts_a_fresh_
     for stack, following in zip(obs, next_obs):  # no stack or transition crosses the cut
         assert len(set(stack[:, 1])) == 1 and following[-1, 1] == stack[-1, 1]
         assert following[-1, 0] == stack[-1, 0] + 1
+
+
+# DrQ's published options at toy sizes: the first conv strided, unpadded convs, actor and
+# targets every 2nd update, K = M = 2 views, orthogonal init.
+TINY_PAPER = dataclasses.replace(
+    TINY, encoder_strides=(2, 1), encoder_padding=0, actor_update_period=2, target_update_period=2,
+    target_augmentations=2, critic_augmentations=2, orthogonal_init=True,
+)
+
+
+def plain_update(agent: DrQAgent, batch: dict[str, np.ndarray]) -> None:
+    """The random-shift SAC step with one view each and every part stepped every update, written
+    out: the reference that K = M = 1 and periods of 1 must reproduce bit for bit."""
+    tensors = batch_tensors(batch, agent.obs_shape, agent.action_low, agent.action_high)
+    obs = random_shift(tensors["obs"], agent.config.image_pad)
+    next_obs = random_shift(tensors["next_obs"], agent.config.image_pad)
+    with torch.no_grad():
+        next_action, next_log_prob = agent.actor(agent.encoder(next_obs), sample=True)
+        target_q1, target_q2 = agent.critic_target(agent.encoder_target(next_obs), next_action)
+        target_v = torch.min(target_q1, target_q2) - agent.alpha * next_log_prob
+        target = tensors["reward"] + tensors["discount"] * target_v
+    h = agent.encoder(obs)
+    q1, q2 = agent.critic(h, tensors["action"])
+    optimizer_step(agent.optimizers["critic"], F.mse_loss(q1, target) + F.mse_loss(q2, target))
+    sampled, log_prob = agent.actor(h.detach(), sample=True)
+    actor_q1, actor_q2 = agent.critic(h.detach(), sampled)
+    optimizer_step(agent.optimizers["actor"], (agent.alpha.detach() * log_prob - torch.min(actor_q1, actor_q2)).mean())
+    optimizer_step(agent.optimizers["alpha"], (agent.alpha * (-log_prob.detach() - agent.target_entropy)).mean())
+    soft_update(agent.encoder, agent.encoder_target, agent.config.tau)
+    soft_update(agent.critic, agent.critic_target, agent.config.tau)
+
+
+def test_one_view_and_periods_of_one_are_the_plain_update():
+    config = dataclasses.replace(TINY, target_augmentations=1, critic_augmentations=1, actor_update_period=1,
+                                 target_update_period=1)
+    agent, reference = _twin_agents(config, config)
+    for index in range(3):
+        torch.manual_seed(10 + index)
+        agent.update(toy_batch(seed=index))
+        torch.manual_seed(10 + index)
+        plain_update(reference, toy_batch(seed=index))
+    weights = reference.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in agent.state_dict().items() if k != "updates")
+    assert int(agent.updates) == 3
+
+
+def test_the_target_averages_the_next_observation_views():
+    torch.manual_seed(0)
+    agent = DrQAgent(TINY_PAPER, OBS_SHAPE, ACTIONS)
+    batch = toy_batch()
+    reward, discount = torch.as_tensor(batch["reward"]), torch.full((8,), 0.9)
+    views = random_shift(torch.as_tensor(batch["next_obs"]).repeat(2, 1, 1, 1), pad=4)
+    torch.manual_seed(1)
+    averaged = agent.critic_target_q(reward, discount, views)
+    torch.manual_seed(1)  # the same draws: one target per view, of each view's copy of the transitions
+    each = agent.critic_target_q(reward.repeat(2), discount.repeat(2), views)
+    assert averaged.shape == (8,)
+    torch.testing.assert_close(averaged, (each[:8] + each[8:]) / 2)
+    assert (each[:8] - each[8:]).abs().max() > 1e-4  # the views differ
+    with pytest.raises(ValueError, match="whole number of views"):
+        agent.critic_target_q(reward, discount, views[:12])
+
+
+def test_the_critic_loss_sums_over_the_observation_views():
+    config = dataclasses.replace(TINY_PAPER, target_augmentations=1)
+    agent, copy = _twin_agents(config, config)
+    batch = toy_batch()
+    torch.manual_seed(1)
+    metrics = agent.update(batch)
+    torch.manual_seed(1)  # the update's draws in its order: M views of obs, K of next_obs, then the target's
+    tensors = batch_tensors(batch, OBS_SHAPE, copy.action_low, copy.action_high)
+    obs = random_shift(tensors["obs"].repeat(2, 1, 1, 1), pad=4)
+    next_obs = random_shift(tensors["next_obs"], pad=4)
+    with torch.no_grad():
+        target = copy.critic_target_q(tensors["reward"], tensors["discount"], next_obs)
+        q1, q2 = copy.critic(copy.encoder(obs), tensors["action"].repeat(2, 1))
+    per_view = [F.mse_loss(q1[v], target) + F.mse_loss(q2[v], target) for v in (slice(0, 8), slice(8, 16))]
+    assert metrics["critic_loss"] == pytest.approx(sum(per_view).item(), rel=1e-5)
+    assert metrics["target_q"] == pytest.approx(target.mean().item(), rel=1e-5)
+
+
+def test_update_periods_count_updates():
+    torch.manual_seed(0)
+    agent = DrQAgent(dataclasses.replace(TINY_PAPER, target_update_period=3), OBS_SHAPE, ACTIONS)
+    stepped = {name: [] for name in ("critic", "actor", "log_alpha", "critic_target", "encoder_target")}
+    logged_actor = []
+    for index in range(6):
+        before = {name: snapshot(getattr(agent, name)) for name in stepped if name != "log_alpha"}
+        alpha = agent.log_alpha.item()
+        metrics = agent.update(toy_batch(seed=index))
+        for name, weights in before.items():
+            stepped[name].append(changed(weights, getattr(agent, name)))
+        stepped["log_alpha"].append(agent.log_alpha.item() != alpha)
+        logged_actor.append("actor_loss" in metrics and "alpha_loss" in metrics)
+    assert stepped["critic"] == [True] * 6
+    assert stepped["actor"] == stepped["log_alpha"] == logged_actor == [True, False] * 3
+    assert stepped["critic_target"] == stepped["encoder_target"] == [True, False, False] * 2
+    assert int(agent.updates) == 6
+
+
+def test_new_config_fields_are_validated():
+    for bad, message in [
+        (dict(encoder_strides=(2,)), "one stride >= 1 per conv"),
+        (dict(encoder_strides=(2, 0)), "one stride >= 1 per conv"),
+        (dict(encoder_padding=-1), "encoder_padding"),
+        (dict(actor_update_period=0), "actor_update_period"),
+        (dict(target_update_period=0), "target_update_period"),
+        (dict(target_augmentations=0), "target_augmentations"),
+        (dict(critic_augmentations=0), "critic_augmentations"),
+        (dict(critic_augmentations=2, image_pad=0), "needs image_pad > 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(TINY, **bad)
+    assert TINY.strides == (2, 2) and TINY_PAPER.strides == (2, 1)
+
+
+def test_paper_preset_is_drqs_published_setting():
+    paper = DRQ_PRESETS["paper"]
+    assert (paper.encoder_channels, paper.encoder_strides, paper.encoder_padding) == ((32,) * 4, (2, 1, 1, 1), 0)
+    assert (paper.feature_dim, paper.hidden_dim, paper.batch_size, paper.lr) == (50, 1024, 512, 1e-3)
+    assert (paper.discount, paper.tau, paper.init_temperature, paper.image_pad) == (0.99, 0.01, 0.1, 4)
+    assert (paper.actor_update_period, paper.target_update_period) == (2, 2)
+    assert (paper.target_augmentations, paper.critic_augmentations) == (2, 2) and paper.orthogonal_init
+    assert DrQConfig.from_dict(json.loads(json.dumps(paper.to_dict()))) == paper
+    actions = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    assert DrQAgent(paper, (9, 84, 84), actions).encoder.out_dim == 32 * 35 * 35  # DrQ's 84x84 frames
+    agent = DrQAgent(paper, (9, 64, 64), actions)  # ours: 64 -> 31 -> 29 -> 27 -> 25
+    assert agent.encoder.out_dim == 32 * 25 * 25
+    assert all(not conv.bias.any() for conv in agent.encoder.convs if isinstance(conv, torch.nn.Conv2d))
+    weight = agent.critic.q1[2].weight
+    torch.testing.assert_close(weight @ weight.T, torch.eye(1024), atol=1e-4, rtol=0)  # orthogonal
+
+
+def test_checkpoints_carry_the_new_fields_and_the_update_count():
+    torch.manual_seed(0)
+    agent = DrQAgent(TINY_PAPER, OBS_SHAPE, ACTIONS)
+    agent.update(toy_batch())  # update 0 steps the actor; the next one must not
+    tensors = agent.state_tensors()
+    assert int(tensors["model.updates"]) == 1
+    config = DrQConfig.from_dict(json.loads(json.dumps(TINY_PAPER.to_dict())))
+    assert config == TINY_PAPER
+    twin = DrQAgent(config, OBS_SHAPE, ACTIONS)
+    twin.load_state_tensors(tensors)
+    torch.manual_seed(1)
+    first = agent.update(toy_batch(seed=1))
+    torch.manual_seed(1)
+    assert twin.update(toy_batch(seed=1)) == first and "actor_loss" not in first
+    # A checkpoint from before the update count (periods of 1) loads, counting from 0.
+    older = DrQAgent(TINY, OBS_SHAPE, ACTIONS)
+    older.load_state_tensors({k: v for k, v in DrQAgent(TINY, OBS_SHAPE, ACTIONS).state_tensors().items()
+                              if k != "model.updates"})
+    assert int(older.updates) == 0
+
+
+def test_a_run_with_the_published_options_resumes_exactly(tmp_path):
+    settings = dict(seed_steps=10, replay_capacity=500, eval_every=100, eval_episodes=0, video_every=0, seed=3,
+                    checkpoint_every=20)
+    env = lambda seed: StepCounterEnv()  # noqa: E731
+    train_agent(env, tmp_path / "split", "drq", TINY_PAPER, Training(20, **settings))
+    resumed = train_agent(env, tmp_path / "split", "drq", TINY_PAPER, Training(40, **settings), resume=True)
+    whole = train_agent(env, tmp_path / "whole", "drq", TINY_PAPER, Training(40, **settings))
+    assert resumed["updates"] == whole["updates"] == 31
+    a, b = load_agent(tmp_path / "split" / "checkpoint"), load_agent(tmp_path / "whole" / "checkpoint")
+    assert int(a.updates) == 31
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
