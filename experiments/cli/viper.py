@@ -118,7 +118,8 @@ def _add_train_agent(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--preset", default="cpu", choices=presets,
-        help="agent size: cpu (both agents), viper (drq's published), paper (drqv2's published)",
+        help="agent settings: cpu (both agents, sized for a CPU), viper (drq as VIPER ran it), paper (each "
+        "agent's published DMC setting: drq as Kostrikov et al. 2020, drqv2 as Yarats et al. 2021)",
     )
     parser.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     parser.add_argument(
@@ -187,7 +188,7 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         "the table; repeat",
     )
     parser.add_argument("--physics-steps", type=int, default=100_000, help="budget of each run in physics steps")
-    parser.add_argument("--preset", default="cpu", help="agent size preset (cpu; paper for drqv2, viper for drq)")
+    parser.add_argument("--preset", default="cpu", help="agent settings preset, as train-agent's --preset (cpu; paper for either agent; viper for drq)")
     parser.add_argument("--eval-every", type=int, default=10_000, help="physics steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
     parser.add_argument("--max-minutes", type=float, default=None, help="cap each run's training time (CPU)")
