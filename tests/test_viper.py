@@ -1,3 +1,5 @@
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -138,6 +140,17 @@ def test_ratio_reward_is_the_expert_score_minus_the_baselines_on_the_experts_sca
     for _ in range(9):
         _, zeros, _, _, _ = vector.step(vector.action_space.sample())
         assert zeros.tolist() == [0.0, 0.0]
+
+
+def test_a_baseline_on_the_experts_tokenizer_shares_its_encode_and_scores_the_same():
+    expert, other = _model(), _model(seed=1)
+    baseline = VideoModel(copy.deepcopy(expert.tokenizer), other.transformer, other.info)  # equal weights, own copy
+    wrapped = ViperReward(_env(), expert, baseline)
+    assert wrapped.reward_fn.shared_tokenizer and not ViperReward(_env(), expert, other).reward_fn.shared_tokenizer
+    frames, rewards, _ = _run(wrapped, 9)
+    ratio = (_batch_log_prob(expert, frames) - _batch_log_prob(baseline, frames)) / STATS["std"]
+    np.testing.assert_allclose(rewards, ratio[1:], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-4)
 
 
 def test_a_task_conditioned_baseline_scores_the_experts_task_and_a_mismatched_one_is_refused():

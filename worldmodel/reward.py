@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from worldmodel.likelihood import SCORES, code_values, episode_code_scores, stat_key
+from worldmodel.streaming import StreamingScorer
+from worldmodel.token_cache import tokenizer_fingerprint
 from worldmodel.transformer import CodeScores
 from worldmodel.video_model import VideoModel
 
@@ -89,8 +91,14 @@ class VideoLikelihoodReward:
                 raise ValueError(f"score_mask must be a bool array of shape ({size}, {size}), got "
                                  f"{score_mask.shape} {score_mask.dtype}")
         self.score_mask = score_mask
-        self.scorers = [model.scorer(num_envs) for _ in range(context_stride)]
-        self.baseline_scorers = [] if baseline is None else [baseline.scorer(num_envs) for _ in range(context_stride)]
+        # One encode serves both models when they share a tokenizer (a baseline trained on the expert's tokenizer).
+        self.shared_tokenizer = baseline is not None and (
+            tokenizer_fingerprint(baseline.tokenizer) == tokenizer_fingerprint(model.tokenizer)
+        )
+        self.scorers = [StreamingScorer(model.transformer, num_envs) for _ in range(context_stride)]
+        self.baseline_scorers = [] if baseline is None else [
+            StreamingScorer(baseline.transformer, num_envs) for _ in range(context_stride)
+        ]
         self.recent = np.zeros((num_envs, context_stride, self.joint_frames), np.float32)  # standardised scores
         self.steps = 0
 
@@ -160,9 +168,11 @@ class VideoLikelihoodReward:
             for scorer in self.scorers + self.baseline_scorers:
                 scorer.reset(new_episode)
             self.recent[new_episode] = 0.0
-        value = code_values(self.scorers[phase].push_scores(frames, task=self.task), self.score).cpu().numpy()
+        codes = self.model.tokenizer.encode(frames)
+        value = code_values(self.scorers[phase].push_scores(codes, task=self.task), self.score).cpu().numpy()
         if self.baseline is not None:
-            scores = self.baseline_scorers[phase].push_scores(frames, task=self.baseline_task)
+            baseline_codes = codes if self.shared_tokenizer else self.baseline.tokenizer.encode(frames)
+            scores = self.baseline_scorers[phase].push_scores(baseline_codes, task=self.baseline_task)
             value = value - code_values(scores, self.score).cpu().numpy()
         recent = self.recent[:, phase]
         recent[:, :-1] = recent[:, 1:]
@@ -175,14 +185,15 @@ class VideoLikelihoodReward:
         One pass per phase; with a baseline, each is the expert model's minus the baseline's.
         """
         frames = self._model_frames(frames, None)
-        scores = self._model_code_scores(self.model, frames, self.task)
+        codes = self.model.tokenizer.encode(frames)
+        scores = self._model_code_scores(self.model, codes, self.task)
         if self.baseline is not None:
-            other = self._model_code_scores(self.baseline, frames, self.baseline_task)
-            scores = CodeScores(*(ours - theirs for ours, theirs in zip(scores, other)))
+            baseline_codes = codes if self.shared_tokenizer else self.baseline.tokenizer.encode(frames)
+            other = self._model_code_scores(self.baseline, baseline_codes, self.baseline_task)
+            scores = CodeScores(*(ours - theirs for ours, theirs in zip(scores, other, strict=True)))
         return scores
 
-    def _model_code_scores(self, model: VideoModel, frames: np.ndarray, task: torch.Tensor | None) -> CodeScores:
-        codes = model.tokenizer.encode(frames)
+    def _model_code_scores(self, model: VideoModel, codes: torch.Tensor, task: torch.Tensor | None) -> CodeScores:
         scores = episode_code_scores(model.transformer, codes, self.stride, None if task is None else int(task[0]))
         return CodeScores(scores.log_prob.cpu().numpy(), scores.entropy.cpu().numpy())
 

@@ -7,7 +7,9 @@ training loop's default). Timed separately, best of ``--repeats``, one torch thr
   is the reward's cost: encode one frame, push it through the rolling KV cache);
 - the agent's own work per step (act + one update on a replay batch);
 - batched scoring of ``--envs`` envs in one call (the vector wrapper) against one
-  scorer per env, per env step.
+  scorer per env, per env step;
+- with ``--baseline-model`` (a random-play model on the same tokenizer), the likelihood-ratio
+  reward per frame with one encode shared by both models against an encode per model.
 
     python -m experiments.benchmarks.viper_throughput --model runs/video-dmc/model
 """
@@ -51,6 +53,22 @@ def _stepper(env) -> Callable[[], None]:
             env.reset()
 
     return step
+
+
+def ratio_ms(model: VideoModel, baseline: VideoModel, task: str, steps: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per frame of the likelihood-ratio reward, one encode shared by both models or one each."""
+    frames = envs.make(f"dmc:{task}")
+    frame, _ = frames.reset(seed=2)
+    shared = VideoLikelihoodReward(model, 1, task=task, baseline=baseline)
+    if not shared.shared_tokenizer:
+        raise ValueError("the baseline model has another tokenizer than the expert model: nothing to share")
+    separate = VideoLikelihoodReward(model, 1, task=task, baseline=baseline)
+    separate.shared_tokenizer = False  # the same reward, each model encoding the frame itself
+    no_reset = np.zeros(1, bool)
+    return {
+        "ratio_shared_encode_ms": best_ms(lambda: shared(frame[None], no_reset), steps, repeats),
+        "ratio_encode_each_ms": best_ms(lambda: separate(frame[None], no_reset), steps, repeats),
+    }
 
 
 def measure(model: VideoModel, task: str, preset: str, steps: int, repeats: int, num_envs: int) -> dict[str, float]:
@@ -118,7 +136,14 @@ def table(r: dict[str, float], preset: str) -> str:
         f"| one batched call (vector wrapper) | {r['batched_ms_per_env']:.2f} |",
         f"| one scorer per env | {r['separate_ms_per_env']:.2f} "
         f"({r['separate_ms_per_env'] / r['batched_ms_per_env']:.1f}x) |",
-    ])
+    ] + ([] if "ratio_shared_encode_ms" not in r else [
+        "",
+        "| likelihood-ratio reward | ms per frame |",
+        "|---|---:|",
+        f"| one encode shared by both models | {r['ratio_shared_encode_ms']:.1f} |",
+        f"| an encode per model | {r['ratio_encode_each_ms']:.1f} "
+        f"({r['ratio_encode_each_ms'] / r['ratio_shared_encode_ms']:.2f}x) |",
+    ]))
 
 
 def main() -> None:
@@ -129,9 +154,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="calls per timing")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--envs", type=int, default=8, help="envs for the batched-scoring comparison")
+    parser.add_argument("--baseline-model", default=None, help="random-play model on the same tokenizer, for the "
+                        "likelihood-ratio rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = measure(VideoModel.load(args.model), args.task, args.preset, args.steps, args.repeats, args.envs)
+    model = VideoModel.load(args.model)
+    result = measure(model, args.task, args.preset, args.steps, args.repeats, args.envs)
+    if args.baseline_model is not None:
+        result.update(ratio_ms(model, VideoModel.load(args.baseline_model), args.task, args.steps, args.repeats))
     print(table(result, args.preset))
     print(json.dumps(result, indent=2))
 
