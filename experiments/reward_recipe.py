@@ -126,14 +126,20 @@ def _train_video_model(data: Path, tokenizer_checkpoint: Path, run: Path, steps:
 
 def build_reward(
     task: str, out: str | Path, recipe: RewardRecipe | None = None, workers: int = 2, device: str = AUTO,
-    announce: Callable[[str], None] = print,
+    announce: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the recipe for the DMC ``task`` into ``out`` (every model on ``device``), resuming what is there.
 
     Writes ``{out}/report.md`` and ``{out}/reward_recipe.json`` and returns that summary: the expert
     episodes' true returns, the tokenizer's held-out quality, both video models' training summaries and the
-    reward's ranking of the graded episodes. ``announce`` hears one line per stage.
+    reward's ranking of the graded episodes. ``announce`` hears one line per stage (default: printed, numbered).
     """
+    if announce is None:
+        numbers = iter(range(1, STAGES + 1))
+
+        def announce(text: str) -> None:
+            print(f"[{next(numbers)}/{STAGES}] {text}", flush=True)
+
     device = resolve_device(device)
     recipe = recipe or default_recipe(task)
     out = Path(out)
