@@ -173,7 +173,7 @@ def run_one(
         baseline_dir=baselines[run.task] if run.reward == "ratio" else None, **viper,
     )
     physics_steps = summary["env_steps"] * repeat
-    summary = {**summary, **asdict(run), "physics_steps": physics_steps,
+    summary = {**summary, **asdict(run), "physics_steps": physics_steps, "torch_threads": torch.get_num_threads(),
                "wall_s_this_session": time.monotonic() - started}
     write_json_atomic(directory / SUMMARY_FILE, summary)
     return summary
@@ -186,12 +186,17 @@ def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[s
 def run_grid(
     out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2,
     baselines: dict[str, Path] | None = None, reward_quality: dict[str, float] | None = None,
+    threads_per_run: int | None = None,
 ) -> str:
     """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table.
 
     ``reward_quality`` (each task's held-out Spearman, as ``wm build-reward`` measured it) joins what
-    earlier grid commands into ``out`` recorded, for the table.
+    earlier grid commands into ``out`` recorded, for the table. ``threads_per_run`` (default: the CPUs
+    shared out among the workers) is each run's torch threads: give 1 where other jobs share the
+    machine, since a multi-threaded run whose threads wait on each other crawls on busy cores.
     """
+    if threads_per_run is not None and threads_per_run < 1:
+        raise ValueError(f"threads_per_run must be >= 1, got {threads_per_run}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if reward_quality:
@@ -201,7 +206,7 @@ def run_grid(
     write_json_atomic(out / "grid.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs],
                                           "models": {k: str(v) for k, v in models.items()},
                                           "baselines": {k: str(v) for k, v in (baselines or {}).items()}})
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_run or max(1, (os.cpu_count() or 1) // workers)
     todo = [run for run in runs if not (run.directory(out) / SUMMARY_FILE).is_file()]
     print(f"dmc benchmark: {len(runs)} runs, {len(runs) - len(todo)} already done, {workers} at a time")
     if todo:

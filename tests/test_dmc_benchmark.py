@@ -60,9 +60,11 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["state"], ["env"], [0, 1], {})
     settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1,
                             update_every=1, agent_options={"std_steps": "7"})
-    table = run_grid(tmp_path, runs, settings, {}, workers=2, reward_quality={"cartpole-swingup": 0.9741})
+    table = run_grid(tmp_path, runs, settings, {}, workers=2, reward_quality={"cartpole-swingup": 0.9741},
+                     threads_per_run=1)
     for run in runs:
         summary = json.loads((run.directory(tmp_path) / "summary.json").read_text())
+        assert summary["torch_threads"] == 1
         assert summary["env_steps"] == 20 and summary["physics_steps"] == 160 and summary["agent"] == "drqv2"
         assert summary["updates"] == 4 * 19  # 4 per agent step (states) from the last of 2 seed steps on
         assert load_agent(run.directory(tmp_path) / "checkpoint").config.std_steps == 7
@@ -156,7 +158,8 @@ def test_a_reward_dir_gives_the_grid_its_models_and_its_held_out_spearman(tmp_pa
     summary = {"reward": {"correlations": {"pendulum-swingup": {"spearman": 0.91, "pearson": 0.8}}}}
     (reward_dir / "reward_recipe.json").write_text(json.dumps(summary))
     main(args)
-    (_, runs, _, models, _, baselines, quality), = calls
+    (_, runs, _, models, _, baselines, quality, threads), = calls
+    assert threads is None  # the default: the CPUs shared among the workers
     assert [run.reward for run in runs] == ["ratio", "ratio"]
     assert models == {"pendulum-swingup": reward_dir / "video/model"}
     assert baselines == {"pendulum-swingup": reward_dir / "video-random/model"}

@@ -207,6 +207,9 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         "--agent-option disagreement_weight=1): their folders and table rows carry it, beside the plain runs",
     )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel, one process each")
+    parser.add_argument("--threads-per-run", type=int, default=None,
+                        help="torch threads of each run (default: the CPUs shared among the workers); 1 where "
+                        "other jobs share the machine")
     add_device_flag(parser)
     parser.set_defaults(handler=_run_benchmark_dmc)
 
@@ -233,7 +236,7 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
                             labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device)
-    print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality))
+    print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality, args.threads_per_run))
 
 
 def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
