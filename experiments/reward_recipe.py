@@ -130,7 +130,8 @@ def build_reward(
 ) -> dict[str, Any]:
     """Run the recipe for the DMC ``task`` into ``out`` (every model on ``device``), resuming what is there.
 
-    Writes ``{out}/report.md`` and ``{out}/reward_recipe.json`` and returns that summary: the expert
+    Writes ``{out}/report.md`` and ``{out}/reward_recipe.json`` and returns that summary (at once, where a
+    finished run of the same recipe left them): the expert
     episodes' true returns, the tokenizer's held-out quality, both video models' training summaries and the
     reward's ranking of the graded episodes. ``announce`` hears one line per stage (default: printed, numbered).
     """
@@ -143,6 +144,10 @@ def build_reward(
     device = resolve_device(device)
     recipe = recipe or default_recipe(task)
     out = Path(out)
+    finished = load_summary(out)
+    if finished is not None and finished["task"] == task and finished["recipe"] == json.loads(json.dumps(asdict(recipe))):
+        announce(f"{out} already holds this recipe's reward for {task}; its report is {out / 'report.md'}")
+        return finished
     env = f"dmc:{task}"
     started = time.monotonic()
     data, random_data, graded = out / DATA_DIR, out / RANDOM_DATA_DIR, out / GRADED_DIR

@@ -166,7 +166,9 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert (run["observation"], run["baseline_model"]) == ("state", str(tmp_path / "video-random" / "model"))
     weights = {path: path.read_bytes() for path in tmp_path.glob("*/checkpoint/model.safetensors")}
     assert {path.parts[-3] for path in weights} == {"tokenizer", "video", "video-random", "agent"}
-    main(args)  # everything on disk: collection skips, training resumes past its budget
+    capsys.readouterr()
+    main(args)  # everything on disk: the finished reward is read back, the agent resumes past its budget
+    assert "already holds this recipe's reward for cartpole-balance" in capsys.readouterr().out
     # Nothing trains further, and every result of the report (PSNR, bits, correlations, DrQ's
     # returns) is the same; only the minutes taken differ.
     assert all(path.read_bytes() == data for path, data in weights.items())
