@@ -133,7 +133,8 @@ def quickstart(out: str | Path, task: str = "cartpole-swingup", budget: Quicksta
     )
     config = agent_config("drqv2", "cpu", "viper", budget.agent_observation)
     agent = run_agent(f"dmc:{task}", out / AGENT_DIR, "drqv2", config, agent_training, "viper",
-                      out / VIDEO_DIR / "model", budget.agent_action_repeat, resume=True, max_episode_steps=budget.max_steps,
+                      out / VIDEO_DIR / "model", budget.agent_action_repeat, resume=True,
+                      max_episode_steps=budget.max_steps,
                       observation=budget.agent_observation, baseline_dir=out / BASELINE_DIR / "model",
                       device=device)
 

@@ -145,7 +145,8 @@ def build_reward(
     recipe = recipe or default_recipe(task)
     out = Path(out)
     finished = load_summary(out)
-    if finished is not None and finished["task"] == task and finished["recipe"] == json.loads(json.dumps(asdict(recipe))):
+    same_recipe = finished is not None and finished["recipe"] == json.loads(json.dumps(asdict(recipe)))
+    if same_recipe and finished["task"] == task:
         announce(f"{out} already holds this recipe's reward for {task}; its report is {out / 'report.md'}")
         return finished
     env = f"dmc:{task}"

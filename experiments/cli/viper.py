@@ -188,7 +188,9 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         "the table; repeat",
     )
     parser.add_argument("--physics-steps", type=int, default=100_000, help="budget of each run in physics steps")
-    parser.add_argument("--preset", default="cpu", help="agent settings preset, as train-agent's --preset (cpu; paper for either agent; viper for drq)")
+    parser.add_argument("--preset", default="cpu",
+                        help="agent settings preset, as train-agent's --preset (cpu; paper for either agent; viper "
+                        "for drq)")
     parser.add_argument("--eval-every", type=int, default=10_000, help="physics steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
     parser.add_argument("--max-minutes", type=float, default=None, help="cap each run's training time (CPU)")
