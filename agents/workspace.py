@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,7 +42,7 @@ from agents.drq import DRQ_PRESETS, DrQAgent, DrQConfig
 from agents.drqv2 import DRQV2_PRESETS, DrQV2Agent, DrQV2Config
 from agents.replay import ObservationStack, ReplayBuffer, stored_layout
 from worldmodel.checkpoint import (
-    CONFIG_FILE, CheckpointError, load_checkpoint, read_json, write_json_atomic,
+    CheckpointError, load_checkpoint, write_json_atomic,
 )
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
@@ -221,19 +221,6 @@ def _build_agent(meta: dict[str, Any]) -> Agent:
     return kind.agent(kind.config.from_dict(meta["config"]), tuple(meta["obs_shape"]), gym.spaces.Box(low, high))
 
 
-def _check_resumed_config(checkpoint_dir: Path, config_type: type, config: Any) -> None:
-    """Refuse to resume a checkpoint trained with another agent config, naming each field that differs.
-
-    Fields the checkpoint predates take their defaults, so a run resumes across a release that
-    added an option (off by default) to the agent.
-    """
-    saved = config_type.from_dict(read_json(checkpoint_dir / CONFIG_FILE)["config"])
-    changed = [f"{f.name} {getattr(saved, f.name)} (now {getattr(config, f.name)})"
-               for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)]
-    if changed:
-        raise CheckpointError(f"{checkpoint_dir} was trained with another agent config: {', '.join(changed)}")
-
-
 def load_agent(checkpoint_dir: str | Path, device: str = AUTO) -> Agent:
     """The agent (weights only) of a :func:`train_agent` checkpoint, ready to ``act`` on ``device``."""
     tensors, meta = load_checkpoint(checkpoint_dir)
@@ -299,10 +286,11 @@ def train_agent(
     counters = run.counters
     returns: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
     last_eval: dict[str, float] | None = None
-    expected = {k: (k.replace("_", " "), v) for k, v in meta.items() if k != "config"}
-    restored = run.restore(expected, generators={"actions": rng})
+    expected = {k: ("agent config" if k == "config" else k.replace("_", " "), v) for k, v in meta.items()}
+    # Fields a checkpoint predates take their defaults: runs resume across a release that adds an agent option.
+    restored = run.restore(expected, generators={"actions": rng},
+                           complete={"config": lambda saved: kind.config.from_dict(saved).to_dict()})
     if restored is not None:
-        _check_resumed_config(run.checkpoint_dir, kind.config, agent_config)
         agent.load_state_tensors({**restored.weights, **restored.tensors})
         try:
             replay.load(run.checkpoint_dir / REPLAY_FILE)

@@ -76,6 +76,20 @@ def test_refusals_name_the_problem(tmp_path):
         TrainingRun(tmp_path, resume=True).restore()
 
 
+def test_a_completed_config_resumes_across_an_added_field_and_a_changed_one_is_named(tmp_path):
+    model, optimizer = _model_and_optimizer()
+    run = TrainingRun(tmp_path, resume=False)
+    run.save(model.state_dict(), {"config": {"width": 4}}, optimizers={"adam": optimizer})
+    with_defaults = {"config": lambda saved: {"width": 4, "bonus": 0.0, **saved}}  # a release added "bonus"
+    assert TrainingRun(tmp_path, resume=True).restore(
+        {"config": ("model config", {"width": 4, "bonus": 0.0})}, complete=with_defaults) is not None
+    with pytest.raises(CheckpointError, match=r"another model config: width 4 \(now 8\), bonus 0.0 \(now 1.0\)"):
+        TrainingRun(tmp_path, resume=True).restore(
+            {"config": ("model config", {"width": 8, "bonus": 1.0})}, complete=with_defaults)
+    with pytest.raises(CheckpointError, match="but this run asks for"):  # without completing, the field is missing
+        TrainingRun(tmp_path, resume=True).restore({"config": ("model config", {"width": 4, "bonus": 0.0})})
+
+
 def test_resumed_tensorboard_drops_what_was_logged_after_the_checkpoint(tmp_path):
     model, _ = _model_and_optimizer()
     run = TrainingRun(tmp_path, resume=False)

@@ -139,20 +139,32 @@ class TrainingRun:
         expected: Mapping[str, tuple[str, Any]] | None = None,
         optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
         generators: Mapping[str, np.random.Generator] | None = None,
+        complete: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
     ) -> Restored | None:
         """Put back counters, optimizer and RNG states of a resumed run; its weights and the rest for the loop.
 
         ``expected`` maps config keys to ``(description, value)``: a checkpoint whose config says
         otherwise (another architecture, another tokenizer) is refused, naming both. None on a fresh run.
+        ``complete`` maps some of those keys (dict-valued configs) to a function that fills in the fields
+        a saved value predates at their defaults (e.g. ``Config.from_dict(d).to_dict()``), so a run
+        resumes across a release that added an option; such a refusal names each field that differs.
         """
         if not self.resumed:
             return None
         weights, config = load_checkpoint(self.checkpoint_dir)
         for key, (description, value) in (expected or {}).items():
-            if config.get(key) != _jsonable(value):
+            saved, wanted = config.get(key), _jsonable(value)
+            if key in (complete or {}) and isinstance(saved, dict):
+                saved = _jsonable(complete[key](saved))
+                changed = [f"{name} {saved.get(name)} (now {wanted[name]})"
+                           for name in wanted if saved.get(name) != wanted[name]]
+                if changed:
+                    raise CheckpointError(
+                        f"{self.checkpoint_dir} was trained with another {description}: {', '.join(changed)}"
+                    )
+            elif saved != wanted:
                 raise CheckpointError(
-                    f"{self.checkpoint_dir} was trained with {description} {config.get(key)}, "
-                    f"but this run asks for {value}"
+                    f"{self.checkpoint_dir} was trained with {description} {saved}, but this run asks for {value}"
                 )
         tensors, trainer = load_training_state(self.checkpoint_dir)
         if trainer.get("run_format") != RUN_FORMAT:
