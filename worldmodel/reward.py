@@ -168,10 +168,9 @@ class VideoLikelihoodReward:
             for scorer in self.scorers + self.baseline_scorers:
                 scorer.reset(new_episode)
             self.recent[new_episode] = 0.0
-        codes = self.model.tokenizer.encode(frames)
+        codes, baseline_codes = self._encode(frames)
         value = code_values(self.scorers[phase].push_scores(codes, task=self.task), self.score).cpu().numpy()
         if self.baseline is not None:
-            baseline_codes = codes if self.shared_tokenizer else self.baseline.tokenizer.encode(frames)
             scores = self.baseline_scorers[phase].push_scores(baseline_codes, task=self.baseline_task)
             value = value - code_values(scores, self.score).cpu().numpy()
         recent = self.recent[:, phase]
@@ -184,14 +183,20 @@ class VideoLikelihoodReward:
 
         One pass per phase; with a baseline, each is the expert model's minus the baseline's.
         """
-        frames = self._model_frames(frames, None)
-        codes = self.model.tokenizer.encode(frames)
+        codes, baseline_codes = self._encode(self._model_frames(frames, None))
         scores = self._model_code_scores(self.model, codes, self.task)
         if self.baseline is not None:
-            baseline_codes = codes if self.shared_tokenizer else self.baseline.tokenizer.encode(frames)
             other = self._model_code_scores(self.baseline, baseline_codes, self.baseline_task)
             scores = CodeScores(*(ours - theirs for ours, theirs in zip(scores, other, strict=True)))
         return scores
+
+    def _encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frames' codes for the expert model and for the baseline (None without one; the same codes
+        when both share a tokenizer)."""
+        codes = self.model.tokenizer.encode(frames)
+        if self.baseline is None:
+            return codes, None
+        return codes, codes if self.shared_tokenizer else self.baseline.tokenizer.encode(frames)
 
     def _model_code_scores(self, model: VideoModel, codes: torch.Tensor, task: torch.Tensor | None) -> CodeScores:
         scores = episode_code_scores(model.transformer, codes, self.stride, None if task is None else int(task[0]))
