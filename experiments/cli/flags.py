@@ -6,6 +6,7 @@ import argparse
 import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 
 def add_device_flag(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,14 @@ def dataclass_flags(
             help_text += "" if value is None else f" (default: {value})"
             value = argparse.SUPPRESS
         parser.add_argument(flag, dest=dest, default=value, help=help_text, **extra)
+
+
+def dataclass_values(args: argparse.Namespace, settings_type: type, prefix: str = "") -> dict[str, Any]:
+    """The values :func:`dataclass_flags` (with the same ``prefix``) parsed into ``args`` for the fields of
+    ``settings_type``, by field name; fields without a flag, or left out under ``absent_unless_given``, are
+    absent (their defaults then apply)."""
+    dest = prefix.replace("-", "_")
+    return {f.name: getattr(args, dest + f.name) for f in fields(settings_type) if hasattr(args, dest + f.name)}
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-from experiments.cli.flags import add_device_flag, add_sampling_flags, dataclass_flags
+from experiments.cli.flags import add_device_flag, add_sampling_flags, dataclass_flags, dataclass_values
 
 
 def _add_collect(subparsers: argparse._SubParsersAction) -> None:
@@ -88,7 +88,7 @@ def _add_import_videos(subparsers: argparse._SubParsersAction) -> None:
 def _run_import_videos(args: argparse.Namespace) -> None:
     from experiments.import_videos import ImportSettings, import_videos
 
-    settings = ImportSettings(**{f.name: getattr(args, f.name) for f in fields(ImportSettings)})
+    settings = ImportSettings(**dataclass_values(args, ImportSettings))
     print(json.dumps(import_videos(args.input, args.out, settings), indent=2))
 
 
@@ -121,7 +121,7 @@ def _run_train_tokenizer(args: argparse.Namespace) -> None:
     from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
 
     config = tokenizer_preset(args.preset, args.quantizer, args.channels)
-    training = TokenizerTraining(**{f.name: getattr(args, f.name) for f in fields(TokenizerTraining)})
+    training = TokenizerTraining(**dataclass_values(args, TokenizerTraining))
     summary = train_tokenizer(args.data, args.run, config, training, resume=args.resume, device=args.device)
     print(json.dumps(summary, indent=2))
 
@@ -215,7 +215,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
         DatasetManifest.load(args.data),
         actions=False if args.no_actions else None,
     )
-    settings = {f.name: getattr(args, f.name) for f in fields(VideoTraining)}
+    settings = dataclass_values(args, VideoTraining)
     training = VideoTraining(**{**settings, "clip_length": args.clip_length or preset.clip_length})
     summary = train_video(args.data, args.tokenizer, args.run, config, training, args.resume, args.device, args.cache)
     print(json.dumps(summary, indent=2))

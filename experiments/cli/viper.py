@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-from experiments.cli.flags import add_baseline_flag, add_device_flag, add_reward_flags, dataclass_flags, labelled
+from experiments.cli.flags import (
+    add_baseline_flag, add_device_flag, add_reward_flags, dataclass_flags, dataclass_values, labelled,
+)
 
 
 def _add_calibrate_reward(subparsers: argparse._SubParsersAction) -> None:
@@ -348,7 +350,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def _run_build_reward(args: argparse.Namespace) -> None:
     from experiments.reward_recipe import RewardRecipe, build_reward, default_recipe
 
-    given = {f.name: getattr(args, f.name) for f in fields(RewardRecipe) if hasattr(args, f.name)}
+    given = dataclass_values(args, RewardRecipe)
     summary = build_reward(args.task, args.out, default_recipe(args.task, **given), args.workers, args.device)
     print(summary["reward"]["table"])
     print(f"report written to {args.out / 'report.md'}")
@@ -432,7 +434,7 @@ def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
     config = agent_config(args.agent, args.preset, args.reward, args.obs, args.rnd_weight, options)
     if args.batch_size is not None:
         config = replace(config, batch_size=args.batch_size)
-    settings = {f.name: getattr(args, f.name) for f in fields(Training)}
+    settings = dataclass_values(args, Training)
     defaults = loop_defaults(args.agent, args.obs, args.preset)
     settings.update({k: v for k, v in defaults.items() if settings[k] is None})
     viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from pathlib import Path
 
-from experiments.cli.flags import add_device_flag, dataclass_flags
+from experiments.cli.flags import add_device_flag, dataclass_flags, dataclass_values
 
 
 def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
@@ -35,9 +34,8 @@ def _run_train_imagination(args: argparse.Namespace) -> None:
     from agents.actor_critic import ActorCriticConfig
     from experiments.train_imagination import ImaginationSettings, train_in_imagination
 
-    agent = ActorCriticConfig(**{f.name: getattr(args, f"ac_{f.name}") for f in fields(ActorCriticConfig)})
-    names = [f.name for f in fields(ImaginationSettings) if f.name != "agent"]
-    settings = ImaginationSettings(**{name: getattr(args, name) for name in names}, agent=agent)
+    agent = ActorCriticConfig(**dataclass_values(args, ActorCriticConfig, prefix="ac-"))
+    settings = ImaginationSettings(**dataclass_values(args, ImaginationSettings), agent=agent)
     progress = train_in_imagination(args.run, settings, args.device)
     last = progress["history"][-1]["eval_return"] if progress["history"] else None
     print(f"{progress['iteration']} iterations, {progress['agent_steps'] * settings.action_repeat} physics steps, "
