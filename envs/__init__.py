@@ -14,7 +14,9 @@ import gymnasium as gym
 
 from envs.atari import make_atari
 from envs.dmc import DMCEnv
-from envs.experts import EXPERT_TASKS, Policy, make_expert, noisy_policy, random_policy
+from envs.experts import (
+    EXPERT_TASKS, Policy, held_random_policy, make_expert, noisy_policy, random_policy, still_policy,
+)
 from envs.maze import DMLabMazeEnv, MazeExplorer
 from envs.registration import register_envs, registered_id
 from envs.voxel_terrain import TerrainWalker, VoxelTerrainEnv
@@ -32,8 +34,10 @@ __all__ = [
     "make",
     "make_atari",
     "make_expert",
+    "held_random_policy",
     "noisy_policy",
     "random_policy",
+    "still_policy",
     "registered_id",
 ]
 

@@ -19,13 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 from envs import make
-from envs.experts import Policy, make_expert, noisy_policy, random_policy
+from envs.experts import Policy, held_random_policy, make_expert, noisy_policy, random_policy, still_policy
 from envs.wrappers import env_frame_skip
 from worldmodel.episodes import DatasetManifest, write_episode
 
 
 POLICY_FORMS = (
-    "'expert', 'random', 'noisy:<std>' (the expert plus Gaussian action noise), 'agent:<run dir>' (a trained "
+    "'expert', 'random', 'still' (the do-nothing action), 'held:<steps>' (a random action held that many env "
+    "steps at a time), 'noisy:<std>' (the expert plus Gaussian action noise), 'agent:<run dir>' (a trained "
     "agent of `wm train-agent`) or 'noisy-agent:<std>:<run dir>'"
 )
 AGENT_POLICIES = ("agent", "noisy-agent")  # built by a policy factory the caller gives (see collect)
@@ -33,18 +34,22 @@ AGENT_POLICIES = ("agent", "noisy-agent")  # built by a policy factory the calle
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A policy to record: ``expert``, ``random``, ``noisy:<std>`` (expert plus Gaussian action noise),
-    ``agent:<run>`` (the trained agent of a run directory) or ``noisy-agent:<std>:<run>``."""
+    """A policy to record: ``expert``, ``random``, ``still`` (the do-nothing action), ``held:<steps>`` (a random
+    action held for that many env steps), ``noisy:<std>`` (expert plus Gaussian action noise), ``agent:<run>``
+    (the trained agent of a run directory) or ``noisy-agent:<std>:<run>``."""
 
     kind: str
     noise_std: float = 0.0
     source: str = ""  # the run directory of an agent policy
+    hold: int = 0  # env steps each random action of a ``held`` policy lasts
 
     @classmethod
     def parse(cls, text: str) -> "PolicySpec":
         kind, _, value = text.strip().partition(":")
-        if kind in ("expert", "random") and not value:
+        if kind in ("expert", "random", "still") and not value:
             return cls(kind)
+        if kind == "held" and value.isdigit() and int(value) >= 1:
+            return cls(kind, hold=int(value))
         if kind == "agent" and value:
             return cls(kind, source=value)
         if kind in ("noisy", "noisy-agent"):
@@ -55,7 +60,7 @@ class PolicySpec:
                 std = -1.0
             if std > 0 and (source or kind == "noisy"):
                 return cls(kind, std, source)
-        raise ValueError(f"bad policy '{text}': expected {POLICY_FORMS}, with std > 0")
+        raise ValueError(f"bad policy '{text}': expected {POLICY_FORMS}, with std > 0 and steps >= 1")
 
     @property
     def label(self) -> str:
@@ -63,6 +68,8 @@ class PolicySpec:
         if self.kind in AGENT_POLICIES:
             noise = f"noisy{self.noise_std:g}-" if self.kind == "noisy-agent" else ""
             return f"{noise}agent-{Path(self.source).name}"
+        if self.kind == "held":
+            return f"held{self.hold}"
         return f"noisy{self.noise_std:g}" if self.kind == "noisy" else self.kind
 
 
@@ -112,6 +119,10 @@ def make_policy(
         return policy_factory(spec, env, env_spec, seed)
     if spec.kind == "random":
         return random_policy(env.action_space, seed)
+    if spec.kind == "still":
+        return still_policy(env.action_space)
+    if spec.kind == "held":
+        return held_random_policy(env.action_space, spec.hold, seed)
     if spec.kind == "noisy" and not isinstance(env.action_space, gym.spaces.Box):
         raise ValueError(
             f"policy 'noisy:<std>' adds Gaussian noise to continuous actions; {env_spec} has {env.action_space}"

@@ -1,4 +1,4 @@
-"""Scripted state-based experts for DMC tasks, plus noisy and random policies.
+"""Scripted state-based experts for DMC tasks, plus noisy, random, still and held-random policies.
 
 The experts produce the "good" end of graded-quality episodes (expert, expert +
 noise, random) used to train and evaluate video-model rewards. Each expert
@@ -264,6 +264,38 @@ def random_policy(action_space: gym.spaces.Space, seed: int) -> Policy:
     space = copy.deepcopy(action_space)  # seeding must not touch the caller's space
     space.seed(seed)
     return lambda observation: space.sample()
+
+
+def still_policy(action_space: gym.spaces.Space) -> Policy:
+    """The do-nothing action every step: zero (zero torque on DMC, within the bounds) or discrete action 0.
+
+    Play that holds still belongs in a baseline's data: an expert that reaches its goal and stays
+    there is predictable, and a baseline that never saw stillness pays an agent for holding still anywhere.
+    """
+    if isinstance(action_space, gym.spaces.Discrete):
+        return lambda observation: np.int64(action_space.start)
+    if isinstance(action_space, gym.spaces.Box):
+        still = np.clip(np.zeros(action_space.shape, action_space.dtype), action_space.low, action_space.high)
+        return lambda observation: still.copy()
+    raise ValueError(f"no still action for action space {action_space}")
+
+
+def held_random_policy(action_space: gym.spaces.Space, hold: int, seed: int) -> Policy:
+    """A uniformly random action held for ``hold`` env steps at a time: play that pushes into poses and keeps
+    pushing (a pendulum held at an angle, a limb pressed to its limit), which per-step random actions
+    average away. One per episode."""
+    if not isinstance(hold, int) or hold < 1:
+        raise ValueError(f"hold must be a positive int of env steps, got {hold!r}")
+    sample = random_policy(action_space, seed)
+    state: dict[str, Any] = {"step": 0, "action": None}
+
+    def act(observation: np.ndarray) -> np.ndarray:
+        if state["step"] % hold == 0:
+            state["action"] = sample(observation)
+        state["step"] += 1
+        return state["action"]
+
+    return act
 
 
 def noisy_policy(policy: Policy, noise_std: float, seed: int) -> Policy:

@@ -4,7 +4,7 @@ Video Prediction Rewards (Escontrela et al., 2023): the reward of a transition
 ``x_t -> x_{t+1}`` is the expert video model's ``log p(x_{t+1} | recent frames)``
 (:class:`worldmodel.reward.VideoLikelihoodReward`, which also documents the options:
 ``score``, ``mode``, ``joint_frames``, ``context_stride``, ``task``, ``score_mask``,
-``standardize``; a ``baseline`` video model turns it into a likelihood ratio). Frames go
+``standardize``, ``frame_weight``; a ``baseline`` video model turns it into a likelihood ratio). Frames go
 through the model's rolling KV cache one per env per step, never re-scoring a window of
 frames. The env's own reward is kept in ``info["task_reward"]`` so every run can report
 its true return; ``viper_weight`` / ``env_reward_weight`` mix the two (the default is the
@@ -40,6 +40,7 @@ class ViperOptions:
     context_stride: int | None = None
     standardize: bool = True
     score_mask: np.ndarray | None = None
+    frame_weight: float = 0.0
     viper_weight: float = 1.0
     env_reward_weight: float = 0.0
 
@@ -58,6 +59,7 @@ class ViperOptions:
         return VideoLikelihoodReward(
             model, num_envs, task=self.task, score=self.score, mode=self.mode, joint_frames=self.joint_frames,
             context_stride=stride, standardize=self.standardize, score_mask=self.score_mask, baseline=baseline,
+            frame_weight=self.frame_weight,
         )
 
     def mix(self, viper: np.ndarray | float, env_reward: np.ndarray | float) -> np.ndarray | float:

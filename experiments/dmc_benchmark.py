@@ -84,6 +84,7 @@ class GridSettings:
     agent_options: dict[str, str] = field(default_factory=dict)  # config fields set from text, e.g. std_steps
     updates_per_step: int | None = None  # None: the agent's, preset's and observation's default
     device: str = AUTO  # of every run's agent and video models
+    frame_weight: float = 0.0  # of the ratio reward's frame-alone term (worldmodel.reward)
 
     def __post_init__(self) -> None:
         if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
@@ -166,6 +167,8 @@ def run_one(
     repeat = physics_steps_per_agent_step(run.task)
     config, training, reward = run_plan(run, settings)
     viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
+    if run.reward == "ratio" and settings.frame_weight:
+        viper["frame_weight"] = settings.frame_weight
     started = time.monotonic()
     summary = run_agent(
         f"dmc:{run.task}", directory, run.agent, config, training, reward, models.get(run.task), repeat,

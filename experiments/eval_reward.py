@@ -113,7 +113,7 @@ HeatInputs = dict[str, tuple[np.ndarray, np.ndarray]]  # "task policy" -> (a vid
 
 def score_episodes(
     model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None,
-    score: str = "log_prob", baseline: VideoModel | None = None,
+    score: str = "log_prob", baseline: VideoModel | None = None, frame_weight: float = 0.0,
 ) -> tuple[list[ScoredEpisode], HeatInputs]:
     """Every episode of ``data_roots`` scored as the reward wrapper would (a likelihood ratio with a
     ``baseline`` model), and an expert and a random one per task with the per-code scores the reward
@@ -140,7 +140,7 @@ def score_episodes(
                 reward_fns[task, stride] = VideoLikelihoodReward(
                     model, 1, task=task if conditioned or task in model.info.tasks else None, score=score, mode=mode,
                     joint_frames=joint_frames, context_stride=stride, standardize=task in model.info.reward_stats,
-                    baseline=baseline,
+                    baseline=baseline, frame_weight=frame_weight,
                 )
             reward_fn = reward_fns[task, stride]
             video = np.asarray(episode.video)
@@ -203,11 +203,13 @@ def evaluate_reward(
     score: str = "log_prob",
     baseline_dir: str | Path | None = None,
     device: str = AUTO,
+    frame_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Score every episode of ``data_roots`` (``split``: test, train or all) with the models on ``device`` and
     write the reward report to ``out``.
 
-    With ``baseline_dir`` (a video model of random play) the reward is the likelihood ratio.
+    With ``baseline_dir`` (a video model of random play) the reward is the likelihood ratio, plus ``frame_weight``
+    times the ratio of each frame scored alone (see :mod:`worldmodel.reward`).
 
     Rewards are standardised when the bundle has statistics for the task (correlations do
     not depend on it). Writes ``reward_eval.json``, ``reward_eval.md`` and three PNGs.
@@ -217,7 +219,9 @@ def evaluate_reward(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        episodes, heat_inputs = score_episodes(model, data_roots, split, mode, joint_frames, score, baseline)
+        episodes, heat_inputs = score_episodes(
+            model, data_roots, split, mode, joint_frames, score, baseline, frame_weight
+        )
         tasks = sorted({e.task for e in episodes})
         correlations = {task: _correlations([e for e in episodes if e.task == task]) for task in tasks}
         by_policy = _by_policy(episodes, tasks)
@@ -230,6 +234,7 @@ def evaluate_reward(
         "split": split,
         "mode": mode,
         "score": score,
+        "frame_weight": frame_weight,
         "standardized": [t for t in tasks if t in model.info.reward_stats],
         "correlations": correlations,
         "by_policy": by_policy,

@@ -8,7 +8,8 @@ the grid ran on seven:
 2. train the tokenizer on the expert's frames;
 3. train the expert video model and a baseline video model of random play;
 4. score held-out episodes of graded quality (the expert, the expert with growing action
-   noise, random play) with the likelihood ratio, and rank them against their true returns.
+   noise, random play) and probes of what an optimiser finds cheaply (holding still, pushing
+   one way) with the likelihood ratio, and rank them against their true returns.
 
 The results sit where ``wm train-agent --model {out}/video/model --baseline-model
 {out}/video-random/model`` and ``wm benchmark-dmc --reward-dir TASK={out}`` find them, with
@@ -42,6 +43,7 @@ TOKENIZER_DIR, VIDEO_DIR, BASELINE_DIR, REWARD_DIR = "tokenizer", "video", "vide
 SUMMARY_FILE = "reward_recipe.json"
 EXPERT_SEED, RANDOM_SEED, GRADED_SEED = 0, 500, 1000  # disjoint reset seeds: no graded episode is in training
 STAGES = 4
+PLAY_KINDS = ("random", "still", "held")  # policies that need no expert
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class RewardRecipe:
         "env steps per expert or random-play episode (default: the task's full length)"
     )})
     graded_noise: tuple[float, ...] = (0.3, 1.0)  # action-noise stds of the graded expert episodes
+    # Play that an optimiser finds cheaply, scored beside the graded episodes: a reward that pays holding still
+    # or pushing one way as much as the noisy expert invites an agent to do just that.
+    probes: tuple[str, ...] = ("still", "held:25")
     graded_episodes: int = field(default=5, metadata={"help": "held-out episodes per graded policy"})
     tokenizer_steps: int = field(default=450, metadata={"help": "tokenizer optimisation steps"})
     video_steps: int = field(default=500, metadata={"help": "expert video model optimisation steps"})
@@ -77,17 +82,20 @@ class RewardRecipe:
             raise ValueError(f"these must be >= 1: {small}")
         if any(std <= 0 for std in self.graded_noise):
             raise ValueError(f"graded_noise stds must be > 0, got {self.graded_noise}")
+        not_play = [probe for probe in self.probes if PolicySpec.parse(probe).kind not in PLAY_KINDS]
+        if not_play:
+            raise ValueError(f"probes must be play policies ({', '.join(PLAY_KINDS)}), got {not_play}")
 
     @property
     def expert_policy(self) -> PolicySpec:
         return PolicySpec.parse(self.expert)
 
     def graded_policies(self) -> list[PolicySpec]:
-        """The expert, the expert under each action-noise std, and random play: best first, worst last."""
+        """The expert, the expert under each action-noise std and random play (best first), then the probes."""
         expert = self.expert_policy
         noisy_kind = "noisy-agent" if expert.kind == "agent" else "noisy"
         return [expert, *(PolicySpec(noisy_kind, std, expert.source) for std in self.graded_noise),
-                PolicySpec("random")]
+                PolicySpec("random"), *map(PolicySpec.parse, self.probes)]
 
 
 # Reacher's target moves every episode, so its video models must see many target positions to
@@ -222,13 +230,21 @@ def reward_sections(summary: dict[str, Any]) -> str:
         "## VIPER reward against the true return\n\n"
         "The reward is the likelihood ratio: each frame's log-likelihood under the expert model minus under the "
         "baseline model, standardised. The graded episodes are held out: their reset seeds are in neither "
-        "model's data.\n\n"
+        f"model's data.{_probe_note(recipe.get('probes', ()))}\n\n"
         f"{reward['table']}\n\n"
         f"![VIPER vs true return]({REWARD_DIR}/viper_vs_true_return.png)\n\n"
         f"![reward curves]({REWARD_DIR}/reward_curves.png)\n\n"
         "Per-code log-likelihood ratio over frames (bright = more likely under the expert model than the "
         f"baseline):\n\n![likelihood heat-map]({REWARD_DIR}/likelihood_heatmap.png)\n"
     )
+
+
+def _probe_note(probes: list[str] | tuple[str, ...]) -> str:
+    if not probes:
+        return ""
+    labels = ", ".join(PolicySpec.parse(probe).label for probe in probes)
+    return (f" Probes of cheap play ({labels}) are ranked with them: an agent settles into whatever play the reward "
+            "pays as much as the noisy expert.")
 
 
 def load_summary(out: str | Path) -> dict[str, Any] | None:

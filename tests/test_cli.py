@@ -155,7 +155,7 @@ def test_quickstart_runs_end_to_end_and_resumes(tmp_path, capsys):
     main(args)
     report = (tmp_path / "report.md").read_text()
     for expected in ("| cartpole-balance | expert | 3 |", "PSNR", "| baseline | 2 random-policy episodes |",
-                     "| cartpole-balance | 4 |", "## DrQ-v2 on the VIPER reward alone", "observes the state vector",
+                     "| cartpole-balance | 6 |", "## DrQ-v2 on the VIPER reward alone", "observes the state vector",
                      "x the random policy's"):
         assert expected in report
     for figure in ("tokenizer/reconstructions.png", "reward/likelihood_heatmap.png", "agent/true_return.png"):
@@ -256,14 +256,18 @@ def test_build_reward_takes_the_tasks_recipe_unless_told(monkeypatch, tmp_path):
     main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--expert", "agent:runs/walker"])
     main(["build-reward", "--out", str(tmp_path), "--task", "reacher-easy", "--video-steps", "20"])
     main(["build-reward", "--out", str(tmp_path), "--task", "reacher-easy", "--episodes", "30",
-          "--graded-noise", "0.5,2"])
-    assert [(r.expert, r.episodes, r.random_episodes, r.episode_steps, r.graded_noise, r.video_steps)
+          "--graded-noise", "0.5,2", "--probes", "held:10"])
+    main(["build-reward", "--out", str(tmp_path), "--task", "reacher-easy", "--probes", ""])
+    assert [(r.expert, r.episodes, r.random_episodes, r.episode_steps, r.graded_noise, r.video_steps, r.probes)
             for r in recipes] == [
-        ("agent:runs/walker", 40, 40, None, (0.3, 1.0), 500),
-        ("expert", 400, 400, 50, (1.0, 3.0, 10.0), 20),
-        ("expert", 30, 400, 50, (0.5, 2.0), 500),
+        ("agent:runs/walker", 40, 40, None, (0.3, 1.0), 500, ("still", "held:25")),
+        ("expert", 400, 400, 50, (1.0, 3.0, 10.0), 20, ("still", "held:25")),
+        ("expert", 30, 400, 50, (0.5, 2.0), 500, ("held:10",)),
+        ("expert", 400, 400, 50, (1.0, 3.0, 10.0), 500, ()),
     ]
     labels = [p.label for p in recipes[0].graded_policies()]
-    assert labels == ["agent-walker", "noisy0.3-agent-walker", "noisy1-agent-walker", "random"]
+    assert labels == ["agent-walker", "noisy0.3-agent-walker", "noisy1-agent-walker", "random", "still", "held25"]
     with pytest.raises(SystemExit, match="expert must be 'expert' or 'agent:RUN'"):
         main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--expert", "random"])
+    with pytest.raises(SystemExit, match="probes must be play policies"):
+        main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--probes", "still,noisy:1"])

@@ -13,7 +13,11 @@ def test_policy_specs_parse_and_reject():
     assert PolicySpec.parse("agent:runs/walker-expert").label == "agent-walker-expert"
     assert PolicySpec.parse("noisy-agent:0.3:runs/w") == PolicySpec("noisy-agent", 0.3, "runs/w")
     assert PolicySpec.parse("noisy-agent:0.3:runs/w").label == "noisy0.3-agent-w"
+    assert PolicySpec.parse("still") == PolicySpec("still")
+    assert PolicySpec.parse("held:25") == PolicySpec("held", hold=25)
+    assert PolicySpec.parse("held:25").label == "held25"
     for bad in ["noisy", "noisy:-1", "noisy:x", "greedy", "random:2", "agent", "agent:", "noisy-agent:0.3",
+                "still:1", "held", "held:0", "held:x", "held:-3",
                 "noisy-agent:0:runs/w", "noisy-agent:x:runs/w"]:
         with pytest.raises(ValueError, match="bad policy"):
             PolicySpec.parse(bad)

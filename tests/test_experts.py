@@ -1,7 +1,8 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import EXPERT_TASKS, DMCEnv, make, make_expert, noisy_policy, random_policy
+from envs import EXPERT_TASKS, DMCEnv, held_random_policy, make, make_expert, noisy_policy, random_policy, still_policy
 
 
 def short_return(env, policy, seed: int, steps: int) -> float:
@@ -66,6 +67,31 @@ def test_random_policy_is_reproducible_and_leaves_the_space_unseeded():
         np.testing.assert_array_equal(first(observation), second(observation))
     assert env.action_space.np_random.bit_generator.state == space_state
     env.close()
+
+
+def test_still_policy_does_nothing_within_the_bounds():
+    observation = np.zeros((8, 8, 3), np.uint8)
+    box = gym.spaces.Box(np.array([-1.0, 0.5], np.float32), np.array([1.0, 2.0], np.float32))
+    action = still_policy(box)(observation)
+    np.testing.assert_array_equal(action, [0.0, 0.5])
+    assert box.contains(action)
+    assert still_policy(gym.spaces.Discrete(4, start=1))(observation) == 1
+    with pytest.raises(ValueError, match="no still action"):
+        still_policy(gym.spaces.MultiBinary(3))
+
+
+def test_held_random_policy_changes_action_only_every_hold_steps():
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    observation = np.zeros((8, 8, 3), np.uint8)
+    policy, replay = held_random_policy(space, 5, seed=1), held_random_policy(space, 5, seed=1)
+    actions = np.stack([policy(observation) for _ in range(20)])
+    np.testing.assert_array_equal(actions, np.stack([replay(observation) for _ in range(20)]))
+    blocks = actions.reshape(4, 5, 2)
+    assert (blocks == blocks[:, :1]).all()
+    assert len({tuple(block[0]) for block in blocks}) == 4
+    assert all(space.contains(action) for action in actions)
+    with pytest.raises(ValueError, match="hold"):
+        held_random_policy(space, 0, seed=1)
 
 
 def test_unknown_task_raises_listing_expert_tasks():

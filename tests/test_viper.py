@@ -142,6 +142,23 @@ def test_ratio_reward_is_the_expert_score_minus_the_baselines_on_the_experts_sca
         assert zeros.tolist() == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("stride, score", [(1, "log_prob"), (2, "entropy_adjusted")])
+def test_frame_weight_adds_the_ratio_of_each_frame_scored_alone(stride, score):
+    expert, baseline = _model(frame_skip=2 * stride), _model(frame_skip=2 * stride, seed=1)
+    wrapped = ViperReward(_env(), expert, baseline, frame_weight=0.5, score=score, standardize=False)
+    frames, rewards, _ = _run(wrapped, 9)
+    conditional = _batch_scores(expert, frames, stride, score) - _batch_scores(baseline, frames, stride, score)
+    alone = np.array([_batch_scores(expert, f[None], 1, score)[0] - _batch_scores(baseline, f[None], 1, score)[0]
+                      for f in frames])
+    np.testing.assert_allclose(rewards, (conditional + 0.5 * alone)[1:], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-3)
+    assert np.abs(alone[1:]).min() > 0.1 and np.abs(alone[stride:] - conditional[stride:]).min() > 0.1
+    with pytest.raises(ValueError, match="needs a baseline"):
+        ViperReward(_env(), expert, frame_weight=0.5)
+    with pytest.raises(ValueError, match="frame_weight must be >= 0"):
+        ViperReward(_env(), expert, baseline, frame_weight=-1.0)
+
+
 def test_a_baseline_on_the_experts_tokenizer_shares_its_encode_and_scores_the_same():
     expert, other = _model(), _model(seed=1)
     baseline = VideoModel(copy.deepcopy(expert.tokenizer), other.transformer, other.info)  # equal weights, own copy

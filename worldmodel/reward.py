@@ -25,6 +25,12 @@ Options:
   predicts well (an empty picture, a still scene) cancels and only what is specific to the
   expert is rewarded. Standardised by the expert statistics' std alone: the baseline's
   score takes the place of the mean.
+- ``frame_weight`` w (needs a baseline): adds w times the ratio of the newest frame's scores
+  *alone*, given no earlier frame: how much likelier the picture itself is among the expert's
+  frames than among the baseline's (a density ratio of states, as in adversarial imitation).
+  The conditional score judges motion: an agent holding still anywhere is predictable under
+  both models, which the conditional ratio can pay for; the frame's own density pays for
+  where it holds still. Standardised by the same std as the conditional term.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class VideoLikelihoodReward:
         standardize: bool = True,
         score_mask: np.ndarray | None = None,
         baseline: VideoModel | None = None,
+        frame_weight: float = 0.0,
     ) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown VIPER reward score {score!r}; expected one of {SCORES}")
@@ -78,6 +85,12 @@ class VideoLikelihoodReward:
         if self.joint_frames < 1:
             raise ValueError(f"joint_frames must be >= 1, got {joint_frames}")
         self.stride = context_stride
+        if frame_weight < 0 or (frame_weight > 0 and baseline is None):
+            raise ValueError(
+                f"frame_weight must be >= 0 and needs a baseline model (it weighs a density ratio of frames), got "
+                f"{frame_weight} {'with' if baseline is not None else 'without'} a baseline"
+            )
+        self.frame_weight = float(frame_weight)
         self.task_name = self._task_name(task)
         task_id = model.task_id(self.task_name) if model.transformer.config.num_tasks else None
         self.task = None if task_id is None else torch.full((num_envs,), task_id, device=model.transformer.device)
@@ -173,6 +186,9 @@ class VideoLikelihoodReward:
         if self.baseline is not None:
             scores = self.baseline_scorers[phase].push_scores(baseline_codes, task=self.baseline_task)
             value = value - code_values(scores, self.score).cpu().numpy()
+        if self.frame_weight:
+            alone = code_values(self._frame_alone_scores(codes, baseline_codes), self.score)
+            value = value + self.frame_weight * alone.sum((-2, -1)).cpu().numpy()
         recent = self.recent[:, phase]
         recent[:, :-1] = recent[:, 1:]
         recent[:, -1] = (value - self.mean) / self.std
@@ -188,7 +204,22 @@ class VideoLikelihoodReward:
         if self.baseline is not None:
             other = self._model_code_scores(self.baseline, baseline_codes, self.baseline_task)
             scores = CodeScores(*(ours - theirs for ours, theirs in zip(scores, other, strict=True)))
+        if self.frame_weight:
+            alone = self._frame_alone_scores(codes, baseline_codes)
+            scores = CodeScores(*(ours + self.frame_weight * frame.cpu().numpy()
+                                  for ours, frame in zip(scores, alone, strict=True)))
         return scores
+
+    def _frame_alone_scores(self, codes: torch.Tensor, baseline_codes: torch.Tensor) -> CodeScores:
+        """Per-code scores ``(B, h, w)`` of frames' codes ``(B, h, w)``, each scored as a clip of its own (given no
+        earlier frame): the expert model's minus the baseline's."""
+        def alone(model: VideoModel, frame_codes: torch.Tensor, task: torch.Tensor | None) -> CodeScores:
+            task = None if task is None else task[:1].expand(len(frame_codes))
+            with torch.no_grad():
+                return model.transformer.code_scores(frame_codes[:, None], task=task)
+
+        ours, theirs = alone(self.model, codes, self.task), alone(self.baseline, baseline_codes, self.baseline_task)
+        return CodeScores(*(a[:, 0] - b[:, 0] for a, b in zip(ours, theirs, strict=True)))
 
     def _encode(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The frames' codes for the expert model and for the baseline (None without one; the same codes

@@ -102,6 +102,12 @@ def add_reward_flags(parser: argparse.ArgumentParser) -> None:
         "--mode", default="conditional", choices=["conditional", "joint"],
         help="conditional: the newest frame's score; joint: the sum over the last --joint-frames frames",
     )
+    parser.add_argument(
+        "--frame-weight", type=float, default=0.0,
+        help="with --baseline-model: add this times the ratio of each frame's score alone (given no earlier "
+        "frame), a density ratio of what the frame shows, which pays for where an agent holds still and not "
+        "only how it moves",
+    )
 
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:

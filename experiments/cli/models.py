@@ -30,9 +30,10 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--policies",
         default="expert",
-        help="comma-separated policies: expert, random, noisy:<std> (expert + Gaussian action noise), "
-        "agent:<run dir> (the trained agent of a `wm train-agent` run on this task, acting on the CPU), "
-        "noisy-agent:<std>:<run dir>; e.g. expert,noisy:0.3,noisy:1.0,random for graded-quality episodes",
+        help="comma-separated policies: expert, random, still (the do-nothing action), held:<steps> (a random "
+        "action held that many env steps), noisy:<std> (expert + Gaussian action noise), agent:<run dir> (the "
+        "trained agent of a `wm train-agent` run on this task, acting on the CPU), noisy-agent:<std>:<run dir>; "
+        "e.g. expert,noisy:0.3,noisy:1.0,random for graded-quality episodes, random,still,held:25 for play",
     )
     parser.add_argument("--episodes", type=int, default=20, help="episodes per policy")
     parser.add_argument("--out", required=True, type=Path, help="dataset root ({out}/{train,test}/...)")

@@ -68,7 +68,7 @@ def _run_eval_reward(args: argparse.Namespace) -> None:
 
     report = evaluate_reward(
         args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score, args.baseline_model,
-        args.device,
+        args.device, frame_weight=args.frame_weight,
     )
     print(report["table"])
     print(f"report and figures written to {args.out}")
@@ -239,7 +239,8 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
                      [int(s) for s in items(args.seeds)], models, baselines, args.label)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
-                            labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device)
+                            labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device,
+                            args.frame_weight)
     print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality, args.threads_per_run))
 
 
@@ -321,8 +322,9 @@ def _add_build_reward(subparsers: argparse._SubParsersAction) -> None:
         description="Record the expert (the task's scripted expert, or --expert agent:RUN for the agent of a "
         "`wm train-agent --reward env` run, as VIPER got its expert videos) and random play, train the tokenizer, "
         "the expert video model and a baseline video model of random play, and rank held-out episodes of graded "
-        "quality (the expert, the expert with action noise, random play) by the likelihood-ratio reward against "
-        "their true returns. Writes {out}/report.md and {out}/reward_recipe.json; train agents on the result with "
+        "quality (the expert, the expert with action noise, random play) and probes of cheap play (holding still, "
+        "a random action held) by the likelihood-ratio reward against their true returns. Writes {out}/report.md "
+        "and {out}/reward_recipe.json; train agents on the result with "
         "`wm train-agent --reward viper --model {out}/video/model --baseline-model {out}/video-random/model` or "
         "`wm benchmark-dmc --reward-dir TASK={out}`. Every stage resumes where it stopped. The same recipe serves "
         "every task; tasks whose goal moves per episode take more, shorter episodes unless told otherwise "
@@ -335,6 +337,10 @@ def _add_build_reward(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--graded-noise", type=_floats, default=argparse.SUPPRESS,
                         help="comma-separated action-noise stds of the graded expert episodes (default: "
                         f"{','.join(f'{std:g}' for std in defaults.graded_noise)})")
+    parser.add_argument("--probes", type=_items, default=argparse.SUPPRESS,
+                        help="comma-separated play policies scored beside the graded episodes, the cheap behaviour an "
+                        "agent may settle into: still (the do-nothing action), held:<steps> (a random action held), "
+                        f"random (default: {','.join(defaults.probes)}; '' for none)")
     parser.add_argument("--workers", type=int, default=2, help="episode-recording processes")
     add_device_flag(parser)
     parser.set_defaults(handler=_run_build_reward)
@@ -345,6 +351,10 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(item) for item in text.split(",") if item.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _run_build_reward(args: argparse.Namespace) -> None:
@@ -437,7 +447,8 @@ def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
     settings = dataclass_values(args, Training)
     defaults = loop_defaults(args.agent, args.obs, args.preset)
     settings.update({k: v for k, v in defaults.items() if settings[k] is None})
-    viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight}
+    viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight,
+             "frame_weight": args.frame_weight}
     return config, Training(**settings), viper if args.reward == "viper" else {}
 
 
