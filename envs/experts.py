@@ -167,21 +167,26 @@ class PendulumExpert:
 class ReacherExpert:
     """Joint-space PD control to the inverse-kinematics solution for the target.
 
-    Of the two elbow solutions, the one nearer the current pose is tracked.
+    Of the two elbow solutions, the one nearer the current pose is tracked. ``aim_offset`` (x, y in
+    metres) aims beside the target instead, within reach: a near miss that rests just off it.
     """
 
     _KP = 2.0
     _KD = 0.15
 
-    def __init__(self, env: DMCEnv) -> None:
+    def __init__(self, env: DMCEnv, aim_offset: tuple[float, float] = (0.0, 0.0)) -> None:
         self._env = env
         body_pos = env.physics.named.model.body_pos
         self._upper = float(np.linalg.norm(body_pos["hand"]))
         self._lower = float(np.linalg.norm(body_pos["finger"]))
+        self._aim_offset = np.asarray(aim_offset, np.float64)
 
     def _target_joints(self, current: np.ndarray) -> np.ndarray:
-        target = self._env.physics.named.model.geom_pos["target", :2]  # shoulder at the origin
+        target = self._env.physics.named.model.geom_pos["target", :2] + self._aim_offset  # shoulder at the origin
         l1, l2 = self._upper, self._lower
+        if self._aim_offset.any():  # keep an offset aim within the arm's reach
+            distance = float(np.linalg.norm(target))
+            target = target / max(distance, 1e-9) * np.clip(distance, abs(l1 - l2) + 1e-3, l1 + l2 - 1e-3)
         cos_elbow = (target @ target - l1**2 - l2**2) / (2 * l1 * l2)
         elbow_bend = np.arccos(np.clip(cos_elbow, -1.0, 1.0))
         candidates = []

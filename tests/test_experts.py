@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from envs import EXPERT_TASKS, DMCEnv, held_random_policy, make, make_expert, noisy_policy, random_policy, still_policy
+from envs.experts import ReacherExpert
 
 
 def short_return(env, policy, seed: int, steps: int) -> float:
@@ -101,4 +102,17 @@ def test_unknown_task_raises_listing_expert_tasks():
     assert "walker-walk" in str(error.value)
     with pytest.raises(ValueError, match="cartpole-balance"):
         make_expert("reacher-easy", env)
+    env.close()
+
+
+def test_reacher_expert_aimed_beside_the_target_rests_off_it():
+    env = DMCEnv("reacher", "easy", size=8)
+    distances = {}
+    for offset in (0.0, 0.09):
+        observation, _ = env.reset(seed=3)
+        policy = ReacherExpert(env, aim_offset=(offset, 0.0))
+        rewards = [env.step(policy(observation))[1] for _ in range(150)]
+        distances[offset] = env.physics.finger_to_target_dist()
+        assert (sum(rewards[-20:]) > 0) == (offset == 0.0)
+    assert distances[0.0] < 0.03 and 0.06 < distances[0.09] < 0.12
     env.close()
