@@ -272,10 +272,10 @@ def random_policy(action_space: gym.spaces.Space, seed: int) -> Policy:
 
 
 def still_policy(action_space: gym.spaces.Space) -> Policy:
-    """The do-nothing action every step: zero (zero torque on DMC, within the bounds) or discrete action 0.
+    """The do-nothing action every step: zero (zero torque on DMC, within the bounds) or the first discrete action.
 
-    Play that holds still belongs in a baseline's data: an expert that reaches its goal and stays
-    there is predictable, and a baseline that never saw stillness pays an agent for holding still anywhere.
+    Holding still is what an optimiser finds first on a reward that pays predictability (an expert
+    that reaches its goal and stays there is predictable): a probe for that hack, and play for a baseline model.
     """
     if isinstance(action_space, gym.spaces.Discrete):
         return lambda observation: np.int64(action_space.start)
