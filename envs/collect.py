@@ -30,6 +30,7 @@ POLICY_FORMS = (
     "agent of `wm train-agent`) or 'noisy-agent:<std>:<run dir>'"
 )
 AGENT_POLICIES = ("agent", "noisy-agent")  # built by a policy factory the caller gives (see collect)
+PLAY_POLICIES = ("random", "still", "held")  # need neither an expert nor a trained agent
 
 
 @dataclass(frozen=True)

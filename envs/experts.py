@@ -285,6 +285,20 @@ def still_policy(action_space: gym.spaces.Space) -> Policy:
     raise ValueError(f"no still action for action space {action_space}")
 
 
+def held_actions(decide: Callable[[np.ndarray, bool], np.ndarray], action_repeat: int) -> Policy:
+    """An env-step policy that calls ``decide(frame, first_of_episode)`` every ``action_repeat``
+    env steps and holds its action in between, as :class:`envs.wrappers.ActionRepeat` does. One per episode."""
+    state: dict[str, Any] = {"step": 0, "action": None}
+
+    def act(frame: np.ndarray) -> np.ndarray:
+        if state["step"] % action_repeat == 0:
+            state["action"] = decide(frame, state["step"] == 0)
+        state["step"] += 1
+        return state["action"]
+
+    return act
+
+
 def held_random_policy(action_space: gym.spaces.Space, hold: int, seed: int) -> Policy:
     """A uniformly random action held for ``hold`` env steps at a time: play that pushes into poses and keeps
     pushing (a pendulum held at an angle, a limb pressed to its limit), which per-step random actions
@@ -292,15 +306,7 @@ def held_random_policy(action_space: gym.spaces.Space, hold: int, seed: int) -> 
     if not isinstance(hold, int) or hold < 1:
         raise ValueError(f"hold must be a positive int of env steps, got {hold!r}")
     sample = random_policy(action_space, seed)
-    state: dict[str, Any] = {"step": 0, "action": None}
-
-    def act(observation: np.ndarray) -> np.ndarray:
-        if state["step"] % hold == 0:
-            state["action"] = sample(observation)
-        state["step"] += 1
-        return state["action"]
-
-    return act
+    return held_actions(lambda observation, first: sample(observation), hold)
 
 
 def noisy_policy(policy: Policy, noise_std: float, seed: int) -> Policy:

@@ -22,26 +22,12 @@ import numpy as np
 from agents.replay import ObservationStack
 from agents.workspace import Agent, load_agent
 from envs.collect import PolicySpec, task_name
-from envs.experts import Policy, noisy_policy
+from envs.experts import Policy, held_actions, noisy_policy
 from experiments.train_agent import RUN_FILE
 from worldmodel.checkpoint import read_json
 from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE
 
 AGENT_KINDS = ("agent", "noisy-agent")  # the PolicySpec kinds this module builds
-
-
-def held_actions(decide: Callable[[np.ndarray, bool], np.ndarray], action_repeat: int) -> Policy:
-    """An env-step policy that calls ``decide(frame, first_of_episode)`` every ``action_repeat``
-    env steps and holds its action in between, as :class:`envs.wrappers.ActionRepeat` does. One per episode."""
-    state: dict[str, Any] = {"step": 0, "action": None}
-
-    def act(frame: np.ndarray) -> np.ndarray:
-        if state["step"] % action_repeat == 0:
-            state["action"] = decide(frame, state["step"] == 0)
-        state["step"] += 1
-        return state["action"]
-
-    return act
 
 
 def agent_policy(

@@ -28,10 +28,10 @@ from PIL import Image, ImageDraw
 
 import envs
 from envs.collect import run_episode, task_name
-from envs.experts import make_expert, random_policy
+from envs.experts import held_random_policy, make_expert
 from envs.viper import ViperOptions
 from envs.wrappers import env_frame_skip
-from experiments.agent_policy import env_steps_per_decision, held_actions, run_policy, run_settings
+from experiments.agent_policy import env_steps_per_decision, run_policy, run_settings
 from experiments.plots import save_figure
 from experiments.videos import VideoWriter
 from worldmodel.device import AUTO, resolve_device
@@ -100,11 +100,10 @@ def diagnose_reward(
     traces: list[Trace] = []
     for index in range(episodes):
         episode_seed = seed + index
-        random_action = random_policy(env.action_space, episode_seed)
         policies = {
             "agent": run_policy(run, env, device),
             "expert": make_expert(task_name(settings["env"]), env),
-            "random": held_actions(lambda frame, first: random_action(frame), repeat),
+            "random": held_random_policy(env.action_space, repeat, episode_seed),  # deciding as often as the agent
         }
         for name, policy in policies.items():
             played = run_episode(env, policy, episode_seed)

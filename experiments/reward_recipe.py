@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envs.collect import PolicySpec, collect
+from envs.collect import PLAY_POLICIES, PolicySpec, collect
 from experiments.agent_policy import run_policy_factory
 from experiments.eval_reward import evaluate_reward
 from experiments.presets import tokenizer_preset, video_preset
@@ -43,7 +43,6 @@ TOKENIZER_DIR, VIDEO_DIR, BASELINE_DIR, REWARD_DIR = "tokenizer", "video", "vide
 SUMMARY_FILE = "reward_recipe.json"
 EXPERT_SEED, RANDOM_SEED, GRADED_SEED = 0, 500, 1000  # disjoint reset seeds: no graded episode is in training
 STAGES = 4
-PLAY_KINDS = ("random", "still", "held")  # policies that need no expert
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,9 @@ class RewardRecipe:
             raise ValueError(f"these must be >= 1: {small}")
         if any(std <= 0 for std in self.graded_noise):
             raise ValueError(f"graded_noise stds must be > 0, got {self.graded_noise}")
-        not_play = [probe for probe in self.probes if PolicySpec.parse(probe).kind not in PLAY_KINDS]
+        not_play = [probe for probe in self.probes if PolicySpec.parse(probe).kind not in PLAY_POLICIES]
         if not_play:
-            raise ValueError(f"probes must be play policies ({', '.join(PLAY_KINDS)}), got {not_play}")
+            raise ValueError(f"probes must be play policies ({', '.join(PLAY_POLICIES)}), got {not_play}")
 
     @property
     def expert_policy(self) -> PolicySpec:

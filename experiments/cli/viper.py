@@ -222,9 +222,6 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     from experiments.dmc_benchmark import GridSettings, plan_grid, run_grid
     from experiments.reward_recipe import BASELINE_DIR, SUMMARY_FILE, VIDEO_DIR, load_summary
 
-    def items(text: str) -> list[str]:
-        return [item.strip() for item in text.split(",") if item.strip()]
-
     models = {task: Path(path) for task, path in labelled(args.model, "--model", "PATH").items()}
     baselines = {task: Path(path) for task, path in labelled(args.baseline_model, "--baseline-model", "PATH").items()}
     quality = {}
@@ -235,8 +232,8 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
                                     f"({directory}/{SUMMARY_FILE} is missing)")
         models[task], baselines[task] = Path(directory) / VIDEO_DIR / "model", Path(directory) / BASELINE_DIR / "model"
         quality[task] = summary["reward"]["correlations"][task]["spearman"]
-    runs = plan_grid(items(args.tasks), items(args.agents), items(args.obs), items(args.rewards),
-                     [int(s) for s in items(args.seeds)], models, baselines, args.label)
+    runs = plan_grid(_items(args.tasks), _items(args.agents), _items(args.obs), _items(args.rewards),
+                     [int(s) for s in _items(args.seeds)], models, baselines, args.label)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
                             labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device,
@@ -354,6 +351,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _items(text: str) -> tuple[str, ...]:
+    """The non-empty items of a comma-separated flag value."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
