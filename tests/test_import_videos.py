@@ -1,12 +1,15 @@
 import dataclasses
 import json
 
+import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from gymnasium.wrappers import RecordVideo
 from PIL import Image
 
+import envs
 import experiments.import_videos as import_module
 from experiments.cli import main
 from experiments.eval_reward import calibrate_reward, evaluate_reward
@@ -77,6 +80,27 @@ def test_mp4_round_trip_keeps_every_frame_and_where_the_square_is(tmp_path):
         "task": "videos", "policy": "expert", "source": "run.mp4", "source_frames": [0, 39], "fps": 20.0,
         "length": 40,
     }
+
+
+def test_gymnasium_record_video_footage_imports_in_step_with_the_env(tmp_path):
+    """Footage our writer never touched: RecordVideo (moviepy) at 128 pixels and every physics step (100 fps),
+    resampled to 50 fps and 64 pixels, lands frame for frame on the env's own frames at action repeat 2."""
+    actions = np.ones((20, 1), np.float32)  # full push: the cart moves further each frame
+    recorded = RecordVideo(gym.wrappers.TimeLimit(envs.make("dmc:cartpole-swingup", size=128, action_repeat=1), 40),
+                           str(tmp_path / "videos"), episode_trigger=lambda episode: True, disable_logger=True)
+    recorded.reset(seed=3)
+    for step in range(40):
+        recorded.step(actions[step // 2])
+    recorded.close()
+    own_env = envs.make("dmc:cartpole-swingup", size=64, action_repeat=2)
+    own = [own_env.reset(seed=3)[0]] + [own_env.step(action)[0] for action in actions]
+    import_videos(tmp_path / "videos", tmp_path / "data", ImportSettings(fps=50, min_frames=2, test_fraction=0))
+    (entry,) = DatasetManifest.load(tmp_path / "data").episodes.values()
+    assert entry["fps"] == 50 and entry["source_frames"] == [0, 40] and entry["length"] == 21
+    video = read_episode(next((tmp_path / "data" / "train").glob("*.npz"))).video.astype(np.float32)
+    distance = np.abs(video[:, None] - np.stack(own)[None].astype(np.float32)).mean(axis=(2, 3, 4))
+    assert np.diagonal(distance).max() < 3.6  # H.264 and resampling from 128 pixels
+    assert all(distance[k, k] < distance[k, k - 2] for k in range(10, 21))  # in step: not a frame early or late
 
 
 def test_gif_and_frame_folder_inputs_read_exactly_in_natural_order(tmp_path):
