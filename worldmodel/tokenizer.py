@@ -228,13 +228,16 @@ def _to_tensor(array: np.ndarray | Tensor) -> Tensor:
 
 @contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run in eval mode (no quantizer EMA updates), then restore the previous mode."""
-    was_training = module.training
+    """Run in eval mode (no quantizer EMA updates), then restore the previous mode. A module already in eval
+    mode is left alone: walking every submodule twice costs more than a streaming reward's encode of one frame."""
+    if not module.training:
+        yield
+        return
     module.eval()
     try:
         yield
     finally:
-        module.train(was_training)
+        module.train()
 
 
 class Tokenizer(nn.Module, ABC):
