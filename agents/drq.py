@@ -80,7 +80,7 @@ class DrQConfig:
     log_std_min: float = -10.0
     log_std_max: float = 2.0
     reward_weight: float = 1.0  # the replay reward's weight (viper_rl's density weight)
-    rnd_weight: float = 0.0  # beta; 0 disables RND (pixels only)
+    rnd_weight: float = 0.0  # beta; 0 disables RND (frames or states)
     disagreement_weight: float = 0.0  # 0 disables the ensemble-disagreement bonus; > 0 percentile-scales each term
     disagreement_members: int = 5  # K, the ensemble's size
 

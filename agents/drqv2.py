@@ -8,7 +8,7 @@ The encoder (a 3x3 stride-2 convolution, then three stride-1 ones, 32 channels) 
 trained by the critic alone; actor and critic each have a LayerNorm + tanh trunk and
 1024-wide MLPs. On ``(D,)`` state observations the encoder is the identity and no
 augmentation is applied: the same agent, for the state-observation control. Exploration
-bonuses (RND on pixels, ensemble disagreement on pixels or states) join the reward as
+bonuses (RND and ensemble disagreement, on pixels or states) join the reward as
 :mod:`agents.exploration` mixes them, by ``rnd_weight`` and ``disagreement_weight``; with
 ``standardize_reward`` it trains on rewards standardised by running statistics (after that
 mix), for rewards far from unit scale. The
@@ -73,7 +73,7 @@ class DrQV2Config:
     std_clip: float = 0.3  # noise clip for the target policy and the actor's loss
     image_pad: int = 4
     reward_weight: float = 1.0  # the replay reward's weight (viper_rl's density weight)
-    rnd_weight: float = 0.0  # beta; 0 disables RND (pixels only)
+    rnd_weight: float = 0.0  # beta; 0 disables RND (frames or states)
     disagreement_weight: float = 0.0  # 0 disables the ensemble-disagreement bonus; > 0 percentile-scales each term
     disagreement_members: int = 5  # K, the ensemble's size
     standardize_reward: bool = False  # train on running-standardised rewards (agents.common.RewardStandardizer)

@@ -1,8 +1,8 @@
 """The reward an agent trains on: the batch's reward plus weighted exploration bonuses, one mechanism for all.
 
 ``reward_weight * r + rnd_weight * b_rnd + disagreement_weight * b_disagreement``, where
-``r`` is the replay's reward (VIPER's or the env's), ``b_rnd`` RND's bonus on the next frame
-(:mod:`agents.rnd`, pixels only) and ``b_disagreement`` the ensemble's disagreement on the
+``r`` is the replay's reward (VIPER's or the env's), ``b_rnd`` RND's bonus on the next observation
+(:mod:`agents.rnd`: the newest frame of a stack, or the state vector) and ``b_disagreement`` the ensemble's disagreement on the
 transition (:mod:`agents.disagreement`, pixels or states); a zero weight leaves that bonus out.
 With the disagreement bonus on, each term is first divided by its own
 :class:`PercentileScale`, as VIPER's DreamerV3 agent weighs its density and disagreement
@@ -98,12 +98,10 @@ def exploration_modules(
 ) -> tuple[RND | None, Disagreement | None, RewardMix]:
     """The bonuses an agent config asks for (None where its weight is 0) and the mix of them with the reward.
 
-    RND scores the newest frame of each stack and so needs pixels; disagreement takes frames or states.
+    RND scores the newest frame of each stack, or the state vector; disagreement takes frames or states.
     """
     pixels = len(obs_shape) == 3
-    if config.rnd_weight > 0 and not pixels:
-        raise ValueError("RND works on frames: set rnd_weight=0 for state observations")
-    rnd = RND((3, *obs_shape[1:])) if config.rnd_weight > 0 else None
+    rnd = RND((3, *obs_shape[1:]) if pixels else obs_shape) if config.rnd_weight > 0 else None
     disagreement = None
     if config.disagreement_weight > 0:
         disagreement = Disagreement(obs_shape, action_dim, DisagreementConfig(members=config.disagreement_members))
@@ -133,7 +131,7 @@ def exploration_reward(
     terms = {"env": tensors["reward"]}
     metrics: dict[str, float] = {}
     if rnd is not None:
-        terms["rnd"], rnd_metrics = rnd.update(tensors["next_obs"][:, -3:])
+        terms["rnd"], rnd_metrics = rnd.update(tensors["next_obs"][:, -3:] if rnd.pixels else tensors["next_obs"])
         metrics.update(rnd_metrics)
     if disagreement is not None:
         terms["disagreement"], disagreement_metrics = disagreement.update(

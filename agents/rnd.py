@@ -3,9 +3,10 @@
 A frozen, randomly initialised target network embeds observations; a predictor is
 trained to match it on the states the agent visits. States seen often are predicted
 well, so the squared error is an exploration bonus that fades with familiarity.
-As in the paper, observations are whitened by running per-pixel statistics (and
-clipped to [-5, 5]) and the bonus is divided by a running scale so it stays
-comparable to the task reward. That scale is the root mean square of all bonuses
+Observations are frames (the paper's convolutions) or state vectors (the same nets with
+fully connected layers in place of the convolutions). As in the paper, observations are
+whitened by running per-pixel (per-dimension) statistics (and clipped to [-5, 5]) and the
+bonus is divided by a running scale so it stays comparable to the task reward. That scale is the root mean square of all bonuses
 seen (their standard deviation about zero): the spread about the mean alone can be
 tiny next to the mean, which would turn the bonus into a large constant.
 """
@@ -71,25 +72,44 @@ def _conv_net(in_channels: int, channels: tuple[int, int, int]) -> nn.Sequential
     )
 
 
-class RND(nn.Module):
-    """Exploration bonus for uint8 observations ``(B, C, H, W)``; ``update`` trains the predictor."""
+def _state_net(state_dim: int, widths: tuple[int, int, int]) -> nn.Sequential:
+    """The convolutions' stand-in for state vectors: three leaky-ReLU layers of the same widths."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(state_dim, width), nn.LeakyReLU()]
+        state_dim = width
+    return nn.Sequential(*layers)
 
-    def __init__(self, obs_shape: tuple[int, int, int], config: RNDConfig = RNDConfig()) -> None:
+
+class RND(nn.Module):
+    """Exploration bonus for uint8 frames ``(B, C, H, W)`` or float state vectors ``(B, D)``, as ``obs_shape``
+    says; ``update`` trains the predictor."""
+
+    def __init__(self, obs_shape: tuple[int, ...], config: RNDConfig = RNDConfig()) -> None:
         super().__init__()
-        channels, height, width = obs_shape
-        if min(height, width) < 36:
-            raise ValueError(f"RND's convolutions need frames of at least 36x36 pixels, got {height}x{width}")
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.pixels = len(self.obs_shape) == 3
+        if self.pixels and min(self.obs_shape[1:]) < 36:
+            raise ValueError(f"RND's convolutions need frames of at least 36x36 pixels, got "
+                             f"{self.obs_shape[1]}x{self.obs_shape[2]}")
+        if not self.pixels and len(self.obs_shape) != 1:
+            raise ValueError(f"RND takes frames (C, H, W) or state vectors (D,), got obs_shape {obs_shape}")
         self.config = config
-        self.obs_shape = (channels, height, width)
+
+        def features() -> nn.Sequential:
+            if self.pixels:
+                return _conv_net(self.obs_shape[0], config.channels)
+            return _state_net(self.obs_shape[0], config.channels)
+
         self.obs_stats = RunningMeanStd(self.obs_shape)
         self.bonus_stats = RunningMeanStd(())
-        target_conv = _conv_net(channels, config.channels)
+        target_features = features()
         with torch.no_grad():
-            flat = target_conv(torch.zeros(1, *self.obs_shape)).shape[1]
-        self.target = nn.Sequential(target_conv, nn.Linear(flat, config.embed_dim))
+            flat = target_features(torch.zeros(1, *self.obs_shape)).shape[1]
+        self.target = nn.Sequential(target_features, nn.Linear(flat, config.embed_dim))
         self.target.requires_grad_(False)
         self.predictor = nn.Sequential(
-            _conv_net(channels, config.channels),
+            features(),
             nn.Linear(flat, config.hidden_dim), nn.ReLU(),
             nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(),
             nn.Linear(config.hidden_dim, config.embed_dim),
@@ -115,14 +135,17 @@ class RND(nn.Module):
         return bonus, {"rnd_loss": loss.item(), "rnd_bonus_scale": float(self.bonus_stats.rms)}
 
     def _error(self, obs: Tensor) -> Tensor:
-        x = self._check(obs).contiguous(memory_format=torch.channels_last).float()
+        x = self._check(obs)
+        x = (x.contiguous(memory_format=torch.channels_last) if self.pixels else x).float()
         x = x.sub_(self.obs_stats.mean).div_(self.obs_stats.std).clamp_(-self.config.obs_clip, self.config.obs_clip)
         return (self.predictor(x) - self.target(x)).pow(2).mean(1)
 
     def _check(self, obs: Tensor) -> Tensor:
-        if obs.dtype != torch.uint8 or obs.dim() != 4 or tuple(obs.shape[1:]) != self.obs_shape:
+        right_dtype = obs.dtype == torch.uint8 if self.pixels else obs.dtype.is_floating_point
+        if not right_dtype or obs.dim() != len(self.obs_shape) + 1 or tuple(obs.shape[1:]) != self.obs_shape:
+            kind = "uint8" if self.pixels else "float"
             raise ValueError(
-                f"RND expects uint8 observations (B, {', '.join(map(str, self.obs_shape))}), "
+                f"RND expects {kind} observations (B, {', '.join(map(str, self.obs_shape))}), "
                 f"got {obs.dtype} {tuple(obs.shape)}"
             )
         return obs

@@ -199,8 +199,6 @@ def test_bad_ensemble_configs_and_shapes_are_named():
     frames = Disagreement(FRAMES, 2)
     with pytest.raises(ValueError, match=r"obs must be uint8 \(B, 6, 16, 16\)"):
         frames.bonus(torch.zeros(8, *FRAMES), action)
-    with pytest.raises(ValueError, match=r"state observations"):
-        DrQV2Agent(dataclasses.replace(DISAGREE, rnd_weight=1.0), (5,), ACTIONS)
 
 
 def test_agent_options_switch_disagreement_on():

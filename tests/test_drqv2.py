@@ -72,6 +72,21 @@ def test_standardised_rewards_make_updates_blind_to_the_reward_scale_and_offset(
     assert reloaded.reward_standardizer.mean == shifted.reward_standardizer.mean
 
 
+def test_rnd_on_state_vectors_joins_the_critic_target():
+    """Twin state agents whose RND weights are 1 and 2: their targets differ by exactly the bonus."""
+    agents = []
+    for weight in (1.0, 2.0):
+        torch.manual_seed(0)
+        agents.append(DrQV2Agent(dataclasses.replace(TINY, rnd_weight=weight), (5,), ACTIONS))
+    assert agents[0].rnd is not None and not agents[0].rnd.pixels and "rnd" in agents[0].optimizers
+    metrics = []
+    for agent in agents:
+        torch.manual_seed(1)
+        metrics.append(agent.update(toy_batch((5,)), step=10))
+    assert metrics[0]["reward_rnd"] == metrics[1]["reward_rnd"] > 0
+    assert metrics[1]["target_q"] - metrics[0]["target_q"] == pytest.approx(metrics[0]["reward_rnd"], rel=1e-4)
+
+
 def test_target_bootstraps_by_the_replay_discount_and_not_after_termination():
     torch.manual_seed(0)
     agent = DrQV2Agent(TINY, (5,), ACTIONS)
@@ -152,8 +167,6 @@ def test_state_tensors_round_trip_and_bad_input_is_named():
         DrQV2Agent(TINY, (5,), ACTIONS).act(np.zeros(5, np.uint8), sample=False)
     with pytest.raises(ValueError, match="uint8"):
         agent.act(np.zeros(PIXELS, np.float32), sample=False)
-    with pytest.raises(ValueError, match="RND works on frames"):
-        DrQV2Agent(dataclasses.replace(TINY, rnd_weight=1.0), (5,), ACTIONS)
     with pytest.raises(ValueError, match="obs_shape"):
         DrQV2Agent(TINY, (4, 16, 16), ACTIONS)
     with pytest.raises(ValueError, match="unknown DrQV2Config keys"):

@@ -80,3 +80,27 @@ def test_bad_observations_are_named():
         rnd.update(states(0)[:, :2])
     with pytest.raises(ValueError, match="at least 36x36"):
         RND((3, 32, 32))
+
+
+def test_state_vectors_get_the_same_bonus_mechanism():
+    torch.manual_seed(0)
+    rnd = RND((6,))
+    generator = torch.Generator().manual_seed(0)
+    seen = torch.randn(32, 6, generator=generator) * 0.1  # states near the origin...
+    unseen = seen + torch.tensor([3.0, -3.0, 0.0, 0.0, 3.0, 0.0])  # ...and far from it
+
+    def error(obs: torch.Tensor) -> float:
+        return (rnd.bonus(obs) * rnd.bonus_stats.rms).mean().item()
+
+    rnd.update(torch.cat([seen, unseen[:1]]))  # the whitening has seen one far state
+    seen_start = error(seen)
+    for _ in range(100):
+        rnd.update(seen)
+    assert error(seen) < 0.1 * seen_start
+    assert rnd.bonus(unseen).mean() > 10 * rnd.bonus(seen).mean()  # the far states keep their novelty
+    with pytest.raises(ValueError, match=r"float observations \(B, 6\)"):
+        rnd.bonus(seen.to(torch.uint8))
+    with pytest.raises(ValueError, match=r"float observations \(B, 6\)"):
+        rnd.update(seen[:, :5])
+    with pytest.raises(ValueError, match=r"frames \(C, H, W\) or state vectors \(D,\)"):
+        RND((4, 6))
