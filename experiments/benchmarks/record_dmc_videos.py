@@ -23,11 +23,12 @@ from envs.collect import PolicySpec, make_policy
 
 def record_episode(task: str, policy_label: str, seed: int, out: Path, size: int, physics_per_frame: int) -> float:
     """Write ``{out}/{policy}-seed{seed}-episode-0.mp4`` (``:`` dropped from the policy's label), one episode at
-    the env's real-time frame rate; returns its true return."""
+    the env's real-time frame rate, whole or not at all; returns its true return."""
     spec = f"dmc:{task}"
+    name = f"{policy_label.replace(':', '')}-seed{seed}"
+    partial = out / ".partial"  # RecordVideo writes here; a whole file then moves into place
     env = envs.make(spec, size=size, action_repeat=physics_per_frame)
-    env = RecordVideo(env, str(out), episode_trigger=lambda episode: True, name_prefix=f"{policy_label.replace(':', '')}-seed{seed}",
-                      disable_logger=True)
+    env = RecordVideo(env, str(partial), episode_trigger=lambda episode: True, name_prefix=name, disable_logger=True)
     policy = make_policy(PolicySpec.parse(policy_label), env, spec, seed)
     observation, _ = env.reset(seed=seed)
     total, done = 0.0, False
@@ -36,6 +37,8 @@ def record_episode(task: str, policy_label: str, seed: int, out: Path, size: int
         total += float(reward)
         done = terminated or truncated
     env.close()
+    file = f"{name}-episode-0.mp4"
+    (partial / file).replace(out / file)
     return total
 
 
