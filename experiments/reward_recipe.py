@@ -30,7 +30,7 @@ from envs.collect import PLAY_POLICIES, PolicySpec, collect
 from experiments.agent_policy import run_policy_factory
 from experiments.eval_reward import evaluate_reward
 from experiments.presets import tokenizer_preset, video_preset
-from experiments.reports import format_number, returns_table, tokenizer_report
+from experiments.reports import format_number, format_share, returns_table, tokenizer_report
 from worldmodel.checkpoint import write_json_atomic
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest
@@ -191,10 +191,13 @@ def build_reward(
     reward = evaluate_reward(out / VIDEO_DIR / "model", [graded], out / REWARD_DIR,
                              baseline_dir=out / BASELINE_DIR / "model", device=device)
 
+    warnings = probe_warnings(recipe, reward["by_policy"])
+    for warning in warnings:
+        print(f"hack risk: {warning}", flush=True)
     summary = {
         "task": task, "recipe": asdict(recipe), "minutes": (time.monotonic() - started) / 60,
         "expert_episodes": DatasetManifest.load(data).episodes, "tokenizer": tokenizer, "video": video,
-        "baseline": baseline, "reward": reward,
+        "baseline": baseline, "reward": reward, "probe_warnings": warnings,
     }
     write_json_atomic(out / SUMMARY_FILE, summary)
     (out / "report.md").write_text(
@@ -230,7 +233,7 @@ def reward_sections(summary: dict[str, Any]) -> str:
         "The reward is the likelihood ratio: each frame's log-likelihood under the expert model minus under the "
         "baseline model, standardised. The graded episodes are held out: their reset seeds are in neither "
         f"model's data.{_probe_note(recipe.get('probes', ()))}\n\n"
-        f"{reward['table']}\n\n"
+        f"{reward['table']}\n\n{_warnings_section(summary.get('probe_warnings', []))}"
         f"![VIPER vs true return]({REWARD_DIR}/viper_vs_true_return.png)\n\n"
         f"![reward curves]({REWARD_DIR}/reward_curves.png)\n\n"
         "Per-code log-likelihood ratio over frames (bright = more likely under the expert model than the "
@@ -244,6 +247,37 @@ def _probe_note(probes: list[str] | tuple[str, ...]) -> str:
     labels = ", ".join(PolicySpec.parse(probe).label for probe in probes)
     return (f" Probes of cheap play ({labels}) are ranked with them: an agent settles into whatever play the reward "
             "pays as much as the noisy expert.")
+
+
+def probe_warnings(recipe: RewardRecipe, by_policy: list[dict[str, Any]]) -> list[str]:
+    """One line per probe the reward pays at least as much as the noisiest graded expert: play an agent may
+    settle into rather than learn the task (as reacher's agents settled beside the target). ``by_policy`` is
+    :func:`experiments.eval_reward.evaluate_reward`'s rows of mean returns by policy label."""
+    viper = {row["policy"]: row["viper_return"] for row in by_policy}
+    true = {row["policy"]: row["true_return"] for row in by_policy}
+    graded = recipe.graded_policies()
+    expert = graded[0].label
+    noisiest = max(graded[1 : 1 + len(recipe.graded_noise)], key=lambda policy: policy.noise_std)
+    if expert not in viper or noisiest.label not in viper:
+        return []
+    warnings = []
+    for probe in map(PolicySpec.parse, recipe.probes):
+        if probe.label in viper and viper[probe.label] >= viper[noisiest.label]:
+            warnings.append(
+                f"{probe.label} (true return {format_number(true[probe.label])}) earns VIPER return "
+                f"{format_number(viper[probe.label])}, {format_share(viper[probe.label], viper[expert])} of the "
+                f"expert's, at least the expert's under action noise {noisiest.noise_std:g} "
+                f"({format_number(viper[noisiest.label])})"
+            )
+    return warnings
+
+
+def _warnings_section(warnings: list[str]) -> str:
+    if not warnings:
+        return ""
+    lines = "".join(f"- {warning}\n" for warning in warnings)
+    return (f"**Hack risk.** The reward pays cheap play as much as the noisy expert; an agent may settle into it:\n\n"
+            f"{lines}\nWhat to try: the VIPER guide (docs/guides/viper.md), \"When the probes earn too much\".\n\n")
 
 
 def load_summary(out: str | Path) -> dict[str, Any] | None:

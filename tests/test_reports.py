@@ -9,6 +9,7 @@ from experiments.eval_reward import ScoredEpisode, _by_policy, _correlations, _t
 from experiments.plots import compare_runs
 from experiments.quickstart import QuickstartBudget, write_report
 from experiments.reports import format_number, format_ratio, format_share, ratio
+from experiments.reward_recipe import default_recipe, probe_warnings, reward_sections
 
 RANDOM = "the random policy's"
 
@@ -111,3 +112,30 @@ def test_run_comparison_leaves_out_episodes_a_resume_cut_short(tmp_path):
     (run / "returns.json").write_text(json.dumps({"train": train, "eval": [{"env_step": 50, "true_return": 30.0}]}))
     table = compare_runs({"agent": run}, tmp_path / "curve.png", "cut", smooth=3)
     assert table.splitlines()[2] == "| agent | 50 | 30.0 | 15.0 |"
+
+
+def _rows(task: str, returns: dict[str, tuple[float, float]]) -> list[dict]:
+    return [{"task": task, "policy": policy, "episodes": 5, "true_return": true, "viper_return": viper}
+            for policy, (true, viper) in returns.items()]
+
+
+def test_probes_paid_like_the_noisiest_expert_are_flagged_in_the_recipe_report():
+    # reacher-easy's measured means: holding still out-earns the expert under noise 10 (its noisiest grade)
+    reacher = _rows("reacher-easy", {
+        "expert": (988.4, 1372.2), "noisy1": (913.0, 1050.7), "noisy3": (661.2, 871.9), "noisy10": (134.8, 565.8),
+        "random": (77.6, 625.3), "still": (0.0, 856.1), "held25": (41.2, 533.3),
+    })
+    warnings = probe_warnings(default_recipe("reacher-easy"), reacher)
+    assert warnings == ["still (true return 0.0) earns VIPER return 856.1, 62 % of the expert's, at least the "
+                        "expert's under action noise 10 (565.8)"]
+    summary = _stages([_episode("expert", 150.0, 5.0), _episode("random", 10.0, -1.0)], None)["reward"]
+    assert "Hack risk" not in reward_sections(summary)
+    report = reward_sections({**summary, "probe_warnings": warnings})
+    assert "**Hack risk.**" in report and f"- {warnings[0]}\n" in report
+    # cartpole-swingup's: every probe below the noisy expert
+    cartpole = _rows("cartpole-swingup", {
+        "expert": (863.5, 5558.3), "noisy0.3": (836.9, 5079.8), "noisy1": (636.3, 3335.5), "random": (68.8, -346.8),
+        "still": (0.0, -277.2), "held25": (185.7, 62.9),
+    })
+    assert probe_warnings(default_recipe("cartpole-swingup"), cartpole) == []
+    assert probe_warnings(default_recipe("cartpole-swingup"), cartpole[:1]) == []  # no noisy grade scored
