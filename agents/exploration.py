@@ -1,9 +1,10 @@
 """The reward an agent trains on: the batch's reward plus weighted exploration bonuses, one mechanism for all.
 
 ``reward_weight * r + rnd_weight * b_rnd + disagreement_weight * b_disagreement``, where
-``r`` is the replay's reward (VIPER's or the env's), ``b_rnd`` RND's bonus on the next observation
-(:mod:`agents.rnd`: the newest frame of a stack, or the state vector) and ``b_disagreement`` the ensemble's disagreement on the
-transition (:mod:`agents.disagreement`, pixels or states); a zero weight leaves that bonus out.
+``r`` is the replay's reward (VIPER's or the env's), ``b_rnd`` RND's bonus on the next
+observation (:mod:`agents.rnd`: the newest frame of a stack, or the state vector) and
+``b_disagreement`` the ensemble's disagreement on the transition (:mod:`agents.disagreement`,
+pixels or states); a zero weight leaves that bonus out.
 With the disagreement bonus on, each term is first divided by its own
 :class:`PercentileScale`, as VIPER's DreamerV3 agent weighs its density and disagreement
 rewards (``prior_rewards: {density: 1, disag: 1}``, each return normalised by its 5th-95th

@@ -6,9 +6,10 @@ well, so the squared error is an exploration bonus that fades with familiarity.
 Observations are frames (the paper's convolutions) or state vectors (the same nets with
 fully connected layers in place of the convolutions). As in the paper, observations are
 whitened by running per-pixel (per-dimension) statistics (and clipped to [-5, 5]) and the
-bonus is divided by a running scale so it stays comparable to the task reward. That scale is the root mean square of all bonuses
-seen (their standard deviation about zero): the spread about the mean alone can be
-tiny next to the mean, which would turn the bonus into a large constant.
+bonus is divided by a running scale so it stays comparable to the task reward. That scale
+is the root mean square of all bonuses seen (their standard deviation about zero): the
+spread about the mean alone can be tiny next to the mean, which would turn the bonus into
+a large constant.
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def _to_tensor(array: np.ndarray | Tensor) -> Tensor:
 @contextmanager
 def _eval_mode(module: nn.Module) -> Iterator[None]:
     """Run in eval mode (no quantizer EMA updates), then restore the previous mode. A module already in eval
-    mode is left alone: walking every submodule twice costs more than a streaming reward's encode of one frame."""
+    mode is left alone, sparing two walks over every submodule on each frame a streaming reward encodes."""
     if not module.training:
         yield
         return
