@@ -257,7 +257,10 @@ def probe_warnings(recipe: RewardRecipe, by_policy: list[dict[str, Any]]) -> lis
     true = {row["policy"]: row["true_return"] for row in by_policy}
     graded = recipe.graded_policies()
     expert = graded[0].label
-    noisiest = max(graded[1 : 1 + len(recipe.graded_noise)], key=lambda policy: policy.noise_std)
+    noisy = [policy for policy in graded if policy.noise_std > 0]
+    if not noisy:
+        return []
+    noisiest = max(noisy, key=lambda policy: policy.noise_std)
     if expert not in viper or noisiest.label not in viper:
         return []
     warnings = []

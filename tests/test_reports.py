@@ -139,3 +139,4 @@ def test_probes_paid_like_the_noisiest_expert_are_flagged_in_the_recipe_report()
     })
     assert probe_warnings(default_recipe("cartpole-swingup"), cartpole) == []
     assert probe_warnings(default_recipe("cartpole-swingup"), cartpole[:1]) == []  # no noisy grade scored
+    assert probe_warnings(default_recipe("cartpole-swingup", graded_noise=()), cartpole) == []  # no noisy grade
