@@ -184,7 +184,8 @@ def evaluate_agent(
     seed: int = 0,
     video_path: str | Path | None = None,
 ) -> dict[str, float]:
-    """Mean true and env return of deterministic episodes with fixed reset seeds; a GIF of the first."""
+    """Mean true and env return of deterministic episodes with fixed reset seeds (and each episode's true
+    return, since one episode's success or failure can swing a small mean); a GIF of the first."""
     true_returns, returns = [], []
     stack = ObservationStack(frame_stack)
     video: list[np.ndarray] = []
@@ -212,7 +213,8 @@ def evaluate_agent(
         returns.append(env_return)
     if video_path is not None and video:
         _write_gif(Path(video_path), video, env.metadata.get("render_fps", 30))
-    return {"true_return": float(np.mean(true_returns)), "return": float(np.mean(returns)), "episodes": episodes}
+    return {"true_return": float(np.mean(true_returns)), "return": float(np.mean(returns)), "episodes": episodes,
+            "true_returns": true_returns}
 
 
 def _build_agent(meta: dict[str, Any]) -> Agent:

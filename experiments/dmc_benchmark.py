@@ -16,6 +16,11 @@ separate commands into one directory share one table), ``{out}/results.md`` (eac
 held-out reward Spearman where ``wm build-reward`` measured it, mean and spread over seeds of the
 final evaluation's true return, VIPER as a fraction of the true-reward agent, wall time per
 run), ``{out}/results.json``, and a true-return curve per task (PNG).
+
+A run's figure is its final agent's mean true return over ``final_eval_episodes`` fresh episodes
+(``final_eval.json``) where the grid was given that many, else its last evaluation's. A few
+evaluation episodes do not judge a task whose episodes succeed or fail whole: a reacher agent
+scored 319 on its last 3 episodes and 714 on 20 fresh ones.
 """
 
 from __future__ import annotations
@@ -38,13 +43,18 @@ from agents.workspace import Training, agent_kind
 from envs.dmc import check_task
 from experiments.plots import compare_runs
 from experiments.reports import format_number, format_share
-from experiments.train_agent import OBSERVATIONS, agent_config, dmc_action_repeat, loop_defaults, run_agent
-from worldmodel.checkpoint import write_json_atomic
+from experiments.train_agent import (
+    OBSERVATIONS, agent_config, dmc_action_repeat, evaluate_run, loop_defaults, run_agent,
+)
+from worldmodel.checkpoint import read_json, write_json_atomic
 from worldmodel.device import AUTO
+from worldmodel.training_run import SETTINGS_FILE
 # True-reward DrQ at 100k physics steps (Kostrikov et al. 2020, table 1), for the table's last column.
 PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213", "finger-spin": "901 +- 104",
                       "walker-walk": "612 +- 164"}
 SUMMARY_FILE = "summary.json"
+FINAL_EVAL_FILE = "final_eval.json"
+FINAL_EVAL_SEED_OFFSET = 10_000  # final evaluations reset from seeds no training evaluation used
 REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each task's reward, by task
 GRID_REWARDS = ("viper", "ratio", "env")
 
@@ -85,10 +95,13 @@ class GridSettings:
     updates_per_step: int | None = None  # None: the agent's, preset's and observation's default
     device: str = AUTO  # of every run's agent and video models
     frame_weight: float = 0.0  # of the ratio reward's frame-alone term (worldmodel.reward)
+    final_eval_episodes: int = 0  # fresh episodes of each finished run's agent for the table (0: none)
 
     def __post_init__(self) -> None:
         if self.physics_steps < 1 or self.eval_every_physics < 1 or self.eval_episodes < 0:
             raise ValueError("physics_steps and eval_every_physics must be >= 1 and eval_episodes >= 0")
+        if self.final_eval_episodes < 0:
+            raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
 
 
 def physics_steps_per_agent_step(task: str) -> int:
@@ -182,6 +195,19 @@ def run_one(
     return summary
 
 
+def final_evaluation(run: GridRun, out: Path, episodes: int, device: str = "cpu") -> dict[str, Any]:
+    """The finished run's agent over ``episodes`` fresh episodes, kept in ``final_eval.json``; a kept
+    evaluation of at least that many episodes is reused."""
+    path = run.directory(out) / FINAL_EVAL_FILE
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept["episodes"] >= episodes:
+            return kept
+    result = evaluate_run(run.directory(out), episodes, run.seed + FINAL_EVAL_SEED_OFFSET, device)
+    write_json_atomic(path, result)
+    return result
+
+
 def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[str, Path], int]) -> dict[str, Any]:
     return run_one(*job)
 
@@ -227,6 +253,11 @@ def run_grid(
                           f"in {summary['elapsed_s'] / 60:.1f} min")
         finally:
             signal.signal(signal.SIGTERM, previous)
+    if settings.final_eval_episodes:
+        for run in runs:
+            result = final_evaluation(run, out, settings.final_eval_episodes, settings.device)
+            print(f"final evaluation {run.task} {run.variant} seed {run.seed}: true return "
+                  f"{result['true_return']:.1f} over {result['episodes']} episodes")
     return write_results(out)
 
 
@@ -240,18 +271,29 @@ def finished_runs(out: Path) -> list[GridRun]:
     return runs
 
 
+def _run_figures(run: GridRun, out: Path) -> dict[str, Any]:
+    """The run's summary, its final true return and the episodes behind it (the final evaluation's where
+    the run has one, else its last evaluation's)."""
+    summary = json.loads((run.directory(out) / SUMMARY_FILE).read_text())
+    final = run.directory(out) / FINAL_EVAL_FILE
+    if final.is_file():
+        result = json.loads(final.read_text())
+        return {**summary, "eval_true_return": result["true_return"], "eval_episodes": result["episodes"]}
+    return {**summary, "eval_episodes": read_json(run.directory(out) / SETTINGS_FILE)["eval_episodes"]}
+
+
 def write_results(out: Path) -> str:
     """``results.md`` / ``results.json`` and one curve plot per task from the summaries of every finished run."""
     runs = finished_runs(out)
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
-        cells.setdefault((run.task, run.variant), []).append(json.loads((run.directory(out) / SUMMARY_FILE).read_text()))
+        cells.setdefault((run.task, run.variant), []).append(_run_figures(run, out))
     quality_path = out / REWARD_QUALITY_FILE
     spearman = json.loads(quality_path.read_text()) if quality_path.is_file() else {}
     rows = [
         "| task | reward Spearman (held out) | agent | obs | reward | seeds | true return (mean +- std) "
-        "| % of true-reward agent | physics steps | wall min/run | published DrQ (true reward) |",
-        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| episodes/run | % of true-reward agent | physics steps | wall min/run | published DrQ (true reward) |",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     means: dict[tuple[str, str], float] = {}
     for (task, variant), summaries in cells.items():
@@ -266,13 +308,16 @@ def write_results(out: Path) -> str:
         share = "-" if first["reward"] == "env" or reference is None else format_share(means[(task, variant)], reference)
         wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
         physics = int(np.mean([s["physics_steps"] for s in summaries]))
+        episodes = ", ".join(str(n) for n in sorted({s["eval_episodes"] for s in summaries}))
         rows.append(
             f"| {task} | {format_number(spearman.get(task), '.3f')} | {first['agent']} | {first['observation']} "
             f"| {first['reward']}{' (' + first['label'] + ')' if first.get('label') else ''} | {len(returns)} "
-            f"| {format_number(np.mean(figures))} +- {format_number(np.std(figures))} | {share} | {physics} | {wall:.1f} "
+            f"| {format_number(np.mean(figures))} +- {format_number(np.std(figures))} "
+            f"| {episodes} | {share} | {physics} | {wall:.1f} "
             f"| {PUBLISHED_DRQ_100K.get(task, '-') if first['reward'] == 'env' else '-'} |"
         )
-        results.append({"task": task, "variant": variant, "returns": returns, "wall_min": wall, "physics_steps": physics})
+        results.append({"task": task, "variant": variant, "returns": returns, "wall_min": wall, "physics_steps": physics,
+                        "episodes": [s["eval_episodes"] for s in summaries]})
     for task in sorted({task for task, _ in cells}):
         curves = {f"{run.variant} s{run.seed}": run.directory(out) for run in runs
                   if run.task == task and (run.directory(out) / "returns.json").is_file()}

@@ -22,11 +22,12 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from agents.workspace import Training, agent_kind, train_agent
+from agents.workspace import Training, agent_kind, evaluate_agent, load_agent, train_agent
 from envs.viper import ViperReward
 from envs.wrappers import ActionRepeat, StateObservation, env_frame_skip, env_steps_per_decision
-from worldmodel.checkpoint import write_json_atomic
+from worldmodel.checkpoint import read_json, write_json_atomic
 from worldmodel.device import AUTO, resolve_device
+from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE
 from worldmodel.video_model import VideoModel
 
 REWARDS = ("viper", "env")
@@ -220,3 +221,32 @@ def run_agent(
         env_spec, reward, model, physics_per_decision, max_episode_steps, observation, baseline, **viper_options
     )
     return train_agent(make_env, run_dir, agent_name, agent_config, training, resume=resume, device=device)
+
+
+def evaluate_run(run_dir: str | Path, episodes: int, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """The true return of a finished (or checkpointed) run's agent over ``episodes`` deterministic episodes.
+
+    The env is the run's own (task, observation, physics steps per decision, from ``run.json``) with the
+    true reward, so no video model is loaded. ``seed`` picks the reset seeds as the run's evaluations
+    did: the run's own seed replays its evaluation episodes, any other seed gives fresh ones. Used where a
+    run's last few evaluation episodes are too few to judge it (a reacher episode scores about 0 or
+    about 1000).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a `wm train-agent` run")
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    settings = json.loads(path.read_text())
+    make_env = env_factory(settings["env"], "env", action_repeat=settings["physics_steps_per_agent_step"],
+                           max_episode_steps=settings.get("max_episode_steps"), observation=settings["observation"])
+    agent = load_agent(run_dir / CHECKPOINT_DIR, device)
+    frame_stack = int(read_json(run_dir / SETTINGS_FILE)["frame_stack"])
+    env = make_env(seed + 1)
+    try:
+        result = evaluate_agent(agent, env, episodes, frame_stack, seed)
+    finally:
+        env.close()
+    return {"true_return": result["true_return"], "true_returns": result["true_returns"], "episodes": episodes,
+            "seed": seed}

@@ -12,7 +12,7 @@ from agents.workspace import load_agent
 from experiments.dmc_benchmark import (
     GridRun, GridSettings, physics_steps_per_agent_step, plan_grid, run_grid, run_plan, write_results,
 )
-from experiments.train_agent import agent_config
+from experiments.train_agent import agent_config, evaluate_run
 
 
 def test_plan_checks_the_grid_before_anything_runs(tmp_path):
@@ -59,7 +59,7 @@ def test_a_ratio_run_gets_the_agent_a_viper_run_gets():
 def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, capsys):
     runs = plan_grid(["cartpole-swingup"], ["drqv2"], ["state"], ["env"], [0, 1], {})
     settings = GridSettings(physics_steps=160, preset="cpu", eval_every_physics=160, eval_episodes=1,
-                            update_every=1, agent_options={"std_steps": "7"})
+                            update_every=1, agent_options={"std_steps": "7"}, final_eval_episodes=2)
     table = run_grid(tmp_path, runs, settings, {}, workers=2, reward_quality={"cartpole-swingup": 0.9741},
                      threads_per_run=1)
     for run in runs:
@@ -70,11 +70,23 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
         assert load_agent(run.directory(tmp_path) / "checkpoint").config.std_steps == 7
         recorded = json.loads((run.directory(tmp_path) / "run.json").read_text())
         assert (recorded["physics_steps_per_agent_step"], recorded["env_steps_per_agent_step"]) == (8, 4)
+        final = json.loads((run.directory(tmp_path) / "final_eval.json").read_text())
+        assert final["episodes"] == len(final["true_returns"]) == 2 and final["seed"] == run.seed + 10_000
+        # The run's own seed replays its last evaluation: the final evaluation's env is the run's.
+        assert evaluate_run(run.directory(tmp_path), 1, run.seed)["true_return"] == summary["eval_true_return"]
     assert "| cartpole-swingup | 0.974 | drqv2 | state | env | 2 |" in table
+    assert "| 2 | - | 160 |" in table  # the final evaluation's 2 episodes per run behind the figure
     assert (tmp_path / "cartpole-swingup_curves.png").is_file()
     capsys.readouterr()
     run_grid(tmp_path, runs, settings, {}, workers=2)
     assert "2 already done" in capsys.readouterr().out
+
+
+def test_a_final_evaluation_needs_a_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run.json is missing"):
+        evaluate_run(tmp_path, 20)
+    with pytest.raises(ValueError, match="final_eval_episodes must be >= 0"):
+        GridSettings(final_eval_episodes=-1)
 
 
 def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
@@ -88,18 +100,23 @@ def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
                    "seed": run.seed, "eval_true_return": returns[(run.reward, run.seed)], "elapsed_s": 120.0,
                    "physics_steps": 100_000}
         (run.directory(tmp_path) / "summary.json").write_text(json.dumps(summary))
+        (run.directory(tmp_path) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
+    # A final evaluation over more episodes replaces the last evaluation's figure of its run.
+    (runs[1].directory(tmp_path) / "final_eval.json").write_text(json.dumps(
+        {"true_return": 600.0, "true_returns": [600.0] * 20, "episodes": 20, "seed": 10_001}))
     labelled = GridRun("cartpole-swingup", "drqv2", "pixels", "ratio", 0, "disagreement")
     assert labelled.directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-ratio+disagreement/seed0"
     labelled.directory(tmp_path).mkdir(parents=True)
     (labelled.directory(tmp_path) / "summary.json").write_text(json.dumps({
         "task": "cartpole-swingup", "agent": "drqv2", "observation": "pixels", "reward": "ratio", "seed": 0,
         "label": "disagreement", "eval_true_return": 540.0, "elapsed_s": 60.0, "physics_steps": 100_000}))
+    (labelled.directory(tmp_path) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
     table = write_results(tmp_path)
     assert "| cartpole-swingup | n/a | drqv2 | pixels | viper | 2 |" in table  # no reward quality recorded
-    assert "| drqv2 | pixels | ratio (disagreement) | 1 | 540.0 +- 0.0 | 90 % | 100000 | 1.0 | - |" in table
-    assert "| drqv2 | pixels | viper | 2 | 300.0 +- 100.0 | 50 % | 100000 | 2.0 | - |" in table
-    assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | - | 100000 | 2.0 | 759 +- 92 |" in table
-    assert "| drqv2 | pixels | ratio | 2 | 450.0 +- 0.0 | 75 % | 100000 | 2.0 | - |" in table
+    assert "| drqv2 | pixels | ratio (disagreement) | 1 | 540.0 +- 0.0 | 3 | 90 % | 100000 | 1.0 | - |" in table
+    assert "| drqv2 | pixels | viper | 2 | 400.0 +- 200.0 | 3, 20 | 67 % | 100000 | 2.0 | - |" in table
+    assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | 3 | - | 100000 | 2.0 | 759 +- 92 |" in table
+    assert "| drqv2 | pixels | ratio | 2 | 450.0 +- 0.0 | 3 | 75 % | 100000 | 2.0 | - |" in table
 
 
 def _children(pid: int) -> list[int]:

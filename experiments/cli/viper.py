@@ -156,8 +156,8 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
         "DMC-100k budget (100k physics steps at each task's action repeat, see --tasks), --workers runs at a time "
         "in separate processes. Each run is a train-agent run directory under {out}/{task}/{agent}-{obs}-{reward}/"
         "seed{seed}; rerunning skips finished runs and resumes interrupted ones. Writes {out}/results.md (mean and "
-        "spread over seeds of the final true return, VIPER as a share of the true-reward agent, wall time per run, "
-        "GIF paths), results.json and {out}/{task}_curves.png.",
+        "spread over seeds of the final agent's true return over --final-episodes fresh episodes, VIPER as a "
+        "share of the true-reward agent, wall time per run, GIF paths), results.json and {out}/{task}_curves.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", required=True, type=Path, help="grid directory")
@@ -195,6 +195,11 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
                         "for drq)")
     parser.add_argument("--eval-every", type=int, default=10_000, help="physics steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=5, help="episodes per evaluation")
+    parser.add_argument(
+        "--final-episodes", type=int, default=20,
+        help="fresh episodes of each finished run's final agent, for the table's figure (seconds per run; also "
+        "given to runs that finished before; 0: the last evaluation's figure)",
+    )
     parser.add_argument("--max-minutes", type=float, default=None, help="cap each run's training time (CPU)")
     add_reward_flags(parser)
     parser.add_argument("--rnd-weight", type=float, default=None, help="RND beta (default 1 on VIPER from pixels)")
@@ -237,7 +242,7 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,
                             args.score, args.mode, args.rnd_weight, args.update_every,
                             labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device,
-                            args.frame_weight)
+                            args.frame_weight, args.final_episodes)
     print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality, args.threads_per_run))
 
 
