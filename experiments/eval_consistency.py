@@ -9,7 +9,13 @@ videos with videos of 36 real frames followed by 264 generated ones.
 What the numbers mean needs references, so the same table holds
 - **copy-last**: the last context frame repeated: what a model that knows nothing scores;
 - **short window**: the same weights with attention cut to a few frames: what long context buys;
-- any other model bundle given by name.
+- any other model bundle given by name;
+- **predictions of any model**, ours or not, read from files (:func:`read_predictions`): for the test video
+  stored at ``{data}/{path}``, the file ``{predictions}/{path}`` holds ``video``, the predicted frames
+  ``(horizon, H, W, 3)`` uint8 after the first ``context`` (or the whole video, of which frames
+  ``context`` to ``context + horizon`` are taken), and optionally ``fvd_video``, the frames after the first
+  ``fvd_context`` of an ``fvd_length``-frame video (the same two shapes), for FVD. ``wm export-dataset``
+  writes a dataset in TECO's layout for a model outside this toolkit to read.
 
 The **late** columns average predicted frames 100-156 only, where memory of the context is all a
 model has to go on. The **revisit** row averages the predicted frames whose recorded pose (datasets
@@ -79,11 +85,17 @@ class TestVideo:
     task: torch.Tensor | None  # (1,) task id of the model, None for an unconditional model
 
 
-def load_test_videos(model: VideoModel, root: str | Path, split: str, count: int, length: int) -> list[TestVideo]:
-    """The first ``count`` episodes of ``split`` (sorted paths) with at least ``length`` frames, cut to ``length``."""
+PREDICTION_KEY, FVD_PREDICTION_KEY = "video", "fvd_video"
+
+
+def load_test_videos(
+    model: VideoModel | None, root: str | Path, split: str, count: int, length: int
+) -> list[TestVideo]:
+    """The first ``count`` episodes of ``split`` (sorted paths) with at least ``length`` frames, cut to ``length``,
+    at the model's frame rate (the dataset's own without a model)."""
     root = Path(root)
     manifest = DatasetManifest.load(root)
-    stride = frame_stride(model, manifest, root)
+    stride = 1 if model is None else frame_stride(model, manifest, root)
     videos = []
     for path in episode_paths(root, split):
         episode = read_episode(path)
@@ -92,7 +104,8 @@ def load_test_videos(model: VideoModel, root: str | Path, split: str, count: int
         poses = None if episode.poses is None else np.array(episode.poses[::stride][:length])
         videos.append(TestVideo(
             str(path.relative_to(root)), np.array(episode.video[::stride][:length]),
-            np.array(episode.actions[::stride][:length]), poses, episode_task(model, manifest, episode),
+            np.array(episode.actions[::stride][:length]), poses,
+            None if model is None else episode_task(model, manifest, episode),
         ))
         if len(videos) == count:
             break
@@ -144,6 +157,37 @@ def predict_all(
         actions = np.stack([v.actions[: context + horizon] for v in batch])
         out.append(predictor(frames, actions, tasks, context, horizon, generator))
     return np.concatenate(out)
+
+
+def read_predictions(
+    directory: str | Path, videos: list[TestVideo], key: str, context: int, horizon: int, required: bool = True
+) -> np.ndarray | None:
+    """The predicted frames ``(N, horizon, H, W, 3)`` of each test video, from ``{directory}/{video name}``'s
+    ``key`` array: ``horizon`` frames, or a whole video from which frames ``context..context + horizon`` are
+    taken. Where a file lacks ``key`` and ``required`` is False, None (no such predictions were made)."""
+    directory = Path(directory)
+    out = []
+    for video in videos:
+        path = directory / video.name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no predictions for test video {video.name}")
+        with np.load(path, allow_pickle=False) as arrays:
+            if key not in arrays:
+                if required:
+                    raise ValueError(f"{path}: no '{key}' array (has {sorted(arrays.files)})")
+                return None
+            frames = arrays[key]
+        want = (horizon, *video.video.shape[1:])
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != want[1:]:
+            raise ValueError(f"{path}: '{key}' must be uint8 frames of shape (T, {', '.join(map(str, want[1:]))}), "
+                             f"got {frames.dtype} {frames.shape}")
+        if len(frames) >= context + horizon:
+            frames = frames[context : context + horizon]
+        elif len(frames) != horizon:
+            raise ValueError(f"{path}: '{key}' has {len(frames)} frames; expected the {horizon} predicted ones, or a "
+                             f"whole video of at least {context + horizon}")
+        out.append(frames)
+    return np.stack(out)
 
 
 def exact_match_psnr(shape: tuple[int, ...]) -> float:
@@ -255,7 +299,7 @@ def plot_curves(results: list[MethodResult], protocol: Protocol, path: Path) -> 
 
 
 def evaluate_consistency(
-    model_dir: str | Path,
+    model_dir: str | Path | None,
     data_root: str | Path,
     out: str | Path,
     protocol: Protocol = Protocol(),
@@ -271,9 +315,13 @@ def evaluate_consistency(
     save_videos: int = 4,
     decoding: str = "sequential",
     device: str = AUTO,
+    predictions: dict[str, str | Path] | None = None,
 ) -> dict[str, Any]:
-    """Run the protocol for the model, copy-last, the short-window model and ``others``; write the report.
-    Every model and the metric networks (LPIPS, I3D) run on ``device``.
+    """Run the protocol for the model, the short-window model, ``others``, the ``predictions`` folders of any
+    model (named; see :func:`read_predictions`), copy-last and the tokenizer ceiling; write the report.
+    Without ``model_dir`` the videos run at the dataset's own frame rate and the rows that need our model
+    (short window, tokenizer ceiling) are left out. Every model and the metric networks (LPIPS, I3D) run on
+    ``device``.
 
     Writes ``{out}/consistency.json`` (everything, curves included), ``consistency.md`` (the
     tables), ``horizon_curves.png`` and ``videos/video{i}.gif|.mp4`` (truth beside each method).
@@ -283,18 +331,28 @@ def evaluate_consistency(
         raise ValueError("need videos >= 1, batch_size >= 1, fvd_videos >= 0 and save_videos >= 0")
     if fvd_videos == 1:
         raise ValueError("FVD needs at least 2 videos (or 0 to skip it)")
+    predictions = {name: Path(path) for name, path in (predictions or {}).items()}
+    if model_dir is None and not predictions:
+        raise ValueError("nothing to evaluate: give a model bundle, a folder of predictions, or both")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
-    model = VideoModel.load(model_dir, device)
+    model = None if model_dir is None else VideoModel.load(model_dir, device)
     sampling = {"temperature": temperature, "top_k": top_k, "decoding": decoding}
-    predictors: dict[str, Predictor] = {"model": model_predictor(model, **sampling)}
-    if short_window is not None and short_window < model.window:
-        predictors[f"model, window {short_window}"] = model_predictor(model.with_window(short_window), **sampling)
+    methods: dict[str, Predictor | Path] = {}
+    if model is not None:
+        methods["model"] = model_predictor(model, **sampling)
+        if short_window is not None and short_window < model.window:
+            methods[f"model, window {short_window}"] = model_predictor(model.with_window(short_window), **sampling)
     for name, path in (others or {}).items():
-        predictors[name] = model_predictor(VideoModel.load(path, device), **sampling)
-    predictors[COPY_LAST] = copy_last
-    predictors[TOKENIZER_CEILING] = tokenizer_ceiling(model)
+        methods[name] = model_predictor(VideoModel.load(path, device), **sampling)
+    clash = sorted(set(predictions) & {*methods, COPY_LAST, TOKENIZER_CEILING})
+    if clash:
+        raise ValueError(f"predictions named {clash} would share a row with another method; rename them")
+    methods.update(predictions)
+    methods[COPY_LAST] = copy_last
+    if model is not None:
+        methods[TOKENIZER_CEILING] = tokenizer_ceiling(model)
 
     p = protocol
     length = p.context + p.horizon
@@ -313,14 +371,21 @@ def evaluate_consistency(
     lpips = LPIPS().to(device)
 
     results, shown = [], {}
+    fvd_horizon = p.fvd_length - p.fvd_context
     with torch.no_grad():
-        for name, predictor in predictors.items():
-            predicted = predict_all(name, predictor, tests, p.context, p.horizon, batch_size, seed, device)
-            result = summarise(name, frame_scores(truth, predicted, lpips), p, revisits)
-            if real_features is not None:
-                future = predict_all(
-                    name, predictor, fvd_tests, p.fvd_context, p.fvd_length - p.fvd_context, batch_size, seed, device
+        for name, method in methods.items():
+            if isinstance(method, Path):
+                predicted = read_predictions(method, tests, PREDICTION_KEY, p.context, p.horizon)
+                future = None if real_features is None else read_predictions(
+                    method, fvd_tests, FVD_PREDICTION_KEY, p.fvd_context, fvd_horizon, required=False
                 )
+            else:
+                predicted = predict_all(name, method, tests, p.context, p.horizon, batch_size, seed, device)
+                future = None if real_features is None else predict_all(
+                    name, method, fvd_tests, p.fvd_context, fvd_horizon, batch_size, seed, device
+                )
+            result = summarise(name, frame_scores(truth, predicted, lpips), p, revisits)
+            if future is not None:
                 generated = np.concatenate([fvd_truth[:, : p.fvd_context], future], axis=1)
                 result.fvd = frechet_distance(real_features, i3d_features(generated, i3d))
             results.append(result)
@@ -329,14 +394,15 @@ def evaluate_consistency(
     saved = []
     for i in range(min(save_videos, len(tests))):
         context = tests[i].video[: p.context]
-        panels = [tests[i].video] + [np.concatenate([context, shown[name][i]]) for name in predictors]
-        frames = side_by_side(panels, ["truth", *predictors], scale=2)
+        panels = [tests[i].video] + [np.concatenate([context, shown[name][i]]) for name in methods]
+        frames = side_by_side(panels, ["truth", *methods], scale=2)
         saved.append([str(f) for f in save_video(frames, [out / "videos" / f"video{i}.gif", out / "videos" / f"video{i}.mp4"], fps=15)])
 
     revisit_frames = int(revisits.sum()) if revisits is not None else 0
     table = tables(results, p, revisit_frames, len(tests))
     report = {
-        "model": str(model_dir),
+        "model": None if model_dir is None else str(model_dir),
+        "predictions": {name: str(path) for name, path in predictions.items()},
         "data": str(data_root),
         "split": split,
         "protocol": asdict(p),

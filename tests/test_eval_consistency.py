@@ -13,11 +13,12 @@ from experiments.eval_consistency import (
     COPY_LAST, TOKENIZER_CEILING, Protocol, copy_last, evaluate_consistency, exact_match_psnr, frame_scores,
     revisit_mask,
 )
+from experiments.export_dataset import export_teco_layout
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.rollout import NO_TRUTH_GREY, long_rollout
 from experiments.videos import LABEL_HEIGHT, VideoWriter, save_video, side_by_side
 from worldmodel.rollout import rollout
-from worldmodel.episodes import write_episode
+from worldmodel.episodes import DatasetManifest, write_episode
 from worldmodel.metrics import psnr
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.transformer import VideoTransformer
@@ -153,6 +154,68 @@ def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tm
     assert len(imageio.mimread(tmp_path / "a" / "videos" / "video0.mp4")) == 11
     with pytest.raises(ValueError, match="has the 40 frames"):
         evaluate_consistency(tmp_path / "model", posed_dataset, tmp_path / "c", replace(SMALL, horizon=34), videos=1, fvd_videos=0)
+
+
+def _write_predictions(root, out, predict) -> None:
+    """As a user's script would: one .npz per test video, at the video's path under the dataset."""
+    for path in sorted((root / "test").rglob("*.npz")):
+        target = out / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(target, **predict(np.load(path)["video"]))
+
+
+def test_predictions_from_files_score_as_the_frames_they_hold(posed_dataset, tmp_path):
+    copied, oracle = tmp_path / "copied", tmp_path / "oracle"
+    _write_predictions(posed_dataset, copied, lambda video: {"video": np.repeat(video[5:6], 5, axis=0)})
+    _write_predictions(posed_dataset, oracle, lambda video: {"video": video, "fvd_video": video[3:10]})
+    kwargs = dict(protocol=SMALL, videos=3, fvd_videos=2, batch_size=2, save_videos=1)
+    report = evaluate_consistency(None, posed_dataset, tmp_path / "a", **kwargs,
+                                  predictions={"copied": copied, "oracle": oracle})
+    rows = {r["name"]: r for r in report["results"]}
+    assert list(rows) == ["copied", "oracle", COPY_LAST]  # no model: no short window, no tokenizer row
+    for part in ("means", "late", "revisit", "curves"):
+        assert rows["copied"][part] == rows[COPY_LAST][part]  # the same frames, read from files
+    assert rows["copied"]["fvd"] is None and rows[COPY_LAST]["fvd"] is not None  # no fvd_video written
+    assert rows["oracle"]["means"]["psnr"] == pytest.approx(exact_match_psnr((32, 32, 3)))
+    assert rows["oracle"]["means"]["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert rows["oracle"]["fvd"] == pytest.approx(0.0, abs=1e-2)  # the real videos themselves
+    assert report["model"] is None and report["predictions"] == {"copied": str(copied), "oracle": str(oracle)}
+
+    first = copied / "test" / "ep0.npz"
+    np.savez(first, video=np.zeros((4, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="ep0.npz: 'video' has 4 frames; expected the 5 predicted"):
+        evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={"copied": copied})
+    np.savez(first, video=np.zeros((5, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="must be uint8 frames of shape"):
+        evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={"copied": copied})
+    first.unlink()
+    with pytest.raises(FileNotFoundError, match="no predictions for test video test/ep0.npz"):
+        evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={"copied": copied})
+    with pytest.raises(ValueError, match="share a row"):
+        evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={COPY_LAST: oracle})
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs)
+
+
+def test_export_writes_teco_layout_that_evaluates_as_its_source(posed_dataset, tmp_path):
+    DatasetManifest("dmlab", ["maze"], {"type": "discrete", "n": ACTIONS},
+                    episodes={"test/ep1.npz": {"policy": "expert"}}).save(posed_dataset)
+    exported = tmp_path / "teco"
+    main(["export-dataset", "--data", str(posed_dataset), "--out", str(exported)])
+    files = [path.relative_to(exported).as_posix() for path in sorted(exported.rglob("*.npz"))]
+    assert files == ["test/0000/000000.npz", "test/0000/000001.npz", "test/0000/000002.npz"]
+    with np.load(exported / files[1]) as arrays:
+        assert sorted(arrays.files) == ["actions", "poses", "video"]
+        source = np.load(posed_dataset / "test" / "ep1.npz")
+        for key in arrays.files:
+            np.testing.assert_array_equal(arrays[key], source[key])
+    assert DatasetManifest.load(exported).episodes == {"test/0000/000001.npz": {"policy": "expert"}}
+    assert export_teco_layout(posed_dataset, exported)["episodes"]["test/0000/000001.npz"] == "test/ep1.npz"
+    _model().save(tmp_path / "model")
+    kwargs = dict(protocol=SMALL, videos=3, fvd_videos=0, batch_size=2, save_videos=0, seed=1)
+    ours = evaluate_consistency(tmp_path / "model", posed_dataset, tmp_path / "a", **kwargs)
+    theirs = evaluate_consistency(tmp_path / "model", exported, tmp_path / "b", **kwargs)
+    assert ours["results"] == theirs["results"]  # the same videos in the same order, the same samples
 
 
 def test_long_rollout_from_a_dataset_runs_past_its_end(posed_dataset, tmp_path):

@@ -17,15 +17,16 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
         "one sample per video, and score each predicted frame by PSNR, SSIM and LPIPS (AlexNet); FVD (I3D) "
         "on --fvd-length-frame videos generated from --fvd-context real frames. In the same tables: "
         "copy-last-frame, the same model with attention cut to --short-window frames, any --compare "
-        "model, and the tokenizer's reconstruction of the true frames (it sees the truth: the best these codes "
-        "allow); columns for the late predicted frames (--late-from on) and a row for predicted frames that "
-        "revisit a pose held in the context (datasets with recorded poses). Writes {out}/consistency.md "
-        "(tables), consistency.json (all numbers and per-horizon curves), horizon_curves.png and "
-        "videos/video{i}.gif|.mp4 (truth beside every method). Deterministic for a seed and batch size. "
+        "model, the predictions of any other model read from files (--predictions), and the tokenizer's "
+        "reconstruction of the true frames (it sees the truth: the best these codes allow); columns for the late "
+        "predicted frames (--late-from on) and a row for predicted frames that revisit a pose held in the context "
+        "(datasets with recorded poses). Writes {out}/consistency.md (tables), consistency.json (all numbers "
+        "and per-horizon curves), horizon_curves.png and videos/video{i}.gif|.mp4 (truth beside every method). Deterministic for a seed and batch size. "
         "The metric weights are fetched on first use (see fetch-metric-weights).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=Path, help="video model bundle, e.g. runs/maze-video/model")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="video model bundle, e.g. runs/maze-video/model (optional with --predictions)")
     parser.add_argument("--data", required=True, type=Path, help="dataset root with a test split")
     parser.add_argument("--out", required=True, type=Path, help="where the tables, plots and videos go")
     parser.add_argument("--split", default="test", help="which split to evaluate")
@@ -42,6 +43,13 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--compare", type=name_equals_path, action="append", default=[], metavar="NAME=MODEL",
         help="another model bundle to evaluate in the same tables; repeatable",
+    )
+    parser.add_argument(
+        "--predictions", type=name_equals_path, action="append", default=[], metavar="NAME=DIR",
+        help="frames predicted by any model, one .npz per test video at the video's path under --data: 'video' "
+        "holds the --horizon frames after the first --context (uint8, T x H x W x 3), optionally 'fvd_video' "
+        "the frames after the first --fvd-context of an --fvd-length video; at the dataset's frame rate (or "
+        "--model's, if given); repeatable",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="videos generated at once")
     parser.add_argument("--save-videos", type=int, default=4, help="side-by-side videos to write")
@@ -61,10 +69,34 @@ def _run_eval_consistency(args: argparse.Namespace) -> None:
     report = evaluate_consistency(
         args.model, args.data, args.out, protocol, args.videos, args.fvd_videos, args.short_window,
         dict(args.compare), args.split, args.batch_size, args.seed, args.temperature, args.top_k, args.save_videos,
-        args.decoding, args.device,
+        args.decoding, args.device, dict(args.predictions),
     )
     print(report["table"])
     print(f"tables, curves and videos written to {args.out}")
+
+
+def _add_export_dataset(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export-dataset",
+        help="write a dataset in TECO's npz layout, for models outside this toolkit",
+        description="Write every episode of --data's train and test splits as {out}/{split}/{shard}/{i}.npz "
+        "with 'video' (T x H x W x 3 uint8) and 'actions' (T,) as TECO's DMLab and Minecraft files hold them "
+        "('poses' too where recorded; no 'actions' for footage), numbered in the order eval-consistency reads "
+        "them, with the manifest and {out}/export.json (each file's source episode). A model outside this "
+        "toolkit reads these, writes its predictions under the same paths, and `wm eval-consistency --data "
+        "{out} --predictions NAME=DIR` scores them. Reruns skip files already written.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, type=Path, help="dataset root (ours: {split}/.../*.npz + manifest)")
+    parser.add_argument("--out", required=True, type=Path, help="where the exported dataset goes")
+    parser.set_defaults(handler=_run_export_dataset)
+
+
+def _run_export_dataset(args: argparse.Namespace) -> None:
+    from experiments.export_dataset import export_teco_layout
+
+    report = export_teco_layout(args.data, args.out)
+    print(f"{len(report['episodes'])} episodes written to {args.out} in TECO's layout")
 
 
 def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
@@ -154,5 +186,6 @@ def _run_fetch_metric_weights(args: argparse.Namespace) -> None:
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """This job's subcommands, in the order ``wm --help`` lists them."""
     _add_eval_consistency(subparsers)
+    _add_export_dataset(subparsers)
     _add_rollout(subparsers)
     _add_fetch_metric_weights(subparsers)
