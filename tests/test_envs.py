@@ -98,6 +98,23 @@ def test_dmc_on_states_renders_only_when_asked_and_matches_the_pixel_env(monkeyp
         DMCEnv("reacher", "easy", observation="rgb")
 
 
+def test_dmc_frames_with_the_smaller_shadow_map_are_dmcs_own_but_at_shadow_edges():
+    from dm_control import suite
+
+    env = DMCEnv("walker", "walk")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(20):
+        env.step(env.action_space.sample())
+    reference = suite.load("walker", "walk")  # DMC's own render settings
+    with reference.physics.reset_context():
+        reference.physics.set_state(env.physics.get_state())
+    diff = np.abs(env.render().astype(int) - reference.physics.render(64, 64, camera_id=0)).max(axis=-1)
+    assert env.physics.model.vis.quality.shadowsize == 512 and reference.physics.model.vis.quality.shadowsize == 2048
+    assert 0 < (diff > 8).mean() < 0.005 and diff.mean() < 0.1
+    assert DMCEnv("walker", "walk", size=480).physics.model.vis.quality.shadowsize == 2048  # DMC's, for large frames
+
+
 def test_dmc_action_repeat_sums_rewards_of_mapped_controls():
     from dm_control import suite  # after envs, which chooses headless rendering
 
