@@ -86,6 +86,7 @@ class EpisodeJob:
     path: Path
     max_steps: int | None = None
     policy_factory: PolicyFactory | None = None  # builds agent policies (a picklable, module-level function)
+    env_options: tuple[tuple[str, Any], ...] = ()  # keyword arguments of envs.make, e.g. (("action_repeat", 8),)
 
 
 def task_name(env_spec: str) -> str:
@@ -165,7 +166,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
 
 
 def _run_job(job: EpisodeJob) -> tuple[EpisodeJob, float, int]:
-    env = make(job.env_spec)
+    env = make(job.env_spec, **dict(job.env_options))
     if job.max_steps is not None:
         env = gym.wrappers.TimeLimit(env, job.max_steps)
     try:
@@ -189,6 +190,7 @@ def plan_jobs(
     task_id: int,
     max_steps: int | None = None,
     policy_factory: PolicyFactory | None = None,
+    env_options: dict[str, Any] | None = None,
 ) -> list[EpisodeJob]:
     """One job per episode; the last ``round(episodes * test_fraction)`` of each policy go to ``test``."""
     test_count = min(episodes - 1, max(1, round(episodes * test_fraction))) if test_fraction > 0 else 0
@@ -198,7 +200,8 @@ def plan_jobs(
             split = "test" if i >= episodes - test_count else "train"
             episode_seed = seed * 1_000_003 + policy_index * 10_007 + i
             path = root / split / task_name(env_spec) / policy.label / f"seed{episode_seed}.npz"
-            jobs.append(EpisodeJob(env_spec, policy, episode_seed, task_id, path, max_steps, policy_factory))
+            jobs.append(EpisodeJob(env_spec, policy, episode_seed, task_id, path, max_steps, policy_factory,
+                                   tuple(sorted((env_options or {}).items()))))
     return jobs
 
 
@@ -212,18 +215,20 @@ def collect(
     workers: int = 1,
     max_steps: int | None = None,
     policy_factory: PolicyFactory | None = None,
+    env_options: dict[str, Any] | None = None,
 ) -> DatasetManifest:
     """Collect ``episodes`` per policy into ``root`` (resuming), returning the updated manifest.
 
     ``policy_factory(spec, env, env_spec, seed)`` builds the trained-agent policies (``agent:<run>``);
-    it runs in the worker processes, so it must be a module-level function.
+    it runs in the worker processes, so it must be a module-level function. ``env_options`` go to
+    :func:`envs.make` (e.g. ``{"action_repeat": 8}``: a DMC frame, and action, every 8 physics steps).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     root = Path(root)
-    probe = make(env_spec)
+    probe = make(env_spec, **(env_options or {}))
     described = describe_env(env_spec, probe)
     probe.close()
 
@@ -232,11 +237,15 @@ def collect(
         raise ValueError(
             f"{root} holds episodes with action space {manifest.action_space}, not {described.action_space}"
         )
+    if manifest.frame_skip != described.frame_skip:
+        raise ValueError(f"{root} holds episodes of {manifest.frame_skip} env steps per frame, not "
+                         f"{described.frame_skip}")
     task = task_name(env_spec)
     if task not in manifest.tasks:
         manifest.tasks.append(task)
     jobs = plan_jobs(
-        env_spec, policies, episodes, root, seed, test_fraction, manifest.tasks.index(task), max_steps, policy_factory
+        env_spec, policies, episodes, root, seed, test_fraction, manifest.tasks.index(task), max_steps, policy_factory,
+        env_options,
     )
     todo = [job for job in jobs if not job.path.exists()]
     manifest.save(root)

@@ -6,7 +6,10 @@ IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`
    ``{run}/data`` as the project's episodes;
 2. **train the world model** on everything collected so far: the frame-causal transformer with
    reward and continue heads (``train-video``, resumed each time), on the codes of a frozen
-   tokenizer (one given, or one trained once on the random-play episodes);
+   tokenizer (one given, or one trained once on the random-play episodes); with ``expert_data``,
+   a share ``expert_fraction`` of every batch comes from expert episodes, so that the model also
+   sees what random play never shows (``check_episodes`` then reports, before any actor-critic
+   training, whether it imagines the expert's actions reaching the expert's return);
 3. **train the actor-critic** (:mod:`agents.actor_critic`) only on imagined rollouts: each update
    starts ``imagined_envs`` sub-envs of :class:`envs.world_model.WorldModelVectorEnv` from real
    context clips and rewards them by the reward head;
@@ -126,6 +129,21 @@ class ImaginationSettings:
     world_model_lr: float = field(
         default=3e-4, metadata={"help": "world-model learning rate (constant after a 100-step warm-up)"}
     )
+    expert_data: str | None = field(
+        default=None, metadata={"help": (
+            "a dataset of expert episodes (wm collect --action-repeat as this run's; footage of wm import-videos "
+            "joins without actions) mixed into every world-model batch at --expert-fraction"
+        )},
+    )
+    expert_fraction: float = field(
+        default=0.0, metadata={"help": "share of each world-model batch drawn from --expert-data"}
+    )
+    check_episodes: int = field(
+        default=0, metadata={"help": (
+            "after the first world model, imagine this many scripted-expert and random-play episodes open loop "
+            "(wm check-world-model) and report them before any actor-critic training (0: no check)"
+        )},
+    )
     imagination_updates: int = field(
         default=20, metadata={"help": "actor-critic updates per iteration, each on a fresh imagined rollout"}
     )
@@ -162,6 +180,11 @@ class ImaginationSettings:
         check_decoding(self.decoding)  # before the hours of a run, not at its first imagined step
         if self.imagine_from not in IMAGINATION_STARTS:
             raise ValueError(f"imagine_from must be one of {IMAGINATION_STARTS}, got {self.imagine_from!r}")
+        if (self.expert_data is None) != (self.expert_fraction == 0):
+            raise ValueError("expert_data and an expert_fraction > 0 go together "
+                             f"(got {self.expert_data!r} and {self.expert_fraction})")
+        if self.check_episodes < 0:
+            raise ValueError(f"check_episodes must be >= 0, got {self.check_episodes}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -315,10 +338,11 @@ def _train_world_model(
     training = VideoTraining(
         steps=steps, batch_size=settings.world_model_batch, clip_length=settings.world_model_clip or preset.clip_length,
         lr=settings.world_model_lr, warmup_steps=100, min_lr_fraction=1.0, eval_every=10**9,
-        checkpoint_every=50, eval_clips=8, seed=settings.seed,
+        checkpoint_every=50, eval_clips=8, seed=settings.seed, mix_fraction=settings.expert_fraction,
     )
     return train_video(
-        run.data, checkpoint, run.world_model_run, config, training, resume=True, device=device, reward_stats=False
+        run.data, checkpoint, run.world_model_run, config, training, resume=True, device=device, reward_stats=False,
+        mix_root=settings.expert_data,
     )
 
 
@@ -416,6 +440,11 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         seconds = {"start": time.monotonic()}
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration, device)
         model = VideoModel.load(run.world_model_run / "model", device)
+        if iteration == 0 and settings.check_episodes and not (run.dir / CHECK_FILE).is_file():
+            check = check_world_model(run.dir, settings.check_episodes, device)
+            print(f"world model check: expert imagined {check['expert']['imagined_mean']:.1f} (real "
+                  f"{check['expert']['real_mean']:.1f}), random imagined {check['random']['imagined_mean']:.1f} "
+                  f"(real {check['random']['real_mean']:.1f})")
         seconds["world_model"] = time.monotonic()
         terminations = _terminates(EpisodeDataset(run.data, "train"))  # the data change only at collection
         torch.manual_seed(_phase_seed(settings, iteration, IMAGINATION_PHASE))

@@ -55,6 +55,21 @@ def test_a_dataset_refuses_another_action_space(tmp_path):
         collect("dmc:reacher-easy", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)
 
 
+def test_episodes_at_another_action_repeat_are_those_of_an_env_made_so(tmp_path):
+    import envs
+    from envs.experts import make_expert
+
+    manifest = collect("dmc:cartpole-balance", [PolicySpec("expert")], 1, tmp_path, test_fraction=0, max_steps=5,
+                       workers=2, env_options={"action_repeat": 8})
+    assert manifest.frame_skip == 8
+    env = gym.wrappers.TimeLimit(envs.make("dmc:cartpole-balance", action_repeat=8), 5)  # as train-imagination's
+    (name, info), = manifest.episodes.items()
+    expected = run_episode(env, make_expert("cartpole-balance", env, info["seed"]), info["seed"])
+    np.testing.assert_array_equal(read_episode(tmp_path / name).video, expected["video"])
+    with pytest.raises(ValueError, match="8 env steps per frame, not 2"):
+        collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)
+
+
 class _Countdown(gym.Env):
     """Ends by termination after three steps, unless a time limit cuts it first."""
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
+from envs.collect import PolicySpec, collect
 from envs.experts import make_expert
 from experiments import train_imagination
 from experiments.train_imagination import (
@@ -55,6 +56,24 @@ def test_loop_runs_resumes_and_records_everything(trained_run):
         replace(_settings(8 * 48), imagine_from="anywhere")
     with pytest.raises(ValueError, match="imagined_envs"):
         train_in_imagination(run, ImaginationSettings(**{**_settings(8 * 48).__dict__, "imagined_envs": 4}))
+
+
+def test_expert_episodes_join_the_world_models_batches_and_the_check_reports_before_imagining(tmp_path, capsys):
+    experts = tmp_path / "experts"
+    collect("dmc:cartpole-balance", [PolicySpec("expert")], 3, experts, test_fraction=0.34, max_steps=12,
+            env_options={"action_repeat": 8})  # the run's rate: a frame every 8 physics steps
+    settings = replace(_settings(8 * 36), expert_data=str(experts), expert_fraction=0.5, check_episodes=1)
+    assert train_in_imagination(tmp_path / "run", settings)["iteration"] == 1
+    world_model = json.loads((tmp_path / "run" / "world_model" / "eval.json").read_text())
+    assert world_model["cache"]["mix"] == {"encoded": 3, "reused": 0}
+    check = json.loads((tmp_path / "run" / "world_model_check.json").read_text())
+    out = capsys.readouterr().out
+    assert f"world model check: expert imagined {check['expert']['imagined_mean']:.1f}" in out
+    assert out.index("world model check") < out.index('"iteration": 0')  # reported before the first row
+    with pytest.raises(ValueError, match="go together"):
+        replace(settings, expert_fraction=0.0)
+    with pytest.raises(ValueError, match="8 env steps per frame"):
+        train_in_imagination(tmp_path / "other", replace(settings, action_repeat=4, check_episodes=0))
 
 
 def test_evaluation_plays_the_saved_agent_and_random_play_from_the_same_starts(trained_run, tmp_path):

@@ -11,10 +11,10 @@ import torch.multiprocessing as mp
 from tests.conftest import moving_square_video
 from worldmodel import training_run
 from worldmodel.checkpoint import CheckpointError, fingerprint, load_checkpoint
-from worldmodel.episodes import write_episode
+from worldmodel.episodes import DatasetManifest, write_episode
 from worldmodel.token_cache import TokenCacheError, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
-from worldmodel.train_video import VideoTraining, bits_per_dim, train_video
+from worldmodel.train_video import VideoTraining, bits_per_dim, mixed_batch, train_video
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 from worldmodel.video_model import VideoModel
 
@@ -76,6 +76,69 @@ def test_world_model_heads_learn_rewards_and_terminations(tmp_path):
         write_episode(plain / split / f"ep{i}.npz", moving_square_video(12, 32, i), np.arange(12))
     with pytest.raises(ValueError, match="record no rewards"):
         train_video(plain, tmp_path / "tok", tmp_path / "run2", config, _training(2))
+
+
+def _dataset(root, seeds, actions: bool = True, rewards: bool = True, frame_skip: int = 1, inverted: bool = False):
+    """Squares drifting over a gradient (``inverted``: in inverted colours), the last episode held out."""
+    space = {"type": "discrete", "n": 16} if actions else None
+    DatasetManifest("test", ["squares"], space, frame_skip=frame_skip).save(root)
+    for i, seed in enumerate(seeds):
+        split = "test" if i == len(seeds) - 1 else "train"
+        video = moving_square_video(16, 32, seed)
+        write_episode(root / split / f"ep{seed}.npz", 255 - video if inverted else video,
+                      np.arange(16) if actions else np.zeros((16, 0), np.float32),
+                      np.ones(16, np.float32) if rewards else None)
+    return root
+
+
+def test_a_mixed_in_dataset_teaches_what_the_primary_never_shows(tmp_path):
+    """Play in one palette, expert footage in another (no actions, no rewards): with a quarter of each batch from
+    the footage, the model learns the footage's frames too, and its reward head still learns from the play alone."""
+    play = _dataset(tmp_path / "play", [0, 1, 2, 3])
+    footage = _dataset(tmp_path / "expert", [10, 11, 12, 13], actions=False, rewards=False, inverted=True)
+    tokenizer = _tokenizer(tmp_path / "tok")
+    config = dataclasses.replace(TRANSFORMER, reward_head=True)
+    kwargs = dict(steps=150, eval_every=1000)
+    alone = train_video(play, tokenizer, tmp_path / "alone", config, _training(**kwargs))
+    mixed = train_video(play, tokenizer, tmp_path / "mixed", config, _training(**kwargs, mix_fraction=0.25),
+                        mix_root=footage)
+    assert mixed["cache"]["mix"] == {"encoded": 4, "reused": 0}
+    held_out = torch.as_tensor(255 - moving_square_video(16, 32, 13))[None]  # the footage's test episode
+    scores = {name: VideoModel.load(tmp_path / name / "model").log_prob(held_out).sum().item()
+              for name in ("alone", "mixed")}
+    assert scores["mixed"] > scores["alone"] + 30  # nats over 16 frames (49 measured)
+    assert mixed["bits_per_code"] < 0.6 * math.log2(16) and mixed["reward_mae"] < 0.3  # the play still learnt
+    with pytest.raises(ValueError, match="needs a mix dataset"):
+        train_video(play, tokenizer, tmp_path / "x", config, _training(1, mix_fraction=0.25))
+    with pytest.raises(ValueError, match="mix_fraction must be in"):
+        _training(1, mix_fraction=1.0)
+    for other, named in [(_dataset(tmp_path / "skip", [5, 6], frame_skip=2), "2 env steps per frame"),
+                         (tmp_path / "plain", "needs both manifests")]:
+        if named == "needs both manifests":
+            write_episode(other / "train" / "ep.npz", moving_square_video(16, 32, 7), np.arange(16))
+        with pytest.raises(ValueError, match=named):
+            train_video(play, tokenizer, tmp_path / "x", config, _training(1, mix_fraction=0.25), mix_root=other)
+
+
+def test_mixed_batches_mask_what_the_mix_did_not_record():
+    primary = {"codes": np.zeros((2, 3, 4, 4), np.uint8), "actions": np.ones((2, 3), np.int64),
+               "rewards": np.ones((2, 3), np.float32), "task_id": np.zeros(2, np.int64)}
+    footage = {"codes": np.ones((1, 3, 4, 4), np.uint8), "actions": np.zeros((1, 3, 0), np.float32),
+               "task_id": np.zeros(1, np.int64)}
+    batch, actions_known, rewards_known = mixed_batch(primary, footage)
+    assert batch["actions"].tolist() == [[1, 1, 1], [1, 1, 1], [0, 0, 0]] and batch["codes"][2].min() == 1
+    assert actions_known.tolist() == rewards_known.tolist() == [True, True, False]
+    model = VideoTransformer(dataclasses.replace(TRANSFORMER, reward_head=True)).eval()
+    codes = torch.randint(16, (3, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    actions, rewards = torch.randint(16, (3, 3)), torch.rand(3, 3)
+    known = torch.tensor([True, True, False])
+    masked = model.losses(codes, actions, None, rewards, None, actions_known=known, rewards_known=known)
+    other_actions = actions.clone()
+    other_actions[2] = (actions[2] + 1) % 16
+    assert model.losses(codes, other_actions, None, rewards, None, known, known).codes == masked.codes  # ignored
+    assert model.losses(codes, other_actions, None, rewards).codes != masked.codes  # else they count
+    subset = model.losses(codes[:2], actions[:2], None, rewards[:2])
+    torch.testing.assert_close(masked.reward, subset.reward)  # the third clip's rewards are not learnt
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_dataset, tmp_path):

@@ -11,6 +11,13 @@ With ``reward_head`` / ``continue_head`` in the transformer config the same pass
 the world-model heads on the episodes' rewards and terminations (their losses are added
 to the code NLL), and the held-out evaluation reports their errors.
 
+A second dataset can be mixed into every batch at a stated share (``mix_root``, ``mix_fraction``):
+expert episodes beside an agent's own play, so that a world model also sees what it could not learn
+from the play alone (a pole held upright). Its clips may lack actions (footage: they see the null
+action, as action dropout does) or rewards (the reward head skips them); it must share the primary
+dataset's frame rate and tasks, and its action space where it has one. Held-out evaluation stays on
+the primary dataset.
+
 Likelihoods are reported as VideoGPT does: ``bits_per_code`` = NLL per code / ln 2,
 and ``bits_per_dim`` = NLL of a whole frame / (ln 2 * H * W * 3), i.e. bits per
 pixel channel of the original frame.
@@ -82,6 +89,15 @@ class VideoTraining:
     max_minutes: float | None = field(
         default=None, metadata={"help": MAX_MINUTES_HELP}
     )
+    mix_fraction: float = field(
+        default=0.0, metadata={"help": (
+            "share of each batch drawn from the mix dataset (--mix-data), e.g. expert episodes beside an agent's play"
+        )},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mix_fraction < 1.0:
+            raise ValueError(f"mix_fraction must be in [0, 1), got {self.mix_fraction}")
 
 
 def bits_per_dim(nats_per_code: float, codes_per_frame: int, image_size: int) -> float:
@@ -182,6 +198,45 @@ def _model_info(manifest: DatasetManifest | None, config: VideoTransformerConfig
     data_skip = manifest.frame_skip if manifest is not None else 1
     action_space = manifest.action_space if manifest is not None and config.action_kind else None
     return VideoModelInfo(frame_skip=data_skip * frame_skip, action_space=action_space, tasks=tasks)
+
+
+def check_mixable(primary: DatasetManifest | None, mix: DatasetManifest | None, mix_root: Path) -> None:
+    """Raise ValueError naming what keeps the mix dataset's clips out of the primary dataset's batches."""
+    if primary is None or mix is None:
+        raise ValueError(f"mixing datasets needs both manifests (frame rate, tasks, actions); {mix_root} or the "
+                         "primary dataset has none")
+    if mix.frame_skip != primary.frame_skip:
+        raise ValueError(f"the mix dataset {mix_root} has {mix.frame_skip} env steps per frame, the primary "
+                         f"dataset {primary.frame_skip}")
+    if list(mix.tasks) != list(primary.tasks):
+        raise ValueError(f"the mix dataset {mix_root} has tasks {mix.tasks}, the primary dataset {primary.tasks}")
+    if mix.action_space is not None and mix.action_space != primary.action_space:
+        raise ValueError(f"the mix dataset {mix_root} has actions {mix.action_space}, the primary dataset "
+                         f"{primary.action_space}")
+
+
+def mixed_batch(
+    primary: dict[str, np.ndarray], mix: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Two sources' clips as one batch, primary first, and which clips recorded their actions and rewards.
+
+    A mix clip without actions (action-free footage) takes zeros in the primary's action layout, and one
+    without rewards zero rewards; the masks keep both out of what the model learns.
+    """
+    n, m = len(primary[CODES_KEY]), len(mix[CODES_KEY])
+    actions_known = np.ones(n + m, bool)
+    rewards_known = np.ones(n + m, bool)
+    batch = {}
+    for key, values in primary.items():
+        other = mix.get(key)
+        if key == "actions" and (other is None or other.shape[2:] != values.shape[2:]):
+            other, actions_known[n:] = np.zeros((m, *values.shape[1:]), values.dtype), False
+        elif key == "rewards" and other is None:
+            other, rewards_known[n:] = np.zeros((m, *values.shape[1:]), values.dtype), False
+        elif other is None:
+            raise ValueError(f"the mix dataset's clips have no {key!r}")
+        batch[key] = np.concatenate([values, other.astype(values.dtype)])
+    return batch, actions_known, rewards_known
 
 
 def _to_model_inputs(
@@ -301,8 +356,12 @@ def train_video(
     device: str = AUTO,
     cache_dir: str | Path | None = None,
     reward_stats: bool = True,
+    mix_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a video transformer on ``{data_root}/train`` clips, evaluating on ``test``; returns the final summary.
+
+    ``mix_root``: a dataset whose train clips make up ``training.mix_fraction`` of each batch (see above),
+    tokenised into its own cache under it.
 
     ``cache_dir`` defaults to ``{data_root}/token_cache/<tokenizer fingerprint>``. ``reward_stats``
     measures the VIPER reward statistics of the training data into the bundle (a pass over all
@@ -322,10 +381,18 @@ def train_video(
     torch.manual_seed(training.seed)
     transformer = VideoTransformer(transformer_config).to(device)
     check_parts_fit(tokenizer, transformer)
-    info = _model_info(DatasetManifest.load(data_root), transformer_config, training.frame_skip)
+    manifest = DatasetManifest.load(data_root)
+    info = _model_info(manifest, transformer_config, training.frame_skip)
+    if (mix_root is None) != (training.mix_fraction == 0):
+        raise ValueError(f"mix_fraction {training.mix_fraction} needs a mix dataset and a mix dataset a mix_fraction > 0")
+    if mix_root is not None:
+        check_mixable(manifest, DatasetManifest.load(mix_root), Path(mix_root))
     tokenizer_id = tokenizer_fingerprint(tokenizer)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root, tokenizer_id)
+    mix_cache = None if mix_root is None else default_cache_dir(mix_root, tokenizer_id)
     cache_counts = build_token_cache(data_root, tokenizer, cache_dir) if group.rank == 0 else {}
+    if mix_cache is not None and group.rank == 0:
+        cache_counts = {**cache_counts, "mix": build_token_cache(mix_root, tokenizer, mix_cache)}
     group.barrier()
 
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=training.lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -341,6 +408,10 @@ def train_video(
         load_into_module(transformer, restored.weights, run.checkpoint_dir)
 
     train_data = EpisodeDataset(cache_dir, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
+    mix_data = None if mix_cache is None else EpisodeDataset(
+        mix_cache, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY
+    )
+    mixed = round(training.batch_size * training.mix_fraction)
     held_out = evaluation_clips(cache_dir, training)
     image_size = tokenizer.image_size
     codes_per_frame = transformer_config.codes_per_frame
@@ -371,9 +442,13 @@ def train_video(
         torch.manual_seed(int(np.random.SeedSequence(seeds).generate_state(1)[0]))
         for param_group in optimizer.param_groups:
             param_group["lr"] = learning_rate(step, training)
-        clips = train_data.sample(training.batch_size, rng)
+        known = {}
+        clips = train_data.sample(training.batch_size - mixed, rng)
+        if mixed:
+            clips, actions_known, rewards_known = mixed_batch(clips, mix_data.sample(mixed, rng))
+            known = {"actions_known": torch.from_numpy(actions_known), "rewards_known": torch.from_numpy(rewards_known)}
         codes, actions, task = _to_model_inputs(clips, transformer_config, device)
-        losses = transformer.losses(codes, actions, task, *_head_targets(clips, transformer_config, device))
+        losses = transformer.losses(codes, actions, task, *_head_targets(clips, transformer_config, device), **known)
         loss = losses.codes + sum(term for term in losses[1:] if term is not None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

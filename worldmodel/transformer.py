@@ -495,6 +495,8 @@ class VideoTransformer(nn.Module):
         task: Tensor | None = None,
         rewards: Tensor | None = None,
         terminals: Tensor | None = None,
+        actions_known: Tensor | None = None,
+        rewards_known: Tensor | None = None,
     ) -> WorldModelLosses:
         """The training losses of a clip, from one forward pass.
 
@@ -505,19 +507,30 @@ class VideoTransformer(nn.Module):
         cross-entropy. In training mode each clip drops its actions (null action throughout)
         with probability ``action_dropout``, TECO's whole-video dropout, so one model learns
         both ``p(z | a)`` and ``p(z)``.
+
+        A batch may mix sources (:func:`worldmodel.train_video.train_video`'s ``mix_root``):
+        ``actions_known (B,)`` bool marks clips that recorded their actions (the others see the null
+        action throughout, as a dropped clip does), ``rewards_known (B,)`` those whose rewards the
+        reward head learns from.
         """
         codes = self.validate_codes(codes, ("B", "T"))
         b, t = codes.shape[:2]
-        action_mask = None
+        action_mask = None if actions_known is None else actions_known.to(self.device).bool()
         if self.training and actions is not None and self.config.action_dropout > 0:
-            action_mask = torch.rand(b, device=self.device) >= self.config.action_dropout
+            dropped = torch.rand(b, device=self.device) < self.config.action_dropout
+            action_mask = ~dropped if action_mask is None else action_mask & ~dropped
         features = self.token_features(codes, actions, task, action_mask)
         code_loss = -self.code_log_prob(self.logits(features[:, :, :-1]), codes.flatten(2)).mean()
         after = features[:, 1:, -1]  # frames 1 .. T-1, each seen with the action that led into it
         reward_loss = continue_loss = None
         if rewards is not None and self.reward_head is not None:
             rewards = self._validate_targets(rewards, b, t, "rewards").float()
-            reward_loss = F.mse_loss(self.reward_head(after), symlog(rewards[:, :-1]))
+            errors = (self.reward_head(after).float() - symlog(rewards[:, :-1])) ** 2
+            if rewards_known is None:
+                reward_loss = errors.mean()
+            else:
+                known = rewards_known.to(self.device).bool()
+                reward_loss = errors[known].mean() if known.any() else errors.sum() * 0.0
         if terminals is not None and self.continue_head is not None:
             terminals = self._validate_targets(terminals, b, t, "terminals")
             targets = (~terminals[:, 1:].bool()).float()

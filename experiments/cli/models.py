@@ -42,6 +42,11 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of each policy's episodes held out")
     parser.add_argument("--max-steps", type=int, default=None, help="cut episodes to this many agent steps")
+    parser.add_argument(
+        "--action-repeat", type=int, default=None,
+        help="DMC only: physics steps per recorded frame and per action (default the env's 2); e.g. 8 to match "
+        "a train-imagination run at --action-repeat 8, whose world model these episodes may then join",
+    )
     parser.add_argument("--workers", type=int, default=2, help="episode-running processes")
     parser.set_defaults(handler=_run_collect)
 
@@ -52,9 +57,11 @@ def _run_collect(args: argparse.Namespace) -> None:
     from experiments.reports import returns_table
 
     policies = [PolicySpec.parse(p) for p in args.policies.split(",")]
+    if args.action_repeat is not None and not args.env.startswith("dmc:"):
+        raise SystemExit(f"--action-repeat sets DMC's physics steps per frame; {args.env} is no DMC env")
     manifest = collect(
         args.env, policies, args.episodes, args.out, args.seed, args.test_fraction, args.workers, args.max_steps,
-        run_policy_factory,
+        run_policy_factory, None if args.action_repeat is None else {"action_repeat": args.action_repeat},
     )
     print(returns_table(manifest.episodes))
 
@@ -192,6 +199,11 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cache", type=Path, default=None, help="token cache directory; None means {data}/token_cache/<tokenizer id>"
     )
+    parser.add_argument(
+        "--mix-data", type=Path, default=None,
+        help="a second dataset (e.g. expert episodes beside an agent's play; footage without actions or rewards "
+        "too) whose train clips make up --mix-fraction of each batch; same frame rate and tasks",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     add_device_flag(parser)
     # clip_length defaults to None on the command line: the preset then decides.
@@ -218,7 +230,8 @@ def _run_train_video(args: argparse.Namespace) -> None:
     )
     settings = dataclass_values(args, VideoTraining)
     training = VideoTraining(**{**settings, "clip_length": args.clip_length or preset.clip_length})
-    summary = train_video(args.data, args.tokenizer, args.run, config, training, args.resume, args.device, args.cache)
+    summary = train_video(args.data, args.tokenizer, args.run, config, training, args.resume, args.device, args.cache,
+                          mix_root=args.mix_data)
     print(json.dumps(summary, indent=2))
 
 
