@@ -197,13 +197,18 @@ def run_one(
 
 def final_evaluation(run: GridRun, out: Path, episodes: int, device: str = "cpu") -> dict[str, Any]:
     """The finished run's agent over ``episodes`` fresh episodes, kept in ``final_eval.json``; a kept
-    evaluation of at least that many episodes is reused."""
+    evaluation of at least that many episodes of the same agent (env steps) is reused."""
+    summary_path = run.directory(out) / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} is missing: the run has not finished, so it has no final agent")
+    env_steps = json.loads(summary_path.read_text())["env_steps"]
     path = run.directory(out) / FINAL_EVAL_FILE
     if path.is_file():
         kept = json.loads(path.read_text())
-        if kept["episodes"] >= episodes:
+        if kept["episodes"] >= episodes and kept.get("env_steps") == env_steps:
             return kept
     result = evaluate_run(run.directory(out), episodes, run.seed + FINAL_EVAL_SEED_OFFSET, device)
+    result["env_steps"] = env_steps
     write_json_atomic(path, result)
     return result
 

@@ -10,7 +10,8 @@ import pytest
 
 from agents.workspace import load_agent
 from experiments.dmc_benchmark import (
-    GridRun, GridSettings, physics_steps_per_agent_step, plan_grid, run_grid, run_plan, write_results,
+    GridRun, GridSettings, final_evaluation, physics_steps_per_agent_step, plan_grid, run_grid, run_plan,
+    write_results,
 )
 from experiments.train_agent import agent_config, evaluate_run
 
@@ -72,6 +73,7 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
         assert (recorded["physics_steps_per_agent_step"], recorded["env_steps_per_agent_step"]) == (8, 4)
         final = json.loads((run.directory(tmp_path) / "final_eval.json").read_text())
         assert final["episodes"] == len(final["true_returns"]) == 2 and final["seed"] == run.seed + 10_000
+        assert final["env_steps"] == summary["env_steps"]  # of this agent: a longer rerun evaluates again
         # The run's own seed replays its last evaluation: the final evaluation's env is the run's.
         assert evaluate_run(run.directory(tmp_path), 1, run.seed)["true_return"] == summary["eval_true_return"]
     assert "| cartpole-swingup | 0.974 | drqv2 | state | env | 2 |" in table
@@ -82,9 +84,11 @@ def test_grid_runs_in_parallel_processes_then_skips_finished_runs(tmp_path, caps
     assert "2 already done" in capsys.readouterr().out
 
 
-def test_a_final_evaluation_needs_a_run(tmp_path):
+def test_a_final_evaluation_needs_a_finished_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run.json is missing"):
         evaluate_run(tmp_path, 20)
+    with pytest.raises(FileNotFoundError, match="the run has not finished"):
+        final_evaluation(GridRun("cartpole-swingup", "drqv2", "state", "env", 0), tmp_path, 20)
     with pytest.raises(ValueError, match="final_eval_episodes must be >= 0"):
         GridSettings(final_eval_episodes=-1)
 
