@@ -108,7 +108,7 @@ def test_a_mixed_in_dataset_teaches_what_the_primary_never_shows(tmp_path):
               for name in ("alone", "mixed")}
     assert scores["mixed"] > scores["alone"] + 30  # nats over 16 frames (49 measured)
     assert mixed["bits_per_code"] < 0.6 * math.log2(16) and mixed["reward_mae"] < 0.3  # the play still learnt
-    with pytest.raises(ValueError, match="needs a mix dataset"):
+    with pytest.raises(ValueError, match="go together"):
         train_video(play, tokenizer, tmp_path / "x", config, _training(1, mix_fraction=0.25))
     with pytest.raises(ValueError, match="mix_fraction must be in"):
         _training(1, mix_fraction=1.0)

@@ -91,7 +91,8 @@ class VideoTraining:
     )
     mix_fraction: float = field(
         default=0.0, metadata={"help": (
-            "share of each batch drawn from the mix dataset (--mix-data), e.g. expert episodes beside an agent's play"
+            "share of each batch drawn from the mix dataset (--mix-data), e.g. expert episodes beside an agent's "
+            "play; rounded, at least one clip of each"
         )},
     )
 
@@ -384,8 +385,10 @@ def train_video(
     manifest = DatasetManifest.load(data_root)
     info = _model_info(manifest, transformer_config, training.frame_skip)
     if (mix_root is None) != (training.mix_fraction == 0):
-        raise ValueError(f"mix_fraction {training.mix_fraction} needs a mix dataset and a mix dataset a mix_fraction > 0")
+        raise ValueError(f"a mix dataset and a mix_fraction > 0 go together (got {mix_root}, {training.mix_fraction})")
     if mix_root is not None:
+        if training.batch_size < 2:
+            raise ValueError("mixing two datasets needs batches of at least 2 clips, one of each")
         check_mixable(manifest, DatasetManifest.load(mix_root), Path(mix_root))
     tokenizer_id = tokenizer_fingerprint(tokenizer)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root, tokenizer_id)
@@ -411,7 +414,10 @@ def train_video(
     mix_data = None if mix_cache is None else EpisodeDataset(
         mix_cache, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY
     )
-    mixed = round(training.batch_size * training.mix_fraction)
+    # at least one clip of each source in every batch, whatever the rounding
+    mixed = 0 if mix_data is None else min(
+        training.batch_size - 1, max(1, round(training.batch_size * training.mix_fraction))
+    )
     held_out = evaluation_clips(cache_dir, training)
     image_size = tokenizer.image_size
     codes_per_frame = transformer_config.codes_per_frame
