@@ -3,8 +3,8 @@
 TECO (Yan et al. 2023) stores its DMLab and Minecraft data as ``{split}/{shard}/{i}.npz`` files, each
 with ``video`` (T, H, W, 3) uint8 and ``actions`` (T,); its loaders, and most others written for that
 data, read any file with those two arrays. The export writes every episode of every split that way
-(``poses`` too where the dataset recorded them, for the revisit row; an action-free episode gets no
-``actions``), numbered in the order the evaluation reads them, beside the dataset's ``manifest.json``
+(``poses`` too where the dataset recorded them, for the revisit row, and ``task_id`` in a dataset of
+several tasks; an action-free episode gets no ``actions``), numbered in the order the evaluation reads them, beside the dataset's ``manifest.json``
 keyed by the new paths and ``export.json``, which names each file's source episode. The export is a
 dataset of its own: ``wm eval-consistency --data`` takes it, and a model's predictions for it are
 files mirroring its paths (see :mod:`experiments.eval_consistency`). Files are written atomically, and
@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from worldmodel.checkpoint import write_json_atomic
@@ -53,6 +54,8 @@ def export_teco_layout(root: str | Path, out: str | Path) -> dict[str, Any]:
             arrays = {"video": episode.video, **action_arrays(episode.actions)}
             if episode.poses is not None:
                 arrays["poses"] = episode.poses
+            if manifest is not None and len(manifest.tasks) > 1:
+                arrays["task_id"] = np.asarray(episode.task_id, np.int64)
             write_npz_atomic(out / name, arrays)
     if manifest is not None:
         episodes = {name: manifest.episodes[source] for name, source in sources.items() if source in manifest.episodes}
