@@ -191,15 +191,18 @@ def plan_jobs(
     max_steps: int | None = None,
     policy_factory: PolicyFactory | None = None,
     env_options: dict[str, Any] | None = None,
+    task: str | None = None,
 ) -> list[EpisodeJob]:
-    """One job per episode; the last ``round(episodes * test_fraction)`` of each policy go to ``test``."""
+    """One job per episode, under ``{split}/{task}/{policy}`` (``task``: the env's by default); the last
+    ``round(episodes * test_fraction)`` of each policy go to ``test``."""
+    task = task_name(env_spec) if task is None else task
     test_count = min(episodes - 1, max(1, round(episodes * test_fraction))) if test_fraction > 0 else 0
     jobs = []
     for policy_index, policy in enumerate(policies):
         for i in range(episodes):
             split = "test" if i >= episodes - test_count else "train"
             episode_seed = seed * 1_000_003 + policy_index * 10_007 + i
-            path = root / split / task_name(env_spec) / policy.label / f"seed{episode_seed}.npz"
+            path = root / split / task / policy.label / f"seed{episode_seed}.npz"
             jobs.append(EpisodeJob(env_spec, policy, episode_seed, task_id, path, max_steps, policy_factory,
                                    tuple(sorted((env_options or {}).items()))))
     return jobs
@@ -216,12 +219,16 @@ def collect(
     max_steps: int | None = None,
     policy_factory: PolicyFactory | None = None,
     env_options: dict[str, Any] | None = None,
+    task_label: str | None = None,
 ) -> DatasetManifest:
     """Collect ``episodes`` per policy into ``root`` (resuming), returning the updated manifest.
 
     ``policy_factory(spec, env, env_spec, seed)`` builds the trained-agent policies (``agent:<run>``);
     it runs in the worker processes, so it must be a module-level function. ``env_options`` go to
     :func:`envs.make` (e.g. ``{"action_repeat": 8}``: a DMC frame, and action, every 8 physics steps).
+    ``task_label`` files the episodes under another task name than the env's, e.g. random play as
+    ``cartpole-swingup@play`` beside the expert's ``cartpole-swingup``: one video model conditioned on the
+    source then serves as expert and baseline of a likelihood-ratio reward.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -240,12 +247,14 @@ def collect(
     if manifest.frame_skip != described.frame_skip:
         raise ValueError(f"{root} holds episodes of {manifest.frame_skip} env steps per frame, not "
                          f"{described.frame_skip}")
-    task = task_name(env_spec)
+    task = task_name(env_spec) if task_label is None else task_label
+    if not task or "/" in task:
+        raise ValueError(f"a task label must be a non-empty name without '/', got {task!r}")
     if task not in manifest.tasks:
         manifest.tasks.append(task)
     jobs = plan_jobs(
         env_spec, policies, episodes, root, seed, test_fraction, manifest.tasks.index(task), max_steps, policy_factory,
-        env_options,
+        env_options, task,
     )
     todo = [job for job in jobs if not job.path.exists()]
     manifest.save(root)

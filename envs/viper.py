@@ -41,6 +41,7 @@ class ViperOptions:
     standardize: bool = True
     score_mask: np.ndarray | None = None
     frame_weight: float = 0.0
+    baseline_task: str | None = None  # the baseline model's task, where one model is both (worldmodel.reward)
     viper_weight: float = 1.0
     env_reward_weight: float = 0.0
 
@@ -59,7 +60,7 @@ class ViperOptions:
         return VideoLikelihoodReward(
             model, num_envs, task=self.task, score=self.score, mode=self.mode, joint_frames=self.joint_frames,
             context_stride=stride, standardize=self.standardize, score_mask=self.score_mask, baseline=baseline,
-            frame_weight=self.frame_weight,
+            frame_weight=self.frame_weight, baseline_task=self.baseline_task,
         )
 
     def mix(self, viper: np.ndarray | float, env_reward: np.ndarray | float) -> np.ndarray | float:

@@ -114,6 +114,7 @@ HeatInputs = dict[str, tuple[np.ndarray, np.ndarray]]  # "task policy" -> (a vid
 def score_episodes(
     model: VideoModel, data_roots: list[str | Path], split: str, mode: str, joint_frames: int | None,
     score: str = "log_prob", baseline: VideoModel | None = None, frame_weight: float = 0.0,
+    baseline_task: str | None = None,
 ) -> tuple[list[ScoredEpisode], HeatInputs]:
     """Every episode of ``data_roots`` scored as the reward wrapper would (a likelihood ratio with a
     ``baseline`` model), and an expert and a random one per task with the per-code scores the reward
@@ -140,7 +141,7 @@ def score_episodes(
                 reward_fns[task, stride] = VideoLikelihoodReward(
                     model, 1, task=task if conditioned or task in model.info.tasks else None, score=score, mode=mode,
                     joint_frames=joint_frames, context_stride=stride, standardize=task in model.info.reward_stats,
-                    baseline=baseline, frame_weight=frame_weight,
+                    baseline=baseline, frame_weight=frame_weight, baseline_task=baseline_task,
                 )
             reward_fn = reward_fns[task, stride]
             video = np.asarray(episode.video)
@@ -204,12 +205,14 @@ def evaluate_reward(
     baseline_dir: str | Path | None = None,
     device: str = AUTO,
     frame_weight: float = 0.0,
+    baseline_task: str | None = None,
 ) -> dict[str, Any]:
     """Score every episode of ``data_roots`` (``split``: test, train or all) with the models on ``device`` and
     write the reward report to ``out``.
 
     With ``baseline_dir`` (a video model of random play) the reward is the likelihood ratio, plus ``frame_weight``
-    times the ratio of each frame scored alone (see :mod:`worldmodel.reward`).
+    times the ratio of each frame scored alone (see :mod:`worldmodel.reward`); ``baseline_task`` conditions the
+    baseline on another task than the episodes' (one model of two sources: the same bundle as both).
 
     Rewards are standardised when the bundle has statistics for the task (correlations do
     not depend on it). Writes ``reward_eval.json``, ``reward_eval.md`` and three PNGs.
@@ -220,7 +223,7 @@ def evaluate_reward(
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         episodes, heat_inputs = score_episodes(
-            model, data_roots, split, mode, joint_frames, score, baseline, frame_weight
+            model, data_roots, split, mode, joint_frames, score, baseline, frame_weight, baseline_task
         )
         tasks = sorted({e.task for e in episodes})
         correlations = {task: _correlations([e for e in episodes if e.task == task]) for task in tasks}
@@ -230,6 +233,7 @@ def evaluate_reward(
     report = {
         "model": str(model_dir),
         "baseline_model": None if baseline_dir is None else str(baseline_dir),
+        "baseline_task": baseline_task,
         "data": [str(r) for r in data_roots],
         "split": split,
         "mode": mode,

@@ -70,6 +70,18 @@ def test_episodes_at_another_action_repeat_are_those_of_an_env_made_so(tmp_path)
         collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2)
 
 
+def test_a_task_label_files_play_as_a_source_of_its_own(tmp_path):
+    collect("dmc:cartpole-balance", [PolicySpec("expert")], 1, tmp_path, test_fraction=0, max_steps=2)
+    manifest = collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path, test_fraction=0, max_steps=2,
+                       task_label="cartpole-balance@play")
+    assert manifest.tasks == ["cartpole-balance", "cartpole-balance@play"]
+    (name, info), = [(n, i) for n, i in manifest.episodes.items() if i["policy"] == "random"]
+    assert name.startswith("train/cartpole-balance@play/random/") and info["task"] == "cartpole-balance@play"
+    assert read_episode(tmp_path / name).task_id == 1
+    with pytest.raises(ValueError, match="task label"):
+        collect("dmc:cartpole-balance", [PolicySpec("random")], 1, tmp_path, max_steps=2, task_label="a/b")
+
+
 class _Countdown(gym.Env):
     """Ends by termination after three steps, unless a time limit cuts it first."""
 

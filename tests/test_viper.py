@@ -179,6 +179,23 @@ def test_a_task_conditioned_baseline_scores_the_experts_task_and_a_mismatched_on
         ViperReward(_env(), expert, _model(frame_skip=4))
 
 
+def test_one_model_of_two_sources_is_its_own_baseline():
+    """Conditioned on the data's source as a task, one model gives log p(x | expert) - log p(x | play)."""
+    model = _model(num_tasks=2)  # tasks: cartpole-swingup (the expert's source), cartpole-balance (the play's)
+    wrapped = ViperReward(_env(), model, model, task="cartpole-swingup", baseline_task="cartpole-balance")
+    frames, rewards, _ = _run(wrapped, 9)
+    scores = [model.log_prob(frames[None], task=torch.tensor([i]))[0].numpy() for i in (0, 1)]
+    np.testing.assert_allclose(rewards, ((scores[0] - scores[1]) / STATS["std"])[1:], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(wrapped.reward_fn.episode_rewards(frames), rewards, rtol=1e-5, atol=1e-4)
+    assert np.abs(scores[0] - scores[1])[1:].min() > 0.1  # the two sources really differ
+    with pytest.raises(ValueError, match="unknown task"):
+        ViperReward(_env(), model, model, task="cartpole-swingup", baseline_task="cartpole-swingup@play")
+    with pytest.raises(ValueError, match="there is no baseline"):
+        ViperReward(_env(), model, task="cartpole-swingup", baseline_task="cartpole-balance")
+    with pytest.raises(ValueError, match="not conditioned on tasks"):
+        ViperReward(_env(), _model(), _model(seed=1), baseline_task="cartpole-balance")
+
+
 def test_task_conditioning_picks_the_tasks_statistics_and_ids():
     model = _model(num_tasks=2)
     with pytest.raises(ValueError, match="pass task="):

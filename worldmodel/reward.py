@@ -24,7 +24,9 @@ Options:
   log-likelihood ratio ``score_expert - score_baseline``, so what any model of the env
   predicts well (an empty picture, a still scene) cancels and only what is specific to the
   expert is rewarded. Standardised by the expert statistics' std alone: the baseline's
-  score takes the place of the mean.
+  score takes the place of the mean. ``baseline_task`` names the task the baseline is conditioned on
+  (default ``task``): with a model conditioned on the data's source (expert episodes as task ``T``, play
+  as ``T@play``), one model is both, ``log p(x | T) - log p(x | T@play)``.
 - ``frame_weight`` w (needs a baseline): adds w times the ratio of the newest frame's scores
   *alone*, given no earlier frame: how much likelier the picture itself is among the expert's
   frames than among the baseline's (a density ratio of states, as in adversarial imitation).
@@ -70,6 +72,7 @@ class VideoLikelihoodReward:
         score_mask: np.ndarray | None = None,
         baseline: VideoModel | None = None,
         frame_weight: float = 0.0,
+        baseline_task: str | None = None,
     ) -> None:
         if score not in SCORES:
             raise ValueError(f"unknown VIPER reward score {score!r}; expected one of {SCORES}")
@@ -95,7 +98,9 @@ class VideoLikelihoodReward:
         task_id = model.task_id(self.task_name) if model.transformer.config.num_tasks else None
         self.task = None if task_id is None else torch.full((num_envs,), task_id, device=model.transformer.device)
         self.baseline = baseline
-        self.baseline_task = None if baseline is None else self._baseline_task(baseline, num_envs)
+        if baseline_task is not None and baseline is None:
+            raise ValueError(f"baseline_task {baseline_task!r} names the baseline model's task, but there is no baseline")
+        self.baseline_task = None if baseline is None else self._baseline_task(baseline, num_envs, baseline_task)
         self.mean, self.std = self._statistics(standardize)
         size = model.image_size
         if score_mask is not None:
@@ -124,8 +129,9 @@ class VideoLikelihoodReward:
             raise ValueError(f"this video model is conditioned on tasks {tasks}: pass task=<name>")
         return tasks[0] if len(tasks) == 1 else None
 
-    def _baseline_task(self, baseline: VideoModel, num_envs: int) -> torch.Tensor | None:
-        """The baseline's task ids; it must see the same frames on the same code grid as the expert model."""
+    def _baseline_task(self, baseline: VideoModel, num_envs: int, name: str | None) -> torch.Tensor | None:
+        """The baseline's task ids (of ``name``, else the expert's task); it must see the same frames on the same
+        code grid as the expert model."""
         ours, theirs = self.model.transformer.config, baseline.transformer.config
         if (baseline.image_size, baseline.info.frame_skip, theirs.code_shape) != (
             self.model.image_size, self.model.info.frame_skip, ours.code_shape
@@ -136,10 +142,13 @@ class VideoLikelihoodReward:
                 f"{self.model.info.frame_skip} steps, {ours.code_shape}: a likelihood ratio needs them equal"
             )
         if not theirs.num_tasks:
+            if name is not None:
+                raise ValueError(f"baseline_task {name!r}: the baseline model is not conditioned on tasks")
             return None
-        if self.task_name is None:
+        name = self.task_name if name is None else name
+        if name is None:
             raise ValueError(f"the baseline model is conditioned on tasks {baseline.info.tasks}: pass task=<name>")
-        return torch.full((num_envs,), baseline.task_id(self.task_name), device=baseline.transformer.device)
+        return torch.full((num_envs,), baseline.task_id(name), device=baseline.transformer.device)
 
     def _statistics(self, standardize: bool) -> tuple[float, float]:
         if not standardize:

@@ -117,3 +117,9 @@ def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
         help="video model of the same env under random play: the reward becomes the likelihood ratio "
         "log p_model - log p_baseline (scaled by the expert std), which cancels what any model predicts well",
     )
+    parser.add_argument(
+        "--baseline-task", default=None,
+        help="the task the baseline model is conditioned on (default: the scored task); with one model trained "
+        "on expert episodes as task T and play as T@play (wm collect --task-label), pass that model as both "
+        "--model and --baseline-model and T@play here",
+    )

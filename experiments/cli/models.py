@@ -47,6 +47,12 @@ def _add_collect(subparsers: argparse._SubParsersAction) -> None:
         help="DMC only: physics steps per recorded frame and per action (default the env's 2); e.g. 8 to match "
         "a train-imagination run at --action-repeat 8, whose world model these episodes may then join",
     )
+    parser.add_argument(
+        "--task-label", default=None,
+        help="file the episodes under this task name instead of the env's, e.g. random play as "
+        "cartpole-swingup@play beside the expert's episodes: a model trained on both is conditioned on the source, "
+        "and serves as expert and baseline of the ratio reward (--baseline-task)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="episode-running processes")
     parser.set_defaults(handler=_run_collect)
 
@@ -62,6 +68,7 @@ def _run_collect(args: argparse.Namespace) -> None:
     manifest = collect(
         args.env, policies, args.episodes, args.out, args.seed, args.test_fraction, args.workers, args.max_steps,
         run_policy_factory, None if args.action_repeat is None else {"action_repeat": args.action_repeat},
+        args.task_label,
     )
     print(returns_table(manifest.episodes))
 

@@ -68,7 +68,7 @@ def _run_eval_reward(args: argparse.Namespace) -> None:
 
     report = evaluate_reward(
         args.model, args.data, args.out, args.split, args.mode, args.joint_frames, args.score, args.baseline_model,
-        args.device, frame_weight=args.frame_weight,
+        args.device, frame_weight=args.frame_weight, baseline_task=args.baseline_task,
     )
     print(report["table"])
     print(f"report and figures written to {args.out}")
@@ -451,7 +451,7 @@ def _agent_setup(args: argparse.Namespace) -> tuple[object, object, dict]:
     defaults = loop_defaults(args.agent, args.obs, args.preset)
     settings.update({k: v for k, v in defaults.items() if settings[k] is None})
     viper = {"task": args.task, "score": args.score, "mode": args.mode, "env_reward_weight": args.env_reward_weight,
-             "frame_weight": args.frame_weight}
+             "frame_weight": args.frame_weight, "baseline_task": args.baseline_task}
     return config, Training(**settings), viper if args.reward == "viper" else {}
 
 
