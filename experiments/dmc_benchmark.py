@@ -44,7 +44,7 @@ from envs.dmc import check_task
 from experiments.plots import compare_runs
 from experiments.reports import format_number, format_share
 from experiments.train_agent import (
-    OBSERVATIONS, agent_config, dmc_action_repeat, evaluate_run, loop_defaults, run_agent,
+    FINAL_EVAL_FILE, OBSERVATIONS, agent_config, dmc_action_repeat, evaluate_run, loop_defaults, run_agent,
 )
 from worldmodel.checkpoint import read_json, write_json_atomic
 from worldmodel.device import AUTO
@@ -53,7 +53,6 @@ from worldmodel.training_run import SETTINGS_FILE
 PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 213", "finger-spin": "901 +- 104",
                       "walker-walk": "612 +- 164"}
 SUMMARY_FILE = "summary.json"
-FINAL_EVAL_FILE = "final_eval.json"
 FINAL_EVAL_SEED_OFFSET = 10_000  # final evaluations reset from seeds no training evaluation used
 REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each task's reward, by task
 GRID_REWARDS = ("viper", "ratio", "env")

@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments.reports import format_number
+from experiments.train_agent import FINAL_EVAL_FILE
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -111,12 +112,15 @@ def compare_runs(
     """Evaluation true return (markers) and smoothed training true return (lines) of agent runs.
 
     Reads each run's ``returns.json`` (or a ``train-imagination`` run's ``progress.json``, see
-    :func:`_return_log`); ``baselines`` (e.g. a random policy's mean return) are dashed lines. Writes the
+    :func:`_return_log`); ``baselines`` (e.g. a random policy's mean return) are dashed lines. A run's
+    final evaluation over many fresh episodes (``final_eval.json``, from ``wm benchmark-dmc``) is a
+    diamond with its standard error at the run's last step, and the table's last column. Writes the
     PNG and a markdown table next to it, and returns the table.
     """
     figure = Figure(figsize=(7, 4))
     axes = figure.add_subplot()
-    rows = ["| run | agent steps | eval true return | last train episodes (mean true return) |", "|---|---:|---:|---:|"]
+    rows = ["| run | agent steps | eval true return | last train episodes (mean true return) | final evaluation |",
+            "|---|---:|---:|---:|---:|"]
     for i, (label, run) in enumerate(runs.items()):
         log = _return_log(Path(run))
         colour = f"C{i}"
@@ -131,13 +135,20 @@ def compare_runs(
                       label=label, ms=4)
         recent = np.mean([r["true_return"] for r in train[-smooth:]]) if train else float("nan")
         last = evals[-1] if evals else {"env_step": 0, "true_return": float("nan")}
-        rows.append(f"| {label} | {last['env_step']} | {format_number(last['true_return'])} | {format_number(recent)} |")
+        final = "-"
+        if (Path(run) / FINAL_EVAL_FILE).is_file():
+            returns = np.asarray(json.loads((Path(run) / FINAL_EVAL_FILE).read_text())["true_returns"], float)
+            error = returns.std() / math.sqrt(len(returns))
+            axes.errorbar(last["env_step"], returns.mean(), yerr=error, fmt="D", color=colour, ms=6, capsize=3)
+            final = f"{format_number(returns.mean())} +- {format_number(error)} ({len(returns)} episodes)"
+        rows.append(f"| {label} | {last['env_step']} | {format_number(last['true_return'])} | {format_number(recent)} "
+                    f"| {final} |")
     for label, value in (baselines or {}).items():
         if _drawable(value):
             axes.axhline(value, ls="--", color="grey", lw=1)
             axes.annotate(label, (0, value), xycoords=("axes fraction", "data"), xytext=(4, 3),
                           textcoords="offset points", fontsize=8, color="grey")
-        rows.append(f"| {label} | - | {format_number(value)} | - |")
+        rows.append(f"| {label} | - | {format_number(value)} | - | - |")
     axes.set(title=title, xlabel="agent steps", ylabel="true return")
     axes.grid(alpha=0.3)
     axes.legend()

@@ -33,6 +33,7 @@ from worldmodel.video_model import VideoModel
 REWARDS = ("viper", "env")
 OBSERVATIONS = ("pixels", "state")
 RUN_FILE = "run.json"
+FINAL_EVAL_FILE = "final_eval.json"  # the finished agent over many fresh episodes (experiments.dmc_benchmark)
 # DMC-100k's action repeats (PlaNet's benchmark, as DrQ ran it), in physics steps per agent decision.
 PUBLISHED_ACTION_REPEAT = {
     "cartpole-swingup": 8, "cartpole-balance": 8, "reacher-easy": 4, "cheetah-run": 4, "ball_in_cup-catch": 4,

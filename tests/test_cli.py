@@ -206,12 +206,15 @@ def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
         }
         (tmp_path / name).mkdir()
         (tmp_path / name / "returns.json").write_text(json.dumps(log))
+    final = {"true_return": 12.0, "true_returns": [10.0, 14.0], "episodes": 2, "seed": 10_000, "env_steps": 60}
+    (tmp_path / "true" / "final_eval.json").write_text(json.dumps(final))  # as wm benchmark-dmc writes it
     out = tmp_path / "cmp.png"
     main(["compare-runs", "--run", f"VIPER={tmp_path / 'viper'}", "--run", f"true={tmp_path / 'true'}",
           "--out", str(out), "--smooth", "2", "--reference-return", "random=1.5"])
     table = capsys.readouterr().out
-    assert "| VIPER | 60 | 6.0 | 5.5 |" in table and "| true | 60 | 12.0 | 11.0 |" in table
-    assert "| random | - | 1.5 | - |" in table
+    assert "| VIPER | 60 | 6.0 | 5.5 | - |" in table
+    assert "| true | 60 | 12.0 | 11.0 | 12.0 +- 1.4 (2 episodes) |" in table  # standard error of 10 and 14
+    assert "| random | - | 1.5 | - | - |" in table
     assert out.stat().st_size > 0 and out.with_suffix(".md").read_text().strip() == table.strip()
     with pytest.raises(SystemExit, match="LABEL=DIR"):
         main(["compare-runs", "--run", str(tmp_path / "viper"), "--out", str(out)])
@@ -225,7 +228,7 @@ def test_compare_runs_tabulates_and_plots_returns(tmp_path, capsys):
     history = [{"agent_steps": 100 * i, "eval_return": 10.0 * i, "collect_return": 5.0 * i} for i in (1, 2)]
     (imagined / "progress.json").write_text(json.dumps({"iteration": 2, "history": history}))
     main(["compare-runs", "--run", f"imagined={imagined}", "--out", str(out), "--smooth", "2"])
-    assert "| imagined | 200 | 20.0 | 7.5 |" in capsys.readouterr().out
+    assert "| imagined | 200 | 20.0 | 7.5 | - |" in capsys.readouterr().out
 
 
 def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_path):

@@ -94,9 +94,9 @@ def test_run_comparison_table_with_a_missing_baseline_and_no_evaluation(tmp_path
     (run / "returns.json").write_text(json.dumps({"train": [{"env_step": 10, "true_return": 0.0}], "eval": []}))
     table = compare_runs({"agent": run}, tmp_path / "curve.png", "sparse", baselines={"random play": 0.0, "expert": None})
     assert table.splitlines()[2:] == [
-        "| agent | 0 | nan | 0.0 |",  # no evaluation yet
-        "| random play | - | 0.0 | - |",
-        "| expert | - | n/a | - |",
+        "| agent | 0 | nan | 0.0 | - |",  # no evaluation yet
+        "| random play | - | 0.0 | - | - |",
+        "| expert | - | n/a | - | - |",
     ]
     assert (tmp_path / "curve.png").is_file()
 
@@ -111,7 +111,7 @@ def test_run_comparison_leaves_out_episodes_a_resume_cut_short(tmp_path):
     ]
     (run / "returns.json").write_text(json.dumps({"train": train, "eval": [{"env_step": 50, "true_return": 30.0}]}))
     table = compare_runs({"agent": run}, tmp_path / "curve.png", "cut", smooth=3)
-    assert table.splitlines()[2] == "| agent | 50 | 30.0 | 15.0 |"
+    assert table.splitlines()[2] == "| agent | 50 | 30.0 | 15.0 | - |"
 
 
 def _rows(task: str, returns: dict[str, tuple[float, float]]) -> list[dict]:
