@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,12 +172,15 @@ def read_predictions(
         path = directory / video.name
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no predictions for test video {video.name}")
-        with np.load(path, allow_pickle=False) as arrays:
-            if key not in arrays:
-                if required:
-                    raise ValueError(f"{path}: no '{key}' array (has {sorted(arrays.files)})")
-                return None
-            frames = arrays[key]
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                if key not in arrays:
+                    if required:
+                        raise ValueError(f"{path}: no '{key}' array (has {sorted(arrays.files)})")
+                    return None
+                frames = arrays[key]
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"{path}: unreadable predictions file ({err})") from err
         want = (horizon, *video.video.shape[1:])
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != want[1:]:
             raise ValueError(f"{path}: '{key}' must be uint8 frames of shape (T, {', '.join(map(str, want[1:]))}), "

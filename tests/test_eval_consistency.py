@@ -188,6 +188,9 @@ def test_predictions_from_files_score_as_the_frames_they_hold(posed_dataset, tmp
     np.savez(first, video=np.zeros((5, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="must be uint8 frames of shape"):
         evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={"copied": copied})
+    first.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(ValueError, match="ep0.npz: unreadable predictions file"):
+        evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={"copied": copied})
     first.unlink()
     with pytest.raises(FileNotFoundError, match="no predictions for test video test/ep0.npz"):
         evaluate_consistency(None, posed_dataset, tmp_path / "b", **kwargs, predictions={"copied": copied})
