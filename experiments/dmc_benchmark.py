@@ -169,9 +169,12 @@ def run_plan(run: GridRun, settings: GridSettings) -> tuple[Any, Training, str]:
 
 
 def run_one(
-    run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], baselines: dict[str, Path], threads: int
+    run: GridRun, out: Path, settings: GridSettings, models: dict[str, Path], baselines: dict[str, Path], threads: int,
+    baseline_tasks: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) one run in this process; its summary, also written to ``summary.json``."""
+    """Train (or resume) one run in this process; its summary, also written to ``summary.json``.
+    ``baseline_tasks``: the task a task's baseline is conditioned on, where one model is both (a one-model
+    ``wm build-reward``)."""
     torch.set_num_threads(threads)
     directory = run.directory(out)
     if (directory / SUMMARY_FILE).is_file():
@@ -181,6 +184,8 @@ def run_one(
     viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
     if run.reward == "ratio" and settings.frame_weight:
         viper["frame_weight"] = settings.frame_weight
+    if run.reward == "ratio" and run.task in (baseline_tasks or {}):
+        viper["baseline_task"] = baseline_tasks[run.task]
     started = time.monotonic()
     summary = run_agent(
         f"dmc:{run.task}", directory, run.agent, config, training, reward, models.get(run.task), repeat,
@@ -212,14 +217,16 @@ def final_evaluation(run: GridRun, out: Path, episodes: int, device: str = "cpu"
     return result
 
 
-def _run_one_job(job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[str, Path], int]) -> dict[str, Any]:
+def _run_one_job(
+    job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[str, Path], int, dict[str, str]],
+) -> dict[str, Any]:
     return run_one(*job)
 
 
 def run_grid(
     out: str | Path, runs: list[GridRun], settings: GridSettings, models: dict[str, Path], workers: int = 2,
     baselines: dict[str, Path] | None = None, reward_quality: dict[str, float] | None = None,
-    threads_per_run: int | None = None,
+    threads_per_run: int | None = None, baseline_tasks: dict[str, str] | None = None,
 ) -> str:
     """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table.
 
@@ -238,7 +245,8 @@ def run_grid(
         write_json_atomic(path, {**known, **reward_quality})
     write_json_atomic(out / "grid.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs],
                                           "models": {k: str(v) for k, v in models.items()},
-                                          "baselines": {k: str(v) for k, v in (baselines or {}).items()}})
+                                          "baselines": {k: str(v) for k, v in (baselines or {}).items()},
+                                          "baseline_tasks": baseline_tasks or {}})
     threads = threads_per_run or max(1, (os.cpu_count() or 1) // workers)
     todo = [run for run in runs if not (run.directory(out) / SUMMARY_FILE).is_file()]
     print(f"dmc benchmark: {len(runs)} runs, {len(runs) - len(todo)} already done, {workers} at a time")
@@ -250,7 +258,7 @@ def run_grid(
         context = multiprocessing.get_context("spawn")
         try:
             with context.Pool(min(workers, len(todo)), maxtasksperchild=1) as pool:
-                jobs = [(run, out, settings, models, baselines or {}, threads) for run in todo]
+                jobs = [(run, out, settings, models, baselines or {}, threads, baseline_tasks or {}) for run in todo]
                 for summary in pool.imap_unordered(_run_one_job, jobs):
                     print(f"done {summary['task']} {summary['agent']}-{summary['observation']}-{summary['reward']} "
                           f"seed {summary['seed']}: eval true return {format_number(summary['eval_true_return'])} "

@@ -42,6 +42,7 @@ DATA_DIR, RANDOM_DATA_DIR, GRADED_DIR = "data", "data-random", "data-graded"
 TOKENIZER_DIR, VIDEO_DIR, BASELINE_DIR, REWARD_DIR = "tokenizer", "video", "video-random", "reward"
 SUMMARY_FILE = "reward_recipe.json"
 EXPERT_SEED, RANDOM_SEED, GRADED_SEED = 0, 500, 1000  # disjoint reset seeds: no graded episode is in training
+PLAY_SUFFIX = "@play"  # the task name random play is filed under in a one-model recipe
 STAGES = 4
 
 
@@ -70,6 +71,11 @@ class RewardRecipe:
     video_minutes: float | None = field(default=None, metadata={"help": "stop the expert model early (CPU)"})
     baseline_minutes: float | None = field(default=None, metadata={"help": "stop the baseline model early (CPU)"})
     max_steps: int | None = field(default=None, metadata={"help": "cut every episode short (for a quick look)"})
+    one_model: bool = field(default=False, metadata={"help": (
+        "one video model of both sources instead of two: random play is filed as task TASK@play beside the "
+        "expert's episodes, one model trains video_steps + baseline_steps on both, and the ratio reward is "
+        "log p(x | TASK) - log p(x | TASK@play) from it"
+    )})
 
     def __post_init__(self) -> None:
         if self.expert_policy.kind not in ("expert", "agent"):
@@ -152,21 +158,31 @@ def build_reward(
     recipe = recipe or default_recipe(task)
     out = Path(out)
     finished = load_summary(out)
-    same_recipe = finished is not None and finished["recipe"] == json.loads(json.dumps(asdict(recipe)))
+    # A recipe saved before a field existed took that field's default.
+    same_recipe = finished is not None and json.loads(json.dumps({**asdict(RewardRecipe()), **finished["recipe"]})) \
+        == json.loads(json.dumps(asdict(recipe)))
     if same_recipe and finished["task"] == task:
         announce(f"{out} already holds this recipe's reward for {task}; its report is {out / 'report.md'}")
         return finished
     env = f"dmc:{task}"
     started = time.monotonic()
-    data, random_data, graded = out / DATA_DIR, out / RANDOM_DATA_DIR, out / GRADED_DIR
+    data, graded = out / DATA_DIR, out / GRADED_DIR
+    # One model's play joins the expert's dataset as a task of its own, after the tokenizer has trained on the
+    # expert's frames alone (as the two-model recipe's tokenizer does).
+    random_data, play_task = (data, f"{task}{PLAY_SUFFIX}") if recipe.one_model else (out / RANDOM_DATA_DIR, None)
     steps = _shortest(recipe.episode_steps, recipe.max_steps)
 
+    def collect_play() -> None:
+        collect(env, [PolicySpec("random")], recipe.random_episodes, random_data, seed=RANDOM_SEED,
+                test_fraction=0.15, workers=workers, max_steps=steps, task_label=play_task)
+
     announce(f"recording {recipe.episodes} episodes of {recipe.expert} on {task} into {data}, "
-             f"{recipe.random_episodes} of random play into {random_data}")
+             f"{recipe.random_episodes} of random play into {random_data}"
+             + (f" as task {play_task}" if play_task else ""))
     collect(env, [recipe.expert_policy], recipe.episodes, data, seed=EXPERT_SEED, test_fraction=0.15,
             workers=workers, max_steps=steps, policy_factory=run_policy_factory)
-    collect(env, [PolicySpec("random")], recipe.random_episodes, random_data, seed=RANDOM_SEED, test_fraction=0.15,
-            workers=workers, max_steps=steps)
+    if not recipe.one_model:
+        collect_play()
 
     announce(f"training the tokenizer ({recipe.tokenizer_steps} steps) into {out / TOKENIZER_DIR}")
     tokenizer_training = TokenizerTraining(
@@ -176,28 +192,41 @@ def build_reward(
     tokenizer_checkpoint = out / TOKENIZER_DIR / "checkpoint"
     tokenizer = tokenizer_report(tokenizer_checkpoint, data, out=out / TOKENIZER_DIR, device=device)
 
-    announce(f"training the expert video model ({recipe.video_steps} steps) into {out / VIDEO_DIR} and the "
-             f"random-play baseline ({recipe.baseline_steps} steps) into {out / BASELINE_DIR}")
-    video = _train_video_model(data, tokenizer_checkpoint, out / VIDEO_DIR, recipe.video_steps,
-                               recipe.video_minutes, device)
-    baseline = _train_video_model(random_data, tokenizer_checkpoint, out / BASELINE_DIR, recipe.baseline_steps,
-                                  recipe.baseline_minutes, device)
+    if recipe.one_model:
+        collect_play()
+        announce(f"training one video model of both sources ({recipe.video_steps + recipe.baseline_steps} steps) "
+                 f"into {out / VIDEO_DIR}")
+        minutes = None if recipe.video_minutes is None and recipe.baseline_minutes is None else (
+            (recipe.video_minutes or 0.0) + (recipe.baseline_minutes or 0.0))
+        video = _train_video_model(data, tokenizer_checkpoint, out / VIDEO_DIR,
+                                   recipe.video_steps + recipe.baseline_steps, minutes, device)
+        baseline, baseline_dir = video, out / VIDEO_DIR / "model"
+    else:
+        announce(f"training the expert video model ({recipe.video_steps} steps) into {out / VIDEO_DIR} and the "
+                 f"random-play baseline ({recipe.baseline_steps} steps) into {out / BASELINE_DIR}")
+        video = _train_video_model(data, tokenizer_checkpoint, out / VIDEO_DIR, recipe.video_steps,
+                                   recipe.video_minutes, device)
+        baseline = _train_video_model(random_data, tokenizer_checkpoint, out / BASELINE_DIR, recipe.baseline_steps,
+                                      recipe.baseline_minutes, device)
+        baseline_dir = out / BASELINE_DIR / "model"
 
     policies = recipe.graded_policies()
     announce(f"scoring held-out episodes of graded quality ({', '.join(p.label for p in policies)}) with the "
              "likelihood-ratio reward")
     collect(env, policies, recipe.graded_episodes, graded, seed=GRADED_SEED, test_fraction=0.99, workers=workers,
             max_steps=recipe.max_steps, policy_factory=run_policy_factory)
-    reward = evaluate_reward(out / VIDEO_DIR / "model", [graded], out / REWARD_DIR,
-                             baseline_dir=out / BASELINE_DIR / "model", device=device)
+    reward = evaluate_reward(out / VIDEO_DIR / "model", [graded], out / REWARD_DIR, baseline_dir=baseline_dir,
+                             device=device, baseline_task=play_task)
 
     warnings = probe_warnings(recipe, reward["by_policy"])
     for warning in warnings:
         print(f"hack risk: {warning}", flush=True)
     summary = {
         "task": task, "recipe": asdict(recipe), "minutes": (time.monotonic() - started) / 60,
-        "expert_episodes": DatasetManifest.load(data).episodes, "tokenizer": tokenizer, "video": video,
-        "baseline": baseline, "reward": reward, "probe_warnings": warnings,
+        "expert_episodes": {name: info for name, info in DatasetManifest.load(data).episodes.items()
+                            if info["task"] == task},
+        "tokenizer": tokenizer, "video": video, "baseline": baseline, "baseline_model": str(baseline_dir),
+        "baseline_task": play_task, "reward": reward, "probe_warnings": warnings,
     }
     write_json_atomic(out / SUMMARY_FILE, summary)
     (out / "report.md").write_text(
@@ -223,22 +252,37 @@ def reward_sections(summary: dict[str, Any]) -> str:
         f"| {tokenizer['code_shape'][0]}x{tokenizer['code_shape'][1]} |\n\n"
         f"Originals (top) and reconstructions (bottom):\n\n![reconstructions]({TOKENIZER_DIR}/reconstructions.png)\n\n"
         "## Video models\n\n| model | trained on | steps | held-out bits per code | nats per frame |\n"
-        "|---|---|---:|---:|---:|\n"
-        f"| expert | {recipe['episodes']} episodes of {expert} | {video['step']} "
-        f"| {format_number(video.get('bits_per_code'), '.3f')} | {format_number(video.get('log_prob_per_frame'))} |\n"
-        f"| baseline | {recipe['random_episodes']} random-policy episodes | {baseline['step']} "
-        f"| {format_number(baseline.get('bits_per_code'), '.3f')} "
-        f"| {format_number(baseline.get('log_prob_per_frame'))} |\n\n"
+        f"|---|---|---:|---:|---:|\n{_model_rows(summary, expert)}\n"
         "## VIPER reward against the true return\n\n"
-        "The reward is the likelihood ratio: each frame's log-likelihood under the expert model minus under the "
-        "baseline model, standardised. The graded episodes are held out: their reset seeds are in neither "
-        f"model's data.{_probe_note(recipe.get('probes', ()))}\n\n"
+        f"The reward is the likelihood ratio: {_ratio_words(summary)}, standardised. The graded episodes are held "
+        f"out: their reset seeds are in no model's data.{_probe_note(recipe.get('probes', ()))}\n\n"
         f"{reward['table']}\n\n{_warnings_section(summary.get('probe_warnings', []))}"
         f"![VIPER vs true return]({REWARD_DIR}/viper_vs_true_return.png)\n\n"
         f"![reward curves]({REWARD_DIR}/reward_curves.png)\n\n"
         "Per-code log-likelihood ratio over frames (bright = more likely under the expert model than the "
         f"baseline):\n\n![likelihood heat-map]({REWARD_DIR}/likelihood_heatmap.png)\n"
     )
+
+
+def _model_rows(summary: dict[str, Any], expert: str) -> str:
+    recipe, video, baseline = summary["recipe"], summary["video"], summary["baseline"]
+
+    def row(name: str, data: str, run: dict[str, Any]) -> str:
+        return (f"| {name} | {data} | {run['step']} | {format_number(run.get('bits_per_code'), '.3f')} "
+                f"| {format_number(run.get('log_prob_per_frame'))} |\n")
+
+    if summary.get("baseline_task"):
+        return row("one model of both sources", f"{recipe['episodes']} episodes of {expert} and "
+                   f"{recipe['random_episodes']} random-policy ones (task {summary['baseline_task']})", video)
+    return (row("expert", f"{recipe['episodes']} episodes of {expert}", video)
+            + row("baseline", f"{recipe['random_episodes']} random-policy episodes", baseline))
+
+
+def _ratio_words(summary: dict[str, Any]) -> str:
+    if summary.get("baseline_task"):
+        return (f"each frame's log-likelihood under the model conditioned on {summary['task']} minus under the "
+                f"same model conditioned on {summary['baseline_task']}")
+    return "each frame's log-likelihood under the expert model minus under the baseline model"
 
 
 def _probe_note(probes: list[str] | tuple[str, ...]) -> str:

@@ -246,6 +246,26 @@ def test_quickstart_takes_the_tasks_data_recipe_unless_told(monkeypatch, tmp_pat
     assert recipes == [(12, 12, None, None, 0.3), (240, 240, 50, None, 1.0), (30, 240, 80, 20, 1.0)]
 
 
+def test_a_one_model_recipe_is_its_own_baseline(tmp_path, capsys):
+    from experiments.reward_recipe import RewardRecipe, build_reward
+    from worldmodel.video_model import VideoModel
+
+    recipe = RewardRecipe(episodes=2, random_episodes=2, graded_episodes=1, probes=(), tokenizer_steps=2,
+                          video_steps=2, baseline_steps=1, max_steps=20, one_model=True)
+    summary = build_reward("cartpole-balance", tmp_path, recipe, workers=1)
+    play = "cartpole-balance@play"
+    assert (summary["baseline_task"], summary["baseline_model"]) == (play, str(tmp_path / "video" / "model"))
+    assert summary["video"]["step"] == 3 and not (tmp_path / "video-random").exists()
+    assert VideoModel.load(tmp_path / "video" / "model").info.tasks == ["cartpole-balance", play]
+    assert {info["policy"] for info in summary["expert_episodes"].values()} == {"expert"}
+    assert json.loads((tmp_path / "reward" / "reward_eval.json").read_text())["baseline_task"] == play
+    assert "| one model of both sources | 2 episodes of the scripted expert and 2 random-policy ones" in (
+        tmp_path / "report.md").read_text()
+    capsys.readouterr()
+    build_reward("cartpole-balance", tmp_path, recipe, workers=1)
+    assert "already holds this recipe's reward" in capsys.readouterr().out
+
+
 def test_build_reward_takes_the_tasks_recipe_unless_told(monkeypatch, tmp_path):
     import experiments.reward_recipe as recipe_module
 

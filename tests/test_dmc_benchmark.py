@@ -179,9 +179,16 @@ def test_a_reward_dir_gives_the_grid_its_models_and_its_held_out_spearman(tmp_pa
     summary = {"reward": {"correlations": {"pendulum-swingup": {"spearman": 0.91, "pearson": 0.8}}}}
     (reward_dir / "reward_recipe.json").write_text(json.dumps(summary))
     main(args)
-    (_, runs, _, models, _, baselines, quality, threads), = calls
+    (_, runs, _, models, _, baselines, quality, threads, baseline_tasks), = calls
     assert threads is None  # the default: the CPUs shared among the workers
     assert [run.reward for run in runs] == ["ratio", "ratio"]
     assert models == {"pendulum-swingup": reward_dir / "video/model"}
-    assert baselines == {"pendulum-swingup": reward_dir / "video-random/model"}
+    assert baselines == {"pendulum-swingup": reward_dir / "video-random/model"} and baseline_tasks == {}
     assert quality == {"pendulum-swingup": 0.91}
+    # a one-model recipe: its one model is also the baseline, conditioned on the play's task
+    one_model = {**summary, "baseline_model": str(reward_dir / "video/model"), "baseline_task": "pendulum-swingup@play"}
+    (reward_dir / "reward_recipe.json").write_text(json.dumps(one_model))
+    main(args)
+    (*_, baselines, _, _, baseline_tasks) = calls[-1]
+    assert baselines == {"pendulum-swingup": reward_dir / "video/model"}
+    assert baseline_tasks == {"pendulum-swingup": "pendulum-swingup@play"}

@@ -229,13 +229,16 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
 
     models = {task: Path(path) for task, path in labelled(args.model, "--model", "PATH").items()}
     baselines = {task: Path(path) for task, path in labelled(args.baseline_model, "--baseline-model", "PATH").items()}
-    quality = {}
+    quality, baseline_tasks = {}, {}
     for task, directory in labelled(args.reward_dir, "--reward-dir", "DIR").items():
         summary = load_summary(directory)
         if summary is None:
             raise FileNotFoundError(f"--reward-dir {task}={directory}: no finished `wm build-reward` there "
                                     f"({directory}/{SUMMARY_FILE} is missing)")
-        models[task], baselines[task] = Path(directory) / VIDEO_DIR / "model", Path(directory) / BASELINE_DIR / "model"
+        models[task] = Path(directory) / VIDEO_DIR / "model"
+        baselines[task] = Path(summary.get("baseline_model", Path(directory) / BASELINE_DIR / "model"))
+        if summary.get("baseline_task"):  # one model of both sources
+            baseline_tasks[task] = summary["baseline_task"]
         quality[task] = summary["reward"]["correlations"][task]["spearman"]
     runs = plan_grid(_items(args.tasks), _items(args.agents), _items(args.obs), _items(args.rewards),
                      [int(s) for s in _items(args.seeds)], models, baselines, args.label)
@@ -243,7 +246,8 @@ def _run_benchmark_dmc(args: argparse.Namespace) -> None:
                             args.score, args.mode, args.rnd_weight, args.update_every,
                             labelled(args.agent_option, "--agent-option", "VALUE"), args.updates_per_step, args.device,
                             args.frame_weight, args.final_episodes)
-    print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality, args.threads_per_run))
+    print(run_grid(args.out, runs, settings, models, args.workers, baselines, quality, args.threads_per_run,
+                   baseline_tasks))
 
 
 def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
