@@ -328,8 +328,8 @@ def write_results(out: Path) -> str:
             f"| {episodes} | {share} | {physics} | {wall:.1f} "
             f"| {PUBLISHED_DRQ_100K.get(task, '-') if first['reward'] == 'env' else '-'} |"
         )
-        results.append({"task": task, "variant": variant, "returns": returns, "wall_min": wall, "physics_steps": physics,
-                        "episodes": [s["eval_episodes"] for s in summaries]})
+        results.append({"task": task, "variant": variant, "returns": returns, "wall_min": wall,
+                        "physics_steps": physics, "episodes": [s["eval_episodes"] for s in summaries]})
     for task in sorted({task for task, _ in cells}):
         curves = {f"{run.variant} s{run.seed}": run.directory(out) for run in runs
                   if run.task == task and (run.directory(out) / "returns.json").is_file()}
