@@ -190,10 +190,11 @@ def build_reward(
     )
     train_tokenizer(data, out / TOKENIZER_DIR, tokenizer_preset("dmc"), tokenizer_training, resume=True, device=device)
     tokenizer_checkpoint = out / TOKENIZER_DIR / "checkpoint"
+    if recipe.one_model:
+        collect_play()  # before the tokenizer's report, which then always covers both sources' held-out frames
     tokenizer = tokenizer_report(tokenizer_checkpoint, data, out=out / TOKENIZER_DIR, device=device)
 
     if recipe.one_model:
-        collect_play()
         announce(f"training one video model of both sources ({recipe.video_steps + recipe.baseline_steps} steps) "
                  f"into {out / VIDEO_DIR}")
         minutes = None if recipe.video_minutes is None and recipe.baseline_minutes is None else (
