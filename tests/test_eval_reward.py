@@ -7,7 +7,7 @@ from scipy import stats
 
 from experiments.cli import main
 from experiments.eval_reward import calibrate_reward, evaluate_reward
-from tests.conftest import moving_square_video
+from tests.conftest import moving_square_video, randomize_weights
 from worldmodel.episodes import DatasetManifest, write_episode
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
@@ -29,16 +29,19 @@ def _graded_dataset(root):
     return root
 
 
-def _model(path, seed=0):
+def _model(path, seed=0, tasks=(TASK,)):
     torch.manual_seed(seed)
     tokenizer = FrameTokenizer(TokenizerConfig(
         image_size=32, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8, quantizer="vq",
         quantizer_kwargs={"codebook_size": 16},
     ))
     transformer = VideoTransformer(
-        VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=2, embed_dim=24, layers=2, heads=2)
+        VideoTransformerConfig(vocab_size=16, code_shape=(4, 4), window=2, embed_dim=24, layers=2, heads=2,
+                               num_tasks=len(tasks) if len(tasks) > 1 else 0)
     )
-    VideoModel(tokenizer, transformer, VideoModelInfo(frame_skip=2, tasks=[TASK])).save(path)
+    if len(tasks) > 1:
+        randomize_weights(transformer)  # task embeddings start at zero: make the tasks differ, as training would
+    VideoModel(tokenizer, transformer, VideoModelInfo(frame_skip=2, tasks=list(tasks))).save(path)
     return path
 
 
@@ -95,6 +98,22 @@ def test_calibration_stores_statistics_that_standardise_the_report(tmp_path):
     for episode in standardised["episodes"]:
         expected = (raw_returns[episode["path"]] - 9 * found["mean"]) / found["std"]
         assert episode["viper_return"] == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+def test_one_model_of_two_sources_is_scored_as_its_own_baseline(tmp_path, capsys):
+    data = _graded_dataset(tmp_path / "graded")
+    model_dir = _model(tmp_path / "model", tasks=(TASK, f"{TASK}@play"))
+    main(["eval-reward", "--model", str(model_dir), "--baseline-model", str(model_dir), "--baseline-task",
+          f"{TASK}@play", "--data", str(data), "--out", str(tmp_path / "out")])
+    report = json.loads((tmp_path / "out" / "reward_eval.json").read_text())
+    assert report["baseline_task"] == f"{TASK}@play"
+    model, gaps = VideoModel.load(model_dir), []
+    for episode in report["episodes"]:
+        video = np.load(episode["path"])["video"][None]
+        expert, play = (model.log_prob(video, task=torch.tensor([i]))[0, 1:].sum().item() for i in (0, 1))
+        assert episode["viper_return"] == pytest.approx(expert - play, rel=1e-4, abs=1e-3)
+        gaps.append(abs(expert - play))
+    assert max(gaps) > 0.1  # the two sources score differently: the baseline's task was heeded
 
 
 def test_cli_names_missing_manifests_and_episodes(tmp_path, capsys):
