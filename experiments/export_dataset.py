@@ -4,8 +4,9 @@ TECO (Yan et al. 2023) stores its DMLab and Minecraft data as ``{split}/{shard}/
 with ``video`` (T, H, W, 3) uint8 and ``actions`` (T,); its loaders, and most others written for that
 data, read any file with those two arrays. The export writes every episode of every split that way
 (``poses`` too where the dataset recorded them, for the revisit row, and ``task_id`` in a dataset of
-several tasks; an action-free episode gets no ``actions``), numbered in the order the evaluation reads them, beside the dataset's ``manifest.json``
-keyed by the new paths and ``export.json``, which names each file's source episode. The export is a
+several tasks; an action-free episode gets no ``actions``), numbered in the order the evaluation reads
+them, beside the dataset's ``manifest.json`` keyed by the new paths and ``export.json``, which names
+each file's source episode. The export is a
 dataset of its own: ``wm eval-consistency --data`` takes it, and a model's predictions for it are
 files mirroring its paths (see :mod:`experiments.eval_consistency`). Files are written atomically, and
 a rerun skips those already written.

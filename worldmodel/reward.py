@@ -99,7 +99,8 @@ class VideoLikelihoodReward:
         self.task = None if task_id is None else torch.full((num_envs,), task_id, device=model.transformer.device)
         self.baseline = baseline
         if baseline_task is not None and baseline is None:
-            raise ValueError(f"baseline_task {baseline_task!r} names the baseline model's task, but there is no baseline")
+            raise ValueError(f"baseline_task {baseline_task!r} names the baseline model's task, but there is no "
+                             "baseline")
         self.baseline_task = None if baseline is None else self._baseline_task(baseline, num_envs, baseline_task)
         self.mean, self.std = self._statistics(standardize)
         size = model.image_size
