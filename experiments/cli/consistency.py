@@ -22,7 +22,8 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
         "predicted frames (--late-from on) and a row for predicted frames that revisit a pose held in the context "
         "(datasets with recorded poses). Writes {out}/consistency.md (tables), consistency.json (all numbers "
         "and per-horizon curves), horizon_curves.png and videos/video{i}.gif|.mp4 (truth beside every method). "
-        "Deterministic for a seed and batch size. The metric weights are fetched on first use (see fetch-metric-weights).",
+        "Deterministic for a seed and batch size. The metric weights are fetched on first use (see "
+        "fetch-metric-weights).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, default=None,
