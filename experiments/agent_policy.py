@@ -11,7 +11,6 @@ frames, or the env's state vector for a state-observation run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from agents.replay import ObservationStack
 from agents.workspace import Agent, load_agent
 from envs.collect import PolicySpec, task_name
 from envs.experts import Policy, held_actions, noisy_policy
-from experiments.train_agent import RUN_FILE
+from experiments.train_agent import run_settings
 from worldmodel.checkpoint import read_json
 from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE
 
@@ -45,14 +44,6 @@ def agent_policy(
         return agent.act(stack.reset(obs) if first else stack.push(obs), sample=False)
 
     return held_actions(decide, action_repeat)
-
-
-def run_settings(run: str | Path) -> dict[str, Any]:
-    """The env and agent settings a run was trained with (``run.json``, written by ``wm train-agent``)."""
-    path = Path(run) / RUN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: it is written by `wm train-agent` when a run starts")
-    return json.loads(path.read_text())
 
 
 def env_steps_per_decision(settings: dict[str, Any]) -> int:

@@ -31,8 +31,9 @@ from envs.collect import run_episode, task_name
 from envs.experts import held_random_policy, make_expert
 from envs.viper import ViperOptions
 from envs.wrappers import env_frame_skip
-from experiments.agent_policy import env_steps_per_decision, run_policy, run_settings
+from experiments.agent_policy import env_steps_per_decision, run_policy
 from experiments.plots import save_figure
+from experiments.train_agent import run_settings
 from experiments.videos import VideoWriter
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.video_model import VideoModel

@@ -224,6 +224,14 @@ def run_agent(
     return train_agent(make_env, run_dir, agent_name, agent_config, training, resume=resume, device=device)
 
 
+def run_settings(run: str | Path) -> dict[str, Any]:
+    """The env and agent settings a run was trained with (``run.json``, written by ``wm train-agent``)."""
+    path = Path(run) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: it is written by `wm train-agent` when a run starts")
+    return json.loads(path.read_text())
+
+
 def evaluate_run(run_dir: str | Path, episodes: int, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """The true return of a finished (or checkpointed) run's agent over ``episodes`` deterministic episodes.
 
@@ -234,12 +242,9 @@ def evaluate_run(run_dir: str | Path, episodes: int, seed: int = 0, device: str 
     about 1000).
     """
     run_dir = Path(run_dir)
-    path = run_dir / RUN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a `wm train-agent` run")
+    settings = run_settings(run_dir)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    settings = json.loads(path.read_text())
     make_env = env_factory(settings["env"], "env", action_repeat=settings["physics_steps_per_agent_step"],
                            max_episode_steps=settings.get("max_episode_steps"), observation=settings["observation"])
     agent = load_agent(run_dir / CHECKPOINT_DIR, device)
