@@ -135,11 +135,13 @@ def make_policy(
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     """Roll out one episode; ``T`` frames, ``T`` actions (the last one padding, never taken), ``T`` rewards,
-    whether it ``terminated`` (rather than being cut by a time limit), and ``poses (T, 4)`` float32 when
-    the env reports ``info["pose"]`` (the voxel-terrain or maze agent's x, y, z, heading)."""
+    whether it ``terminated`` (rather than being cut by a time limit), ``poses (T, 4)`` float32 when
+    the env reports ``info["pose"]`` (the voxel-terrain or maze agent's x, y, z, heading), and ``task_rewards``
+    ``(T,)`` when it reports ``info["task_reward"]`` (the true reward under a VIPER reward wrapper)."""
     obs, info = env.reset(seed=seed)
     frames, actions, rewards = [obs], [], []
     poses = [info["pose"]] if "pose" in info else None
+    task_rewards: list[float] = []
     done = False
     while not done:
         action = policy(obs)
@@ -149,6 +151,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
         rewards.append(reward)
         if poses is not None:
             poses.append(info["pose"])
+        if "task_reward" in info:
+            task_rewards.append(info["task_reward"])
         done = terminated or truncated
     actions.append(np.zeros_like(actions[-1]))
     rewards.append(0.0)
@@ -162,6 +166,8 @@ def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:
     }
     if poses is not None:
         episode["poses"] = np.asarray(poses, np.float32)
+    if task_rewards:
+        episode["task_rewards"] = np.asarray([*task_rewards, 0.0], np.float32)
     return episode
 
 

@@ -44,7 +44,8 @@ class ActionRepeat(gym.Wrapper):
     Put it *outside* a :class:`envs.viper.ViperReward` so the video model still scores
     every frame at the rate it was trained on, while the agent decides less often
     (DrQ acts every 8 physics steps on cartpole: ``repeat`` 4 on our DMC env, which itself
-    repeats 2; :func:`env_steps_per_decision` turns physics steps into ``repeat``).
+    repeats 2; :func:`env_steps_per_decision` turns physics steps into ``repeat``). Its ``action_repeat`` and
+    ``render_fps`` are the rate of its own observations, so a dataset of them is described at that rate.
     """
 
     def __init__(self, env: gym.Env, repeat: int) -> None:
@@ -52,6 +53,9 @@ class ActionRepeat(gym.Wrapper):
             raise ValueError(f"repeat must be a positive int, got {repeat!r}")
         super().__init__(env)
         self.repeat = repeat
+        self.action_repeat = env_frame_skip(env.get_wrapper_attr) * repeat  # underlying steps per observation
+        if env.metadata.get("render_fps"):
+            self.metadata = {**env.metadata, "render_fps": env.metadata["render_fps"] / repeat}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         total = 0.0

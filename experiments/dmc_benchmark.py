@@ -184,8 +184,8 @@ def run_one(
     viper = {"score": settings.score, "mode": settings.mode} if reward == "viper" else {}
     if run.reward == "ratio" and settings.frame_weight:
         viper["frame_weight"] = settings.frame_weight
-    if run.reward == "ratio" and run.task in (baseline_tasks or {}):
-        viper["baseline_task"] = baseline_tasks[run.task]
+    if run.reward == "ratio" and run.task in (baseline_tasks or {}):  # one model of both sources, by task
+        viper.update(task=run.task, baseline_task=baseline_tasks[run.task])
     started = time.monotonic()
     summary = run_agent(
         f"dmc:{run.task}", directory, run.agent, config, training, reward, models.get(run.task), repeat,

@@ -332,3 +332,27 @@ def load_summary(out: str | Path) -> dict[str, Any] | None:
     """The summary a finished :func:`build_reward` left in ``out``, or None."""
     path = Path(out) / SUMMARY_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class RecipeReward:
+    """Where a finished recipe's ratio reward lives: the expert model, the baseline model (the same model where
+    one model is both, with ``baseline_task`` its play task) and the held-out Spearman of ``task``."""
+
+    task: str
+    model: Path
+    baseline: Path
+    baseline_task: str | None
+    spearman: float
+
+
+def recipe_reward(out: str | Path) -> RecipeReward:
+    """The reward a finished :func:`build_reward` left in ``out``; FileNotFoundError where it has not finished."""
+    summary = load_summary(out)
+    if summary is None:
+        raise FileNotFoundError(f"no finished `wm build-reward` in {out} ({Path(out) / SUMMARY_FILE} is missing)")
+    task = summary["task"]
+    return RecipeReward(
+        task, Path(out) / VIDEO_DIR / "model", Path(summary.get("baseline_model", Path(out) / BASELINE_DIR / "model")),
+        summary.get("baseline_task") or None, summary["reward"]["correlations"][task]["spearman"],
+    )

@@ -3,7 +3,9 @@
 IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`:
 
 1. **collect** real episodes with the current policy (random play first), written to
-   ``{run}/data`` as the project's episodes;
+   ``{run}/data`` as the project's episodes; with ``viper_model`` (VIPER's agent, DreamerV3 there) their
+   rewards are the video model's VIPER reward (a likelihood ratio with ``viper_baseline_model``), each frame
+   scored at the model's rate, and the env's reward is kept only to report true returns;
 2. **train the world model** on everything collected so far: the frame-causal transformer with
    reward and continue heads (``train-video``, resumed each time), on the codes of a frozen
    tokenizer (one given, or one trained once on the random-play episodes); with ``expert_data``,
@@ -53,6 +55,7 @@ from experiments.eval_consistency import exact_match_psnr
 from experiments.plots import imagination_curves
 from experiments.presets import tokenizer_preset, video_preset
 from experiments.reports import ratio
+from experiments.train_agent import env_factory
 from experiments.videos import save_video, side_by_side
 from worldmodel.checkpoint import MODEL_FILE, load_typed_checkpoint, read_json, write_json_atomic
 from worldmodel.device import AUTO, resolve_device
@@ -144,6 +147,26 @@ class ImaginationSettings:
             "(wm check-world-model) and report them before any actor-critic training (0: no check)"
         )},
     )
+    viper_model: str | None = field(
+        default=None, metadata={"help": (
+            "a VIPER video model (trained on expert footage, e.g. a `wm build-reward` recipe's video/model): the loop "
+            "then learns from its reward alone. Every real frame is scored at the model's frame rate, the world "
+            "model's reward head learns those scores, the actor-critic maximises them in imagination; the env's "
+            "reward is read only to report true returns"
+        )},
+    )
+    viper_baseline_model: str | None = field(
+        default=None, metadata={"help": (
+            "a video model of random play (the recipe's video-random/model): the VIPER reward becomes the "
+            "likelihood ratio of the two models"
+        )},
+    )
+    viper_baseline_task: str | None = field(
+        default=None, metadata={"help": (
+            "the task the baseline is conditioned on, where one model is both (wm build-reward --one-model: "
+            "TASK@play; the expert side is then the env's task)"
+        )},
+    )
     imagination_updates: int = field(
         default=20, metadata={"help": "actor-critic updates per iteration, each on a fresh imagined rollout"}
     )
@@ -185,6 +208,11 @@ class ImaginationSettings:
                              f"(got {self.expert_data!r} and {self.expert_fraction})")
         if self.check_episodes < 0:
             raise ValueError(f"check_episodes must be >= 0, got {self.check_episodes}")
+        if self.viper_model is None and self.viper_baseline_model is not None:
+            raise ValueError("viper_baseline_model is the baseline of a VIPER reward: give viper_model too")
+        if self.viper_baseline_model is None and self.viper_baseline_task is not None:
+            raise ValueError(f"viper_baseline_task {self.viper_baseline_task!r} names the baseline model's task: "
+                             "give viper_baseline_model too")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,19 +295,45 @@ class ImaginationRun:
                 "random_returns": self.random_returns}
 
     def record(self, episode: dict[str, Any], index: int) -> float:
-        """Write real episode ``index`` (every tenth, from the first, goes to the test split)."""
+        """Write real episode ``index`` (every tenth, from the first, goes to the test split) with the rewards the
+        world model learns; its true return."""
         split = "test" if index % 10 == 0 else "train"
         write_episode(
             self.data / split / f"episode{index:05d}.npz", episode["video"], episode["actions"], episode["rewards"],
             terminated=episode["terminated"],
         )
-        return float(episode["rewards"].sum())
+        return true_return(episode)
 
 
 def make_real_env(settings: ImaginationSettings) -> gym.Env:
+    """The real env with its own (true) reward, the agent deciding every ``action_repeat`` physics steps."""
     env = envs.make(settings.env, action_repeat=settings.action_repeat)
     steps = settings.episode_steps
     return env if steps is None else gym.wrappers.TimeLimit(env, steps)
+
+
+def make_learning_env(settings: ImaginationSettings, device: str) -> gym.Env:
+    """The real env whose rewards the world model learns: :func:`make_real_env`, or with ``viper_model`` the same
+    env rewarded by VIPER: every frame scored at the video model's rate under the agent's repeated action, summed
+    per agent step (as DrQ-v2's VIPER runs are), the env's reward kept in the episodes' ``task_rewards``."""
+    if settings.viper_model is None:
+        return make_real_env(settings)
+    model = VideoModel.load(settings.viper_model, device)
+    baseline = None
+    if settings.viper_baseline_model is not None:
+        one_model = Path(settings.viper_baseline_model).resolve() == Path(settings.viper_model).resolve()
+        baseline = model if one_model else VideoModel.load(settings.viper_baseline_model, device)
+    options = {}
+    if settings.viper_baseline_task is not None:  # one model of both sources, conditioned on each
+        options = {"task": task_name(settings.env), "baseline_task": settings.viper_baseline_task}
+    env = env_factory(settings.env, "viper", model, settings.action_repeat, baseline=baseline, **options)(settings.seed)
+    steps = settings.episode_steps
+    return env if steps is None else gym.wrappers.TimeLimit(env, steps)
+
+
+def true_return(episode: dict[str, Any]) -> float:
+    """The env's own return of an episode from :func:`make_learning_env`, whichever reward it learnt from."""
+    return float(episode.get("task_rewards", episode["rewards"]).sum())
 
 
 def _episode_seed(settings: ImaginationSettings, index: int) -> int:
@@ -339,6 +393,7 @@ def _train_world_model(
         steps=steps, batch_size=settings.world_model_batch, clip_length=settings.world_model_clip or preset.clip_length,
         lr=settings.world_model_lr, warmup_steps=100, min_lr_fraction=1.0, eval_every=10**9,
         checkpoint_every=50, eval_clips=8, seed=settings.seed, mix_fraction=settings.expert_fraction,
+        mix_rewards=settings.viper_model is None,  # the expert data's rewards are the env's, not VIPER's
     )
     return train_video(
         run.data, checkpoint, run.world_model_run, config, training, resume=True, device=device, reward_stats=False,
@@ -426,7 +481,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     world model, actor-critic) trained and used on ``device``; returns the progress."""
     device = resolve_device(device)
     run = ImaginationRun(run_dir, settings)
-    env = make_real_env(settings)
+    env = make_learning_env(settings, device)
     torch.manual_seed(settings.seed)
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
     run.restore(agent)
@@ -454,7 +509,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             _play(env, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
             for i in range(settings.eval_episodes)
         ]
-        returns = [float(episode["rewards"].sum()) for episode in evaluations]
+        returns = [true_return(episode) for episode in evaluations]
         seconds["evaluation"] = time.monotonic()
         gif = run.dir / "videos" / f"iteration{iteration:03d}"
         step_psnr, reward_error = _imagined_beside_real(
@@ -462,11 +517,12 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         )
         seconds["imagined_beside_real"] = time.monotonic()
         torch.manual_seed(_phase_seed(settings, iteration, COLLECTION_PHASE))
-        collected = []
+        collected, learned = [], []
         for _ in range(settings.episodes_per_iteration):
             index = run.counters["episodes"]
             episode = _play(env, agent, tokenizer, _episode_seed(settings, index), sample=True)
             collected.append(run.record(episode, index))
+            learned.append(float(episode["rewards"].sum()))
             _count_episode(run, episode)
         seconds["collection"] = time.monotonic()
         marks = list(seconds.items())
@@ -476,6 +532,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             "physics_steps": run.counters["physics_steps"],
             "eval_return": float(np.mean(returns)),
             "collect_return": float(np.mean(collected)),
+            **({"collect_viper_return": float(np.mean(learned))} if settings.viper_model is not None else {}),
             "imagined_psnr_first_15": float(np.mean(step_psnr[:15])),
             "imagined_reward_error_first_15": float(np.mean(reward_error[:15])),
             "world_model_bits_per_code": summary.get("bits_per_code"),
@@ -564,7 +621,8 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
     of random play, from the same start states, are each imagined open loop from their first frame alone,
     fed their own actions (rewards by the reward head, the continue head not heeded). An expert whose
     imagined return comes near its real one says the model has learnt how actions reach high reward; one
-    no better than random play's, that an agent cannot learn that in its imagination either.
+    no better than random play's, that an agent cannot learn that in its imagination either. Real returns are
+    of the reward the run learns (VIPER's, for a run with ``viper_model``, its true returns beside them).
 
     Writes ``{run}/world_model_check.json`` and ``{run}/videos/world_model_check.gif`` (the first expert
     episode, real beside imagined). The world model runs on ``device``.
@@ -574,7 +632,7 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     model_dir = run_dir / WORLD_MODEL_DIR / "model"
     settings = _saved_settings(run_dir, "world model", model_dir)
-    env = make_real_env(settings)
+    env = make_learning_env(settings, device)
     expert = make_expert(task_name(settings.env), env)
     seeds = [_episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
@@ -603,5 +661,7 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
             "real_returns": real_returns, "imagined_returns": imagined_returns,
             "real_mean": float(np.mean(real_returns)), "imagined_mean": float(np.mean(imagined_returns)),
         }
+        if settings.viper_model is not None:
+            result[name]["true_returns"] = [true_return(e) for e in played[part]]
     write_json_atomic(run_dir / CHECK_FILE, result)
     return result

@@ -107,6 +107,21 @@ def test_parsed_flags_reach_the_config_dataclasses(monkeypatch, tmp_path):
     assert (settings.world_model_clip, settings.imagine_from) == (12, "episode_start")
     assert settings.agent == dataclasses.replace(settings.agent.__class__(), horizon=7, lam=0.5)
 
+    # a one-model reward recipe: its one model is the expert and the baseline, conditioned on the play's task
+    recipe = tmp_path / "reward"
+    recipe.mkdir()
+    summary = {"task": "cartpole-balance", "baseline_model": str(recipe / "video" / "model"),
+               "baseline_task": "cartpole-balance@play",
+               "reward": {"correlations": {"cartpole-balance": {"spearman": 0.9}}}}
+    (recipe / "reward_recipe.json").write_text(json.dumps(summary))
+    main(["train-imagination", "--run", str(tmp_path / "imagined"), "--viper-recipe", str(recipe)])
+    settings = seen["imagination"]
+    assert (settings.viper_model, settings.viper_baseline_model) == (str(recipe / "video" / "model"),) * 2
+    assert settings.viper_baseline_task == "cartpole-balance@play"
+    with pytest.raises(SystemExit, match="holds the reward of cartpole-balance, not of dmc:cartpole-swingup"):
+        main(["train-imagination", "--run", str(tmp_path / "other"), "--viper-recipe", str(recipe),
+              "--env", "dmc:cartpole-swingup"])
+
 
 def test_action_repeat_means_physics_steps_per_decision_in_every_help(capsys):
     for command in ("train-agent", "train-imagination"):

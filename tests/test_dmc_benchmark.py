@@ -10,7 +10,7 @@ import pytest
 
 from agents.workspace import load_agent
 from experiments.dmc_benchmark import (
-    GridRun, GridSettings, final_evaluation, physics_steps_per_agent_step, plan_grid, run_grid, run_plan,
+    GridRun, GridSettings, final_evaluation, physics_steps_per_agent_step, plan_grid, run_grid, run_one, run_plan,
     write_results,
 )
 from experiments.train_agent import agent_config, evaluate_run
@@ -174,9 +174,10 @@ def test_a_reward_dir_gives_the_grid_its_models_and_its_held_out_spearman(tmp_pa
     monkeypatch.setattr(benchmark_module, "run_grid", lambda *args: calls.append(args) or "table")
     args = ["benchmark-dmc", "--out", str(tmp_path / "grid"), "--tasks", "pendulum-swingup", "--rewards", "ratio",
             "--reward-dir", f"pendulum-swingup={reward_dir}"]
-    with pytest.raises(SystemExit, match="no finished `wm build-reward` there"):
+    with pytest.raises(SystemExit, match="no finished `wm build-reward` in"):
         main(args)
-    summary = {"reward": {"correlations": {"pendulum-swingup": {"spearman": 0.91, "pearson": 0.8}}}}
+    summary = {"task": "pendulum-swingup",
+               "reward": {"correlations": {"pendulum-swingup": {"spearman": 0.91, "pearson": 0.8}}}}
     (reward_dir / "reward_recipe.json").write_text(json.dumps(summary))
     main(args)
     (_, runs, _, models, _, baselines, quality, threads, baseline_tasks), = calls
@@ -192,3 +193,15 @@ def test_a_reward_dir_gives_the_grid_its_models_and_its_held_out_spearman(tmp_pa
     (*_, baselines, _, _, baseline_tasks) = calls[-1]
     assert baselines == {"pendulum-swingup": reward_dir / "video/model"}
     assert baseline_tasks == {"pendulum-swingup": "pendulum-swingup@play"}
+
+
+def test_a_one_model_ratio_run_scores_the_task_against_its_play(tmp_path, monkeypatch):
+    import experiments.dmc_benchmark as benchmark_module
+
+    calls = []
+    monkeypatch.setattr(benchmark_module, "run_agent", lambda *args, **kwargs: calls.append(kwargs) or {"env_steps": 1})
+    run = GridRun("cartpole-balance", "drqv2", "state", "ratio", 0)
+    model = {"cartpole-balance": tmp_path / "video/model"}
+    run_one(run, tmp_path, GridSettings(), model, model, threads=1,
+            baseline_tasks={"cartpole-balance": "cartpole-balance@play"})
+    assert (calls[0]["task"], calls[0]["baseline_task"]) == ("cartpole-balance", "cartpole-balance@play")

@@ -3,10 +3,12 @@ import shutil
 from dataclasses import replace
 from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+import envs
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from envs.collect import PolicySpec, collect
 from envs.experts import make_expert
@@ -263,3 +265,55 @@ def test_episodes_written_after_the_last_checkpoint_are_dropped_on_resume(traine
     ImaginationRun(copy, settings).restore(ActorCritic(env.observation_space, env.action_space, settings.agent))
     assert not any(path.exists() for path in stray)
     assert (copy / "data" / "train" / "episode00003.npz").exists()
+
+
+def _viper_model(directory):
+    """A random-weight expert video model of 64-pixel cartpole frames 2 physics steps apart, calibrated."""
+    from tests.conftest import randomize_weights
+    from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
+    from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
+    from worldmodel.video_model import VideoModelInfo
+
+    torch.manual_seed(0)
+    tokenizer = FrameTokenizer(TokenizerConfig(image_size=64, base_channels=8, ch_mult=(1, 2, 2, 2), latent_dim=8,
+                                               quantizer="vq", quantizer_kwargs={"codebook_size": 16}))
+    transformer = VideoTransformer(VideoTransformerConfig(vocab_size=16, code_shape=(8, 8), window=2, embed_dim=16,
+                                                          layers=1, heads=2))
+    stats = {"mean": -150.0, "std": 10.0, "frames": 100}
+    info = VideoModelInfo(frame_skip=2, tasks=["cartpole-balance"], reward_stats={"cartpole-balance": stats})
+    VideoModel(tokenizer, randomize_weights(transformer.eval()), info).save(directory)
+    return directory
+
+
+def test_a_viper_run_learns_the_video_reward_and_reports_the_true_return(tmp_path):
+    """VIPER's agent: the world model's data carry the VIPER reward of every frame, the returns reported are
+    the env's own."""
+    from envs.viper import ViperReward
+    from envs.wrappers import ActionRepeat
+    from worldmodel.episodes import DatasetManifest, read_episode
+
+    model = _viper_model(tmp_path / "video")
+    settings = replace(_settings(8 * 36), viper_model=str(model), viper_baseline_model=str(model))
+    progress = train_in_imagination(tmp_path / "run", settings)
+    assert DatasetManifest.load(tmp_path / "run" / "data").frame_skip == 8  # a frame per agent decision
+    seed = train_imagination._episode_seed(settings, 1)  # the second random-play episode, in the train split
+    assert progress["random_returns"][1] == pytest.approx(_random_return(settings, seed), rel=1e-5)
+    # the same episode stepped by hand: 4 scored frames of 2 physics steps per agent step
+    loaded = VideoModel.load(model)
+    scored = ActionRepeat(ViperReward(envs.make("dmc:cartpole-balance"), loaded, loaded), 4)
+    scored = gym.wrappers.TimeLimit(scored, 12)
+    scored.action_space.seed(seed)
+    rewards = []
+    obs, _ = scored.reset(seed=seed)
+    for _ in range(12):
+        rewards.append(scored.step(scored.action_space.sample())[1])
+    written = read_episode(tmp_path / "run" / "data" / "train" / "episode00001.npz")
+    assert written.rewards[:-1] == pytest.approx(rewards, rel=1e-4, abs=1e-4)
+    assert abs(sum(rewards) - progress["random_returns"][1]) > 1.0  # a reward apart from the env's
+    assert "collect_viper_return" in progress["history"][0]
+    check = check_world_model(tmp_path / "run", episodes=1)
+    assert check["random"]["true_returns"] == pytest.approx([_random_return(settings, check["seeds"][0])], rel=1e-5)
+    with pytest.raises(ValueError, match="give viper_model too"):
+        replace(settings, viper_model=None)
+    with pytest.raises(ValueError, match="give viper_baseline_model too"):
+        replace(settings, viper_baseline_model=None, viper_baseline_task="cartpole-balance@play")

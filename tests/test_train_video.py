@@ -128,6 +128,9 @@ def test_mixed_batches_mask_what_the_mix_did_not_record():
     batch, actions_known, rewards_known = mixed_batch(primary, footage)
     assert batch["actions"].tolist() == [[1, 1, 1], [1, 1, 1], [0, 0, 0]] and batch["codes"][2].min() == 1
     assert actions_known.tolist() == rewards_known.tolist() == [True, True, False]
+    recorded = {**footage, "actions": np.ones((1, 3), np.int64), "rewards": np.ones((1, 3), np.float32)}
+    assert mixed_batch(primary, recorded)[2].tolist() == [True, True, True]
+    assert mixed_batch(primary, recorded, mix_rewards=False)[2].tolist() == [True, True, False]  # another reward
     model = VideoTransformer(dataclasses.replace(TRANSFORMER, reward_head=True)).eval()
     codes = torch.randint(16, (3, 3, 4, 4), generator=torch.Generator().manual_seed(0))
     actions, rewards = torch.randint(16, (3, 3)), torch.rand(3, 3)

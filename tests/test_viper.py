@@ -9,7 +9,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 import envs
 from envs.atari import scoreboard_mask
 from envs.viper import ViperReward, ViperRewardVector
-from envs.wrappers import ActionRepeat, StateObservation
+from envs.wrappers import ActionRepeat, StateObservation, env_frame_skip
 from tests.conftest import randomize_weights
 from worldmodel.reward import VideoLikelihoodReward
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
@@ -309,6 +309,9 @@ def test_action_repeat_outside_the_wrapper_sums_every_scored_frame():
         assert reward == pytest.approx(sum(r for r, _ in group), rel=1e-6)
         assert info["task_reward"] == pytest.approx(sum(i["task_reward"] for _, i in group), rel=1e-6)
         assert info["viper_reward"] == pytest.approx(reward, rel=1e-6)
+    # its observations come 3 env steps (6 physics steps) apart, and a dataset of them says so
+    assert env_frame_skip(repeated.get_wrapper_attr) == 6 == env_frame_skip(plain.get_wrapper_attr) * 3
+    assert repeated.metadata["render_fps"] == plain.metadata["render_fps"] / 3
     with pytest.raises(ValueError, match="repeat"):
         ActionRepeat(_env(), 0)
 

@@ -14,7 +14,8 @@ to the code NLL), and the held-out evaluation reports their errors.
 A second dataset can be mixed into every batch at a stated share (``mix_root``, ``mix_fraction``):
 expert episodes beside an agent's own play, so that a world model also sees what it could not learn
 from the play alone (a pole held upright). Its clips may lack actions (footage: they see the null
-action, as action dropout does) or rewards (the reward head skips them); it must share the primary
+action, as action dropout does) or rewards (the reward head skips them, as it skips rewards of another kind
+with ``mix_rewards=False``); it must share the primary
 dataset's frame rate and tasks, and its action space where it has one. Held-out evaluation stays on
 the primary dataset.
 
@@ -93,6 +94,12 @@ class VideoTraining:
         default=0.0, metadata={"help": (
             "share of each batch drawn from the mix dataset (--mix-data), e.g. expert episodes beside an agent's "
             "play; rounded, at least one clip of each"
+        )},
+    )
+    mix_rewards: bool = field(
+        default=True, metadata={"help": (
+            "whether the mix dataset's rewards train the reward head (--no-mix-rewards where they are another "
+            "reward than the primary data's, e.g. the env's beside play rewarded by VIPER)"
         )},
     )
 
@@ -217,16 +224,18 @@ def check_mixable(primary: DatasetManifest | None, mix: DatasetManifest | None, 
 
 
 def mixed_batch(
-    primary: dict[str, np.ndarray], mix: dict[str, np.ndarray]
+    primary: dict[str, np.ndarray], mix: dict[str, np.ndarray], mix_rewards: bool = True
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Two sources' clips as one batch, primary first, and which clips recorded their actions and rewards.
 
     A mix clip without actions (action-free footage) takes zeros in the primary's action layout, and one
-    without rewards zero rewards; the masks keep both out of what the model learns.
+    without rewards zero rewards; the masks keep both out of what the model learns, as they keep the mix
+    clips' rewards out without ``mix_rewards``.
     """
     n, m = len(primary[CODES_KEY]), len(mix[CODES_KEY])
     actions_known = np.ones(n + m, bool)
     rewards_known = np.ones(n + m, bool)
+    rewards_known[n:] = mix_rewards
     batch = {}
     for key, values in primary.items():
         other = mix.get(key)
@@ -451,7 +460,7 @@ def train_video(
         known = {}
         clips = train_data.sample(training.batch_size - mixed, rng)
         if mixed:
-            clips, actions_known, rewards_known = mixed_batch(clips, mix_data.sample(mixed, rng))
+            clips, actions_known, rewards_known = mixed_batch(clips, mix_data.sample(mixed, rng), training.mix_rewards)
             known = {"actions_known": torch.from_numpy(actions_known), "rewards_known": torch.from_numpy(rewards_known)}
         codes, actions, task = _to_model_inputs(clips, transformer_config, device)
         losses = transformer.losses(codes, actions, task, *_head_targets(clips, transformer_config, device), **known)

@@ -225,21 +225,18 @@ def _add_benchmark_dmc(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_benchmark_dmc(args: argparse.Namespace) -> None:
     from experiments.dmc_benchmark import GridSettings, plan_grid, run_grid
-    from experiments.reward_recipe import BASELINE_DIR, SUMMARY_FILE, VIDEO_DIR, load_summary
+    from experiments.reward_recipe import recipe_reward
 
     models = {task: Path(path) for task, path in labelled(args.model, "--model", "PATH").items()}
     baselines = {task: Path(path) for task, path in labelled(args.baseline_model, "--baseline-model", "PATH").items()}
     quality, baseline_tasks = {}, {}
     for task, directory in labelled(args.reward_dir, "--reward-dir", "DIR").items():
-        summary = load_summary(directory)
-        if summary is None:
-            raise FileNotFoundError(f"--reward-dir {task}={directory}: no finished `wm build-reward` there "
-                                    f"({directory}/{SUMMARY_FILE} is missing)")
-        models[task] = Path(directory) / VIDEO_DIR / "model"
-        baselines[task] = Path(summary.get("baseline_model", Path(directory) / BASELINE_DIR / "model"))
-        if summary.get("baseline_task"):  # one model of both sources
-            baseline_tasks[task] = summary["baseline_task"]
-        quality[task] = summary["reward"]["correlations"][task]["spearman"]
+        recipe = recipe_reward(directory)
+        if recipe.task != task:
+            raise ValueError(f"--reward-dir {task}={directory}: that recipe's reward is for {recipe.task}")
+        models[task], baselines[task], quality[task] = recipe.model, recipe.baseline, recipe.spearman
+        if recipe.baseline_task:  # one model of both sources
+            baseline_tasks[task] = recipe.baseline_task
     runs = plan_grid(_items(args.tasks), _items(args.agents), _items(args.obs), _items(args.rewards),
                      [int(s) for s in _items(args.seeds)], models, baselines, args.label)
     settings = GridSettings(args.physics_steps, args.preset, args.eval_every, args.eval_episodes, args.max_minutes,

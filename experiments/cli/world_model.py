@@ -26,16 +26,32 @@ def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run", required=True, type=Path, help="run directory")
     add_device_flag(parser)
     dataclass_flags(parser, ImaginationSettings())
+    parser.add_argument("--viper-recipe", type=Path, help=(
+        "a finished `wm build-reward` directory for the env's task: its VIPER ratio reward (the expert model and "
+        "its baseline) is the loop's reward, as --viper-model and --viper-baseline-model (and, for a one-model "
+        "recipe, --viper-baseline-task) would give it"))
     dataclass_flags(parser.add_argument_group("actor-critic"), ActorCriticConfig(), prefix="ac-")
     parser.set_defaults(handler=_run_train_imagination)
 
 
 def _run_train_imagination(args: argparse.Namespace) -> None:
     from agents.actor_critic import ActorCriticConfig
+    from envs.collect import task_name
+    from experiments.reward_recipe import recipe_reward
     from experiments.train_imagination import ImaginationSettings, train_in_imagination
 
     agent = ActorCriticConfig(**dataclass_values(args, ActorCriticConfig, prefix="ac-"))
-    settings = ImaginationSettings(**dataclass_values(args, ImaginationSettings), agent=agent)
+    values = dataclass_values(args, ImaginationSettings)
+    if args.viper_recipe is not None:
+        if values["viper_model"] is not None:
+            raise ValueError("give --viper-recipe or --viper-model, not both")
+        recipe = recipe_reward(args.viper_recipe)
+        if recipe.task != task_name(values["env"]):
+            raise ValueError(f"--viper-recipe {args.viper_recipe} holds the reward of {recipe.task}, not of "
+                             f"{values['env']}")
+        values.update(viper_model=str(recipe.model), viper_baseline_model=str(recipe.baseline),
+                      viper_baseline_task=recipe.baseline_task)
+    settings = ImaginationSettings(**values, agent=agent)
     progress = train_in_imagination(args.run, settings, args.device)
     last = progress["history"][-1]["eval_return"] if progress["history"] else None
     print(f"{progress['iteration']} iterations, {progress['agent_steps'] * settings.action_repeat} physics steps, "
