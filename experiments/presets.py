@@ -5,7 +5,10 @@ channel multipliers [1, 2, 2, 2]) with a narrower CNN for CPUs; ``dmc-paper``
 keeps VIPER's 128 base channels for GPUs. ``atari`` and ``maze3d`` map
 64x64 -> 16x16 codes with a 1024-entry codebook, as VIPER does for Atari.
 ``long`` maps 64x64 -> 4x4 codes (1024-entry codebook) so that a transformer
-sees 144 frames on a CPU: 17 tokens per frame instead of 65.
+sees 144 frames on a CPU: 17 tokens per frame instead of 65. ``fast`` has the same
+4x4 grid with FSQ codes of 7 * 5^4 = 4375 values (the FSQ paper's levels for about 2^12):
+a larger vocabulary in place of the lost codes, for an imagined env that samples 17
+tokens per frame (IRIS steps Atari at 16).
 
 Video transformer presets give the architecture and clip length; the vocabulary,
 code grid, actions and tasks come from the tokenizer and the dataset
@@ -42,6 +45,10 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
     "long": TokenizerConfig(
         image_size=64, base_channels=32, ch_mult=(1, 2, 2, 4, 4), latent_dim=64,
         quantizer="vq", quantizer_kwargs={"codebook_size": 1024},
+    ),
+    "fast": TokenizerConfig(
+        image_size=64, base_channels=32, ch_mult=(1, 2, 2, 4, 4), latent_dim=5,
+        quantizer="fsq", quantizer_kwargs={"levels": [7, 5, 5, 5, 5]},
     ),
 }
 

@@ -1,4 +1,5 @@
-"""Is the imagined env fast enough to train in? Its steps per second beside the real DMC env's, in one run.
+"""Is the imagined env fast enough to train in, and how faithful is it? Steps per second beside the real DMC
+env's, and imagined-vs-real PSNR, by lever, in one run.
 
 The real env renders each 64x64 frame with MuJoCo (``MUJOCO_GL=egl``, software GL here) after
 ``action_repeat`` physics steps; the imagined env (:class:`envs.world_model.WorldModelVectorEnv`)
@@ -14,6 +15,13 @@ trained model, e.g. the world model of a ``train-imagination`` run, at the actio
 
     python -m experiments.benchmarks.world_model_env_speed --task cartpole-balance \
         --model runs/imagine-balance/world_model/model --envs 1 16 64 --threads 2
+
+The levers, side by side: several models (``--model LABEL=PATH``, e.g. 8x8 codes against 4x4), shorter
+attention windows at sampling time (``--windows 8 4``: the same weights attending to fewer past frames,
+:meth:`~worldmodel.video_model.VideoModel.with_window`) and both decodings. Fidelity is the cost side:
+``--fidelity-clips`` fresh random-action clips of the real env, each imagined from its first frames (the
+model's whole window) under its own later actions; the PSNR of the imagined frames against the real ones over
+the first ``--fidelity-steps`` (15, as ``train-imagination`` reports it).
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ import torch
 import envs
 from envs.collect import describe_env, run_episode
 from envs.world_model import WorldModelVectorEnv
+from experiments.eval_consistency import exact_match_psnr
 from experiments.presets import tokenizer_preset, video_preset
+from worldmodel.metrics import psnr
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_video import fit_to_data
 from worldmodel.transformer import VideoTransformer
@@ -94,9 +104,38 @@ def imagined_steps_per_s(
     return num_envs * steps / seconds, model_steps / steps, (time.perf_counter() - start) / seconds
 
 
+def imagined_psnr(
+    model: VideoModel, clips: dict[str, np.ndarray], context: int, steps: int, decoding: str, seed: int = 0
+) -> np.ndarray:
+    """Mean PSNR (dB) over ``clips`` at each of ``steps`` imagined steps: every real clip imagined from its first
+    ``context`` frames under its own later actions (capped where a frame comes out exact)."""
+    start = {key: clips[key][:, :context] for key in ("video", "actions")}
+    env = WorldModelVectorEnv(model, lambda n, rng: start, len(start["video"]), reward="none", terminations=False,
+                              decoding=decoding)
+    env.reset(seed=seed)
+    scores = []
+    for t in range(steps):
+        frames = env.step(clips["actions"][:, context - 1 + t])[0]
+        real = clips["video"][:, context + t]
+        scores.append(np.minimum(psnr(real, frames).numpy(), exact_match_psnr(real.shape)).mean())
+    return np.asarray(scores)
+
+
+def _labelled_models(specs: list[str] | None, task: str) -> dict[str, VideoModel]:
+    if not specs:
+        return {"untrained dmc": untrained_model(task)}
+    models = {}
+    for spec in specs:
+        label, _, path = spec.rpartition("=")
+        models[label or path] = VideoModel.load(path)
+    return models
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="an action-conditioned video model bundle (default: untrained dmc preset)")
+    parser.add_argument("--model", action="append", help=(
+        "an action-conditioned video model bundle, LABEL=PATH or PATH; repeat to compare models (default: an "
+        "untrained dmc preset)"))
     parser.add_argument("--task", default="cartpole-swingup", help="DMC task of the real env")
     parser.add_argument(
         "--action-repeat", type=int, default=8,
@@ -106,25 +145,46 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="batched imagined steps per timing")
     parser.add_argument("--real-steps", type=int, default=200, help="real env steps to time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--windows", type=int, nargs="+", default=None, help=(
+        "attention windows (frames) to sample with, each at most the model's (default: the model's own)"))
+    parser.add_argument("--decodings", nargs="+", default=["sequential", "jacobi"], help="decodings to time")
+    parser.add_argument("--fidelity-clips", type=int, default=8, help="real clips imagined for the PSNR (0: none)")
+    parser.add_argument("--fidelity-steps", type=int, default=15, help="imagined steps the PSNR averages over")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     real = real_steps_per_s(args.task, args.action_repeat, args.real_steps)
-    model = VideoModel.load(args.model) if args.model else untrained_model(args.task)
-    pool = real_contexts(args.task, args.action_repeat, max(model.window, 2), clips=8)
-    rows = {
-        f"{n} {decoding}": imagined_steps_per_s(model, pool, n, args.steps, decoding)
-        for n in args.envs for decoding in ("sequential", "jacobi")
-    }
+    rows = []
+    for label, model in _labelled_models(args.model, args.task).items():
+        context = max(model.window, 2)
+        pool = real_contexts(args.task, args.action_repeat, context, clips=8)
+        clips = (real_contexts(args.task, args.action_repeat, context + args.fidelity_steps, args.fidelity_clips,
+                               seed=100) if args.fidelity_clips else None)
+        for window in args.windows or [model.window]:
+            if not 1 <= window <= model.window:
+                raise SystemExit(f"--windows: {window} is not in [1, {model.window}], the window of {label}")
+            narrow = model if window == model.window else model.with_window(window)
+            for decoding in args.decodings:
+                fidelity = (float(imagined_psnr(narrow, clips, context, args.fidelity_steps, decoding).mean())
+                            if clips is not None else None)
+                for n in args.envs:
+                    rate, model_steps, decode_share = imagined_steps_per_s(narrow, pool, n, args.steps, decoding)
+                    rows.append({"model": label, "tokens_per_frame": model.transformer.config.tokens_per_frame,
+                                 "window": window, "decoding": decoding, "envs": n, "steps_per_s": rate,
+                                 "model_steps_per_frame": model_steps, "decode_share": decode_share,
+                                 "psnr_first_steps": fidelity})
     setting = f"{args.task}, action repeat {args.action_repeat}, 64x64, {args.threads} thread(s)"
-    print(f"| env ({setting}) | decoding | model steps per frame | codes to frames, share of step | steps/s | x real |")
-    print("|---|---|---:|---:|---:|---:|")
-    print(f"| real DMC env | | | | {real:.1f} | 1.0 |")
-    for key, (rate, model_steps, decode_share) in rows.items():
-        n, decoding = key.split()
-        print(f"| imagined, {n} sub-env{'s' if int(n) > 1 else ''} | {decoding} | {model_steps:.1f} | "
-              f"{100 * decode_share:.0f}% | {rate:.1f} | {rate / real:.2f} |")
-    summary = {"real_steps_per_s": real, "imagined": rows, "model": args.model, "action_repeat": args.action_repeat}
+    print(f"| env ({setting}) | tokens per frame | window | decoding | model steps per frame | codes to frames, "
+          f"share of step | steps/s | x real | PSNR, first {args.fidelity_steps} steps |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    print(f"| real DMC env | | | | | | {real:.1f} | 1.0 | |")
+    for row in rows:
+        fidelity = "" if row["psnr_first_steps"] is None else f"{row['psnr_first_steps']:.2f} dB"
+        print(f"| {row['model']}, {row['envs']} sub-env{'s' if row['envs'] > 1 else ''} | {row['tokens_per_frame']} | "
+              f"{row['window']} | {row['decoding']} | {row['model_steps_per_frame']:.1f} | "
+              f"{100 * row['decode_share']:.0f}% | {row['steps_per_s']:.1f} | {row['steps_per_s'] / real:.2f} | "
+              f"{fidelity} |")
+    summary = {"real_steps_per_s": real, "imagined": rows, "models": args.model, "action_repeat": args.action_repeat}
     print(json.dumps(summary, indent=2))
 
 
