@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -266,7 +266,7 @@ def train_agent(
     kind = agent_kind(agent_name)
     if not isinstance(agent_config, kind.config):
         raise TypeError(f"agent {agent_name!r} takes a {kind.config.__name__}, got {type(agent_config).__name__}")
-    run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=AGENT_RUN_CADENCE,
+    run = TrainingRun(run_dir, resume=resume, settings=training, may_change=AGENT_RUN_CADENCE,
                       max_minutes=training.max_minutes, counters=dict.fromkeys(COUNTERS, 0))
     run_dir = run.dir
     env = make_env(training.seed)

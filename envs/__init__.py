@@ -17,7 +17,7 @@ from envs.dmc import DMCEnv
 from envs.experts import (
     EXPERT_TASKS, Policy, held_random_policy, make_expert, noisy_policy, random_policy, still_policy,
 )
-from envs.maze import DMLabMazeEnv, MazeExplorer
+from envs.maze import SMALL_MAZE, DMLabMazeEnv, MazeExplorer
 from envs.registration import register_envs, registered_id
 from envs.voxel_terrain import TerrainWalker, VoxelTerrainEnv
 
@@ -43,7 +43,8 @@ __all__ = [
 
 _SPEC_FORMS = (
     "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup'), 'atari:<Game>' (e.g. 'atari:Pong'), "
-    "'voxel:terrain' (Minecraft-style open terrain) or 'dmlab:maze' (DMLab-style 3D mazes)"
+    "'voxel:terrain' (Minecraft-style open terrain), 'dmlab:maze' (DMLab-style 3D mazes) or 'dmlab:maze-small' "
+    "(the scaled memory benchmark's mazes)"
 )
 
 
@@ -60,9 +61,9 @@ def make(spec: str, **kwargs: Any) -> gym.Env:
             raise ValueError(f"unknown voxel env {spec!r}: expected 'voxel:terrain'")
         return VoxelTerrainEnv(**kwargs)
     if kind == "dmlab":
-        if name != "maze":
-            raise ValueError(f"unknown dmlab env {spec!r}: expected 'dmlab:maze'")
-        return DMLabMazeEnv(**kwargs)
+        if name not in ("maze", "maze-small"):
+            raise ValueError(f"unknown dmlab env {spec!r}: expected 'dmlab:maze' or 'dmlab:maze-small'")
+        return DMLabMazeEnv(**{**(SMALL_MAZE if name == "maze-small" else {}), **kwargs})
     # Domains contain underscores, not dashes, so the task follows the last dash.
     domain, dash, task = name.rpartition("-")
     if not dash or not domain or not task:

@@ -52,6 +52,17 @@ _MIP_OFFSETS = np.cumsum([0] + [(TEXELS >> level) ** 2 for level in range(_MIP_L
 _REGIONS = 4  # texture sets per maze: one per quadrant
 _MAZE_STREAM = 0xD31AB  # the maze and the explorer draw from one seed without sharing a random stream
 _EXPLORER_STREAM = 0xE7913
+LOOKS = ("dmlab", "distinct")
+# The scaled look: four strongly distinct wall colours, one per quadrant, their order drawn per maze (so a model
+# must remember which quadrant is which), on one plain floor under one sky.
+DISTINCT_WALL_COLOURS = ((200, 40, 40), (40, 170, 60), (50, 80, 210), (225, 200, 40))
+DISTINCT_FLOOR_COLOUR = (110, 110, 110)
+DISTINCT_SKY_STYLE = "sky_03"
+# The scaled benchmark's maze (``dmlab:maze-small``): a 5x5 maze, half-cell steps and 45-degree turns, a patrol of
+# 3 waypoints whose views recur every lap, 100-frame episodes (the scaled protocol: 48 context frames, 52
+# predicted), the distinct look.
+SMALL_MAZE = {"maze_size": 5, "max_steps": 99, "turn_degrees": 45.0, "step_length": 0.5, "look": "distinct",
+              "patrol": 3}
 
 
 def texture_pyramid(image: Image.Image) -> np.ndarray:
@@ -74,6 +85,20 @@ def _style_textures(style: str) -> tuple[np.ndarray, np.ndarray]:
         np.stack([_load_rgb(walls[name], texture_pyramid) for name in sorted(walls)]),
         np.stack([_load_rgb(floors[name], texture_pyramid) for name in sorted(floors)]),
     )
+
+
+@lru_cache(maxsize=None)
+def _distinct_textures() -> tuple[np.ndarray, np.ndarray]:
+    """The distinct look's pyramids: the four wall colours, each with two darker vertical bands so that walking
+    along a wall shows motion, and the plain floor repeated for the four quadrants."""
+    walls = []
+    for colour in DISTINCT_WALL_COLOURS:
+        texels = np.tile(np.asarray(colour, np.uint8), (TEXELS, TEXELS, 1))
+        for band in (TEXELS // 4, 3 * TEXELS // 4):
+            texels[:, band - TEXELS // 16 : band + TEXELS // 16] //= 2
+        walls.append(texture_pyramid(Image.fromarray(texels)))
+    floor = texture_pyramid(Image.new("RGB", (TEXELS, TEXELS), DISTINCT_FLOOR_COLOUR))
+    return np.stack(walls), np.stack([floor] * _REGIONS)
 
 
 def _load_rgb(path: str, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
@@ -143,8 +168,9 @@ class Maze:
     sky_style: str
 
     @classmethod
-    def generate(cls, seed: int, size: int = 7) -> "Maze":
-        """A random ``size`` x ``size`` maze (outer walls not counted) and its look; the same seed, the same maze.
+    def generate(cls, seed: int, size: int = 7, look: str = "dmlab") -> "Maze":
+        """A random ``size`` x ``size`` maze (outer walls not counted) and its look (:meth:`from_text`); the same
+        seed, the same maze.
 
         labmaze's grid is ``size + 2`` characters across with the outer walls, one character per cell, the
         way DMLab counts its maze sizes (``explore_goal_locations_small``, "9x9", is an 11x11 text maze).
@@ -164,16 +190,20 @@ class Maze:
             objects_per_room=0,
             random_seed=int(rng.integers(2**31)),
         )
-        return cls._build(str(layout.entity_layer), rng)
+        return cls._build(str(layout.entity_layer), rng, look)
 
     @classmethod
-    def from_text(cls, text: str, seed: int = 0) -> "Maze":
+    def from_text(cls, text: str, seed: int = 0, look: str = "dmlab") -> "Maze":
         """A maze from a DMLab text layout (``'*'`` walls, ``'P'`` spawn cells, other characters floor) and a
-        look drawn from ``seed``. The layout must be rectangular and closed by walls."""
-        return cls._build(text, np.random.default_rng([seed, _MAZE_STREAM]))
+        look drawn from ``seed``: ``"dmlab"``, one DMLab style's textures per quadrant, or ``"distinct"``, one
+        of four plain colours per quadrant's walls (drawn in a random order) on one floor under one sky. The
+        layout must be rectangular and closed by walls."""
+        return cls._build(text, np.random.default_rng([seed, _MAZE_STREAM]), look)
 
     @classmethod
-    def _build(cls, text: str, rng: np.random.Generator) -> "Maze":
+    def _build(cls, text: str, rng: np.random.Generator, look: str) -> "Maze":
+        if look not in LOOKS:
+            raise ValueError(f"look must be one of {LOOKS}, got {look!r}")
         lines = text.strip("\n").split("\n")
         if len({len(line) for line in lines}) != 1:
             raise ValueError(f"maze layout must be rectangular, got rows of lengths {[len(line) for line in lines]}")
@@ -184,18 +214,23 @@ class Maze:
             raise ValueError("maze layout must be closed by walls ('*') on its border and have an open cell")
         rows, cols = walls.shape
         region = 2 * (np.arange(rows) >= rows // 2)[:, None] + (np.arange(cols) >= cols // 2)[None, :]
-        # One DMLab style per maze, its textures drawn per quadrant without repeats (every style has >= 4).
-        style = labmaze_assets.MAZE_STYLES[rng.integers(len(labmaze_assets.MAZE_STYLES))]
-        all_walls, all_floors = _style_textures(style)
-        wall_sets = rng.choice(len(all_walls), _REGIONS, replace=False)
-        floor_sets = rng.choice(len(all_floors), _REGIONS, replace=False)
-        sky_style = labmaze_assets.SKY_STYLES[rng.integers(len(labmaze_assets.SKY_STYLES))]
+        if look == "distinct":
+            wall_textures, floor_textures = _distinct_textures()
+            wall_textures, sky_style = wall_textures[rng.permutation(_REGIONS)], DISTINCT_SKY_STYLE
+        else:
+            # One DMLab style per maze, its textures drawn per quadrant without repeats (every style has >= 4).
+            style = labmaze_assets.MAZE_STYLES[rng.integers(len(labmaze_assets.MAZE_STYLES))]
+            all_walls, all_floors = _style_textures(style)
+            wall_sets = rng.choice(len(all_walls), _REGIONS, replace=False)
+            floor_sets = rng.choice(len(all_floors), _REGIONS, replace=False)
+            sky_style = labmaze_assets.SKY_STYLES[rng.integers(len(labmaze_assets.SKY_STYLES))]
+            wall_textures, floor_textures = all_walls[wall_sets], all_floors[floor_sets]
         return cls(
             walls=walls,
             spawns=np.argwhere(grid == SPAWN).astype(np.int64).reshape(-1, 2),
             region=region.astype(np.int64),
-            wall_textures=all_walls[wall_sets],
-            floor_textures=all_floors[floor_sets],
+            wall_textures=wall_textures,
+            floor_textures=floor_textures,
             sky_style=sky_style,
         )
 
@@ -389,7 +424,9 @@ class DMLabMazeEnv(FirstPersonEnv):
     (:meth:`Maze.generate`) and a start (a random open cell's centre, a random multiple of the turn) from
     the seed; ``options={"maze": text}`` uses a fixed DMLab text layout instead, starting on one of its
     ``'P'`` cells if it has any. Episodes truncate after ``max_steps`` steps: the default 299 gives the
-    benchmark's 300 frames with the reset frame, as ``wm collect --max-steps`` counts steps.
+    benchmark's 300 frames with the reset frame, as ``wm collect --max-steps`` counts steps. ``look`` is the
+    mazes' look (:meth:`Maze.from_text`) and ``patrol`` the scripted policy's route (:class:`MazeExplorer`);
+    ``dmlab:maze-small`` is this env with :data:`SMALL_MAZE`, the scaled benchmark's.
     ``info["pose"]`` is :meth:`pose` after every call, in the layout of ``envs.voxel_terrain``'s poses: y is 0
     on the floor, x and z are in cells (x along columns, z along rows).
     """
@@ -398,28 +435,33 @@ class DMLabMazeEnv(FirstPersonEnv):
 
     def __init__(
         self, size: int = 64, maze_size: int = 7, max_steps: int = 299, turn_degrees: float = 20.0,
-        step_length: float = 0.25, render_mode: str = "rgb_array",
+        step_length: float = 0.25, render_mode: str = "rgb_array", look: str = "dmlab", patrol: int = 0,
     ) -> None:
         if maze_size < 3 or maze_size % 2 == 0:
             raise ValueError(f"maze_size must be an odd number >= 3 (labmaze's grids are odd), got {maze_size}")
         if not 0 < step_length < 1 - 2 * BODY_RADIUS:
             raise ValueError(f"step_length must be in (0, {1 - 2 * BODY_RADIUS:g}) cells, got {step_length}")
+        if look not in LOOKS:
+            raise ValueError(f"look must be one of {LOOKS}, got {look!r}")
+        if patrol == 1 or patrol < 0:
+            raise ValueError(f"patrol must be 0 (explore) or a number of waypoints >= 2, got {patrol}")
         super().__init__(size, max_steps, turn_degrees, step_length, render_mode)
-        self.maze_size = maze_size
+        self.maze_size, self.look, self.patrol = maze_size, look, patrol
         self.maze: Maze | None = None
 
     def scripted_policy(self, seed: int) -> "MazeExplorer":
-        """This env's expert for ``wm collect --policies expert``: the explorer, seeded with ``seed``."""
-        return MazeExplorer(self, seed)
+        """This env's expert for ``wm collect --policies expert``: the explorer on this env's route, seeded with
+        ``seed``."""
+        return MazeExplorer(self, seed, patrol=self.patrol)
 
     def _build_world(self, seed: int, options: dict[str, Any]) -> np.ndarray:
         unknown = set(options) - {"maze"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}: the only option is 'maze' (a text layout)")
         if "maze" in options:
-            self.maze = Maze.from_text(options["maze"], seed)
+            self.maze = Maze.from_text(options["maze"], seed, self.look)
         else:
-            self.maze = Maze.generate(seed, self.maze_size)
+            self.maze = Maze.generate(seed, self.maze_size, self.look)
         starts = self.maze.spawns if len(self.maze.spawns) else self.maze.open_cells
         row, col = starts[self.np_random.integers(len(starts))]
         return np.array([col + 0.5, 0.0, row + 0.5], np.float64)
@@ -437,7 +479,10 @@ class MazeExplorer:
 
     It marks the cell it stands in as visited; when it has no target or stands on it, it picks the open cell
     farthest (in BFS steps) from here among those not visited yet (ties at random) and, once every cell is
-    visited, starts again with a fresh visited set. Each step it aims at the centre of the next cell on a
+    visited, starts again with a fresh visited set. With ``patrol`` k >= 2 it patrols instead: its first
+    cell and k - 1 more, each as far as can be from those chosen before (ties at random), visited in a cycle,
+    so that every view comes back once per lap (the scaled benchmark's guaranteed revisits). Each step it
+    aims at the centre of the next cell on a
     shortest path: it turns towards it when the heading is more than 0.6 turns off, else moves forward
     (a straight line to a neighbouring cell's centre never crosses a wall: two neighbouring cells form a
     rectangle). With probability ``noise`` a uniformly random action replaces the planned one, and a
@@ -446,14 +491,17 @@ class MazeExplorer:
     starts a new exploration. The same seed and env seed give the same actions.
     """
 
-    def __init__(self, env: DMLabMazeEnv, seed: int, noise: float = 0.1) -> None:
+    def __init__(self, env: DMLabMazeEnv, seed: int, noise: float = 0.1, patrol: int = 0) -> None:
         if not 0 <= noise <= 1:
             raise ValueError(f"noise must be a probability in [0, 1], got {noise}")
+        if patrol == 1 or patrol < 0:
+            raise ValueError(f"patrol must be 0 (explore) or a number of waypoints >= 2, got {patrol}")
         self._env = env
         self._rng = np.random.default_rng([seed, _EXPLORER_STREAM])
-        self.noise = noise
+        self.noise, self.patrol = noise, patrol
         self._maze: Maze | None = None
         self.visited = np.zeros((0, 0), bool)
+        self.waypoints: list[tuple[int, int]] = []  # the patrol's cells, in the order it visits them
         self.target: tuple[int, int] | None = None
         self._to_target = np.zeros((0, 0), np.int64)  # BFS steps from every cell to the target
         self._last_step: tuple[float, float] | None = None  # where the last forward step started, if it was one
@@ -462,16 +510,20 @@ class MazeExplorer:
         env = self._env.unwrapped
         if env.maze is None:
             raise RuntimeError("the explorer's env has no maze: call reset() on it first")
+        x, _, z, heading = (float(value) for value in env.pose())
+        cell = (math.floor(z), math.floor(x))
         if env.maze is not self._maze:
             self._maze = env.maze
             self.visited = np.zeros(env.maze.shape, bool)
+            self.waypoints = self._patrol_route(cell) if self.patrol else []
             self.target = None
             self._last_step = None
-        x, _, z, heading = (float(value) for value in env.pose())
-        cell = (math.floor(z), math.floor(x))
         self.visited[cell] = True
         if self.target is None or cell == self.target:
-            self._choose_target(cell)
+            if self.waypoints:
+                self._next_waypoint(cell)
+            else:
+                self._choose_target(cell)
         action = self._plan(x, z, heading, cell)
         if self._rng.random() < self.noise:
             action = int(self._rng.integers(3))
@@ -490,6 +542,25 @@ class MazeExplorer:
         else:
             farthest = np.argwhere(candidates & (distance == distance[candidates].max()))
             self.target = tuple(int(i) for i in farthest[self._rng.integers(len(farthest))])
+        self._to_target = self._maze.distances(self.target)
+
+    def _patrol_route(self, start: tuple[int, int]) -> list[tuple[int, int]]:
+        """The start cell and ``patrol - 1`` more, each the farthest (in BFS steps) from those before."""
+        route = [start]
+        nearest = self._maze.distances(start).astype(np.float64)
+        nearest[nearest < 0] = -np.inf  # walls and unreachable cells
+        for _ in range(self.patrol - 1):
+            if nearest.max() <= 0:
+                break  # fewer open cells than waypoints
+            farthest = np.argwhere(nearest == nearest.max())
+            route.append(tuple(int(i) for i in farthest[self._rng.integers(len(farthest))]))
+            nearest = np.minimum(nearest, self._maze.distances(route[-1]))
+        return route
+
+    def _next_waypoint(self, cell: tuple[int, int]) -> None:
+        """Aim at the waypoint after the one reached (the first one beyond ``cell`` at the start)."""
+        at = self.waypoints.index(cell) if cell in self.waypoints else -1
+        self.target = self.waypoints[(at + 1) % len(self.waypoints)]
         self._to_target = self._maze.distances(self.target)
 
     def _plan(self, x: float, z: float, heading: float, cell: tuple[int, int]) -> int:

@@ -8,7 +8,8 @@ dash, in the ``videoworld`` namespace at version 0:
 
 - ``videoworld/dmc-<domain>-<task>-v0``: every dm_control suite task (``dmc:<domain>-<task>``)
 - ``videoworld/atari-<Game>-v0``: every ALE game (``atari:<Game>``)
-- ``videoworld/dmlab-maze-v0`` and ``videoworld/voxel-terrain-v0`` (``dmlab:maze``, ``voxel:terrain``)
+- ``videoworld/dmlab-maze-v0``, ``videoworld/dmlab-maze-small-v0`` and ``videoworld/voxel-terrain-v0``
+  (``dmlab:maze``, ``dmlab:maze-small``, ``voxel:terrain``)
 
 Registering stores only ids and entry-point strings: no env is built and nothing more is imported.
 """
@@ -21,6 +22,7 @@ import gymnasium as gym
 from dm_control import suite
 
 from envs.atari import atari_games
+from envs.maze import SMALL_MAZE
 
 NAMESPACE = "videoworld"
 VERSION = 0
@@ -48,4 +50,5 @@ def register_envs() -> None:
     for game in atari_games():
         _register(f"atari:{game}", "envs.atari:make_atari", game=game)
     _register("dmlab:maze", "envs.maze:DMLabMazeEnv")
+    _register("dmlab:maze-small", "envs.maze:DMLabMazeEnv", **SMALL_MAZE)
     _register("voxel:terrain", "envs.voxel_terrain:VoxelTerrainEnv")

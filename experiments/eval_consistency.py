@@ -75,6 +75,12 @@ class Protocol:
             raise ValueError(f"late_from must be in [1, horizon={self.horizon}], got {self.late_from}")
 
 
+# TECO's counts, and the same proportions for the scaled benchmark's 100-frame episodes (dmlab:maze-small):
+# 48 of 100 frames as context (144 of 300), FVD from the first 12 (36), late columns over the last 20 (57 of 156).
+PROTOCOLS = {"teco": Protocol(), "scaled": Protocol(context=48, horizon=52, fvd_context=12, fvd_length=100,
+                                                    late_from=33)}
+
+
 @dataclass
 class TestVideo:
     """One test episode at the model's frame rate."""

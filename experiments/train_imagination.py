@@ -214,12 +214,9 @@ class ImaginationSettings:
             raise ValueError(f"viper_baseline_task {self.viper_baseline_task!r} names the baseline model's task: "
                              "give viper_baseline_model too")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ImaginationSettings:
-        """Inverse of :meth:`to_dict` (a run's ``settings.json``)."""
+        """The settings a run's ``settings.json`` records."""
         return cls(**{**values, "agent": ActorCriticConfig(**values["agent"])})
 
 
@@ -255,7 +252,7 @@ class ImaginationRun:
         self.tokenizer_run = self.dir / TOKENIZER_DIR
         self.world_model_run = self.dir / WORLD_MODEL_DIR
         self.training = TrainingRun(
-            self.dir, resume=True, settings=settings.to_dict(), may_change=RESUMABLE_CHANGES,
+            self.dir, resume=True, settings=settings, may_change=RESUMABLE_CHANGES,
             max_minutes=settings.max_minutes, counters=dict.fromkeys(("agent_steps", "episodes", "physics_steps"), 0),
             log_axis="physics_steps",
         )

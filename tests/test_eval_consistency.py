@@ -273,6 +273,22 @@ def test_cli_rejects_a_bad_compare_argument(tmp_path, capsys):
     assert "expected NAME=PATH" in capsys.readouterr().err
 
 
+def test_the_scaled_protocol_keeps_tecos_proportions_and_single_counts_override_it(monkeypatch, tmp_path):
+    import experiments.eval_consistency as consistency
+
+    teco, scaled = consistency.PROTOCOLS["teco"], consistency.PROTOCOLS["scaled"]
+    assert teco == Protocol() and scaled.context + scaled.horizon == scaled.fvd_length == 100
+    assert abs(scaled.context / scaled.fvd_length - teco.context / teco.fvd_length) < 0.01
+    assert abs(scaled.fvd_context / scaled.fvd_length - teco.fvd_context / teco.fvd_length) < 0.01
+    seen = []
+    monkeypatch.setattr(consistency, "evaluate_consistency",
+                        lambda model, data, out, protocol, *args: seen.append(protocol) or {"table": ""})
+    base = ["eval-consistency", "--model", "m", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    main(base + ["--protocol", "scaled", "--late-from", "40"])
+    main(base)
+    assert seen == [replace(scaled, late_from=40), teco]
+
+
 def test_long_presets_see_the_whole_teco_context():
     """The `long` model reaches back over all 144 context frames, trains on clips that long, at 4x4 codes."""
     assert FrameTokenizer(tokenizer_preset("long")).code_shape == (4, 4)

@@ -8,7 +8,9 @@ from PIL import Image
 from envs import make
 from envs.maze import (
     BODY_RADIUS,
+    DISTINCT_WALL_COLOURS,
     EYE_HEIGHT,
+    SMALL_MAZE,
     FORWARD,
     TEXELS,
     TURN_LEFT,
@@ -276,3 +278,46 @@ def test_make_names_bad_maze_specs():
     for bad in ("dmlab:castle", "deepmind:maze"):
         with pytest.raises(ValueError, match=bad):
             make(bad)
+
+
+def test_the_patrol_visits_far_apart_waypoints_in_a_cycle():
+    env = DMLabMazeEnv(size=16, max_steps=600)
+    obs, info = env.reset(seed=0, options={"maze": FOLDED})
+    patrol = MazeExplorer(env, seed=0, noise=0.0, patrol=2)
+    cells = []
+    for _ in range(600):
+        obs, _, _, _, info = env.step(patrol(obs))
+        cells.append((math.floor(info["pose"][2]), math.floor(info["pose"][0])))
+    assert patrol.waypoints == [(1, 1), (3, 1)]  # the start, P, and the farthest cell from it
+    arrivals = [cells[t] for t in range(1, len(cells)) if cells[t] in patrol.waypoints and cells[t - 1] != cells[t]]
+    assert arrivals[:4] == [(3, 1), (1, 1), (3, 1), (1, 1)]  # there and back, again and again
+    with pytest.raises(ValueError, match="patrol must be 0"):
+        MazeExplorer(env, seed=0, patrol=1)
+
+
+def test_the_scaled_maze_is_small_distinct_and_comes_back_within_its_episodes():
+    from experiments.eval_consistency import PROTOCOLS, revisit_mask
+
+    env = make("dmlab:maze-small", size=16)
+    assert (env.maze_size, env.max_steps, env.look, env.patrol) == (5, 99, "distinct", 3)
+    assert make("dmlab:maze-small", patrol=0).patrol == 0  # keyword arguments override the preset
+    scaled = PROTOCOLS["scaled"]
+    orders = set()
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        # the four wall colours, one per quadrant, in an order drawn per maze
+        means = [tuple(np.round(texture[0]).astype(int)) for texture in env.maze.wall_textures]
+        assert sorted(means) == sorted(DISTINCT_WALL_COLOURS)
+        orders.add(tuple(means))
+        policy, poses, done = env.scripted_policy(seed), [info["pose"]], False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs))
+            poses.append(info["pose"])
+            done = terminated or truncated
+        assert len(poses) == scaled.context + scaled.horizon == 100
+        revisits = revisit_mask(np.stack(poses), scaled.context, scaled.horizon, scaled.revisit_distance,
+                                scaled.revisit_degrees)
+        assert revisits.sum() >= 10  # a lap is shorter than the context: its views come back
+    assert len(orders) > 1
+    with pytest.raises(ValueError, match="look must be one of"):
+        DMLabMazeEnv(look="pastel")

@@ -119,3 +119,20 @@ def test_the_time_budget_counts_across_resumes(tmp_path, monkeypatch):
     resumed.restore()
     assert not resumed.tick() and resumed.counters["elapsed_s"] == 30.0  # 20 s before, 10 s now
     assert resumed.tick() and resumed.out_of_time
+
+
+def test_a_setting_added_since_the_run_started_resumes_at_its_default(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Settings:
+        lr: float = 0.1
+        mix_rewards: bool = True  # added to the code after the run below started
+
+    TrainingRun(tmp_path, resume=False, settings={"lr": 0.1}).save({"w": torch.zeros(1)}, {"kind": "linear"})
+    TrainingRun(tmp_path, resume=True, settings=Settings())  # the old behaviour is the default: no change
+    write_json_atomic(tmp_path / "settings.json", {"lr": 0.1})
+    with pytest.raises(ValueError, match="mix_rewards: True then, False now"):
+        TrainingRun(tmp_path, resume=True, settings=Settings(mix_rewards=False))
+    with pytest.raises(ValueError, match="lr: 0.1 then, 0.2 now"):
+        TrainingRun(tmp_path, resume=True, settings=Settings(lr=0.2))

@@ -8,7 +8,7 @@ by wall-clock minutes so CPU budgets can be stated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def train_tokenizer(
     """Train a tokenizer on ``{data_root}/train`` frames, evaluating on ``test``, on ``device`` (default: CUDA
     when available); returns the final eval."""
     device = resolve_device(device)
-    run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=RUN_CADENCE,
+    run = TrainingRun(run_dir, resume=resume, settings=training, may_change=RUN_CADENCE,
                       max_minutes=training.max_minutes)
     torch.manual_seed(training.seed)
     tokenizer = FrameTokenizer(model_config).to(device)

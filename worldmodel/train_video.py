@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -384,7 +384,7 @@ def train_video(
     if device == "cuda" and group.world > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', group.rank)}"
         torch.cuda.set_device(device)
-    run = TrainingRun(run_dir, resume=resume, settings=asdict(training), may_change=RUN_CADENCE,
+    run = TrainingRun(run_dir, resume=resume, settings=training, may_change=RUN_CADENCE,
                       max_minutes=training.max_minutes, main_process=group.rank == 0)
 
     tokenizer = load_tokenizer(tokenizer_checkpoint, device).eval()

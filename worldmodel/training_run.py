@@ -5,7 +5,8 @@ A loop (tokenizer, video transformer, agent, imagination) is its algorithm and n
 
 - the **run directory**: an existing checkpoint needs ``resume=True``; ``settings.json`` records
   the run's settings, and a resume that changes any of them (other than those ``may_change``
-  names, e.g. the budgets) is refused, naming them;
+  names, e.g. the budgets) is refused, naming them; a setting added to the code after the run
+  started counts as unchanged at its default (given as a dataclass, the settings bring their defaults);
 - **counters** (``step``, ``elapsed_s`` and whatever the loop adds), restored on resume;
 - an **atomic checkpoint** of weights, optimizers, RNG states (torch, CUDA, named numpy
   generators), counters and loop state, plus any extra files (a replay buffer), swapped in
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ class TrainingRun:
         directory: str | Path,
         *,
         resume: bool,
-        settings: Mapping[str, Any] | None = None,
+        settings: Any = None,
         may_change: Iterable[str] = (),
         max_minutes: float | None = None,
         counters: Mapping[str, Any] | None = None,
@@ -116,13 +117,18 @@ class TrainingRun:
         self._writer: SummaryWriter | None = None
         self._clock_start, self._elapsed_before = clock(), 0.0
         if settings is not None and main_process:
-            self._record_settings(dict(settings), set(may_change), check=resume)
+            defaults = _jsonable(asdict(type(settings)())) if is_dataclass(settings) else {}
+            values = asdict(settings) if is_dataclass(settings) else dict(settings)
+            self._record_settings(values, set(may_change), check=resume, defaults=defaults)
 
-    def _record_settings(self, settings: dict[str, Any], may_change: set[str], check: bool) -> None:
+    def _record_settings(
+        self, settings: dict[str, Any], may_change: set[str], check: bool, defaults: Mapping[str, Any]
+    ) -> None:
         path = self.dir / SETTINGS_FILE
         settings = _jsonable(settings)
         if check and path.is_file():
             before = read_json(path)
+            before = {**{k: v for k, v in defaults.items() if k not in before}, **before}  # settings added since
             changed = sorted(k for k in settings.keys() | before.keys()
                              if k not in may_change and before.get(k) != settings.get(k))
             if changed:

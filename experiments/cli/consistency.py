@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from experiments.cli.flags import add_decoding_flag, add_device_flag, add_sampling_flags, name_equals_path
 
 
 def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
+    from experiments.eval_consistency import PROTOCOLS
+
     parser = subparsers.add_parser(
         "eval-consistency",
         help="long-horizon consistency: TECO's protocol (PSNR/SSIM/LPIPS per horizon, FVD) with baselines",
@@ -33,13 +36,17 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="test", help="which split to evaluate")
     parser.add_argument("--videos", type=int, default=64, help="test videos for PSNR/SSIM/LPIPS (first ones, sorted)")
     parser.add_argument("--fvd-videos", type=int, default=16, help="test videos for FVD (0 skips FVD; few videos bias it up)")
-    parser.add_argument("--context", type=int, default=144, help="real frames given before predicting")
-    parser.add_argument("--horizon", type=int, default=156, help="frames predicted and scored")
-    parser.add_argument("--fvd-context", type=int, default=36, help="real frames before the FVD videos' generated ones")
-    parser.add_argument("--fvd-length", type=int, default=300, help="frames per FVD video")
-    parser.add_argument("--late-from", type=int, default=100, help="first predicted frame (from 1) of the late columns")
-    parser.add_argument("--revisit-distance", type=float, default=0.5, help="revisit radius, env units (maze cells)")
-    parser.add_argument("--revisit-degrees", type=float, default=30.0, help="revisit heading tolerance")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="teco", help=(
+        "frame counts: teco (144 context frames, 156 predicted, FVD of 300-frame videos from 36 real ones, late "
+        "columns from predicted frame 100) or scaled (the same proportions for 100-frame episodes such as "
+        "dmlab:maze-small's: 48, 52, 100 from 12, 33); the flags below override single counts"))
+    parser.add_argument("--context", type=int, help="real frames given before predicting")
+    parser.add_argument("--horizon", type=int, help="frames predicted and scored")
+    parser.add_argument("--fvd-context", type=int, help="real frames before the FVD videos' generated ones")
+    parser.add_argument("--fvd-length", type=int, help="frames per FVD video")
+    parser.add_argument("--late-from", type=int, help="first predicted frame (from 1) of the late columns")
+    parser.add_argument("--revisit-distance", type=float, help="revisit radius, env units (maze cells; default 0.5)")
+    parser.add_argument("--revisit-degrees", type=float, help="revisit heading tolerance (default 30)")
     parser.add_argument("--short-window", type=int, default=4, help="window of the short-window baseline (frames)")
     parser.add_argument(
         "--compare", type=name_equals_path, action="append", default=[], metavar="NAME=MODEL",
@@ -61,12 +68,11 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_eval_consistency(args: argparse.Namespace) -> None:
-    from experiments.eval_consistency import Protocol, evaluate_consistency
+    from experiments.eval_consistency import PROTOCOLS, evaluate_consistency
 
-    protocol = Protocol(
-        args.context, args.horizon, args.fvd_context, args.fvd_length, args.late_from,
-        args.revisit_distance, args.revisit_degrees,
-    )
+    given = {name: getattr(args, name) for name in ("context", "horizon", "fvd_context", "fvd_length", "late_from",
+                                                     "revisit_distance", "revisit_degrees")}
+    protocol = replace(PROTOCOLS[args.protocol], **{k: v for k, v in given.items() if v is not None})
     report = evaluate_consistency(
         args.model, args.data, args.out, protocol, args.videos, args.fvd_videos, args.short_window,
         dict(args.compare), args.split, args.batch_size, args.seed, args.temperature, args.top_k, args.save_videos,
