@@ -10,7 +10,6 @@ from envs.maze import (
     BODY_RADIUS,
     DISTINCT_WALL_COLOURS,
     EYE_HEIGHT,
-    SMALL_MAZE,
     FORWARD,
     TEXELS,
     TURN_LEFT,
