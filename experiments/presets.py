@@ -15,7 +15,10 @@ code grid, actions and tasks come from the tokenizer and the dataset
 (``worldmodel.train_video.fit_to_data``). ``dmc`` is sized for a CPU; ``dmc-paper``
 is VIPER's DMC model (embed 256, 8 layers, 8 heads, MLP 1024, 16-frame clips).
 ``long`` is the long-horizon consistency model: 4 layers of 36-frame windows
-reach back 144 frames, TECO's context, and it trains on 144-frame clips.
+reach back 144 frames, TECO's context, and it trains on 144-frame clips. ``memory`` is
+its size for the scaled benchmark (``dmlab:maze-small``, 48 context frames): one
+window spans the whole context, so a single attention step reaches any frame of it,
+and it trains on 64-frame clips.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     "dmc": VideoPreset(VideoTransformerConfig(window=8, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 16),
     "dmc-paper": VideoPreset(VideoTransformerConfig(window=15, embed_dim=256, layers=8, heads=8, mlp_ratio=4.0), 16),
     "long": VideoPreset(VideoTransformerConfig(window=36, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 144),
+    "memory": VideoPreset(VideoTransformerConfig(window=48, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 64),
 }
 
 

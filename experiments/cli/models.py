@@ -121,7 +121,8 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, type=Path, help="dataset root written by `wm collect`")
     parser.add_argument("--run", required=True, type=Path, help="run directory (checkpoint, tensorboard, eval.json)")
     parser.add_argument(
-        "--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16), long (64->4x4)"
+        "--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16), "
+        "long (64->4x4), fast (64->4x4, FSQ codes of 4375 values)"
     )
     parser.add_argument("--quantizer", choices=["vq", "fsq", "lfq"], default=None, help="override the preset's quantizer")
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
@@ -188,7 +189,8 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         "whose own --run-path would swallow --run",
     )
     parser.add_argument(
-        "--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's) or long (sees 144 frames)"
+        "--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's), long (sees 144 "
+        "frames) or memory (one 48-frame window: the scaled benchmark's context)"
     )
     parser.add_argument(
         "--no-actions", action="store_true",
