@@ -19,7 +19,7 @@ from envs.experts import (
 )
 from envs.maze import SMALL_MAZE, DMLabMazeEnv, MazeExplorer
 from envs.registration import register_envs, registered_id
-from envs.voxel_terrain import TerrainWalker, VoxelTerrainEnv
+from envs.voxel_terrain import SMALL_TERRAIN, TerrainWalker, VoxelTerrainEnv
 
 register_envs()
 
@@ -43,8 +43,8 @@ __all__ = [
 
 _SPEC_FORMS = (
     "'dmc:<domain>-<task>' (e.g. 'dmc:cartpole-swingup'), 'atari:<Game>' (e.g. 'atari:Pong'), "
-    "'voxel:terrain' (Minecraft-style open terrain), 'dmlab:maze' (DMLab-style 3D mazes) or 'dmlab:maze-small' "
-    "(the scaled memory benchmark's mazes)"
+    "'voxel:terrain' (Minecraft-style open terrain), 'dmlab:maze' (DMLab-style 3D mazes), or the scaled memory "
+    "benchmark's 'voxel:terrain-small' and 'dmlab:maze-small'"
 )
 
 
@@ -57,9 +57,9 @@ def make(spec: str, **kwargs: Any) -> gym.Env:
     if kind == "atari":
         return make_atari(name, **kwargs)
     if kind == "voxel":
-        if name != "terrain":
-            raise ValueError(f"unknown voxel env {spec!r}: expected 'voxel:terrain'")
-        return VoxelTerrainEnv(**kwargs)
+        if name not in ("terrain", "terrain-small"):
+            raise ValueError(f"unknown voxel env {spec!r}: expected 'voxel:terrain' or 'voxel:terrain-small'")
+        return VoxelTerrainEnv(**{**(SMALL_TERRAIN if name == "terrain-small" else {}), **kwargs})
     if kind == "dmlab":
         if name not in ("maze", "maze-small"):
             raise ValueError(f"unknown dmlab env {spec!r}: expected 'dmlab:maze' or 'dmlab:maze-small'")

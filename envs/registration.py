@@ -8,10 +8,11 @@ dash, in the ``videoworld`` namespace at version 0:
 
 - ``videoworld/dmc-<domain>-<task>-v0``: every dm_control suite task (``dmc:<domain>-<task>``)
 - ``videoworld/atari-<Game>-v0``: every ALE game (``atari:<Game>``)
-- ``videoworld/dmlab-maze-v0``, ``videoworld/dmlab-maze-small-v0`` and ``videoworld/voxel-terrain-v0``
-  (``dmlab:maze``, ``dmlab:maze-small``, ``voxel:terrain``)
+- ``videoworld/dmlab-maze-v0``, ``videoworld/voxel-terrain-v0`` and the scaled benchmark's
+  ``videoworld/dmlab-maze-small-v0`` and ``videoworld/voxel-terrain-small-v0`` (``dmlab:maze``, ``voxel:terrain``,
+  ``dmlab:maze-small``, ``voxel:terrain-small``)
 
-Registering stores only ids and entry-point strings: no env is built and nothing more is imported.
+Registering stores ids, entry-point strings and the scaled presets' keyword arguments: no env is built.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dm_control import suite
 
 from envs.atari import atari_games
 from envs.maze import SMALL_MAZE
+from envs.voxel_terrain import SMALL_TERRAIN
 
 NAMESPACE = "videoworld"
 VERSION = 0
@@ -52,3 +54,4 @@ def register_envs() -> None:
     _register("dmlab:maze", "envs.maze:DMLabMazeEnv")
     _register("dmlab:maze-small", "envs.maze:DMLabMazeEnv", **SMALL_MAZE)
     _register("voxel:terrain", "envs.voxel_terrain:VoxelTerrainEnv")
+    _register("voxel:terrain-small", "envs.voxel_terrain:VoxelTerrainEnv", **SMALL_TERRAIN)

@@ -83,6 +83,9 @@ _TEXELS = 4
 WORLD_HEIGHT = 64
 SEA_LEVEL = 10
 _RIM_WIDTH = 12  # mountains rise over this band at the edge, so the world's end is never in view
+# The scaled benchmark's terrain (``voxel:terrain-small``): a 48-column world, 100-frame episodes, 30-degree turns
+# and a walker on squares of 8 steps a side (a lap of 44 frames, within the scaled protocol's 48 context frames).
+SMALL_TERRAIN = {"world_size": 48, "max_steps": 99, "turn_degrees": 30.0, "walker_square": 8}
 _STONE_LINE = 27
 _SNOW_LINE = 34
 _TREE_SPACING = 6  # Chebyshev distance between trunks: leaf blobs (radius < 3) never share a column
@@ -459,26 +462,35 @@ class VoxelTerrainEnv(FirstPersonEnv):
     under its footprint. ``reset(seed=...)`` builds the world and start pose from the seed. Episodes truncate
     after ``max_steps`` steps: the default 299 gives the benchmark's 300 frames with the reset frame,
     as ``wm collect --max-steps`` counts steps. ``info["pose"]`` is :meth:`pose` after every call, its y
-    the ground under the feet. Reset options are ignored.
+    the ground under the feet. Reset options are ignored. ``walker_square`` n > 0 makes the scripted
+    walker walk squares of n steps a side (:class:`TerrainWalker`, ``one_way``); ``voxel:terrain-small``
+    is this env with :data:`SMALL_TERRAIN`, the scaled benchmark's.
     """
 
     metadata = {**FirstPersonEnv.metadata, "render_fps": 10}
 
     def __init__(
         self, size: int = 64, world_size: int = 96, max_steps: int = 299, turn_degrees: float = 15.0,
-        step_length: float = 0.5, render_mode: str = "rgb_array",
+        step_length: float = 0.5, render_mode: str = "rgb_array", walker_square: int = 0,
     ) -> None:
         if not 0 < step_length <= 1:
             raise ValueError(f"step_length must be in (0, 1] blocks, got {step_length}")
         if world_size < 2 * _RIM_WIDTH + 8:
             raise ValueError(f"world_size must be at least {2 * _RIM_WIDTH + 8} columns, got {world_size}")
+        if walker_square < 0 or (walker_square and (90 / turn_degrees) % 1):
+            raise ValueError(f"walker_square must be >= 0 and needs turns that make a quarter turn, got "
+                             f"{walker_square} with {turn_degrees} degrees")
         super().__init__(size, max_steps, turn_degrees, step_length, render_mode)
-        self.world_size = world_size
+        self.world_size, self.walker_square = world_size, walker_square
         self.world: VoxelWorld | None = None
 
     def scripted_policy(self, seed: int) -> TerrainWalker:
-        """This env's expert for ``wm collect --policies expert``: the walker, seeded with ``seed``."""
-        return TerrainWalker(seed)
+        """This env's expert for ``wm collect --policies expert``: the walker, seeded with ``seed`` (on squares
+        with ``walker_square``)."""
+        if not self.walker_square:
+            return TerrainWalker(seed)
+        quarter = round(90 / self.turn_degrees)
+        return TerrainWalker(seed, (self.walker_square,) * 2, (quarter, quarter), one_way=True)
 
     def _build_world(self, seed: int, options: dict[str, Any]) -> np.ndarray:
         self.world = VoxelWorld.generate(seed, self.world_size)
@@ -505,13 +517,17 @@ class TerrainWalker:
     Runs of ``forward_steps`` (5-30) forward steps alternate with ``turn_steps`` (2-12, i.e. 30-180
     degrees at 15 per turn) turns, left or right at random. Long turns and walks back over ground
     already seen make places leave the view and come back, which is what the consistency benchmark
-    measures. The walker reads no state: a forward step that left the frame unchanged was refused
-    (a tree, water, a cliff or the rim), so it cuts that run short and turns, instead of filming
-    the obstacle for the rest of the run. The same seed and frames give the same actions.
+    measures. With ``one_way`` every turn goes the same way (drawn once): with fixed run lengths
+    (``forward_steps=(n, n)`` and a quarter turn) the walk closes into a square and comes back to each
+    pose every four sides, the scaled benchmark's guaranteed revisits. The walker reads no state: a
+    forward step that left the frame unchanged was refused (a tree, water, a cliff or the rim), so it
+    cuts that run short and turns, instead of filming the obstacle for the rest of the run. The same
+    seed and frames give the same actions.
     """
 
     def __init__(
-        self, seed: int, forward_steps: tuple[int, int] = (5, 30), turn_steps: tuple[int, int] = (2, 12)
+        self, seed: int, forward_steps: tuple[int, int] = (5, 30), turn_steps: tuple[int, int] = (2, 12),
+        one_way: bool = False,
     ) -> None:
         for name, (low, high) in (("forward_steps", forward_steps), ("turn_steps", turn_steps)):
             if not 1 <= low <= high:
@@ -519,6 +535,7 @@ class TerrainWalker:
         self._rng = np.random.default_rng([seed, _WALKER_STREAM])
         self.forward_steps = forward_steps
         self.turn_steps = turn_steps
+        self._one_way = (TURN_LEFT if self._rng.random() < 0.5 else TURN_RIGHT) if one_way else None
         self._plan: list[int] = []  # actions still to take, the next one last
         self._last_action: int | None = None
         self._last_observation: np.ndarray | None = None
@@ -536,7 +553,6 @@ class TerrainWalker:
     def _runs(self, walk_first: bool) -> list[int]:
         """A forward run and a turn run, in the given order, as a stack (the first action last)."""
         walk = [FORWARD] * int(self._rng.integers(self.forward_steps[0], self.forward_steps[1] + 1))
-        turn = [TURN_LEFT if self._rng.random() < 0.5 else TURN_RIGHT] * int(
-            self._rng.integers(self.turn_steps[0], self.turn_steps[1] + 1)
-        )
+        direction = self._one_way or (TURN_LEFT if self._rng.random() < 0.5 else TURN_RIGHT)
+        turn = [direction] * int(self._rng.integers(self.turn_steps[0], self.turn_steps[1] + 1))
         return turn + walk if walk_first else walk + turn

@@ -25,7 +25,8 @@ def test_every_env_of_envs_make_has_its_id():
     ours = {env_id for env_id in gym.registry if env_id.startswith("videoworld/")}
     expected = {registered_id(f"dmc:{domain}-{task}") for domain, tasks in suite.TASKS_BY_DOMAIN.items() for task in tasks}
     expected |= {registered_id(f"atari:{game}") for game in atari_games()}
-    expected |= {"videoworld/dmlab-maze-v0", "videoworld/dmlab-maze-small-v0", "videoworld/voxel-terrain-v0"}
+    expected |= {"videoworld/dmlab-maze-v0", "videoworld/dmlab-maze-small-v0", "videoworld/voxel-terrain-v0",
+                 "videoworld/voxel-terrain-small-v0"}
     assert ours == expected
     assert registered_id("dmc:ball_in_cup-catch") == "videoworld/dmc-ball_in_cup-catch-v0"
     assert registered_id("atari:Pong") == "videoworld/atari-Pong-v0"
@@ -40,6 +41,7 @@ def test_every_env_of_envs_make_has_its_id():
         ("dmlab:maze", {"size": 32, "maze_size": 5}, [0, 1, 0]),
         ("dmlab:maze-small", {"size": 16}, [0, 1, 0]),
         ("voxel:terrain", {"size": 16, "world_size": 40}, [0, 2, 0]),
+        ("voxel:terrain-small", {"size": 16}, [0, 2, 0]),
         ("atari:Pong", {"size": 16}, [2, 3, 2]),
     ],
 )

@@ -238,6 +238,31 @@ def test_the_walker_turns_when_a_forward_step_leaves_the_frame_unchanged():
     assert walker(frame) in (TURN_LEFT, TURN_RIGHT)
 
 
+def test_a_one_way_walker_walks_squares_and_the_scaled_terrain_comes_back():
+    from experiments.eval_consistency import PROTOCOLS, revisit_mask
+
+    walker = TerrainWalker(3, forward_steps=(4, 4), turn_steps=(3, 3), one_way=True)
+    actions = [walker(np.full((4, 4, 3), t, np.uint8)) for t in range(28)]  # every step moves: frames differ
+    turn = actions[4]
+    assert actions == ([FORWARD] * 4 + [turn] * 3) * 4 and turn in (TURN_LEFT, TURN_RIGHT)
+    env = make("voxel:terrain-small", size=16)
+    assert (env.world_size, env.max_steps, env.turn_degrees, env.walker_square) == (48, 99, 30.0, 8)
+    scaled, revisiting = PROTOCOLS["scaled"], 0
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        walker, poses, done = env.scripted_policy(seed), [info["pose"]], False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(walker(obs))
+            poses.append(info["pose"])
+            done = terminated or truncated
+        mask = revisit_mask(np.stack(poses), scaled.context, scaled.horizon, scaled.revisit_distance,
+                            scaled.revisit_degrees)
+        revisiting += mask.sum() > 0
+    assert revisiting >= 3  # a square closes unless trees or water stop it
+    with pytest.raises(ValueError, match="quarter turn"):
+        make("voxel:terrain-small", turn_degrees=25.0)
+
+
 def test_make_names_bad_voxel_specs():
     for bad in ("voxel:castle", "minecraft:terrain"):
         with pytest.raises(ValueError, match=bad):
