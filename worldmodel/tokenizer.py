@@ -46,7 +46,10 @@ from worldmodel.quantizers import QUANTIZERS, Quantizer, make_quantizer
 CHECKPOINT_KIND = "frame_tokenizer"
 # Every tokenizer family by the kind its checkpoints record, as "module:Class" so that a family is
 # imported only when a checkpoint of its kind is loaded.
-TOKENIZER_KINDS: dict[str, str] = {CHECKPOINT_KIND: "worldmodel.tokenizer:FrameTokenizer"}
+TOKENIZER_KINDS: dict[str, str] = {
+    CHECKPOINT_KIND: "worldmodel.tokenizer:FrameTokenizer",
+    "causal_video_tokenizer": "worldmodel.video_tokenizer:CausalVideoTokenizer",
+}
 LEGACY_TOKENIZER_KIND = CHECKPOINT_KIND  # of checkpoints and bundles written before kinds were recorded
 
 # Defaults that a config's quantizer_kwargs override; 256 codes as in VIPER's DMC tokenizer.
