@@ -8,7 +8,10 @@ keeps VIPER's 128 base channels for GPUs. ``atari`` and ``maze3d`` map
 sees 144 frames on a CPU: 17 tokens per frame instead of 65. ``fast`` has the same
 4x4 grid with FSQ codes of 7 * 5^4 = 4375 values (the FSQ paper's levels for about 2^12):
 a larger vocabulary in place of the lost codes, for an imagined env that samples 17
-tokens per frame (IRIS steps Atari at 16).
+tokens per frame (IRIS steps Atari at 16). ``video`` is the causal video tokenizer
+(:mod:`worldmodel.video_tokenizer`): the ``dmc`` CNN's 8x8 grid of FSQ codes of 4375
+values, each code step standing for 4 frames (the first frame alone): 16 tokens per
+frame, a quarter of ``dmc``'s.
 
 Video transformer presets give the architecture and clip length; the vocabulary,
 code grid, actions and tasks come from the tokenizer and the dataset
@@ -27,8 +30,9 @@ from dataclasses import dataclass, replace
 
 from worldmodel.tokenizer import TokenizerConfig
 from worldmodel.transformer import VideoTransformerConfig
+from worldmodel.video_tokenizer import VideoTokenizerConfig
 
-TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
+TOKENIZER_PRESETS: dict[str, TokenizerConfig | VideoTokenizerConfig] = {
     "dmc": TokenizerConfig(
         image_size=64, base_channels=32, ch_mult=(1, 2, 2, 2), latent_dim=64,
         quantizer="vq", quantizer_kwargs={"codebook_size": 256},
@@ -53,6 +57,10 @@ TOKENIZER_PRESETS: dict[str, TokenizerConfig] = {
         image_size=64, base_channels=32, ch_mult=(1, 2, 2, 4, 4), latent_dim=5,
         quantizer="fsq", quantizer_kwargs={"levels": [7, 5, 5, 5, 5]},
     ),
+    "video": VideoTokenizerConfig(
+        image_size=64, base_channels=32, ch_mult=(1, 2, 2, 2), time_downsample=4, latent_dim=5,
+        quantizer="fsq", quantizer_kwargs={"levels": [7, 5, 5, 5, 5]},
+    ),
 }
 
 # (latent_dim, quantizer kwargs) when ``--quantizer`` replaces the preset's VQ:
@@ -63,7 +71,9 @@ QUANTIZER_SWAPS: dict[str, tuple[int, dict]] = {
 }
 
 
-def tokenizer_preset(name: str, quantizer: str | None = None, channels: int | None = None) -> TokenizerConfig:
+def tokenizer_preset(
+    name: str, quantizer: str | None = None, channels: int | None = None
+) -> TokenizerConfig | VideoTokenizerConfig:
     """A preset, optionally with another quantizer kind or CNN width."""
     if name not in TOKENIZER_PRESETS:
         raise ValueError(f"unknown tokenizer preset '{name}'; choose from {sorted(TOKENIZER_PRESETS)}")

@@ -81,3 +81,20 @@ def test_learning_rate_warms_up_then_decays_by_steps_alone():
     assert learning_rate(550, training) == pytest.approx(0.55)
     timed = TokenizerTraining(steps=1000, lr=1.0, warmup_steps=100, min_lr_fraction=0.1, max_minutes=0.001)
     assert [learning_rate(s, timed) for s in (0, 550, 1000)] == [learning_rate(s, training) for s in (0, 550, 1000)]
+
+
+def test_a_causal_video_tokenizer_trains_on_clips_and_resumes_exactly(tiny_dataset, tmp_path):
+    from worldmodel.tokenizer import load_tokenizer
+    from worldmodel.video_tokenizer import CausalVideoTokenizer, VideoTokenizerConfig
+
+    config = VideoTokenizerConfig(image_size=32, base_channels=8, ch_mult=(1, 2), time_downsample=2, latent_dim=3,
+                                  quantizer="fsq", quantizer_kwargs={"levels": [5, 5, 5]})
+    training = replace(_training(4), clip_frames=5, batch_size=2)
+    straight = train_tokenizer(tiny_dataset, tmp_path / "straight", config, training)
+    assert straight["step"] == 4 and straight["eval_frames"] == 5  # one held-out clip of 5 frames
+    assert isinstance(load_tokenizer(tmp_path / "straight" / "checkpoint", "cpu"), CausalVideoTokenizer)
+    train_tokenizer(tiny_dataset, tmp_path / "resumed", config, replace(training, steps=2))
+    resumed = train_tokenizer(tiny_dataset, tmp_path / "resumed", config, training, resume=True)
+    assert resumed["psnr"] == straight["psnr"]
+    with pytest.raises(ValueError, match="1 \\+ 2 n frames"):
+        train_tokenizer(tiny_dataset, tmp_path / "bad", config, replace(training, clip_frames=4))

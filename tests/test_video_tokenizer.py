@@ -87,3 +87,11 @@ def test_bad_configs_are_named():
         VideoTokenizerConfig(time_downsample=3)
     with pytest.raises(ValueError, match="needs 3 resolution stages"):
         VideoTokenizerConfig(ch_mult=(1, 2, 2), time_downsample=8)
+
+
+def test_the_video_transformer_refuses_it_until_it_takes_code_steps_of_several_frames():
+    from worldmodel.train_video import fit_to_data
+    from worldmodel.transformer import VideoTransformerConfig
+
+    with pytest.raises(ValueError, match="stand for 4 frames each"):
+        fit_to_data(VideoTransformerConfig(), _tokenizer(), None, actions=False)

@@ -1,4 +1,5 @@
-"""Training loop for the frame tokenizer: random frames in, reconstructions out.
+"""Training loop for the tokenizers: random frames (or clips, for the causal video tokenizer) in,
+reconstructions out.
 
 A :class:`~worldmodel.training_run.TrainingRun`: resumable (model, optimizer, RNG and step in
 one atomic checkpoint; a resumed run repeats an uninterrupted one), logged to tensorboard
@@ -22,7 +23,8 @@ from worldmodel.metrics import psnr, ssim
 from worldmodel.quantizers import codebook_usage
 from worldmodel.schedule import learning_rate
 from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
-from worldmodel.tokenizer import CHECKPOINT_KIND, FrameTokenizer, Tokenizer, TokenizerConfig, frames_to_images
+from worldmodel.tokenizer import FrameTokenizer, Tokenizer, TokenizerConfig, frames_to_images
+from worldmodel.video_tokenizer import CausalVideoTokenizer, VideoTokenizerConfig
 
 EVAL_FILE = "eval.json"
 
@@ -34,7 +36,11 @@ class TokenizerTraining:
     steps: int = field(
         default=5000, metadata={"help": "optimisation steps in all (a resumed run continues up to this)"}
     )
-    batch_size: int = field(default=32, metadata={"help": "frames per step"})
+    batch_size: int = field(default=32, metadata={"help": "frames (clips, for a video tokenizer) per step"})
+    clip_frames: int = field(default=17, metadata={"help": (
+        "frames per training and held-out clip of a causal video tokenizer: 1 + k n for k frames per code step "
+        "(a frame tokenizer takes single frames)"
+    )})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate, reached after the warm-up"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps before cosine decay"})
     min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of the peak"})
@@ -52,15 +58,26 @@ class TokenizerTraining:
 
 def evaluation_frames(data_root: str | Path, count: int, seed: int = 0) -> np.ndarray:
     """A fixed sample of held-out frames (the ``test`` split), uint8 ``(N,H,W,3)``."""
-    dataset = EpisodeDataset(data_root, split="test", clip_length=1)
+    return evaluation_clips(data_root, count, 1, seed)[:, 0]
+
+
+def evaluation_clips(data_root: str | Path, count: int, frames: int, seed: int = 0) -> np.ndarray:
+    """A fixed sample of ``count`` held-out clips of ``frames`` frames (the ``test`` split), uint8 ``(N,T,H,W,3)``."""
+    dataset = EpisodeDataset(data_root, split="test", clip_length=frames)
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(len(dataset), size=min(count, len(dataset)), replace=False))
-    return np.stack([dataset[int(i)]["video"][0] for i in indices])
+    return np.stack([dataset[int(i)]["video"] for i in indices])
+
+
+def build_tokenizer(config: TokenizerConfig | VideoTokenizerConfig) -> Tokenizer:
+    """A fresh tokenizer of the family the config describes."""
+    return CausalVideoTokenizer(config) if isinstance(config, VideoTokenizerConfig) else FrameTokenizer(config)
 
 
 @torch.no_grad()
 def evaluate_tokenizer(tokenizer: Tokenizer, frames: np.ndarray, batch_size: int = 128) -> dict[str, float]:
-    """Held-out PSNR / SSIM of reconstructions, and how much of the codebook the frames use."""
+    """Held-out PSNR / SSIM of reconstructions (per frame), and how much of the codebook the frames (or clips,
+    for a video tokenizer) use."""
     codes = tokenizer.encode(frames, batch_size=batch_size)
     recon = tokenizer.decode(codes, batch_size=batch_size)
     usage = codebook_usage(codes, tokenizer.vocab_size)
@@ -73,35 +90,40 @@ def evaluate_tokenizer(tokenizer: Tokenizer, frames: np.ndarray, batch_size: int
 
 
 def _image_grid(originals: np.ndarray, tokenizer: Tokenizer) -> torch.Tensor:
-    """Originals over reconstructions, ``(2N, 3, H, W)`` in [0, 1] for tensorboard."""
+    """Originals over reconstructions, ``(2N, 3, H, W)`` in [0, 1] for tensorboard (the frames of clips in a row)."""
     recon = tokenizer.decode(tokenizer.encode(originals)).numpy()
-    both = np.concatenate([originals, recon])
+    both = np.concatenate([originals, recon]).reshape(-1, *originals.shape[-3:])
     return torch.from_numpy(both).permute(0, 3, 1, 2).float() / 255.0
 
 
 def train_tokenizer(
     data_root: str | Path,
     run_dir: str | Path,
-    model_config: TokenizerConfig,
+    model_config: TokenizerConfig | VideoTokenizerConfig,
     training: TokenizerTraining,
     resume: bool = False,
     device: str = AUTO,
 ) -> dict[str, Any]:
-    """Train a tokenizer on ``{data_root}/train`` frames, evaluating on ``test``, on ``device`` (default: CUDA
-    when available); returns the final eval."""
+    """Train a tokenizer of the config's family on ``{data_root}/train`` frames (clips of ``clip_frames`` for a
+    video tokenizer), evaluating on ``test``, on ``device`` (default: CUDA when available); returns the final
+    eval."""
     device = resolve_device(device)
     run = TrainingRun(run_dir, resume=resume, settings=training, may_change=RUN_CADENCE,
                       max_minutes=training.max_minutes)
     torch.manual_seed(training.seed)
-    tokenizer = FrameTokenizer(model_config).to(device)
+    tokenizer = build_tokenizer(model_config).to(device)
+    clip = training.clip_frames if isinstance(tokenizer, CausalVideoTokenizer) else 1
+    if clip > 1:
+        tokenizer.code_steps(clip)  # raises unless 1 + k n frames
     optimizer = torch.optim.Adam(tokenizer.parameters(), lr=training.lr)
-    checkpoint_config = {"kind": CHECKPOINT_KIND, "config": model_config.to_dict()}
+    checkpoint_config = {"kind": tokenizer.kind, "config": model_config.to_dict()}
     restored = run.restore({"config": ("tokenizer config", model_config.to_dict())}, {"adam": optimizer})
     if restored is not None:
         load_into_module(tokenizer, restored.weights, run.checkpoint_dir)
 
-    train_data = EpisodeDataset(data_root, split="train", clip_length=1)
-    held_out = evaluation_frames(data_root, training.eval_frames, training.seed)
+    train_data = EpisodeDataset(data_root, split="train", clip_length=clip)
+    held_out = evaluation_clips(data_root, max(1, training.eval_frames // clip), clip, training.seed)
+    held_out = held_out if clip > 1 else held_out[:, 0]
     preview = held_out[:: max(1, len(held_out) // 8)][:8]
 
     def evaluate() -> dict[str, float]:
@@ -124,8 +146,8 @@ def train_tokenizer(
         torch.manual_seed(training.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, training)
-        frames = train_data.sample(training.batch_size, rng)["video"][:, 0]
-        batch = frames_to_images(torch.from_numpy(frames).to(device))
+        videos = torch.from_numpy(train_data.sample(training.batch_size, rng)["video"]).to(device)
+        batch = videos.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0 if clip > 1 else frames_to_images(videos[:, 0])
         output = tokenizer(batch)
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
@@ -147,7 +169,7 @@ def train_tokenizer(
         if step % training.checkpoint_every == 0:
             run.save(tokenizer.state_dict(), checkpoint_config, optimizers={"adam": optimizer})
     progress.close()
-    summary = {**run.counters, "eval_frames": len(held_out), **evaluate()}
+    summary = {**run.counters, "eval_frames": len(held_out) * clip, **evaluate()}
     run.save(tokenizer.state_dict(), checkpoint_config, optimizers={"adam": optimizer})
     run.write_json(EVAL_FILE, summary)
     run.close()

@@ -169,6 +169,12 @@ def fit_to_data(
     insists on them (an error on action-free data); ``False`` trains action-free, as VIPER does.
     A dataset of several tasks makes the model task-conditional.
     """
+    if tokenizer.frames_per_code_step != 1:
+        raise ValueError(
+            f"the tokenizer's code steps stand for {tokenizer.frames_per_code_step} frames each (a causal video "
+            "tokenizer); the video transformer, its token cache and the envs still take one code step per frame: "
+            "train it on a per-frame tokenizer"
+        )
     if manifest is None and actions is not False:
         raise ValueError("the dataset has no manifest.json, so its action space is unknown; train without actions")
     space = manifest.action_space if manifest is not None else None

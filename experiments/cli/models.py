@@ -122,7 +122,8 @@ def _add_train_tokenizer(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--run", required=True, type=Path, help="run directory (checkpoint, tensorboard, eval.json)")
     parser.add_argument(
         "--preset", default="dmc", help="tokenizer preset: dmc (64->8x8), dmc-paper, atari, maze3d (64->16x16), "
-        "long (64->4x4), fast (64->4x4, FSQ codes of 4375 values)"
+        "long (64->4x4), fast (64->4x4, FSQ codes of 4375 values), video (a causal video tokenizer: 64->8x8 per 4 "
+        "frames, trained on clips of --clip-frames)"
     )
     parser.add_argument("--quantizer", choices=["vq", "fsq", "lfq"], default=None, help="override the preset's quantizer")
     parser.add_argument("--channels", type=int, default=None, help="override the preset's base CNN channels")
