@@ -223,3 +223,24 @@ def test_two_process_data_parallel_run_keeps_ranks_identical(tiny_dataset, tmp_p
     assert fingerprint(saved) == ranks[0]["weights_sha256"]
     single = train_video(tiny_dataset, tokenizer, tmp_path / "single", TRANSFORMER, _training(3))
     assert single["weights_sha256"] != ranks[0]["weights_sha256"]  # rank 1 saw other clips
+
+
+def test_a_clip_length_curriculum_grows_the_clips_step_by_step(tiny_dataset, tmp_path, monkeypatch):
+    curriculum = VideoTraining(clip_length=16, curriculum_steps=8, curriculum_start=4)
+    assert [curriculum.clip_frames(step) for step in (0, 4, 7, 8, 100)] == [4, 10, 14, 16, 16]
+    assert VideoTraining(clip_length=16).clip_frames(0) == 16
+    with pytest.raises(ValueError, match="curriculum_start >= 2"):
+        VideoTraining(curriculum_steps=4, curriculum_start=1)
+    lengths = []
+    losses = VideoTransformer.losses
+
+    def recording(self, codes, *args, **kwargs):
+        if self.training:
+            lengths.append(codes.shape[1])
+        return losses(self, codes, *args, **kwargs)
+
+    monkeypatch.setattr(VideoTransformer, "losses", recording)
+    tokenizer = _tokenizer(tmp_path / "tok")
+    train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER,
+                _training(4, curriculum_steps=2, curriculum_start=2))
+    assert lengths == [2, 4, 6, 6]  # clip_length 6, reached at step 2

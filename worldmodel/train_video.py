@@ -74,6 +74,13 @@ class VideoTraining:
     frame_skip: int = field(
         default=1, metadata={"help": "take every n-th frame of the dataset (use its action at that frame)"}
     )
+    curriculum_steps: int = field(
+        default=0, metadata={"help": (
+            "a curriculum on clip length: clips grow linearly from --curriculum-start frames to --clip-length over "
+            "this many steps (0: whole clips from the start)"
+        )},
+    )
+    curriculum_start: int = field(default=8, metadata={"help": "frames per clip at the curriculum's first step"})
     lr: float = field(default=3e-4, metadata={"help": "peak learning rate, reached after the warm-up"})
     warmup_steps: int = field(default=200, metadata={"help": "linear warm-up steps before cosine decay"})
     min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of the peak"})
@@ -106,6 +113,16 @@ class VideoTraining:
     def __post_init__(self) -> None:
         if not 0.0 <= self.mix_fraction < 1.0:
             raise ValueError(f"mix_fraction must be in [0, 1), got {self.mix_fraction}")
+        if self.curriculum_steps < 0 or not 2 <= self.curriculum_start:
+            raise ValueError(f"curriculum_steps must be >= 0 and curriculum_start >= 2, got {self.curriculum_steps} "
+                             f"and {self.curriculum_start}")
+
+    def clip_frames(self, step: int) -> int:
+        """Frames per training clip at ``step``: ``clip_length``, or on the curriculum's way to it."""
+        if step >= self.curriculum_steps or self.curriculum_start >= self.clip_length:
+            return self.clip_length
+        grown = self.curriculum_start + (self.clip_length - self.curriculum_start) * step / self.curriculum_steps
+        return int(grown)
 
 
 def bits_per_dim(nats_per_code: float, codes_per_frame: int, image_size: int) -> float:
@@ -227,6 +244,11 @@ def check_mixable(primary: DatasetManifest | None, mix: DatasetManifest | None, 
     if mix.action_space is not None and mix.action_space != primary.action_space:
         raise ValueError(f"the mix dataset {mix_root} has actions {mix.action_space}, the primary dataset "
                          f"{primary.action_space}")
+
+
+def _first_frames(clips: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
+    """Clips cut to their first ``frames`` frames (per-clip arrays, such as task ids, as they are)."""
+    return {key: value[:, :frames] if value.ndim > 1 else value for key, value in clips.items()}
 
 
 def mixed_batch(
@@ -464,9 +486,11 @@ def train_video(
         for param_group in optimizer.param_groups:
             param_group["lr"] = learning_rate(step, training)
         known = {}
-        clips = train_data.sample(training.batch_size - mixed, rng)
+        length = training.clip_frames(step)
+        clips = _first_frames(train_data.sample(training.batch_size - mixed, rng), length)
         if mixed:
-            clips, actions_known, rewards_known = mixed_batch(clips, mix_data.sample(mixed, rng), training.mix_rewards)
+            mix_clips = _first_frames(mix_data.sample(mixed, rng), length)
+            clips, actions_known, rewards_known = mixed_batch(clips, mix_clips, training.mix_rewards)
             known = {"actions_known": torch.from_numpy(actions_known), "rewards_known": torch.from_numpy(rewards_known)}
         codes, actions, task = _to_model_inputs(clips, transformer_config, device)
         losses = transformer.losses(codes, actions, task, *_head_targets(clips, transformer_config, device), **known)
