@@ -443,8 +443,7 @@ class DMLabMazeEnv(FirstPersonEnv):
             raise ValueError(f"step_length must be in (0, {1 - 2 * BODY_RADIUS:g}) cells, got {step_length}")
         if look not in LOOKS:
             raise ValueError(f"look must be one of {LOOKS}, got {look!r}")
-        if patrol == 1 or patrol < 0:
-            raise ValueError(f"patrol must be 0 (explore) or a number of waypoints >= 2, got {patrol}")
+        _check_patrol(patrol)
         super().__init__(size, max_steps, turn_degrees, step_length, render_mode)
         self.maze_size, self.look, self.patrol = maze_size, look, patrol
         self.maze: Maze | None = None
@@ -474,6 +473,11 @@ class DMLabMazeEnv(FirstPersonEnv):
         return render_view(self.maze, self._position[0], self._position[2], self.heading, self.size)
 
 
+def _check_patrol(patrol: int) -> None:
+    if patrol == 1 or patrol < 0:
+        raise ValueError(f"patrol must be 0 (explore) or a number of waypoints >= 2, got {patrol}")
+
+
 class MazeExplorer:
     """The scripted explorer: the shortest path to the farthest unvisited cell, with noise, so places recur.
 
@@ -482,10 +486,9 @@ class MazeExplorer:
     visited, starts again with a fresh visited set. With ``patrol`` k >= 2 it patrols instead: its first
     cell and k - 1 more, each as far as can be from those chosen before (ties at random), visited in a cycle,
     so that every view comes back once per lap (the scaled benchmark's guaranteed revisits). Each step it
-    aims at the centre of the next cell on a
-    shortest path: it turns towards it when the heading is more than 0.6 turns off, else moves forward
-    (a straight line to a neighbouring cell's centre never crosses a wall: two neighbouring cells form a
-    rectangle). With probability ``noise`` a uniformly random action replaces the planned one, and a
+    aims at the centre of the next cell on a shortest path: it turns towards it when the heading is more
+    than 0.6 turns off, else moves forward (a straight line to a neighbouring cell's centre never crosses a
+    wall: two neighbouring cells form a rectangle). With probability ``noise`` a uniformly random action replaces the planned one, and a
     forward step that did not move (a wall) is followed by a turn. It reads the env's maze and pose, as
     the DMC experts read the physics, but acts only through the env's actions; a new maze in the env
     starts a new exploration. The same seed and env seed give the same actions.
@@ -494,8 +497,7 @@ class MazeExplorer:
     def __init__(self, env: DMLabMazeEnv, seed: int, noise: float = 0.1, patrol: int = 0) -> None:
         if not 0 <= noise <= 1:
             raise ValueError(f"noise must be a probability in [0, 1], got {noise}")
-        if patrol == 1 or patrol < 0:
-            raise ValueError(f"patrol must be 0 (explore) or a number of waypoints >= 2, got {patrol}")
+        _check_patrol(patrol)
         self._env = env
         self._rng = np.random.default_rng([seed, _EXPLORER_STREAM])
         self.noise, self.patrol = noise, patrol
