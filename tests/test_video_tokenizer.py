@@ -87,6 +87,8 @@ def test_bad_configs_are_named():
         VideoTokenizerConfig(time_downsample=3)
     with pytest.raises(ValueError, match="needs 3 resolution stages"):
         VideoTokenizerConfig(ch_mult=(1, 2, 2), time_downsample=8)
+    assert VideoTokenizerConfig().quantizer_kwargs == {"levels": [7, 5, 5, 5, 5]}  # 4375 codes
+    assert VideoTokenizerConfig(quantizer="vq", latent_dim=16).quantizer_kwargs == {"codebook_size": 256}
 
 
 def test_the_video_transformer_refuses_it_until_it_takes_code_steps_of_several_frames():

@@ -52,7 +52,7 @@ class VideoTokenizerConfig:
     time_downsample: int = 4
     latent_dim: int = 5
     quantizer: str = "fsq"
-    quantizer_kwargs: dict[str, Any] = field(default_factory=lambda: {"levels": [7, 5, 5, 5, 5]})
+    quantizer_kwargs: dict[str, Any] = field(default_factory=dict)  # FSQ's default levels: 7, 5, 5, 5, 5
 
     def __post_init__(self) -> None:
         self.ch_mult = tuple(self.ch_mult)
@@ -71,7 +71,8 @@ class VideoTokenizerConfig:
                              f"ch_mult {self.ch_mult} has {len(self.ch_mult) - 1}")
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2**(len(ch_mult)-1)")
-        kwargs = {**DEFAULT_QUANTIZER_KWARGS[self.quantizer], **self.quantizer_kwargs}
+        defaults = {"levels": [7, 5, 5, 5, 5]} if self.quantizer == "fsq" else DEFAULT_QUANTIZER_KWARGS[self.quantizer]
+        kwargs = {**defaults, **self.quantizer_kwargs}
         self.quantizer_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
         make_quantizer(self.quantizer, self.latent_dim, self.quantizer_kwargs)  # raises on bad kwargs
 
