@@ -153,7 +153,7 @@ def test_checkpoint_without_a_kind_loads_as_the_frame_tokenizer(tmp_path):
 
 def test_unknown_tokenizer_kind_is_named_with_the_known_ones(tmp_path):
     save_checkpoint(tmp_path / "tok", {}, {"kind": "causal_video", "config": {}})
-    known = r"unknown tokenizer kind 'causal_video'; known kinds: \['frame_tokenizer'\]"
+    known = r"unknown tokenizer kind 'causal_video'; known kinds: \['causal_video_tokenizer', 'frame_tokenizer'\]"
     with pytest.raises(CheckpointError, match=known):
         load_tokenizer(tmp_path / "tok")
     with pytest.raises(CheckpointError, match="no tokenizer checkpoint at"):

@@ -322,24 +322,19 @@ def load_tokenizer(directory: str | Path, device: str | torch.device = AUTO) -> 
     return tokenizer_class(kind).load(directory, resolve_device(device))
 
 
-class FrameTokenizer(Tokenizer):
-    """Per-frame CNN tokenizer: uint8 frames ``(..., H, W, 3)`` <-> codes ``(..., h, w)``.
+class ConvTokenizer(Tokenizer):
+    """What the CNN families share: an encoder, a quantizer and a decoder built from one config (which has
+    ``image_size``, ``code_size``, the quantizer's settings, ``to_dict`` and ``from_dict``), saved and loaded as
+    safetensors + JSON. A family sets :attr:`kind` and :attr:`config_class` and builds its encoder and decoder."""
 
-    Training uses :meth:`forward` on float images in ``[-1, 1]``; the rest of the
-    toolkit uses :meth:`encode` / :meth:`decode`, which take and give uint8 frames,
-    work on any number of leading dims, run without gradients in eval mode, in
-    chunks of ``batch_size`` frames, on the module's device, and return tensors on
-    that device.
-    """
+    config_class: ClassVar[type]
 
-    kind = CHECKPOINT_KIND
-
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: Any, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = encoder
         self.quantizer: Quantizer = make_quantizer(config.quantizer, config.latent_dim, config.quantizer_kwargs)
-        self.decoder = Decoder(config)
+        self.decoder = decoder
 
     @property
     def vocab_size(self) -> int:
@@ -355,6 +350,43 @@ class FrameTokenizer(Tokenizer):
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` + ``config.json`` (with the family's ``kind``) atomically."""
+        save_checkpoint(directory, self.state_dict(), {"kind": self.kind, "config": self.config_dict()})
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> ConvTokenizer:
+        """Rebuild a tokenizer from :meth:`save` (a checkpoint that records no kind is a frame tokenizer's, from
+        before kinds were recorded); CheckpointError names any mismatch."""
+        tensors, meta = load_checkpoint(directory)
+        kind = meta.get("kind", LEGACY_TOKENIZER_KIND)
+        if kind != cls.kind:
+            raise CheckpointError(f"checkpoint {directory} is of kind {kind!r}, expected {cls.kind!r}")
+        try:
+            config = cls.config_class.from_dict(meta["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {directory} has an invalid {cls.kind} config: {err}") from err
+        model = cls(config)
+        load_into_module(model, tensors, directory)
+        return model.to(map_location)
+
+
+class FrameTokenizer(ConvTokenizer):
+    """Per-frame CNN tokenizer: uint8 frames ``(..., H, W, 3)`` <-> codes ``(..., h, w)``.
+
+    Training uses :meth:`forward` on float images in ``[-1, 1]``; the rest of the
+    toolkit uses :meth:`encode` / :meth:`decode`, which take and give uint8 frames,
+    work on any number of leading dims, run without gradients in eval mode, in
+    chunks of ``batch_size`` frames, on the module's device, and return tensors on
+    that device.
+    """
+
+    kind = CHECKPOINT_KIND
+    config_class = TokenizerConfig
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__(config, Encoder(config), Decoder(config))
 
     def forward(self, x: Tensor) -> TokenizerOutput:
         """Reconstruct float images ``x (B, 3, H, W)`` in ``[-1, 1]``."""
@@ -423,23 +455,3 @@ class FrameTokenizer(Tokenizer):
         size = self.config.image_size
         frames = torch.cat(chunks) if chunks else torch.zeros(0, size, size, 3, dtype=torch.uint8, device=self.device)
         return frames.reshape(*lead, size, size, 3)
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` + ``config.json`` (kind ``frame_tokenizer``) atomically."""
-        save_checkpoint(directory, self.state_dict(), {"kind": self.kind, "config": self.config_dict()})
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> FrameTokenizer:
-        """Rebuild a tokenizer from :meth:`save` (or from before checkpoints recorded their kind);
-        CheckpointError names any mismatch."""
-        tensors, meta = load_checkpoint(directory)
-        kind = meta.get("kind", LEGACY_TOKENIZER_KIND)
-        if kind != CHECKPOINT_KIND:
-            raise CheckpointError(f"checkpoint {directory} is of kind {kind!r}, expected {CHECKPOINT_KIND!r}")
-        try:
-            config = TokenizerConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {directory} has an invalid {CHECKPOINT_KIND} config: {err}") from err
-        model = cls(config)
-        load_into_module(model, tensors, directory)
-        return model.to(map_location)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +28,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from worldmodel.checkpoint import CheckpointError, load_checkpoint, load_into_module, save_checkpoint
-from worldmodel.quantizers import QUANTIZERS, Quantizer, make_quantizer
+from worldmodel.quantizers import QUANTIZERS, make_quantizer
 from worldmodel.tokenizer import (
-    DEFAULT_QUANTIZER_KWARGS, Tokenizer, TokenizerOutput, _check_batch_size, _eval_mode, _to_tensor,
+    DEFAULT_QUANTIZER_KWARGS, ConvTokenizer, TokenizerOutput, _check_batch_size, _eval_mode, _to_tensor,
 )
 
 CHECKPOINT_KIND = "causal_video_tokenizer"
@@ -198,7 +196,7 @@ class Decoder(nn.Module):
         return self.layers(z)
 
 
-class CausalVideoTokenizer(Tokenizer):
+class CausalVideoTokenizer(ConvTokenizer):
     """uint8 clips ``(..., 1 + k n, H, W, 3)`` <-> codes ``(..., 1 + n, h, w)``, ``k = time_downsample``.
 
     Training uses :meth:`forward` on float videos in ``[-1, 1]``; :meth:`encode` and :meth:`decode` take and
@@ -206,32 +204,14 @@ class CausalVideoTokenizer(Tokenizer):
     """
 
     kind = CHECKPOINT_KIND
+    config_class = VideoTokenizerConfig
 
     def __init__(self, config: VideoTokenizerConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
-        self.quantizer: Quantizer = make_quantizer(config.quantizer, config.latent_dim, config.quantizer_kwargs)
-        self.decoder = Decoder(config)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.quantizer.codebook_size
-
-    @property
-    def code_shape(self) -> tuple[int, int]:
-        return (self.config.code_size, self.config.code_size)
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
+        super().__init__(config, Encoder(config), Decoder(config))
 
     @property
     def frames_per_code_step(self) -> int:
         return self.config.time_downsample
-
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.to_dict()
 
     def code_steps(self, frames: int) -> int:
         """Code steps of a clip of ``frames`` frames; ValueError unless it is ``1 + k n`` frames."""
@@ -313,22 +293,3 @@ class CausalVideoTokenizer(Tokenizer):
         clips = torch.cat(chunks) if chunks else torch.zeros(0, frames, size, size, 3, dtype=torch.uint8,
                                                              device=self.device)
         return clips.reshape(*lead, frames, size, size, 3)
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.safetensors`` + ``config.json`` (kind ``causal_video_tokenizer``) atomically."""
-        save_checkpoint(directory, self.state_dict(), {"kind": self.kind, "config": self.config_dict()})
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> CausalVideoTokenizer:
-        """Rebuild a tokenizer from :meth:`save`; CheckpointError names any mismatch."""
-        tensors, meta = load_checkpoint(directory)
-        if meta.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(f"checkpoint {directory} is of kind {meta.get('kind')!r}, expected "
-                                  f"{CHECKPOINT_KIND!r}")
-        try:
-            config = VideoTokenizerConfig.from_dict(meta["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {directory} has an invalid {CHECKPOINT_KIND} config: {err}") from err
-        model = cls(config)
-        load_into_module(model, tensors, directory)
-        return model.to(map_location)
