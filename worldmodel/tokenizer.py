@@ -325,16 +325,17 @@ def load_tokenizer(directory: str | Path, device: str | torch.device = AUTO) -> 
 class ConvTokenizer(Tokenizer):
     """What the CNN families share: an encoder, a quantizer and a decoder built from one config (which has
     ``image_size``, ``code_size``, the quantizer's settings, ``to_dict`` and ``from_dict``), saved and loaded as
-    safetensors + JSON. A family sets :attr:`kind` and :attr:`config_class` and builds its encoder and decoder."""
+    safetensors + JSON. A family sets :attr:`kind` and :attr:`config_class` and names its encoder and decoder."""
 
     config_class: ClassVar[type]
 
-    def __init__(self, config: Any, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, config: Any, encoder: type[nn.Module], decoder: type[nn.Module]) -> None:
         super().__init__()
         self.config = config
-        self.encoder = encoder
+        # Built in this order, so a seeded initialisation draws the same weights as it always has.
+        self.encoder = encoder(config)
         self.quantizer: Quantizer = make_quantizer(config.quantizer, config.latent_dim, config.quantizer_kwargs)
-        self.decoder = decoder
+        self.decoder = decoder(config)
 
     @property
     def vocab_size(self) -> int:
@@ -386,7 +387,7 @@ class FrameTokenizer(ConvTokenizer):
     config_class = TokenizerConfig
 
     def __init__(self, config: TokenizerConfig) -> None:
-        super().__init__(config, Encoder(config), Decoder(config))
+        super().__init__(config, Encoder, Decoder)
 
     def forward(self, x: Tensor) -> TokenizerOutput:
         """Reconstruct float images ``x (B, 3, H, W)`` in ``[-1, 1]``."""

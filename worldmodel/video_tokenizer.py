@@ -207,7 +207,7 @@ class CausalVideoTokenizer(ConvTokenizer):
     config_class = VideoTokenizerConfig
 
     def __init__(self, config: VideoTokenizerConfig) -> None:
-        super().__init__(config, Encoder(config), Decoder(config))
+        super().__init__(config, Encoder, Decoder)
 
     @property
     def frames_per_code_step(self) -> int:
