@@ -147,6 +147,13 @@ class ImaginationSettings:
             "(wm check-world-model) and report them before any actor-critic training (0: no check)"
         )},
     )
+    check_gate: float = field(
+        default=0.0, metadata={"help": (
+            "with --check-episodes: stop before any actor-critic training unless the expert's imagined return "
+            "reaches this share of its real return (e.g. 0.7; 0: report only). Rerun with another gate, which may "
+            "change on resume, to go on"
+        )},
+    )
     viper_model: str | None = field(
         default=None, metadata={"help": (
             "a VIPER video model (trained on expert footage, e.g. a `wm build-reward` recipe's video/model): the loop "
@@ -208,6 +215,9 @@ class ImaginationSettings:
                              f"(got {self.expert_data!r} and {self.expert_fraction})")
         if self.check_episodes < 0:
             raise ValueError(f"check_episodes must be >= 0, got {self.check_episodes}")
+        if self.check_gate < 0 or (self.check_gate and not self.check_episodes):
+            raise ValueError(f"check_gate must be >= 0 and needs check_episodes, got {self.check_gate} with "
+                             f"{self.check_episodes} check episodes")
         if self.viper_model is None and self.viper_baseline_model is not None:
             raise ValueError("viper_baseline_model is the baseline of a VIPER reward: give viper_model too")
         if self.viper_baseline_model is None and self.viper_baseline_task is not None:
@@ -222,7 +232,7 @@ class ImaginationSettings:
 
 # May change when a run resumes: the budgets, and the decoding (both decodings sample the same frames);
 # every other setting is fixed.
-RESUMABLE_CHANGES = ("physics_steps", "max_minutes", "decoding")
+RESUMABLE_CHANGES = ("physics_steps", "max_minutes", "decoding", "check_gate")
 
 
 class ReconstructingPolicy:
@@ -492,11 +502,17 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         seconds = {"start": time.monotonic()}
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration, device)
         model = VideoModel.load(run.world_model_run / "model", device)
-        if iteration == 0 and settings.check_episodes and not (run.dir / CHECK_FILE).is_file():
-            check = check_world_model(run.dir, settings.check_episodes, device)
+        if iteration == 0 and settings.check_episodes:
+            checked = (run.dir / CHECK_FILE).is_file()
+            check = read_json(run.dir / CHECK_FILE) if checked else check_world_model(run.dir, settings.check_episodes,
+                                                                                       device)
             print(f"world model check: expert imagined {check['expert']['imagined_mean']:.1f} (real "
                   f"{check['expert']['real_mean']:.1f}), random imagined {check['random']['imagined_mean']:.1f} "
                   f"(real {check['random']['real_mean']:.1f})")
+            failure = gate_failure(check, settings.check_gate)
+            if failure:
+                print(f"stopped before the actor-critic: {failure} (--check-gate {settings.check_gate:g})")
+                break
         seconds["world_model"] = time.monotonic()
         terminations = _terminates(EpisodeDataset(run.data, "train"))  # the data change only at collection
         torch.manual_seed(_phase_seed(settings, iteration, IMAGINATION_PHASE))
@@ -548,6 +564,16 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         imagination_curves(run.history, float(np.mean(run.random_returns)), run.dir / CURVES_FILE, settings.env)
     run.training.close()
     return run.progress
+
+
+def gate_failure(check: dict[str, Any], share: float) -> str | None:
+    """Why a world model check fails the gate ``share`` (the expert's imagined return below that share of its real
+    one), or None where it passes; an expert whose real return is not positive has no share to reach."""
+    expert = check["expert"]
+    if share <= 0 or expert["real_mean"] <= 0 or expert["imagined_mean"] >= share * expert["real_mean"]:
+        return None
+    return (f"the world model imagines the expert's actions to a return of {expert['imagined_mean']:.1f}, below "
+            f"{share:g} of the real {expert['real_mean']:.1f}")
 
 
 def _saved_settings(run_dir: Path, what: str, *needed: Path) -> ImaginationSettings:

@@ -65,15 +65,20 @@ def test_expert_episodes_join_the_world_models_batches_and_the_check_reports_bef
     collect("dmc:cartpole-balance", [PolicySpec("expert")], 3, experts, test_fraction=0.34, max_steps=12,
             env_options={"action_repeat": 8})  # the run's rate: a frame every 8 physics steps
     settings = replace(_settings(8 * 36), expert_data=str(experts), expert_fraction=0.5, check_episodes=1)
-    assert train_in_imagination(tmp_path / "run", settings)["iteration"] == 1
+    # a gate no world model passes: the run stops before any actor-critic training, and says why
+    assert train_in_imagination(tmp_path / "run", replace(settings, check_gate=100.0))["iteration"] == 0
+    assert "stopped before the actor-critic: the world model imagines the expert's actions" in capsys.readouterr().out
+    assert train_in_imagination(tmp_path / "run", settings)["iteration"] == 1  # the gate may change on resume
     world_model = json.loads((tmp_path / "run" / "world_model" / "eval.json").read_text())
-    assert world_model["cache"]["mix"] == {"encoded": 3, "reused": 0}
+    assert world_model["cache"]["mix"] == {"encoded": 0, "reused": 3}  # encoded by the gated first invocation
     check = json.loads((tmp_path / "run" / "world_model_check.json").read_text())
     out = capsys.readouterr().out
     assert f"world model check: expert imagined {check['expert']['imagined_mean']:.1f}" in out
     assert out.index("world model check") < out.index('"iteration": 0')  # reported before the first row
     with pytest.raises(ValueError, match="go together"):
         replace(settings, expert_fraction=0.0)
+    with pytest.raises(ValueError, match="needs check_episodes"):
+        replace(settings, check_episodes=0, check_gate=0.7)
     with pytest.raises(ValueError, match="8 env steps per frame"):
         train_in_imagination(tmp_path / "other", replace(settings, action_repeat=4, check_episodes=0))
 
