@@ -21,7 +21,9 @@ is VIPER's DMC model (embed 256, 8 layers, 8 heads, MLP 1024, 16-frame clips).
 reach back 144 frames, TECO's context, and it trains on 144-frame clips. ``memory`` is
 its size for the scaled benchmark (``dmlab:maze-small``, 48 context frames): one
 window spans the whole context, so a single attention step reaches any frame of it,
-and it trains on 64-frame clips.
+and it trains on 64-frame clips. ``long-paper`` is ``long`` at a GPU's size (embed 512,
+8 layers of 8 heads; VIPER's Atari width, TECO's scale of temporal model), for the full
+protocol's one documented GPU run.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ VIDEO_PRESETS: dict[str, VideoPreset] = {
     "dmc-paper": VideoPreset(VideoTransformerConfig(window=15, embed_dim=256, layers=8, heads=8, mlp_ratio=4.0), 16),
     "long": VideoPreset(VideoTransformerConfig(window=36, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 144),
     "memory": VideoPreset(VideoTransformerConfig(window=48, embed_dim=128, layers=4, heads=4, mlp_ratio=4.0), 64),
+    "long-paper": VideoPreset(
+        VideoTransformerConfig(window=36, embed_dim=512, layers=8, heads=8, mlp_ratio=4.0), 144
+    ),
 }
 
 

@@ -191,7 +191,7 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--preset", default="dmc", help="transformer preset: dmc (CPU-sized), dmc-paper (VIPER's), long (sees 144 "
-        "frames) or memory (one 48-frame window: the scaled benchmark's context)"
+        "frames), long-paper (long at a GPU's size) or memory (one 48-frame window: the scaled benchmark's context)"
     )
     parser.add_argument(
         "--no-actions", action="store_true",
