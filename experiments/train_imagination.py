@@ -230,8 +230,8 @@ class ImaginationSettings:
         return cls(**{**values, "agent": ActorCriticConfig(**values["agent"])})
 
 
-# May change when a run resumes: the budgets, and the decoding (both decodings sample the same frames);
-# every other setting is fixed.
+# May change when a run resumes: the budgets, the decoding (both decodings sample the same frames) and the
+# check's gate; every other setting is fixed.
 RESUMABLE_CHANGES = ("physics_steps", "max_minutes", "decoding", "check_gate")
 
 
@@ -503,9 +503,8 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration, device)
         model = VideoModel.load(run.world_model_run / "model", device)
         if iteration == 0 and settings.check_episodes:
-            checked = (run.dir / CHECK_FILE).is_file()
-            check = read_json(run.dir / CHECK_FILE) if checked else check_world_model(run.dir, settings.check_episodes,
-                                                                                       device)
+            saved = run.dir / CHECK_FILE  # checked once; a resumed run reports (and gates on) the same check
+            check = read_json(saved) if saved.is_file() else check_world_model(run.dir, settings.check_episodes, device)
             print(f"world model check: expert imagined {check['expert']['imagined_mean']:.1f} (real "
                   f"{check['expert']['real_mean']:.1f}), random imagined {check['random']['imagined_mean']:.1f} "
                   f"(real {check['random']['real_mean']:.1f})")
