@@ -56,8 +56,58 @@ LEGACY_TOKENIZER_KIND = CHECKPOINT_KIND  # of checkpoints and bundles written be
 DEFAULT_QUANTIZER_KWARGS: dict[str, dict[str, Any]] = {"vq": {"codebook_size": 256}, "fsq": {}, "lfq": {}}
 
 
+class ConvTokenizerConfig:
+    """What the CNN tokenizers' configs share (their dataclasses inherit it): the checks of the CNN and its
+    quantizer, the code grid, and JSON."""
+
+    image_size: int
+    base_channels: int
+    ch_mult: tuple[int, ...]
+    latent_dim: int
+    quantizer: str
+    quantizer_kwargs: dict[str, Any]
+
+    def _check_cnn_and_quantizer(self, default_kwargs: dict[str, Any]) -> None:
+        """Raise ValueError naming a bad size, channel multiplier or quantizer setting; fill the quantizer's
+        ``default_kwargs`` under those given, as JSON gives them back."""
+        self.ch_mult = tuple(self.ch_mult)
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"unknown quantizer {self.quantizer!r}, expected one of {sorted(QUANTIZERS)}")
+        sizes = {"image_size": self.image_size, "base_channels": self.base_channels, "latent_dim": self.latent_dim}
+        for name, value in sizes.items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.ch_mult or any(not isinstance(m, int) or m <= 0 for m in self.ch_mult):
+            raise ValueError(f"ch_mult must be a non-empty sequence of positive ints, got {self.ch_mult!r}")
+        factor = 2 ** (len(self.ch_mult) - 1)
+        if self.image_size % factor:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by 2**(len(ch_mult)-1) = {factor} "
+                f"(ch_mult={self.ch_mult})"
+            )
+        kwargs = {**default_kwargs, **self.quantizer_kwargs}
+        self.quantizer_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}  # as in JSON
+        make_quantizer(self.quantizer, self.latent_dim, self.quantizer_kwargs)  # raises on bad kwargs
+
+    @property
+    def code_size(self) -> int:
+        """Side of the square code grid."""
+        return self.image_size // 2 ** (len(self.ch_mult) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "ch_mult": list(self.ch_mult)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}, expected a subset of {sorted(known)}")
+        return cls(**data)
+
+
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(ConvTokenizerConfig):
     """Architecture of a :class:`FrameTokenizer`; validated on construction.
 
     ``quantizer_kwargs`` go to the quantizer class (see ``worldmodel.quantizers``);
@@ -75,42 +125,9 @@ class TokenizerConfig:
     quantizer_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ch_mult = tuple(self.ch_mult)
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"unknown quantizer {self.quantizer!r}, expected one of {sorted(QUANTIZERS)}")
-        sizes = {"image_size": self.image_size, "base_channels": self.base_channels, "latent_dim": self.latent_dim}
-        for name, value in sizes.items():
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not isinstance(self.num_res_blocks, int) or self.num_res_blocks < 0:
             raise ValueError(f"num_res_blocks must be an int >= 0, got {self.num_res_blocks!r}")
-        if not self.ch_mult or any(not isinstance(m, int) or m <= 0 for m in self.ch_mult):
-            raise ValueError(f"ch_mult must be a non-empty sequence of positive ints, got {self.ch_mult!r}")
-        factor = 2 ** (len(self.ch_mult) - 1)
-        if self.image_size % factor:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by 2**(len(ch_mult)-1) = {factor} "
-                f"(ch_mult={self.ch_mult})"
-            )
-        kwargs = {**DEFAULT_QUANTIZER_KWARGS[self.quantizer], **self.quantizer_kwargs}
-        self.quantizer_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}  # as in JSON
-        make_quantizer(self.quantizer, self.latent_dim, self.quantizer_kwargs)  # raises on bad kwargs
-
-    @property
-    def code_size(self) -> int:
-        """Side of the square code grid."""
-        return self.image_size // 2 ** (len(self.ch_mult) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "ch_mult": list(self.ch_mult)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TokenizerConfig keys {unknown}, expected a subset of {sorted(known)}")
-        return cls(**data)
+        self._check_cnn_and_quantizer(DEFAULT_QUANTIZER_KWARGS.get(self.quantizer, {}))
 
 
 @dataclass

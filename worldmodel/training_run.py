@@ -128,7 +128,7 @@ class TrainingRun:
         settings = _jsonable(settings)
         if check and path.is_file():
             before = read_json(path)
-            before = {**{k: v for k, v in defaults.items() if k not in before}, **before}  # settings added since
+            before = {**defaults, **before}  # a setting added since the run started was at its default
             changed = sorted(k for k in settings.keys() | before.keys()
                              if k not in may_change and before.get(k) != settings.get(k))
             if changed:

@@ -17,7 +17,6 @@ are FSQ or LFQ (lookup-free, as MAGVIT-v2) or VQ, from :mod:`worldmodel.quantize
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,16 +27,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from worldmodel.quantizers import QUANTIZERS, make_quantizer
 from worldmodel.tokenizer import (
-    DEFAULT_QUANTIZER_KWARGS, ConvTokenizer, TokenizerOutput, _check_batch_size, _eval_mode, _to_tensor,
+    DEFAULT_QUANTIZER_KWARGS, ConvTokenizer, ConvTokenizerConfig, TokenizerOutput, _check_batch_size, _eval_mode,
+    _to_tensor,
 )
 
 CHECKPOINT_KIND = "causal_video_tokenizer"
 
 
 @dataclass
-class VideoTokenizerConfig:
+class VideoTokenizerConfig(ConvTokenizerConfig):
     """Architecture of a :class:`CausalVideoTokenizer`; validated on construction.
 
     Space is halved ``len(ch_mult) - 1`` times (as :class:`~worldmodel.tokenizer.TokenizerConfig`'s), time
@@ -53,45 +52,20 @@ class VideoTokenizerConfig:
     quantizer_kwargs: dict[str, Any] = field(default_factory=dict)  # FSQ's default levels: 7, 5, 5, 5, 5
 
     def __post_init__(self) -> None:
-        self.ch_mult = tuple(self.ch_mult)
-        if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"unknown quantizer {self.quantizer!r}, expected one of {sorted(QUANTIZERS)}")
-        for name in ("image_size", "base_channels", "latent_dim", "time_downsample"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.time_downsample, int) or self.time_downsample <= 0:
+            raise ValueError(f"time_downsample must be a positive int, got {self.time_downsample!r}")
         if self.time_downsample & (self.time_downsample - 1):
             raise ValueError(f"time_downsample must be a power of 2, got {self.time_downsample}")
-        if not self.ch_mult or any(not isinstance(m, int) or m <= 0 for m in self.ch_mult):
-            raise ValueError(f"ch_mult must be a non-empty sequence of positive ints, got {self.ch_mult!r}")
+        defaults = {"levels": [7, 5, 5, 5, 5]} if self.quantizer == "fsq" else DEFAULT_QUANTIZER_KWARGS.get(
+            self.quantizer, {})
+        self._check_cnn_and_quantizer(defaults)
         if self.time_halvings > len(self.ch_mult) - 1:
             raise ValueError(f"time_downsample {self.time_downsample} needs {self.time_halvings} resolution stages, "
                              f"ch_mult {self.ch_mult} has {len(self.ch_mult) - 1}")
-        if self.image_size % 2 ** (len(self.ch_mult) - 1):
-            raise ValueError(f"image_size {self.image_size} is not divisible by 2**(len(ch_mult)-1)")
-        defaults = {"levels": [7, 5, 5, 5, 5]} if self.quantizer == "fsq" else DEFAULT_QUANTIZER_KWARGS[self.quantizer]
-        kwargs = {**defaults, **self.quantizer_kwargs}
-        self.quantizer_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
-        make_quantizer(self.quantizer, self.latent_dim, self.quantizer_kwargs)  # raises on bad kwargs
 
     @property
     def time_halvings(self) -> int:
         return self.time_downsample.bit_length() - 1
-
-    @property
-    def code_size(self) -> int:
-        return self.image_size // 2 ** (len(self.ch_mult) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "ch_mult": list(self.ch_mult)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VideoTokenizerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown VideoTokenizerConfig keys {unknown}, expected a subset of {sorted(known)}")
-        return cls(**data)
 
 
 class CausalConv3d(nn.Module):
