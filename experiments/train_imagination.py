@@ -314,9 +314,7 @@ class ImaginationRun:
 
 def make_real_env(settings: ImaginationSettings) -> gym.Env:
     """The real env with its own (true) reward, the agent deciding every ``action_repeat`` physics steps."""
-    env = envs.make(settings.env, action_repeat=settings.action_repeat)
-    steps = settings.episode_steps
-    return env if steps is None else gym.wrappers.TimeLimit(env, steps)
+    return _cut_episodes(envs.make(settings.env, action_repeat=settings.action_repeat), settings)
 
 
 def make_learning_env(settings: ImaginationSettings, device: str) -> gym.Env:
@@ -334,6 +332,11 @@ def make_learning_env(settings: ImaginationSettings, device: str) -> gym.Env:
     if settings.viper_baseline_task is not None:  # one model of both sources, conditioned on each
         options = {"task": task_name(settings.env), "baseline_task": settings.viper_baseline_task}
     env = env_factory(settings.env, "viper", model, settings.action_repeat, baseline=baseline, **options)(settings.seed)
+    return _cut_episodes(env, settings)
+
+
+def _cut_episodes(env: gym.Env, settings: ImaginationSettings) -> gym.Env:
+    """``env`` with episodes cut to ``episode_steps`` agent steps, where the settings cut them."""
     steps = settings.episode_steps
     return env if steps is None else gym.wrappers.TimeLimit(env, steps)
 
