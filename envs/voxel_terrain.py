@@ -553,6 +553,8 @@ class TerrainWalker:
     def _runs(self, walk_first: bool) -> list[int]:
         """A forward run and a turn run, in the given order, as a stack (the first action last)."""
         walk = [FORWARD] * int(self._rng.integers(self.forward_steps[0], self.forward_steps[1] + 1))
-        direction = self._one_way or (TURN_LEFT if self._rng.random() < 0.5 else TURN_RIGHT)
+        direction = self._one_way if self._one_way is not None else (
+            TURN_LEFT if self._rng.random() < 0.5 else TURN_RIGHT
+        )
         turn = [direction] * int(self._rng.integers(self.turn_steps[0], self.turn_steps[1] + 1))
         return turn + walk if walk_first else walk + turn
