@@ -130,7 +130,7 @@ def tokenizer_ceiling(model: VideoModel) -> Predictor:
     """The true future frames encoded and decoded: the best any model on these codes can score."""
 
     def reconstruct(videos, actions, task, context, horizon, generator):
-        return model.tokenizer.decode(model.tokenizer.encode(videos[:, context : context + horizon])).cpu().numpy()
+        return model.reconstruct(videos, context, horizon).cpu().numpy()
 
     return reconstruct
 
@@ -353,7 +353,10 @@ def evaluate_consistency(
     if model is not None:
         methods["model"] = model_predictor(model, **sampling)
         if short_window is not None and short_window < model.window:
-            methods[f"model, window {short_window}"] = model_predictor(model.with_window(short_window), **sampling)
+            k = model.frames_per_code_step
+            unit = "" if k == 1 else f" code steps ({k * short_window} frames)"
+            methods[f"model, window {short_window}{unit}"] = model_predictor(model.with_window(short_window),
+                                                                             **sampling)
     for name, path in (others or {}).items():
         methods[name] = model_predictor(VideoModel.load(path, device), **sampling)
     clash = sorted(set(predictions) & {*methods, COPY_LAST, TOKENIZER_CEILING})

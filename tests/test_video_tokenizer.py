@@ -89,11 +89,3 @@ def test_bad_configs_are_named():
         VideoTokenizerConfig(ch_mult=(1, 2, 2), time_downsample=8)
     assert VideoTokenizerConfig().quantizer_kwargs == {"levels": [7, 5, 5, 5, 5]}  # 4375 codes
     assert VideoTokenizerConfig(quantizer="vq", latent_dim=16).quantizer_kwargs == {"codebook_size": 256}
-
-
-def test_the_video_transformer_refuses_it_until_it_takes_code_steps_of_several_frames():
-    from worldmodel.train_video import fit_to_data
-    from worldmodel.transformer import VideoTransformerConfig
-
-    with pytest.raises(ValueError, match="stand for 4 frames each"):
-        fit_to_data(VideoTransformerConfig(), _tokenizer(), None, actions=False)

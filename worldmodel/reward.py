@@ -80,6 +80,9 @@ class VideoLikelihoodReward:
             raise ValueError(f"unknown VIPER reward mode {mode!r}; expected one of {MODES}")
         if not isinstance(context_stride, int) or context_stride < 1:
             raise ValueError(f"context_stride must be a positive int, got {context_stride!r}")
+        for video_model in (model, baseline):
+            if video_model is not None:
+                video_model.require_per_frame("a VIPER reward")
         self.model = model
         self.num_envs = num_envs
         self.score = score

@@ -7,12 +7,18 @@ dataset), ``task_id``, ``terminated`` and ``rewards``, so
 the pixels. ``{cache}/cache.json`` records the fingerprint of the tokenizer's weights;
 a cache is only ever extended by the tokenizer that made it. Episode files are
 written atomically, so an interrupted build resumes where it stopped.
+
+A tokenizer whose code steps stand for ``k > 1`` frames makes a cache at the codes' rate
+(:mod:`worldmodel.code_rate`): each episode's first ``1 + k n`` frames become ``1 + n`` code
+steps, ``k`` actions one action, their rewards one sum, and the cache's manifest says so
+(``frame_skip`` times ``k``, the grouped action space).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodel.checkpoint import fingerprint, read_json, write_json_atomic
-from worldmodel.episodes import DatasetManifest, action_arrays, episode_paths, read_episode, write_npz_atomic
+from worldmodel.code_rate import aligned_frames, code_rate_action_space, group_actions, group_rewards
+from worldmodel.episodes import (
+    DatasetManifest, action_arrays, episode_paths, is_action_free, read_episode, write_npz_atomic,
+)
 from worldmodel.tokenizer import Tokenizer
 
 CACHE_FILE = "cache.json"
@@ -76,8 +85,11 @@ def build_token_cache(
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cache_dir / CACHE_FILE, expected)
     manifest = DatasetManifest.load(data_root)
+    k = tokenizer.frames_per_code_step
     if manifest is not None:
-        manifest.save(cache_dir)
+        replace(manifest, frame_skip=manifest.frame_skip * k, fps=manifest.fps / k,
+                action_space=code_rate_action_space(manifest.action_space, k)).save(cache_dir)
+    space = None if manifest is None else manifest.action_space
     counts = {"encoded": 0, "reused": 0}
     for split in splits:
         for path in tqdm(episode_paths(data_root, split), desc=f"tokenising {split}", unit="episode"):
@@ -86,18 +98,22 @@ def build_token_cache(
                 counts["reused"] += 1
                 continue
             episode = read_episode(path)
+            frames = aligned_frames(len(episode), k)
             try:
-                codes = tokenizer.encode(episode.video, batch_size=batch_size).cpu().numpy()
+                codes = tokenizer.encode(episode.video[:frames], batch_size=batch_size).cpu().numpy()
             except ValueError as err:
                 raise ValueError(f"{path}: cannot tokenise this episode ({err})") from err
+            if k > 1 and space is None and not is_action_free(episode.actions):
+                raise ValueError(f"{path}: grouping actions by {k} needs the dataset's action space, and "
+                                 f"{data_root} has no manifest.json")
             arrays = {
                 CODES_KEY: codes.astype(_codes_dtype(tokenizer.vocab_size)),
-                **action_arrays(np.asarray(episode.actions)),
+                **action_arrays(group_actions(episode.actions[:frames], k, space)),
                 "task_id": np.asarray(episode.task_id, dtype=np.int64),
-                "terminated": np.asarray(episode.terminated),
+                "terminated": np.asarray(episode.terminated and frames == len(episode)),
             }
             if episode.rewards is not None:
-                arrays["rewards"] = np.asarray(episode.rewards)
+                arrays["rewards"] = group_rewards(episode.rewards[:frames], k)
             write_npz_atomic(target, arrays)
             counts["encoded"] += 1
     return counts

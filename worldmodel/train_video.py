@@ -19,6 +19,9 @@ with ``mix_rewards=False``); it must share the primary
 dataset's frame rate and tasks, and its action space where it has one. Held-out evaluation stays on
 the primary dataset.
 
+A causal video tokenizer (code steps of ``k`` frames) trains the transformer on code steps: clips of
+``clip_length`` code steps, ``k`` actions as one (:mod:`worldmodel.code_rate`).
+
 Likelihoods are reported as VideoGPT does: ``bits_per_code`` = NLL per code / ln 2,
 and ``bits_per_dim`` = NLL of a whole frame / (ln 2 * H * W * 3), i.e. bits per
 pixel channel of the original frame.
@@ -43,6 +46,7 @@ from einops import rearrange
 from torch import Tensor
 
 from worldmodel.checkpoint import fingerprint, load_into_module
+from worldmodel.code_rate import code_rate_action_space
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
 from worldmodel.likelihood import expert_reward_stats
@@ -68,7 +72,8 @@ class VideoTraining:
     batch_size: int = field(default=16, metadata={"help": "clips per step, per process"})
     clip_length: int = field(
         default=16, metadata={"help": (
-            "frames per training clip; None takes the preset's (16 for dmc and dmc-paper, 144 for long)"
+            "frames per training clip (code steps, on a video tokenizer); None takes the preset's (16 for dmc and "
+            "dmc-paper, 144 for long, 64 for memory)"
         )},
     )
     frame_skip: int = field(
@@ -125,9 +130,9 @@ class VideoTraining:
         return int(grown)
 
 
-def bits_per_dim(nats_per_code: float, codes_per_frame: int, image_size: int) -> float:
-    """Bits per pixel channel: a frame's NLL in bits over its ``H * W * 3`` values."""
-    return nats_per_code * codes_per_frame / (math.log(2) * image_size * image_size * 3)
+def bits_per_dim(nats_per_code: float, codes_per_frame: int, image_size: int, frames_per_code_step: int = 1) -> float:
+    """Bits per pixel channel: a code step's NLL in bits over the ``H * W * 3`` values of each frame it stands for."""
+    return nats_per_code * codes_per_frame / (math.log(2) * image_size * image_size * 3 * frames_per_code_step)
 
 
 @dataclass
@@ -184,14 +189,9 @@ def fit_to_data(
     Actions come from the manifest's action space. ``actions=None`` takes them where the data has
     them and trains action-free on action-free data (``action_space`` None: footage); ``True``
     insists on them (an error on action-free data); ``False`` trains action-free, as VIPER does.
-    A dataset of several tasks makes the model task-conditional.
+    A dataset of several tasks makes the model task-conditional. With a tokenizer whose code steps stand
+    for ``k`` frames, the model's actions are groups of ``k`` (:mod:`worldmodel.code_rate`).
     """
-    if tokenizer.frames_per_code_step != 1:
-        raise ValueError(
-            f"the tokenizer's code steps stand for {tokenizer.frames_per_code_step} frames each (a causal video "
-            "tokenizer); the video transformer, its token cache and the envs still take one code step per frame: "
-            "train it on a per-frame tokenizer"
-        )
     if manifest is None and actions is not False:
         raise ValueError("the dataset has no manifest.json, so its action space is unknown; train without actions")
     space = manifest.action_space if manifest is not None else None
@@ -204,6 +204,7 @@ def fit_to_data(
     if config.action_dropout > 0 and not use:
         reason = "the dataset is action-free" if space is None else "it trains without actions"
         raise ValueError(f"action_dropout {config.action_dropout} drops the model's actions, but {reason}")
+    space = code_rate_action_space(space, tokenizer.frames_per_code_step)
     num_actions = int(space["n"]) if use and space["type"] == "discrete" else 0
     action_dim = int(np.prod(space["shape"])) if use and space["type"] == "box" else 0
     tasks = manifest.tasks if manifest is not None else []
@@ -312,7 +313,8 @@ def evaluation_clips(cache_dir: Path, training: VideoTraining) -> dict[str, np.n
 
 @torch.no_grad()
 def evaluate_transformer(
-    transformer: VideoTransformer, clips: dict[str, np.ndarray], image_size: int, batch_size: int = 16
+    transformer: VideoTransformer, clips: dict[str, np.ndarray], image_size: int, batch_size: int = 16,
+    frames_per_code_step: int = 1,
 ) -> dict[str, float]:
     """Held-out log-likelihood of clips: per frame (nats), of the last frame, in bits per code and per dim."""
     config = transformer.config
@@ -330,7 +332,7 @@ def evaluate_transformer(
         "log_prob_per_frame": log_probs.mean().item(),
         "log_prob_last_frame": log_probs[:, -1].mean().item(),
         "bits_per_code": nats_per_code / math.log(2),
-        "bits_per_dim": bits_per_dim(nats_per_code, config.codes_per_frame, image_size),
+        "bits_per_dim": bits_per_dim(nats_per_code, config.codes_per_frame, image_size, frames_per_code_step),
     }
     if config.reward_head or config.continue_head:
         metrics.update(evaluate_heads(transformer, clips, batch_size))
@@ -402,10 +404,10 @@ def train_video(
     tokenised into its own cache under it.
 
     ``cache_dir`` defaults to ``{data_root}/token_cache/<tokenizer fingerprint>``. ``reward_stats``
-    measures the VIPER reward statistics of the training data into the bundle (a pass over all
-    of it; a world model that is not a VIPER reward can skip it). Under
-    torchrun each process calls this; with ``device="cuda"`` each uses its local GPU. Every
-    rank returns its step and ``weights_sha256``; rank 0 adds the cache counts and the final eval.
+    measures the VIPER reward statistics of the training data into the bundle (a pass over all of it;
+    a world model that is not a VIPER reward can skip it; a video tokenizer's model skips it, as VIPER
+    scores frame by frame). Under torchrun each process calls this; with ``device="cuda"`` each uses its local
+    GPU. Every rank returns its step and ``weights_sha256``; rank 0 adds the cache counts and the final eval.
     """
     device = resolve_device(device)
     group = _Distributed.start(device)
@@ -419,6 +421,9 @@ def train_video(
     torch.manual_seed(training.seed)
     transformer = VideoTransformer(transformer_config).to(device)
     check_parts_fit(tokenizer, transformer)
+    if tokenizer.frames_per_code_step > 1 and training.frame_skip != 1:
+        raise ValueError(f"the tokenizer's code steps stand for {tokenizer.frames_per_code_step} frames each, which "
+                         f"sets the rate the transformer sees; train it with frame_skip 1, not {training.frame_skip}")
     manifest = DatasetManifest.load(data_root)
     info = _model_info(manifest, transformer_config, training.frame_skip)
     if (mix_root is None) != (training.mix_fraction == 0):
@@ -456,7 +461,7 @@ def train_video(
         training.batch_size - 1, max(1, round(training.batch_size * training.mix_fraction))
     )
     held_out = evaluation_clips(cache_dir, training)
-    image_size = tokenizer.image_size
+    image_size, frames_per_step = tokenizer.image_size, tokenizer.frames_per_code_step
     codes_per_frame = transformer_config.codes_per_frame
     writer = run.writer
     parameters = list(transformer.parameters())
@@ -466,7 +471,7 @@ def train_video(
 
     def evaluate() -> dict[str, float]:
         transformer.eval()
-        metrics = evaluate_transformer(transformer, held_out, image_size)
+        metrics = evaluate_transformer(transformer, held_out, image_size, frames_per_code_step=frames_per_step)
         for name, value in metrics.items():
             writer.add_scalar(f"eval/{name}", value, run.counters["step"])
         grid = sample_grid(transformer, tokenizer, held_out, training.seed)
@@ -513,10 +518,11 @@ def train_video(
                     writer.add_scalar(f"train/{name}", term.item(), step)
             writer.add_scalar("train/loss", nats, step)
             writer.add_scalar("train/bits_per_code", nats / math.log(2), step)
-            writer.add_scalar("train/bits_per_dim", bits_per_dim(nats, codes_per_frame, image_size), step)
+            bpd = bits_per_dim(nats, codes_per_frame, image_size, frames_per_step)
+            writer.add_scalar("train/bits_per_dim", bpd, step)
             writer.add_scalar("train/grad_norm", grad_norm.item(), step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-            progress.set_postfix(loss=f"{nats:.4f}", bpd=f"{bits_per_dim(nats, codes_per_frame, image_size):.4f}")
+            progress.set_postfix(loss=f"{nats:.4f}", bpd=f"{bpd:.4f}")
         if writer is not None and step % training.eval_every == 0 and step < training.steps and not out_of_time:
             metrics = evaluate()
             progress.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -533,7 +539,8 @@ def train_video(
         summary.update(eval_clips=len(held_out[CODES_KEY]), **evaluate())
         save()
         run.write_json(EVAL_FILE, summary)
-        if reward_stats and info.tasks:  # standardisation statistics for VIPER rewards, kept per named task
+        # standardisation statistics for VIPER rewards (which score frame by frame), kept per named task
+        if reward_stats and info.tasks and frames_per_step == 1:
             info.reward_stats = expert_reward_stats(transformer, cache_dir, training.frame_skip)
         VideoModel(tokenizer, transformer, info).save(run.dir / MODEL_DIR)
         run.close()

@@ -12,6 +12,10 @@ generator) needs::
 It is written atomically as a whole, and loading checks that the parts fit each other
 and ``bundle.json``. All methods take and return uint8 frames ``(..., H, W, 3)``; the
 codes stay inside.
+
+A bundle on a causal video tokenizer (code steps of ``k > 1`` frames) continues videos
+(:meth:`VideoModel.continue_video`) but does not stream frame by frame: scoring, sampling and
+envs need a per-frame tokenizer, and say so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.checkpoint import CheckpointError, atomic_directory, read_json
+from worldmodel.code_rate import aligned_frames, group_actions
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.rollout import rollout
 from worldmodel.streaming import StreamingSampler, StreamingScorer
@@ -95,6 +100,18 @@ class VideoModel(nn.Module):
     def window(self) -> int:
         return self.transformer.config.window
 
+    @property
+    def frames_per_code_step(self) -> int:
+        return self.tokenizer.frames_per_code_step
+
+    def require_per_frame(self, use: str) -> None:
+        """Raise ValueError unless each code step is one frame, as ``use`` (a frame-by-frame consumer) needs."""
+        k = self.frames_per_code_step
+        if k != 1:
+            raise ValueError(f"{use} goes frame by frame, but this model's code steps stand for {k} frames each (a "
+                             "causal video tokenizer): it continues videos (continue_video, wm eval-consistency) but "
+                             "needs a per-frame tokenizer for this")
+
     def task_id(self, name: str) -> int:
         """Index of a task name, as the transformer's ``task`` inputs expect."""
         if name not in self.info.tasks:
@@ -109,6 +126,7 @@ class VideoModel(nn.Module):
 
         ``actions`` and ``task`` as in :meth:`VideoTransformer.log_prob`.
         """
+        self.require_per_frame("log_prob")
         return self.transformer.log_prob(self.tokenizer.encode(frames), actions, task)
 
     def scorer(self, batch_size: int) -> FrameScorer:
@@ -138,6 +156,7 @@ class VideoModel(nn.Module):
         As :func:`worldmodel.rollout.rollout`, except that ``policy`` sees each stream's
         latest frame as uint8 pixels ``(B, H, W, 3)``.
         """
+        self.require_per_frame("rollout")
         codes = self.tokenizer.encode(context_frames)
         code_policy = None if policy is None else (lambda latest: policy(self.tokenizer.decode(latest)))
         generated = rollout(
@@ -164,28 +183,57 @@ class VideoModel(nn.Module):
         The first ``context`` frames are given; ``actions (B, >= context + horizon - 1[, A])`` are
         the videos' own (action ``t`` taken after frame ``t``) and are used when the model takes
         actions, ignored when it does not. ``decoding`` as in :meth:`StreamingSampler.sample`.
-        Returns ``(B, horizon, H, W, 3)`` uint8.
+        Returns ``(B, horizon, H, W, 3)`` uint8. On a causal video tokenizer of ``k`` frames per code step
+        the context is its last ``1 + k m`` frames, ``ceil(horizon / k)`` code steps are generated, and the
+        actions that would follow the horizon within the last step are zeros.
         """
         if context < 1 or horizon < 1:
             raise ValueError(f"need context >= 1 and horizon >= 1, got {context} and {horizon}")
         if np.shape(videos)[1] < context:
             raise ValueError(f"videos have {np.shape(videos)[1]} frames, fewer than the context of {context}")
+        k = self.frames_per_code_step
+        start = context - aligned_frames(context, k)  # the context a causal video tokenizer encodes: 1 + k m frames
+        context_steps = 1 + (context - 1 - start) // k
+        steps = -(-horizon // k)  # code steps to generate
         context_actions = future_actions = None
         if self.transformer.config.action_kind is not None:
             if actions is None:
                 raise ValueError("this model takes actions: give the videos' actions")
-            actions = torch.as_tensor(np.asarray(actions))
+            actions = np.asarray(actions)
             if actions.shape[1] < context + horizon - 1:
                 raise ValueError(
                     f"{actions.shape[1]} actions per video cannot lead into frame {context + horizon - 1}"
                 )
-            context_actions = actions[:, :context]
-            future_actions = actions[:, context - 1 : context - 1 + horizon]
-        return self.rollout(
-            torch.as_tensor(np.asarray(videos[:, :context])), horizon, actions=future_actions,
-            context_actions=context_actions, task=task, temperature=temperature, top_k=top_k, generator=generator,
-            decoding=decoding,
+            # the actions of the generated code steps' frames; those past the horizon are filled in with zeros
+            grouped = torch.as_tensor(group_actions(actions[:, start : context + horizon - 1], k,
+                                                    self.info.action_space))
+            context_actions = grouped[:, :context_steps]
+            future_actions = grouped[:, context_steps - 1 : context_steps - 1 + steps]
+        codes = self.tokenizer.encode(torch.as_tensor(np.asarray(videos[:, start:context])))
+        generated = rollout(
+            self.transformer, codes, steps, future_actions, None, context_actions, task, temperature, top_k,
+            generator, decoding,
         )
+        if k == 1:
+            return self.tokenizer.decode(generated)
+        # a causal decoder reads each code step after the ones before it: decode the context's codes too
+        frames = self.tokenizer.decode(torch.cat([codes, generated], dim=1))
+        return frames[:, context - start : context - start + horizon]
+
+    @torch.no_grad()
+    def reconstruct(self, videos: Tensor | np.ndarray, context: int, horizon: int) -> Tensor:
+        """Frames ``context .. context + horizon - 1`` of uint8 videos encoded and decoded, with the context
+        :meth:`continue_video` gives the tokenizer: the best any model on these codes can predict them.
+
+        A causal video tokenizer's last code step may reach past the videos; the last frame is repeated there.
+        """
+        k = self.frames_per_code_step
+        start = context - aligned_frames(context, k)
+        videos = torch.as_tensor(np.asarray(videos[:, start : context + horizon]))
+        missing = aligned_frames(videos.shape[1] + k - 1, k) - videos.shape[1]
+        videos = torch.cat([videos, videos[:, -1:].expand(-1, missing, -1, -1, -1)], dim=1)
+        frames = self.tokenizer.decode(self.tokenizer.encode(videos))
+        return frames[:, context - start : context - start + horizon]
 
     def with_window(self, window: int) -> VideoModel:
         """This bundle with the transformer's attention cut to ``window`` frames (weights shared)."""
@@ -249,6 +297,7 @@ class FrameScorer:
     """
 
     def __init__(self, model: VideoModel, batch_size: int) -> None:
+        model.require_per_frame("a frame scorer")
         self.tokenizer = model.tokenizer
         self.scorer = StreamingScorer(model.transformer, batch_size)
 
@@ -283,6 +332,7 @@ class FrameSampler:
     """
 
     def __init__(self, model: VideoModel, batch_size: int) -> None:
+        model.require_per_frame("a frame sampler")
         self.tokenizer = model.tokenizer
         self.sampler = StreamingSampler(model.transformer, batch_size)
 
