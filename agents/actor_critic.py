@@ -12,7 +12,9 @@ costs a transformer pass per code) ``epochs > 1`` takes several gradient steps o
 actor's objective is then PPO's clipped probability ratio (Schulman et al., 2017), which keeps
 the reused rollout's policy close; with one epoch the ratio is 1 and it is plain REINFORCE.
 
-Observations are pixel frames, stacked ``frame_stack`` deep per sub-env (the stack starts
+Observations are pixel frames, or a tokenizer's code vectors (float ``(h, w, D)`` grids, as
+:class:`envs.world_model.WorldModelVectorEnv` gives with ``observations="codes"``: flattened into
+the trunk, with no conv encoder), stacked ``frame_stack`` deep per sub-env (the stack starts
 afresh at each episode's first frame). Gymnasium's next-step autoreset makes the step after
 an episode's end a reset step whose action does nothing: it is masked out of the losses.
 Discrete actions are a categorical policy; continuous ones a Gaussian whose mean is squashed
@@ -76,9 +78,10 @@ class ActorCriticConfig:
 
 
 class FrameStacks:
-    """The last ``size`` frames of each sub-env, channels first ``(N, 3 * size, H, W)``, oldest first.
+    """The last ``size`` observations ``(N, H, W, C)`` of each sub-env, channels first ``(N, C * size, H, W)``,
+    oldest first: uint8 frames (``C = 3``) or float32 code vectors.
 
-    A sub-env's stack is filled with its first frame whenever an episode starts.
+    A sub-env's stack is filled with its first observation whenever an episode starts.
     """
 
     def __init__(self, size: int) -> None:
@@ -94,27 +97,36 @@ class FrameStacks:
         if self.stacks is None:
             raise RuntimeError("push() before reset()")
         frames = self._channels_first(frames)
-        self.stacks = np.concatenate([self.stacks[:, 3:], frames], axis=1)
+        self.stacks = np.concatenate([self.stacks[:, frames.shape[1]:], frames], axis=1)
         self.stacks[starting] = np.concatenate([frames[starting]] * self.size, axis=1)
         return self.stacks.copy()
 
     @staticmethod
     def _channels_first(frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        pixels = frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3
+        if not pixels and not (frames.dtype == np.float32 and frames.ndim == 4):
+            raise ValueError(f"expected uint8 frames (N, H, W, 3) or float32 code vectors (N, h, w, D), got "
+                             f"{frames.dtype} {frames.shape}")
         return frames.transpose(0, 3, 1, 2)
 
 
 class PolicyValueNet(nn.Module):
-    """A shared conv encoder, then a policy head and a value head (which predicts symlog of the return)."""
+    """A shared encoder (convs on pixel stacks; code-vector stacks are flattened as they are), then a policy
+    head and a value head (which predicts symlog of the return)."""
 
-    def __init__(self, obs_shape: tuple[int, int, int], action_space: gym.Space, config: ActorCriticConfig) -> None:
+    def __init__(
+        self, obs_shape: tuple[int, int, int], action_space: gym.Space, config: ActorCriticConfig, pixels: bool = True
+    ) -> None:
         super().__init__()
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         out = int(action_space.n) if self.discrete else 2 * int(np.prod(action_space.shape))
-        self.encoder = ConvEncoder(obs_shape, (32, 64, 64, 64), (2, 2, 2, 1), padding=1)
-        self.trunk = trunk(self.encoder.out_dim, config.feature_dim)
+        if pixels:
+            self.encoder = ConvEncoder(obs_shape, (32, 64, 64, 64), (2, 2, 2, 1), padding=1)
+            features = self.encoder.out_dim
+        else:
+            self.encoder, features = nn.Flatten(), int(np.prod(obs_shape))
+        self.trunk = trunk(features, config.feature_dim)
         self.policy = mlp(config.feature_dim, config.hidden_dim, out)
         self.value = mlp(config.feature_dim, config.hidden_dim, 1)
 
@@ -148,7 +160,8 @@ def lambda_returns(
 
 
 class ActorCritic:
-    """Acts in and learns from a gymnasium ``VectorEnv`` of pixel frames (see the module docstring)."""
+    """Acts in and learns from a gymnasium ``VectorEnv`` of pixel frames or code vectors (see the module
+    docstring)."""
 
     def __init__(
         self,
@@ -158,24 +171,30 @@ class ActorCritic:
         device: str = "cpu",
     ) -> None:
         self.config = config or ActorCriticConfig()
-        if not (isinstance(observation_space, gym.spaces.Box) and observation_space.dtype == np.uint8
-                and len(observation_space.shape) == 3 and observation_space.shape[-1] == 3):
-            raise ValueError(f"expected pixel observations (H, W, 3) uint8, got {observation_space}")
+        box = isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 3
+        pixels = box and observation_space.dtype == np.uint8 and observation_space.shape[-1] == 3
+        if not (pixels or (box and observation_space.dtype == np.float32)):
+            raise ValueError(f"expected pixel observations (H, W, 3) uint8 or code vectors (h, w, D) float32, got "
+                             f"{observation_space}")
         if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
             raise ValueError(f"expected a Discrete or Box action space, got {action_space}")
-        height, width, _ = observation_space.shape
+        height, width, channels = observation_space.shape
+        self.pixels = pixels  # else code vectors
         self.action_space = action_space
         self.device = torch.device(device)
         if isinstance(action_space, gym.spaces.Box):
             self.action_bounds = [torch.as_tensor(b, device=self.device) for b in (action_space.low, action_space.high)]
-        self.net = PolicyValueNet((3 * self.config.frame_stack, height, width), action_space, self.config).to(device)
+        self.net = PolicyValueNet(
+            (channels * self.config.frame_stack, height, width), action_space, self.config, pixels
+        ).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, eps=1e-5)
         self.return_scale = torch.ones((), device=self.device)
         self.stacks = FrameStacks(self.config.frame_stack)
         self.env_state: dict[str, np.ndarray] | None = None
 
     def act(self, stacks: np.ndarray, sample: bool = True) -> np.ndarray:
-        """Actions for frame stacks ``(N, 3 * frame_stack, H, W)`` uint8: sampled, or the policy's mode."""
+        """Actions for stacks ``(N, C * frame_stack, H, W)`` (of :class:`FrameStacks`): sampled, or the policy's
+        mode."""
         with torch.no_grad():
             dist, _ = self.net(torch.as_tensor(stacks, device=self.device))
         if sample:

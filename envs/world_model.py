@@ -8,7 +8,10 @@ sub-env in one batched, cached call. ``reset`` (and gymnasium's next-step autore
 a sub-env from a real context clip, drawn from a :data:`ContextSource` such as an episode
 dataset's ``sample``; the other sub-envs carry on undisturbed. Observations are decoded
 frames, the first one the decoded last context frame, so the agent sees the same kind of
-picture all episode long.
+picture all episode long; or, with ``observations="codes"``, the frames' code vectors
+(:meth:`worldmodel.tokenizer.Tokenizer.code_vectors`), for an agent that acts on codes and so
+spares every step the decoder, most of an imagined step's cost (IRIS's and Dreamer's agents read
+the world model's own representation too).
 
 Rewards, by choice: the transformer's learned reward head (``reward="head"``), any function
 of the frames such as an expert model's VIPER likelihood
@@ -30,6 +33,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from worldmodel.sampling import check_decoding
+from worldmodel.tokenizer import Tokenizer
 from worldmodel.video_model import VideoModel
 
 ContextSource = Callable[[int, np.random.Generator], Mapping[str, np.ndarray]]
@@ -42,6 +46,18 @@ RewardFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(frames (N, H, W, 3) uint8, starting (N,) bool) -> rewards (N,)``; starting frames begin an episode."""
 
 REWARDS = ("head", "none")
+OBSERVATIONS = ("frames", "codes")
+
+
+def code_observation_space(tokenizer: Tokenizer) -> gym.spaces.Box:
+    """The observation space of one frame's code vectors ``(h, w, D)`` float32."""
+    shape = tuple(tokenizer.code_vectors(torch.zeros(tokenizer.code_shape, dtype=torch.long)).shape)
+    return gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+
+
+def observe(tokenizer: Tokenizer, codes: torch.Tensor, observations: str) -> np.ndarray:
+    """What an agent observes of frame codes ``(..., h, w)``: the decoded frames or the code vectors."""
+    return (tokenizer.decode(codes) if observations == "frames" else tokenizer.code_vectors(codes)).cpu().numpy()
 
 
 def action_space_of(model: VideoModel) -> gym.Space:
@@ -66,7 +82,8 @@ class WorldModelVectorEnv(VectorEnv):
     episodes (None: never);
     ``temperature`` and ``top_k`` shape the sampling and ``decoding`` ("sequential" or "jacobi": the same
     frames, see :meth:`worldmodel.streaming.StreamingSampler.sample`) how it runs; ``task`` names the
-    model's task if it has several.
+    model's task if it has several; ``observations`` is ``"frames"`` (uint8 ``(H, W, 3)``) or ``"codes"``
+    (float32 code vectors ``(h, w, D)``).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -84,6 +101,7 @@ class WorldModelVectorEnv(VectorEnv):
         top_k: int | None = None,
         decoding: str = "sequential",
         task: str | None = None,
+        observations: str = "frames",
     ) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -96,14 +114,22 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"reward must be one of {REWARDS} or a function of the frames, got {reward!r}")
         if reward == "head" and not has_head:
             raise ValueError("reward='head' needs a transformer trained with reward_head=True")
+        if observations not in OBSERVATIONS:
+            raise ValueError(f"observations must be one of {OBSERVATIONS}, got {observations!r}")
+        if callable(reward) and observations != "frames":
+            raise ValueError("a reward function of the frames needs observations='frames'")
+        self.observations = observations
         self.model, self.contexts, self.reward = model, contexts, reward
         self.horizon, self.temperature, self.top_k, self.decoding = horizon, temperature, top_k, decoding
         self.terminations = terminations
         self.num_envs = num_envs
         self.single_action_space = action_space_of(model)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        size = model.image_size
-        self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        if observations == "frames":
+            size = model.image_size
+            self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        else:
+            self.single_observation_space = code_observation_space(model.tokenizer)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         device = model.transformer.device
         self.task = None if task is None else torch.full((num_envs,), model.task_id(task), device=device)
@@ -137,8 +163,10 @@ class WorldModelVectorEnv(VectorEnv):
             task = None if self.task is None else self.task[streams]
             self.sampler.start(streams, video[same, -length:], actions[same, -length:], task)
         self.steps[mask] = 0
-        latest = self.sampler.sampler.latest[torch.as_tensor(mask, device=device)]
-        return self.model.tokenizer.decode(latest).cpu().numpy()
+        return self._observe(self.sampler.sampler.latest[torch.as_tensor(mask, device=device)])
+
+    def _observe(self, codes: torch.Tensor) -> np.ndarray:
+        return observe(self.model.tokenizer, codes, self.observations)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -181,9 +209,9 @@ class WorldModelVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self.started:
             raise RuntimeError("call reset() before step()")
-        frames = self.sampler.sample(
+        frames = self._observe(self.sampler.sampler.sample(
             self._actions(actions), self.task, self.temperature, self.top_k, self.generator, self.decoding
-        ).cpu().numpy()
+        ))
         predicted_reward, keep = self.sampler.predict_outcome()
         if keep is None or not self.terminations:
             terminated = np.zeros(self.num_envs, bool)
@@ -224,7 +252,7 @@ class WorldModelEnv(gym.Env):
     """One imagined episode at a time: a :class:`WorldModelVectorEnv` of one sub-env, unbatched.
 
     For libraries that expect a single env (e.g. stable-baselines3); keyword options as the vector env.
-    ``render()`` returns the latest observation, so recorders that film ``render()`` see the imagined frames.
+    ``render()`` returns the latest frame, so recorders that film ``render()`` see the imagined frames.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -254,7 +282,9 @@ class WorldModelEnv(gym.Env):
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
 
     def render(self) -> np.ndarray:
-        """The current frame, uint8 ``(H, W, 3)``: the latest observation."""
+        """The current frame, uint8 ``(H, W, 3)``: the latest observation, or its codes decoded."""
         if self._frame is None:
             raise RuntimeError("no frame yet: call reset() first")
-        return self._frame
+        if self.vector.observations == "frames":
+            return self._frame
+        return self.vector.model.tokenizer.decode(self.vector.sampler.sampler.latest[0]).cpu().numpy()

@@ -50,7 +50,7 @@ import envs
 from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
 from envs.collect import describe_env, run_episode, task_name
 from envs.experts import make_expert
-from envs.world_model import WorldModelEnv, WorldModelVectorEnv
+from envs.world_model import OBSERVATIONS, WorldModelEnv, WorldModelVectorEnv, code_observation_space, observe
 from experiments.eval_consistency import exact_match_psnr
 from experiments.plots import imagination_curves
 from experiments.presets import tokenizer_preset, video_preset
@@ -63,7 +63,7 @@ from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
 from worldmodel.metrics import psnr
 from worldmodel.sampling import check_decoding
 from worldmodel.tokenizer import Tokenizer, load_tokenizer
-from worldmodel.train_tokenizer import TokenizerTraining, train_tokenizer
+from worldmodel.train_tokenizer import TokenizerTraining, build_tokenizer, train_tokenizer
 from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE, TrainingRun
 from worldmodel.train_video import VideoTraining, fit_to_data, train_video
 from worldmodel.video_model import VideoModel
@@ -187,6 +187,13 @@ class ImaginationSettings:
             "real ones, carried on across updates)"
         )},
     )
+    agent_observes: str = field(
+        default="frames", metadata={"help": (
+            "what the actor-critic reads: frames (decoded pixels; real frames pass through the tokenizer and back, "
+            "so both look alike) or codes (the tokenizer's code vectors: imagined steps skip the decoder, most of "
+            "their cost, and the agent a conv encoder; real frames are encoded)"
+        )},
+    )
     decoding: str = field(
         default="sequential", metadata={"help": (
             "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame per "
@@ -208,6 +215,8 @@ class ImaginationSettings:
 
     def __post_init__(self) -> None:
         check_decoding(self.decoding)  # before the hours of a run, not at its first imagined step
+        if self.agent_observes not in OBSERVATIONS:
+            raise ValueError(f"agent_observes must be one of {OBSERVATIONS}, got {self.agent_observes!r}")
         if self.imagine_from not in IMAGINATION_STARTS:
             raise ValueError(f"imagine_from must be one of {IMAGINATION_STARTS}, got {self.imagine_from!r}")
         if (self.expert_data is None) != (self.expert_fraction == 0):
@@ -236,16 +245,18 @@ RESUMABLE_CHANGES = ("physics_steps", "max_minutes", "decoding", "check_gate")
 
 
 class ReconstructingPolicy:
-    """The actor-critic acting in one real episode: frames go through the tokenizer, then the frame stack."""
+    """The actor-critic acting in one real episode: frames go through the tokenizer (back to frames, or to code
+    vectors, as it observes imagined ones), then the stack."""
 
     def __init__(self, agent: ActorCritic, tokenizer: Tokenizer, sample: bool) -> None:
         self.agent, self.tokenizer, self.sample = agent, tokenizer, sample
+        self.observes = "frames" if agent.pixels else "codes"
         self.stacks = FrameStacks(agent.config.frame_stack)
         self.started = False
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            seen = self.tokenizer.decode(self.tokenizer.encode(obs[None])).cpu().numpy()
+            seen = observe(self.tokenizer, self.tokenizer.encode(obs[None]), self.observes)
         stacks = self.stacks.push(seen, np.zeros(1, bool)) if self.started else self.stacks.reset(seen)
         self.started = True
         return self.agent.act(stacks, sample=self.sample)[0]
@@ -435,7 +446,7 @@ def _imagine(
         horizon = None
     env = WorldModelVectorEnv(
         model, contexts, settings.imagined_envs, reward="head", terminations=terminations, horizon=horizon,
-        decoding=settings.decoding,
+        decoding=settings.decoding, observations=settings.agent_observes,
     )
     totals: dict[str, float] = {}
     for update in tqdm(range(settings.imagination_updates), desc="imagination", unit="update", leave=False):
@@ -449,6 +460,17 @@ def _imagine(
 
 def _play(env: gym.Env, agent: ActorCritic, tokenizer: Tokenizer, seed: int, sample: bool) -> dict[str, Any]:
     return run_episode(env, ReconstructingPolicy(agent, tokenizer, sample), seed)
+
+
+def _agent(settings: ImaginationSettings, env: gym.Env, device: str) -> ActorCritic:
+    """The actor-critic for what it observes: the env's frames, or the code vectors of the run's tokenizer (its
+    checkpoint's, or its preset's shape before it is trained)."""
+    space = env.observation_space
+    if settings.agent_observes == "codes":
+        tokenizer = (load_tokenizer(settings.tokenizer) if settings.tokenizer is not None
+                     else build_tokenizer(tokenizer_preset(settings.tokenizer_preset)))
+        space = code_observation_space(tokenizer)
+    return ActorCritic(space, env.action_space, settings.agent, device)
 
 
 def _imagined_beside_real(
@@ -493,7 +515,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     run = ImaginationRun(run_dir, settings)
     env = make_learning_env(settings, device)
     torch.manual_seed(settings.seed)
-    agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
+    agent = _agent(settings, env, device)
     run.restore(agent)
     _collect_random(run, env, agent)
     tokenizer_checkpoint = _train_tokenizer(run, device)
@@ -607,7 +629,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False, 
     settings = _saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / CHECKPOINT_DIR / MODEL_FILE)
     env = make_real_env(settings)
     tokenizer = load_tokenizer(_tokenizer_checkpoint(settings, run_dir), device).eval()
-    agent = ActorCritic(env.observation_space, env.action_space, settings.agent, device)
+    agent = _agent(settings, env, device)
     agent.load_state_tensors(load_typed_checkpoint(run_dir / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
     fps = DatasetManifest.load(run_dir / "data").fps
     seeds = [_episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]

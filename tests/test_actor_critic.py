@@ -65,7 +65,35 @@ def test_frame_stacks_start_afresh_with_each_episode():
     assert second[0, :, 0, 0].tolist() == [1, 1, 1, 1, 1, 1, 2, 2, 2]
     assert (second[1] == 2).all()
     with pytest.raises(ValueError, match="uint8 frames"):
-        stacks.push(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, bool))
+        stacks.push(np.zeros((2, 4, 4, 3), np.float64), np.zeros(2, bool))
+    codes = FrameStacks(2)
+    assert codes.reset(np.zeros((2, 4, 4, 5), np.float32)).shape == (2, 10, 4, 4)
+    pushed = codes.push(np.ones((2, 4, 4, 5), np.float32), np.array([False, True]))
+    assert pushed[0, :, 0, 0].tolist() == [0] * 5 + [1] * 5 and (pushed[1] == 1).all()
+
+
+class CodeCue(ColourCue):
+    """ColourCue seen as a grid of code vectors: all +1 for red, all -1 for blue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2, 2, 5), np.float32)
+
+    def _frame(self) -> np.ndarray:
+        self.red = bool(self.np_random.integers(2))
+        return np.full((2, 2, 5), 1.0 if self.red else -1.0, np.float32)
+
+
+def test_learns_to_act_on_code_vectors():
+    torch.manual_seed(0)
+    env = gym.vector.SyncVectorEnv([CodeCue for _ in range(8)])
+    config = ActorCriticConfig(horizon=8, frame_stack=2, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9)
+    agent = ActorCritic(env.single_observation_space, env.single_action_space, config)
+    assert isinstance(agent.net.encoder, torch.nn.Flatten)  # no conv encoder on a 2x2 grid
+    first = agent.update(agent.rollout(env, seed=0))
+    for _ in range(150):
+        metrics = agent.update(agent.rollout(env))
+    assert first["reward"] < 0.7 and metrics["reward"] > 0.9
 
 
 def test_rollout_masks_reset_steps_and_keeps_shapes():

@@ -322,3 +322,17 @@ def test_a_viper_run_learns_the_video_reward_and_reports_the_true_return(tmp_pat
         replace(settings, viper_model=None)
     with pytest.raises(ValueError, match="give viper_baseline_model too"):
         replace(settings, viper_baseline_model=None, viper_baseline_task="cartpole-balance@play")
+
+
+def test_an_agent_on_code_vectors_learns_in_imagination_and_plays_the_real_env(tmp_path):
+    run = tmp_path / "run"
+    settings = replace(_settings(physics_steps=8 * 36), agent_observes="codes", tokenizer_preset="fast")
+    progress = train_in_imagination(run, settings)
+    assert progress["iteration"] == 1 and np.isfinite(progress["history"][0]["eval_return"])
+    agent_weights = load_checkpoint(run / "checkpoint")[0]
+    first_layer = next(value for key, value in agent_weights.items() if key.endswith("trunk.0.weight"))
+    assert first_layer.shape[1] == 3 * 4 * 4 * 5  # 3 stacked grids of 4x4 code vectors of 5 FSQ values
+    result = evaluate_run(run, episodes=1)
+    assert len(result["agent_returns"]) == 1 and np.isfinite(result["agent_returns"][0])
+    with pytest.raises(ValueError, match="agent_observes must be one of"):
+        replace(settings, agent_observes="pixels")

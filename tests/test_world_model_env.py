@@ -261,3 +261,31 @@ def test_single_env_renders_its_current_frame_for_the_workspace_gif(tmp_path):
     evaluate_agent(StillAgent(), env, episodes=1, frame_stack=1, video_path=gif)
     frames = iio.imread(gif)
     assert frames.shape == (4, 32, 32, 3)  # the first frame and one per step of the 3-step episode
+
+
+def test_code_observations_are_the_sampled_codes_vectors_and_leave_the_dynamics_alone():
+    model = _model()
+    frames_env = WorldModelVectorEnv(model, _contexts(), 3, horizon=4)
+    codes_env = WorldModelVectorEnv(model, _contexts(), 3, horizon=4, observations="codes")
+    space = codes_env.single_observation_space
+    assert space.shape == (4, 4, 8) and space.dtype == np.float32
+    frames_obs, _ = frames_env.reset(seed=3)
+    codes_obs, _ = codes_env.reset(seed=3)
+    for actions in [None, *np.random.default_rng(3).integers(3, size=(6, 3))]:
+        if actions is not None:
+            frames_obs, *frames_outcome, _ = frames_env.step(actions)
+            codes_obs, *codes_outcome, _ = codes_env.step(actions)
+            for a, b in zip(frames_outcome, codes_outcome):
+                np.testing.assert_array_equal(a, b)  # rewards and ends: the same episodes
+        latest = codes_env.sampler.sampler.latest
+        assert torch.equal(latest, frames_env.sampler.sampler.latest)
+        np.testing.assert_array_equal(codes_obs, model.tokenizer.code_vectors(latest).numpy())
+        np.testing.assert_array_equal(frames_obs, model.tokenizer.decode(latest).numpy())
+    single = WorldModelEnv(model, _contexts(), observations="codes")
+    single.reset(seed=0)
+    latest = single.vector.sampler.sampler.latest[0]
+    np.testing.assert_array_equal(single.render(), model.tokenizer.decode(latest).numpy())
+    with pytest.raises(ValueError, match="observations must be one of"):
+        WorldModelVectorEnv(model, _contexts(), 1, observations="pixels")
+    with pytest.raises(ValueError, match="needs observations='frames'"):
+        WorldModelVectorEnv(model, _contexts(), 1, reward=lambda frames, starting: np.zeros(1), observations="codes")

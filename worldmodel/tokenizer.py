@@ -294,6 +294,11 @@ class Tokenizer(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def code_vectors(self, codes: np.ndarray | Tensor) -> Tensor:
+        """Integer codes ``(..., h, w)`` -> float ``(..., h, w, D)``: each code's vector before decoding, for
+        consumers that read codes instead of pixels (an agent acting on codes skips the decoder)."""
+        raise ValueError(f"the {self.kind} tokenizer gives no code vectors")
+
     @abstractmethod
     def config_dict(self) -> dict[str, Any]:
         """The family's architecture as JSON, as its checkpoint records it."""
@@ -368,6 +373,18 @@ class ConvTokenizer(Tokenizer):
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
+
+    @torch.no_grad()
+    def code_vectors(self, codes: np.ndarray | Tensor) -> Tensor:
+        """Integer codes ``(..., h, w)`` -> the quantizer's float vectors ``(..., h, w, latent_dim)`` (FSQ and
+        LFQ: values in [-1, 1])."""
+        codes = torch.as_tensor(codes, device=self.device)
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise ValueError(f"code_vectors expects integer codes, got {codes.dtype}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.vocab_size):
+            raise ValueError(f"code_vectors expects codes in [0, {self.vocab_size}), got values in "
+                             f"[{int(codes.min())}, {int(codes.max())}]")
+        return self.quantizer.codes_from_indices(codes.long())
 
     def save(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` + ``config.json`` (with the family's ``kind``) atomically."""

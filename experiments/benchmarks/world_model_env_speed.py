@@ -21,12 +21,15 @@ attention windows at sampling time (``--windows 8 4``: the same weights attendin
 :meth:`~worldmodel.video_model.VideoModel.with_window`) and both decodings. Fidelity is the cost side:
 ``--fidelity-clips`` fresh random-action clips of the real env, each imagined from its first frames (the
 model's whole window) under its own later actions; the PSNR of the imagined frames against the real ones over
-the first ``--fidelity-steps`` (15, as ``train-imagination`` reports it).
+the first ``--fidelity-steps`` (15, as ``train-imagination`` reports it). And what the env gives
+(``--observations frames codes``): decoded frames, or code vectors for an agent that acts on codes
+(``train-imagination --agent-observes codes``), which spares every step the decoder.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from dataclasses import replace
@@ -77,16 +80,18 @@ def real_steps_per_s(task: str, action_repeat: int, steps: int) -> float:
 
 
 def imagined_steps_per_s(
-    model: VideoModel, pool: dict[str, np.ndarray], num_envs: int, steps: int, decoding: str
+    model: VideoModel, pool: dict[str, np.ndarray], num_envs: int, steps: int, decoding: str,
+    observations: str = "frames",
 ) -> tuple[float, float, float]:
     """Sub-env steps per second (``num_envs`` per batched step) after one warm-up step, model steps per frame,
-    and the share of a step that decoding codes into frames takes (what an agent acting on codes would save)."""
+    and the share of a step that decoding codes into frames takes (what an agent acting on codes saves; 0 when
+    the env gives code vectors)."""
 
     def contexts(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         pick = rng.integers(len(pool["video"]), size=n)
         return {key: value[pick] for key, value in pool.items()}
 
-    env = WorldModelVectorEnv(model, contexts, num_envs, decoding=decoding)
+    env = WorldModelVectorEnv(model, contexts, num_envs, decoding=decoding, observations=observations)
     env.reset(seed=0)
     env.action_space.seed(0)
     env.step(env.action_space.sample())
@@ -96,6 +101,8 @@ def imagined_steps_per_s(
         env.step(env.action_space.sample())
         model_steps += env.sampler.sampler.frame_steps
     seconds = time.perf_counter() - start
+    if observations == "codes":
+        return num_envs * steps / seconds, model_steps / steps, 0.0
     codes = env.sampler.sampler.latest
     start = time.perf_counter()
     with torch.no_grad():
@@ -148,6 +155,9 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=None, help=(
         "attention windows (frames) to sample with, each at most the model's (default: the model's own)"))
     parser.add_argument("--decodings", nargs="+", default=["sequential", "jacobi"], help="decodings to time")
+    parser.add_argument("--observations", nargs="+", default=["frames", "codes"], help=(
+        "what the imagined env gives: frames (decoded) and/or codes (code vectors, for an agent acting on codes: "
+        "no decoder; the same frames are sampled, so the PSNR is the same)"))
     parser.add_argument("--fidelity-clips", type=int, default=8, help="real clips imagined for the PSNR (0: none)")
     parser.add_argument("--fidelity-steps", type=int, default=15, help="imagined steps the PSNR averages over")
     args = parser.parse_args()
@@ -167,21 +177,22 @@ def main() -> None:
             for decoding in args.decodings:
                 fidelity = (float(imagined_psnr(narrow, clips, context, args.fidelity_steps, decoding).mean())
                             if clips is not None else None)
-                for n in args.envs:
-                    rate, model_steps, decode_share = imagined_steps_per_s(narrow, pool, n, args.steps, decoding)
+                for n, observations in itertools.product(args.envs, args.observations):
+                    rate, model_steps, decode_share = imagined_steps_per_s(
+                        narrow, pool, n, args.steps, decoding, observations)
                     rows.append({"model": label, "tokens_per_frame": model.transformer.config.tokens_per_frame,
-                                 "window": window, "decoding": decoding, "envs": n, "steps_per_s": rate,
-                                 "model_steps_per_frame": model_steps, "decode_share": decode_share,
-                                 "psnr_first_steps": fidelity})
+                                 "window": window, "decoding": decoding, "observations": observations, "envs": n,
+                                 "steps_per_s": rate, "model_steps_per_frame": model_steps,
+                                 "decode_share": decode_share, "psnr_first_steps": fidelity})
     setting = f"{args.task}, action repeat {args.action_repeat}, 64x64, {args.threads} thread(s)"
-    print(f"| env ({setting}) | tokens per frame | window | decoding | model steps per frame | codes to frames, "
-          f"share of step | steps/s | x real | PSNR, first {args.fidelity_steps} steps |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
-    print(f"| real DMC env | | | | | | {real:.1f} | 1.0 | |")
+    print(f"| env ({setting}) | tokens per frame | window | decoding | observations | model steps per frame | "
+          f"codes to frames, share of step | steps/s | x real | PSNR, first {args.fidelity_steps} steps |")
+    print("|---|---:|---:|---|---|---:|---:|---:|---:|---:|")
+    print(f"| real DMC env | | | | frames | | | {real:.1f} | 1.0 | |")
     for row in rows:
         fidelity = "" if row["psnr_first_steps"] is None else f"{row['psnr_first_steps']:.2f} dB"
         print(f"| {row['model']}, {row['envs']} sub-env{'s' if row['envs'] > 1 else ''} | {row['tokens_per_frame']} | "
-              f"{row['window']} | {row['decoding']} | {row['model_steps_per_frame']:.1f} | "
+              f"{row['window']} | {row['decoding']} | {row['observations']} | {row['model_steps_per_frame']:.1f} | "
               f"{100 * row['decode_share']:.0f}% | {row['steps_per_s']:.1f} | {row['steps_per_s'] / real:.2f} | "
               f"{fidelity} |")
     summary = {"real_steps_per_s": real, "imagined": rows, "models": args.model, "action_repeat": args.action_repeat}
