@@ -1,7 +1,7 @@
 """What does an agent trained on the VIPER reward do, and what does the reward say about it?
 
-For a DrQ run, play its trained agent, the scripted expert and a random policy from the
-same reset seeds, score every env step with the run's own VIPER reward (the video model
+For a DrQ run, play its trained agent, the expert (the scripted one, or the trained agent
+whose videos made the run's reward) and a random policy from the same reset seeds, score every env step with the run's own VIPER reward (the video model
 and options of ``{run}/run.json``), and write:
 
 - ``reward_trace.png``: per env step, the reward as the agent was trained on it, the raw
@@ -27,12 +27,13 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 import envs
-from envs.collect import run_episode, task_name
-from envs.experts import held_random_policy, make_expert
+from envs.collect import PolicySpec, make_policy, run_episode
+from envs.experts import held_random_policy
 from envs.viper import ViperOptions
 from envs.wrappers import env_frame_skip
-from experiments.agent_policy import env_steps_per_decision, run_policy
+from experiments.agent_policy import env_steps_per_decision, run_policy, run_policy_factory
 from experiments.plots import save_figure
+from experiments.reward_recipe import recipe_expert
 from experiments.train_agent import run_settings
 from experiments.videos import VideoWriter
 from worldmodel.device import AUTO, resolve_device
@@ -78,10 +79,14 @@ def load_run_settings(run: Path) -> dict[str, Any]:
 
 def diagnose_reward(
     run: str | Path, out: str | Path | None = None, episodes: int = 2, seed: int = 0,
-    model_dir: str | Path | None = None, device: str = AUTO,
+    model_dir: str | Path | None = None, device: str = AUTO, expert: str | None = None,
 ) -> dict[str, Any]:
     """Play and score the run's agent, the expert and a random policy (agent and video models on ``device``);
-    write figures, GIFs and tables to ``out``."""
+    write figures, GIFs and tables to ``out``.
+
+    ``expert`` is a policy (``expert``, the scripted one, or ``agent:RUN``); None takes the one whose videos
+    trained the run's video model where a ``wm build-reward`` recipe recorded it, else the scripted expert.
+    """
     device = resolve_device(device)
     run = Path(run)
     out = Path(out) if out is not None else run / "diagnosis"
@@ -93,6 +98,8 @@ def diagnose_reward(
         options["score_mask"] = np.asarray(options["score_mask"], bool)
     viper = ViperOptions(**options)
     repeat = env_steps_per_decision(settings)
+    expert = expert or recipe_expert(settings["model"]) or "expert"
+    expert_spec = PolicySpec.parse(expert)
 
     env = envs.make(settings["env"])
     if settings.get("max_episode_steps"):
@@ -103,7 +110,7 @@ def diagnose_reward(
         episode_seed = seed + index
         policies = {
             "agent": run_policy(run, env, device),
-            "expert": make_expert(task_name(settings["env"]), env),
+            "expert": make_policy(expert_spec, env, settings["env"], episode_seed, run_policy_factory),
             "random": held_random_policy(env.action_space, repeat, episode_seed),  # deciding as often as the agent
         }
         for name, policy in policies.items():
@@ -124,7 +131,7 @@ def diagnose_reward(
     rows = [t.summary() for t in traces]
     table = diagnosis_table(rows)
     report = {
-        "run": str(run), "settings": settings, "episodes": rows, "table": table, "gifs": gifs,
+        "run": str(run), "settings": settings, "expert": expert, "episodes": rows, "table": table, "gifs": gifs,
         "figure": str(save_figure(figure, out / "reward_trace.png")),
     }
     (out / "diagnosis.json").write_text(json.dumps(report, indent=2))

@@ -334,6 +334,14 @@ def load_summary(out: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def recipe_expert(model_dir: str | Path) -> str | None:
+    """Whose videos trained the expert video model at ``model_dir`` (``expert`` or ``agent:RUN``), where it is a
+    finished recipe's (``{out}/video/model``); None for any other model."""
+    model_dir = Path(model_dir)
+    summary = load_summary(model_dir.parent.parent) if model_dir.parent.name == VIDEO_DIR else None
+    return None if summary is None else summary["recipe"]["expert"]
+
+
 @dataclass(frozen=True)
 class RecipeReward:
     """Where a finished recipe's ratio reward lives: the expert model, the baseline model (the same model where

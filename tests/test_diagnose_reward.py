@@ -12,6 +12,7 @@ from agents.replay import ObservationStack
 from agents.workspace import Training, load_agent
 from envs.experts import make_expert
 from experiments.diagnose_reward import diagnose_reward
+from experiments.reward_recipe import recipe_expert
 from experiments.train_agent import env_factory, run_agent
 from tests.conftest import randomize_weights
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
@@ -102,3 +103,21 @@ def test_diagnosis_refuses_runs_it_cannot_rebuild(tmp_path, viper_run):
     (viper_run / "run" / "run.json").write_text(json.dumps({**settings, "reward": "env", "model": None}))
     with pytest.raises(ValueError, match="not trained on a VIPER reward"):
         diagnose_reward(viper_run / "run")
+
+
+def test_the_expert_can_be_a_trained_agent_and_defaults_to_the_recipes(viper_run, tmp_path):
+    run = viper_run / "run"
+    report = diagnose_reward(run, tmp_path / "as-agent", episodes=1, seed=7, expert=f"agent:{run}")
+    rows = {row["policy"]: row for row in report["episodes"]}
+    assert report["expert"] == f"agent:{run}"
+    # the same deterministic agent from the same reset seed: the expert's row is the agent's
+    assert {k: v for k, v in rows["expert"].items() if k != "policy"} == {
+        k: v for k, v in rows["agent"].items() if k != "policy"}
+    # a recipe's video model names the expert its videos came from; any other model names none
+    recipe = tmp_path / "recipe"
+    (recipe / "video" / "model").mkdir(parents=True)
+    (recipe / "reward_recipe.json").write_text(json.dumps({"recipe": {"expert": "agent:runs/finger-expert"}}))
+    assert recipe_expert(recipe / "video" / "model") == "agent:runs/finger-expert"
+    assert recipe_expert(recipe / "video-random" / "model") is None and recipe_expert(viper_run / "model") is None
+    with pytest.raises(ValueError, match="bad policy"):
+        diagnose_reward(run, tmp_path / "bad", episodes=1, expert="agent")

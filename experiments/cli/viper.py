@@ -251,8 +251,8 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "diagnose-reward",
         help="what a VIPER-trained agent does, and what the reward says about it, next to the expert",
-        description="Play a `wm train-agent --reward viper` run's final agent, the scripted expert and a random "
-        "policy from the same reset seeds, score every env step with the run's own VIPER reward (video model and "
+        description="Play a `wm train-agent --reward viper` run's final agent, the expert (scripted, or the "
+        "trained agent a recipe's videos came from) and a random policy from the same reset seeds, score every env step with the run's own VIPER reward (video model and "
         "options from {run}/run.json), and write {out}/reward_trace.png (per-step VIPER reward, log-likelihood "
         "against the model's expected log-likelihood, true reward), GIFs with the rewards drawn under each frame "
         "(one per policy and episode, and the three side by side), and a table of returns and mean per-step "
@@ -264,6 +264,10 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, default=2, help="episodes per policy")
     parser.add_argument("--seed", type=int, default=0, help="reset seed of the first episode (then +1 per episode)")
     parser.add_argument("--model", type=Path, default=None, help="score with this video model instead of the run's")
+    parser.add_argument("--expert", default=None, help=(
+        "the expert to play beside the agent: expert (the task's scripted one) or agent:RUN (a trained agent's "
+        "run); default: the one a `wm build-reward` recipe recorded for the run's video model, else the scripted "
+        "expert"))
     add_device_flag(parser)
     parser.set_defaults(handler=_run_diagnose_reward)
 
@@ -271,7 +275,7 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
 def _run_diagnose_reward(args: argparse.Namespace) -> None:
     from experiments.diagnose_reward import diagnose_reward
 
-    report = diagnose_reward(args.run, args.out, args.episodes, args.seed, args.model, args.device)
+    report = diagnose_reward(args.run, args.out, args.episodes, args.seed, args.model, args.device, args.expert)
     print(report["table"])
     print(f"figure, GIFs and tables written next to {report['figure']}")
 
