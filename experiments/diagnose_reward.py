@@ -1,8 +1,9 @@
 """What does an agent trained on the VIPER reward do, and what does the reward say about it?
 
 For a DrQ run, play its trained agent, the expert (the scripted one, or the trained agent
-whose videos made the run's reward) and a random policy from the same reset seeds, score every env step with the run's own VIPER reward (the video model
-and options of ``{run}/run.json``), and write:
+whose videos made the run's reward) and a random policy from the same reset seeds, score
+every env step with the run's own VIPER reward (the video model and options of
+``{run}/run.json``), and write:
 
 - ``reward_trace.png``: per env step, the reward as the agent was trained on it, the raw
   log-likelihood beside the log-likelihood the model expected (minus its entropy), and
