@@ -253,8 +253,9 @@ def _add_diagnose_reward(subparsers: argparse._SubParsersAction) -> None:
         help="what a VIPER-trained agent does, and what the reward says about it, next to the expert",
         description="Play a `wm train-agent --reward viper` run's final agent, the expert (scripted, or the "
         "trained agent a recipe's videos came from) and a random policy from the same reset seeds, score every "
-        "env step with the run's own VIPER reward (video model and options from {run}/run.json), and write {out}/reward_trace.png (per-step VIPER reward, log-likelihood "
-        "against the model's expected log-likelihood, true reward), GIFs with the rewards drawn under each frame "
+        "env step with the run's own VIPER reward (video model and options from {run}/run.json), and write "
+        "{out}/reward_trace.png (per-step VIPER reward, log-likelihood against the model's expected log-likelihood, "
+        "true reward), GIFs with the rewards drawn under each frame "
         "(one per policy and episode, and the three side by side), and a table of returns and mean per-step "
         "log-likelihood, entropy and entropy-adjusted score per episode half (diagnosis.md / .json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
