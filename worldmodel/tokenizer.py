@@ -374,17 +374,26 @@ class ConvTokenizer(Tokenizer):
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
 
+    def _checked_codes(self, codes: np.ndarray | Tensor, use: str, noun: str = "codes", steps: bool = False) -> Tensor:
+        """``codes`` as a tensor; ValueError naming ``use`` unless they are integers of this vocabulary, shaped
+        ``(..., h, w)`` (``(..., steps, h, w)`` with ``steps``)."""
+        codes = torch.as_tensor(codes)
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise ValueError(f"{use} expects integer {noun}, got {codes.dtype}")
+        if codes.ndim < 2 + steps or tuple(codes.shape[-2:]) != self.code_shape:
+            lead = "..., steps" if steps else "..."
+            raise ValueError(f"{use} expects {noun} of shape ({lead}, {self.code_shape[0]}, {self.code_shape[1]}), "
+                             f"got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.vocab_size):
+            raise ValueError(f"{use} expects {noun} in [0, {self.vocab_size}), got values in "
+                             f"[{int(codes.min())}, {int(codes.max())}]")
+        return codes
+
     @torch.no_grad()
     def code_vectors(self, codes: np.ndarray | Tensor) -> Tensor:
         """Integer codes ``(..., h, w)`` -> the quantizer's float vectors ``(..., h, w, latent_dim)`` (FSQ and
         LFQ: values in [-1, 1])."""
-        codes = torch.as_tensor(codes, device=self.device)
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ValueError(f"code_vectors expects integer codes, got {codes.dtype}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.vocab_size):
-            raise ValueError(f"code_vectors expects codes in [0, {self.vocab_size}), got values in "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
-        return self.quantizer.codes_from_indices(codes.long())
+        return self.quantizer.codes_from_indices(self._checked_codes(codes, "code_vectors").to(self.device).long())
 
     def save(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` + ``config.json`` (with the family's ``kind``) atomically."""
@@ -468,19 +477,7 @@ class FrameTokenizer(ConvTokenizer):
     def decode(self, indices: np.ndarray | Tensor, batch_size: int = 256) -> Tensor:
         """Integer codes ``(..., h, w)`` -> uint8 frames ``(..., H, W, 3)``."""
         _check_batch_size(batch_size)
-        indices = torch.as_tensor(indices)
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise ValueError(f"decode expects integer indices, got {indices.dtype}")
-        if indices.ndim < 2 or tuple(indices.shape[-2:]) != self.code_shape:
-            raise ValueError(
-                f"decode expects indices of shape (..., {self.code_shape[0]}, {self.code_shape[1]}), "
-                f"got {tuple(indices.shape)}"
-            )
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.vocab_size):
-            raise ValueError(
-                f"decode expects indices in [0, {self.vocab_size}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]"
-            )
+        indices = self._checked_codes(indices, "decode", noun="indices")
         lead = tuple(indices.shape[:-2])
         flat = indices.reshape(-1, *self.code_shape)
         chunks = []

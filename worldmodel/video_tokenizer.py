@@ -244,15 +244,7 @@ class CausalVideoTokenizer(ConvTokenizer):
     def decode(self, codes: np.ndarray | Tensor, batch_size: int = 16) -> Tensor:
         """Integer codes ``(..., 1 + n, h, w)`` -> uint8 clips ``(..., 1 + k n, H, W, 3)``."""
         _check_batch_size(batch_size)
-        codes = torch.as_tensor(codes)
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise ValueError(f"decode expects integer codes, got {codes.dtype}")
-        if codes.ndim < 3 or tuple(codes.shape[-2:]) != self.code_shape:
-            raise ValueError(f"decode expects codes of shape (..., steps, {self.code_shape[0]}, "
-                             f"{self.code_shape[1]}), got {tuple(codes.shape)}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.vocab_size):
-            raise ValueError(f"decode expects codes in [0, {self.vocab_size}), got values in "
-                             f"[{int(codes.min())}, {int(codes.max())}]")
+        codes = self._checked_codes(codes, "decode", steps=True)
         steps, size = codes.shape[-3], self.config.image_size
         frames = 1 + (steps - 1) * self.config.time_downsample
         lead = tuple(codes.shape[:-3])
