@@ -61,7 +61,7 @@ from worldmodel.checkpoint import MODEL_FILE, load_typed_checkpoint, read_json, 
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, write_episode
 from worldmodel.metrics import psnr
-from worldmodel.sampling import check_decoding
+from worldmodel.sampling import check_decoding, parse_decoding
 from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.train_tokenizer import TokenizerTraining, build_tokenizer, train_tokenizer
 from worldmodel.training_run import CHECKPOINT_DIR, SETTINGS_FILE, TrainingRun
@@ -198,8 +198,9 @@ class ImaginationSettings:
         default="sequential", metadata={"help": (
             "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame per "
             "step until it stops changing: the same frames, faster only where few codes depend on the codes "
-            "before them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); may "
-            "change on resume"
+            "before them, e.g. an untrained model; a trained cartpole model needs about 60 of the 65 steps); the "
+            "two may swap on resume. masked or masked:PASSES: the world model also learns to fill in frames in a "
+            "few parallel passes (MaskGIT) and imagines so; fixed for the run"
         )},
     )
     eval_episodes: int = field(default=2, metadata={"help": "real episodes per evaluation (the policy's mode)"})
@@ -407,7 +408,9 @@ def _train_world_model(
     settings = run.settings
     preset = video_preset(settings.video_preset)
     config = fit_to_data(
-        replace(preset.transformer, reward_head=True, continue_head=True), tokenizer, DatasetManifest.load(run.data)
+        replace(preset.transformer, reward_head=True, continue_head=True,
+                masked_decoding=parse_decoding(settings.decoding)[0] == "masked"),
+        tokenizer, DatasetManifest.load(run.data),
     )
     steps = settings.first_world_model_steps + iteration * settings.world_model_steps
     training = VideoTraining(

@@ -90,6 +90,17 @@ def test_temperature_sharpens():
     assert set(sample_logits(logits, top_k=2, generator=seeded()).tolist()) == {0, 1}
 
 
+def test_samples_follow_the_softmax_and_never_a_code_without_mass():
+    logits = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.0])
+    draws = sample_logits(logits.expand(20000, 5), generator=seeded())
+    frequencies = torch.bincount(draws, minlength=5).float() / 20000
+    assert torch.allclose(frequencies, logits.softmax(0), atol=0.012)
+    masked = torch.tensor([[float("-inf"), 1.0, float("-inf"), 0.0, float("-inf")]]).expand(3, 5)
+    extremes = torch.tensor([0.0, 0.5, 1.0 - 2**-24])  # the ends of torch.rand's range
+    assert set(sample_logits(masked, uniform=extremes).tolist()) <= {1, 3}
+    assert sample_logits(masked, uniform=extremes).tolist() == [1, 1, 3]
+
+
 def test_rollout_with_an_action_sequence_matches_sample_frames():
     model = tiny(num_actions=3)
     context = context_for(model)

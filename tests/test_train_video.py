@@ -198,6 +198,22 @@ def test_bad_configurations_are_refused_up_front(tiny_dataset, tmp_path):
         train_video(tiny_dataset, tokenizer, tmp_path / "run", with_tasks, _training(2), resume=True)
 
 
+def test_a_run_can_start_from_a_trained_model_and_learn_masked_decoding(tiny_dataset, tmp_path):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    trained = train_video(tiny_dataset, tokenizer, tmp_path / "trained", TRANSFORMER, _training(30, eval_every=100))
+    masked = dataclasses.replace(TRANSFORMER, masked_decoding=True)
+    frozen = _training(2, lr=1e-12, eval_every=100)  # too small a step to move the weights
+    started = train_video(tiny_dataset, tokenizer, tmp_path / "started", masked, frozen,
+                          init_from=tmp_path / "trained" / "model")
+    fresh = train_video(tiny_dataset, tokenizer, tmp_path / "fresh", masked, frozen)
+    assert started["bits_per_code"] == pytest.approx(trained["bits_per_code"], rel=1e-4)
+    assert fresh["bits_per_code"] > trained["bits_per_code"] + 0.5
+    weights, _ = load_checkpoint(tmp_path / "started" / "checkpoint")
+    assert {"mask_code", "draft"} <= set(weights)
+    with pytest.raises(ValueError, match="another tokenizer"):
+        train_video(tiny_dataset, _tokenizer(tmp_path / "tok2", seed=1), tmp_path / "other", masked, frozen,
+                    init_from=tmp_path / "trained" / "model")
+
 def test_bits_per_dim_counts_every_pixel_channel():
     assert bits_per_dim(math.log(2), codes_per_frame=64, image_size=8) == pytest.approx(64 / (8 * 8 * 3))
 

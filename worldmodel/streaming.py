@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.sampling import check_decoding, check_sampling, is_greedy, sample_logits
+from worldmodel.sampling import check_sampling, is_greedy, masking_schedule, parse_decoding, sample_logits
 from worldmodel.transformer import CodeScores, VideoTransformer, is_integer_tensor
 
 Policy = Callable[[Tensor], Tensor]  # latest frame codes (B, h, w) -> actions (B,) or (B, A)
@@ -161,17 +161,21 @@ class StreamingSampler(StreamingScorer):
         """Generate and append the next frame ``(B, h, w)`` of every stream.
 
         ``actions`` as in :meth:`push`: taken after each stream's previous frame. ``decoding``:
-        ``"sequential"``, one code per forward step, or ``"jacobi"``, all codes of the frame per
+        ``"sequential"``, one code per forward step; ``"jacobi"``, all codes of the frame per
         step until they stop changing (:meth:`_sample_jacobi`): the same frames for the same
-        generator, in fewer, larger steps.
+        generator, in fewer, larger steps; or ``"masked"`` / ``"masked:S"``, the frame filled in
+        over ``S`` parallel passes (:meth:`_sample_masked`; a model trained with ``masked_decoding``):
+        other frames, in ``S + 1`` steps.
         """
         check_sampling(temperature, top_k)
-        check_decoding(decoding)
+        name, passes = parse_decoding(decoding)
         model, cache, b = self.model, self.cache, self.batch_size
         actions = model.validate_actions(actions, b)
         task = model.validate_task(task, b)
-        if decoding == "jacobi":
+        if name == "jacobi":
             return self._sample_jacobi(actions, task, temperature, top_k, generator)
+        if name == "masked":
+            return self._sample_masked(actions, task, temperature, top_k, generator, passes)
         token = model.embed_start(actions, cache.time > 0)[:, None]
         codes = []
         for _ in range(model.config.codes_per_frame):
@@ -203,10 +207,10 @@ class StreamingSampler(StreamingScorer):
         could flip a near-tie); it is faster when a few steps suffice.
         """
         model, cache, b = self.model, self.cache, self.batch_size
-        n, groups, vocab = model.config.codes_per_frame, model.config.factorized_groups, model.config.group_vocab
+        n, groups = model.config.codes_per_frame, model.config.factorized_groups
         uniform = None
         if not is_greedy(temperature, top_k):
-            uniform = torch.rand((n, b, groups, vocab), generator=generator, device=model.device).transpose(0, 1)
+            uniform = torch.rand((n, b, groups), generator=generator, device=model.device).transpose(0, 1)
         start = model.embed_start(actions, cache.time > 0)[:, None]
         draft = torch.zeros(b, n, dtype=torch.long, device=model.device) if self.latest is None else self.latest.reshape(b, n)
         self.frame_steps = 0
@@ -219,6 +223,42 @@ class StreamingSampler(StreamingScorer):
             draft = codes
         cache.advance(n + 1)  # the last step's keys and values are those of the final codes
         self.features = features[:, -1]
+        self.latest = codes.view(b, *model.config.code_shape)
+        return self.latest
+
+    def _sample_masked(
+        self,
+        actions: Tensor | None,
+        task: Tensor | None,
+        temperature: float,
+        top_k: int | None,
+        generator: torch.Generator | None,
+        passes: int,
+    ) -> Tensor:
+        """Masked decoding of a frame (MaskGIT, Chang et al. 2022): ``passes`` passes over a draft, one to cache it.
+
+        The draft starts all masked. Each pass draws a code for every masked place from the
+        draft stream's logits (given the window's frames and the codes fixed so far) and fixes
+        the most probable of those draws, as many as :func:`~worldmodel.sampling.masking_schedule`
+        says; the last pass fixes the rest. The finished frame then runs through the model's own
+        (causal) stream once, which writes its keys and values to the cache, so later frames and
+        scores see it exactly as a pushed frame.
+        """
+        model, cache, b = self.model, self.cache, self.batch_size
+        n = model.config.codes_per_frame
+        start = model.embed_start(actions, cache.time > 0)
+        codes = torch.zeros(b, n, dtype=torch.long, device=model.device)
+        masked = torch.ones(b, n, dtype=torch.bool, device=model.device)
+        for left in masking_schedule(passes, n):
+            draft = model.embed_draft(start, codes, masked)
+            logits = model.logits(model.step(draft, cache, task, advance=False, whole_frame=True)[:, 1:])
+            drawn = model.join_codes(sample_logits(logits, temperature, top_k, generator))
+            confidence = model.code_log_prob(logits, drawn).masked_fill(~masked, float("inf"))
+            fixed = confidence.argsort(-1, descending=True).argsort(-1) < n - left  # fixed codes rank first
+            codes = torch.where(masked, drawn, codes)
+            masked = ~fixed
+        self.features = model.step(torch.cat([start[:, None], model.embed_codes(codes)], dim=1), cache, task)[:, -1]
+        self.frame_steps = len(masking_schedule(passes, n)) + 1
         self.latest = codes.view(b, *model.config.code_shape)
         return self.latest
 

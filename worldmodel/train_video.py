@@ -397,11 +397,14 @@ def train_video(
     cache_dir: str | Path | None = None,
     reward_stats: bool = True,
     mix_root: str | Path | None = None,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a video transformer on ``{data_root}/train`` clips, evaluating on ``test``; returns the final summary.
 
     ``mix_root``: a dataset whose train clips make up ``training.mix_fraction`` of each batch (see above),
-    tokenised into its own cache under it.
+    tokenised into its own cache under it. ``init_from``: a video model bundle of the same tokenizer and
+    architecture whose transformer weights a fresh run starts from (:meth:`VideoTransformer.initialise_from`;
+    e.g. a trained world model learning masked decoding); a resumed run ignores it.
 
     ``cache_dir`` defaults to ``{data_root}/token_cache/<tokenizer fingerprint>``. ``reward_stats``
     measures the VIPER reward statistics of the training data into the bundle (a pass over all of it;
@@ -451,6 +454,11 @@ def train_video(
     restored = run.restore(expected, {"adamw": optimizer})
     if restored is not None:
         load_into_module(transformer, restored.weights, run.checkpoint_dir)
+    elif init_from is not None:
+        trained = VideoModel.load(init_from, device)
+        if tokenizer_fingerprint(trained.tokenizer) != tokenizer_id:
+            raise ValueError(f"{init_from} was trained on the codes of another tokenizer than {tokenizer_checkpoint}")
+        transformer.initialise_from(trained.transformer)
 
     train_data = EpisodeDataset(cache_dir, "train", training.clip_length, training.frame_skip, frames_key=CODES_KEY)
     mix_data = None if mix_cache is None else EpisodeDataset(
@@ -513,7 +521,7 @@ def train_video(
         progress.advance(run.counters["elapsed_s"])
         if writer is not None and step % training.log_every == 0:
             nats = losses.codes.item()
-            for name, term in zip(("reward_loss", "continue_loss"), losses[1:]):
+            for name, term in zip(("reward_loss", "continue_loss", "masked_loss"), losses[1:]):
                 if term is not None:
                     writer.add_scalar(f"train/{name}", term.item(), step)
             writer.add_scalar("train/loss", nats, step)

@@ -16,6 +16,13 @@ rotary positions, the sliding-window mask and the rolling KV cache that makes st
 exact live in :mod:`worldmodel.attention`, the frame-at-a-time scorer and sampler in
 :mod:`worldmodel.streaming`.
 
+With ``masked_decoding`` the model also learns to fill in a frame in a few parallel passes
+(MaskGIT, Chang et al. 2022, as TECO and Genie sample): beside each training clip runs a
+*draft* copy of it whose codes are partly replaced by a mask token, at a rate drawn per
+frame from MaskGIT's cosine schedule. A draft frame sees the window's real frames and
+all of its own tokens, and learns the masked codes at their own places. The clip's tokens
+never see the drafts, so likelihoods (the VIPER reward) stay exact and autoregressive.
+
 Tasks condition every LayerNorm (gain ``w + W c``, bias ``b + W_b c`` with ``c`` one-hot,
 ``W`` and ``W_b`` zero-initialised so training starts unconditional). Vocabularies of
 ``2**b`` codes can be factorised into ``g`` groups of ``b / g`` bits (MAGVIT-v2's LFQ):
@@ -39,7 +46,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from worldmodel.attention import Attend, KVCache, SelfAttention, rope_tables, sliding_window_attention
+from worldmodel.attention import (
+    Attend,
+    KVCache,
+    SelfAttention,
+    rope_tables,
+    sliding_window_attention,
+    two_stream_attention,
+)
 from worldmodel.checkpoint import load_into_module, load_typed_checkpoint, save_checkpoint
 
 CHECKPOINT_KIND = "video_transformer"
@@ -64,7 +78,8 @@ class VideoTransformerConfig:
     tokenizer, 16-frame context (each frame sees the 15 before it), embed 256, 8 layers,
     8 heads, MLP 1024. Set ``num_tasks=16`` for its multi-task version. Actions are
     discrete with ``num_actions > 0``, continuous with ``action_dim > 0``, absent when
-    both are 0.
+    both are 0. ``masked_decoding`` adds the draft stream that few-pass sampling needs
+    (see the module docstring); it doubles the tokens of a training step.
     """
 
     vocab_size: int = 256
@@ -83,6 +98,7 @@ class VideoTransformerConfig:
     rope_theta: float = 10000.0
     reward_head: bool = False
     continue_head: bool = False
+    masked_decoding: bool = False
 
     def __post_init__(self) -> None:
         self.code_shape = tuple(self.code_shape)
@@ -212,6 +228,16 @@ def _value_range(x: Tensor) -> str:
     return f"[{x.min().item()}, {x.max().item()}]"
 
 
+def mask_codes(frames: tuple[int, ...], codes_per_frame: int, device: torch.device) -> Tensor:
+    """Which codes of each frame ``(*frames, N)`` a draft hides: a share ``cos(pi u / 2)``, ``u`` uniform per
+    frame (MaskGIT's schedule: mostly-masked frames, as a sampler's first passes see, drawn most often), at
+    least one code, at random places."""
+    share = torch.cos(math.pi / 2 * torch.rand(*frames, 1, device=device))
+    count = (share * codes_per_frame).ceil().clamp_min(1)
+    ranks = torch.rand(*frames, codes_per_frame, device=device).argsort(-1).argsort(-1)
+    return ranks < count
+
+
 def _head_mlp(dim: int) -> nn.Module:
     """A scalar read-out of frame features ``(..., d) -> (...)``."""
     return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 1), nn.Flatten(-2))
@@ -228,11 +254,13 @@ def symexp(x: Tensor) -> Tensor:
 
 
 class WorldModelLosses(NamedTuple):
-    """Mean NLL per code (nats), and the heads' losses where they and their targets exist (else None)."""
+    """Mean NLL per code (nats), and where they exist (else None) the heads' losses and the draft
+    stream's mean NLL per masked code."""
 
     codes: Tensor
     reward: Tensor | None
     continues: Tensor | None
+    masked: Tensor | None = None
 
 
 class VideoTransformer(nn.Module):
@@ -264,6 +292,11 @@ class VideoTransformer(nn.Module):
         self.head = nn.Linear(d, groups * config.group_vocab)
         self.reward_head = _head_mlp(d) if config.reward_head else None
         self.continue_head = _head_mlp(d) if config.continue_head else None
+        self.mask_code: nn.Parameter | None = None  # a masked code's embedding in a draft frame
+        self.draft: nn.Parameter | None = None  # added to every token of a draft frame
+        if config.masked_decoding:
+            self.mask_code = nn.Parameter(torch.zeros(d))
+            self.draft = nn.Parameter(torch.zeros(d))
 
         h, w = config.code_shape
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -275,6 +308,9 @@ class VideoTransformer(nn.Module):
         self.apply(self._init_weights)
         nn.init.normal_(self.start, std=0.02)
         nn.init.normal_(self.null_action, std=0.02)
+        for parameter in (self.mask_code, self.draft):
+            if parameter is not None:
+                nn.init.normal_(parameter, std=0.02)
         for block in self.blocks:  # GPT-2: residual projections scaled down with depth
             nn.init.normal_(block.attn.proj.weight, std=0.02 / math.sqrt(2 * config.layers))
             nn.init.normal_(block.mlp[2].weight, std=0.02 / math.sqrt(2 * config.layers))
@@ -384,6 +420,14 @@ class VideoTransformer(nn.Module):
             return null.expand(*known.shape, -1)
         return torch.where(known.unsqueeze(-1), self.start + self.action_embed(actions), null)
 
+    def embed_draft(self, start: Tensor, codes: Tensor, masked: Tensor) -> Tensor:
+        """Draft frames ``(..., N + 1, d)``: start tokens ``(..., d)``, then codes ``(..., N)`` or, where
+        ``masked (..., N)``, the mask token; every token marked as a draft's."""
+        if self.mask_code is None or self.draft is None:
+            raise ValueError("this model was not trained for masked decoding (config masked_decoding=False)")
+        filled = torch.where(masked.unsqueeze(-1), self.mask_code, self.embed_codes(codes))
+        return torch.cat([start.unsqueeze(-2), filled], dim=-2) + self.draft
+
     def logits(self, hidden: Tensor) -> Tensor:
         """Features ``(..., d)`` -> logits ``(..., groups, group_vocab)``."""
         return rearrange(self.head(hidden), "... (g v) -> ... g v", g=self.config.factorized_groups)
@@ -448,6 +492,17 @@ class VideoTransformer(nn.Module):
         ``[:, :, :-1]`` predict the codes; ``[:, :, -1]``, after the last code, are the frame
         features that the world-model heads read.
         """
+        return self._clip_features(codes, actions, task, action_mask)[0]
+
+    def _clip_features(
+        self,
+        codes: Tensor,
+        actions: Tensor | None,
+        task: Tensor | None,
+        action_mask: Tensor | None,
+        masked: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`token_features`, and with ``masked (B, T, N)`` those of the clip's draft copy too."""
         codes = self.validate_codes(codes, ("B", "T"))
         b, t = codes.shape[:2]
         if t == 0:
@@ -464,15 +519,20 @@ class VideoTransformer(nn.Module):
             known = known & action_mask[:, None]
         if actions is not None:  # the action into frame t is actions[t - 1]; frame 0 gets a placeholder
             actions = torch.cat([actions.new_zeros(b, 1, *actions.shape[2:]), actions], dim=1)
-        x = torch.cat([self.embed_start(actions, known)[:, :, None], self.embed_codes(codes.flatten(2))], dim=2)
+        start = self.embed_start(actions, known)
+        x = torch.cat([start[:, :, None], self.embed_codes(codes.flatten(2))], dim=2)
         n = self.config.tokens_per_frame
-        positions = self._positions(torch.arange(t, device=self.device), 0, n)
+        positions = rearrange(self._positions(torch.arange(t, device=self.device), 0, n), "t n c -> (t n) c")
         dropout_p = self.config.dropout if self.training else 0.0
-        attend = sliding_window_attention(t * n, n, self.config.window, self.device, dropout_p)
-        out = self._trunk(
-            rearrange(x, "b t n d -> b (t n) d"), rearrange(positions, "t n c -> (t n) c"), task, lambda _: attend
-        )
-        return rearrange(out, "b (t n) d -> b t n d", n=n)
+        if masked is None:
+            attend = sliding_window_attention(t * n, n, self.config.window, self.device, dropout_p)
+            out = self._trunk(rearrange(x, "b t n d -> b (t n) d"), positions, task, lambda _: attend)
+            return rearrange(out, "b (t n) d -> b t n d", n=n), None
+        draft = self.embed_draft(start, codes.flatten(2), masked)
+        attend = two_stream_attention(t, n, self.config.window, self.device, dropout_p)
+        both = torch.cat([x, draft], dim=1)
+        out = self._trunk(rearrange(both, "b t n d -> b (t n) d"), positions.repeat(2, 1), task, lambda _: attend)
+        return rearrange(out, "b (s t n) d -> s b t n d", s=2, n=n).unbind(0)
 
     def forward(
         self,
@@ -506,7 +566,8 @@ class VideoTransformer(nn.Module):
         head learns ``not terminals[:, t]`` from frame ``t``'s features (``t >= 1``), by
         cross-entropy. In training mode each clip drops its actions (null action throughout)
         with probability ``action_dropout``, TECO's whole-video dropout, so one model learns
-        both ``p(z | a)`` and ``p(z)``.
+        both ``p(z | a)`` and ``p(z)``. A ``masked_decoding`` model in training mode also learns
+        its draft stream (the module docstring), in the same pass.
 
         A batch may mix sources (:func:`worldmodel.train_video.train_video`'s ``mix_root``):
         ``actions_known (B,)`` bool marks clips that recorded their actions (the others see the null
@@ -519,8 +580,13 @@ class VideoTransformer(nn.Module):
         if self.training and actions is not None and self.config.action_dropout > 0:
             dropped = torch.rand(b, device=self.device) < self.config.action_dropout
             action_mask = ~dropped if action_mask is None else action_mask & ~dropped
-        features = self.token_features(codes, actions, task, action_mask)
+        masked = mask_codes(codes.shape[:2], self.config.codes_per_frame, self.device) if (
+            self.training and self.config.masked_decoding) else None
+        features, draft = self._clip_features(codes, actions, task, action_mask, masked)
         code_loss = -self.code_log_prob(self.logits(features[:, :, :-1]), codes.flatten(2)).mean()
+        masked_loss = None
+        if draft is not None:
+            masked_loss = -self.code_log_prob(self.logits(draft[:, :, 1:]), codes.flatten(2))[masked].mean()
         after = features[:, 1:, -1]  # frames 1 .. T-1, each seen with the action that led into it
         reward_loss = continue_loss = None
         if rewards is not None and self.reward_head is not None:
@@ -535,7 +601,7 @@ class VideoTransformer(nn.Module):
             terminals = self._validate_targets(terminals, b, t, "terminals")
             targets = (~terminals[:, 1:].bool()).float()
             continue_loss = F.binary_cross_entropy_with_logits(self.continue_head(after), targets)
-        return WorldModelLosses(code_loss, reward_loss, continue_loss)
+        return WorldModelLosses(code_loss, reward_loss, continue_loss, masked_loss)
 
     def _validate_targets(self, targets: Tensor | np.ndarray, b: int, t: int, name: str) -> Tensor:
         targets = torch.as_tensor(targets, device=self.device)
@@ -614,23 +680,48 @@ class VideoTransformer(nn.Module):
     def new_cache(self, batch_size: int) -> KVCache:
         return KVCache(self.config, batch_size, device=self.device, dtype=self.head.weight.dtype)
 
-    def step(self, tokens: Tensor, cache: KVCache, task: Tensor | None = None, advance: bool = True) -> Tensor:
+    def step(
+        self,
+        tokens: Tensor,
+        cache: KVCache,
+        task: Tensor | None = None,
+        advance: bool = True,
+        whole_frame: bool = False,
+    ) -> Tensor:
         """Run the next ``n`` token embeddings ``(B, n, d)`` of the current frame through ``cache``.
 
         Returns their final features ``(B, n, d)`` (:meth:`logits` of them predict the next
         codes) and advances the cache; with ``advance=False`` their keys and values are written
         but the cache stays where it was, so the next call overwrites them (a draft of the frame).
+        ``whole_frame``: every token sees all of the frame's (a draft frame of masked decoding).
         A building block for :class:`~worldmodel.streaming.StreamingScorer` and the samplers, which validate inputs.
         """
         n = tokens.shape[1]
         positions = self._positions(cache.time, cache.offset, n)
-        mask = cache.attention_mask(n)
+        mask = cache.attention_mask(n, whole_frame)
         hidden = self._trunk(tokens, positions, task, lambda layer: partial(cache.attend, layer, mask))
         if advance:
             cache.advance(n)
         return hidden
 
     # ----- checkpoints
+
+    def initialise_from(self, trained: VideoTransformer) -> None:
+        """Start from a trained model's weights: the same architecture, where only the training-time
+        settings (dropout, action dropout) and ``masked_decoding`` may differ. A draft stream the
+        trained model lacks keeps its fresh initialisation: how a world model learns masked
+        decoding in a short fine-tune rather than from scratch."""
+        free = ("dropout", "action_dropout", "masked_decoding")
+        mine = {k: v for k, v in self.config.to_dict().items() if k not in free}
+        theirs = {k: v for k, v in trained.config.to_dict().items() if k not in free}
+        differing = sorted(k for k in mine if mine[k] != theirs[k])
+        if differing:
+            raise ValueError(
+                "cannot start from a model of another architecture: "
+                + ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differing)
+            )
+        state = {k: v for k, v in trained.state_dict().items() if k in self.state_dict()}
+        self.load_state_dict(state, strict=False)
 
     def save(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` + ``config.json`` (kind ``video_transformer``) atomically."""

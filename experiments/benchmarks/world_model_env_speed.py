@@ -18,7 +18,8 @@ trained model, e.g. the world model of a ``train-imagination`` run, at the actio
 
 The levers, side by side: several models (``--model LABEL=PATH``, e.g. 8x8 codes against 4x4), shorter
 attention windows at sampling time (``--windows 8 4``: the same weights attending to fewer past frames,
-:meth:`~worldmodel.video_model.VideoModel.with_window`) and both decodings. Fidelity is the cost side:
+:meth:`~worldmodel.video_model.VideoModel.with_window`) and the decodings (``--decodings sequential jacobi
+masked:4``; masked decoding needs a model trained with ``--masked-decoding``). Fidelity is the cost side:
 ``--fidelity-clips`` fresh random-action clips of the real env, each imagined from its first frames (the
 model's whole window) under its own later actions; the PSNR of the imagined frames against the real ones over
 the first ``--fidelity-steps`` (15, as ``train-imagination`` reports it). And what the env gives
@@ -44,6 +45,7 @@ from envs.world_model import WorldModelVectorEnv
 from experiments.eval_consistency import exact_match_psnr
 from experiments.presets import tokenizer_preset, video_preset
 from worldmodel.metrics import psnr
+from worldmodel.sampling import check_decoding
 from worldmodel.tokenizer import FrameTokenizer
 from worldmodel.train_video import fit_to_data
 from worldmodel.transformer import VideoTransformer
@@ -154,7 +156,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--windows", type=int, nargs="+", default=None, help=(
         "attention windows (frames) to sample with, each at most the model's (default: the model's own)"))
-    parser.add_argument("--decodings", nargs="+", default=["sequential", "jacobi"], help="decodings to time")
+    parser.add_argument("--decodings", nargs="+", type=check_decoding, default=["sequential", "jacobi"], help=(
+        "decodings to time: sequential, jacobi, masked[:PASSES] (a model trained with --masked-decoding)"))
     parser.add_argument("--observations", nargs="+", default=["frames", "codes"], help=(
         "what the imagined env gives: frames (decoded) and/or codes (code vectors, for an agent acting on codes: "
         "no decoder; the same frames are sampled, so the PSNR is the same)"))

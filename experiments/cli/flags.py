@@ -66,11 +66,13 @@ def add_sampling_flags(parser: argparse.ArgumentParser, seed_help: str) -> None:
 
 
 def add_decoding_flag(parser: argparse.ArgumentParser) -> None:
-    from worldmodel.sampling import DECODINGS
+    from worldmodel.sampling import check_decoding
 
     parser.add_argument(
-        "--decoding", choices=DECODINGS, default="sequential",
-        help="one code per model step, or a whole frame per step until it stops changing (the same frames)",
+        "--decoding", type=check_decoding, default="sequential",
+        help="sequential: one code per model step; jacobi: a whole frame per step until it stops changing (the "
+        "same frames); masked or masked:PASSES: a frame filled in over a few parallel passes (default 4), for a "
+        "model trained with --masked-decoding (other frames, fewer steps)",
     )
 
 

@@ -214,6 +214,17 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         help="a second dataset (e.g. expert episodes beside an agent's play; footage without actions or rewards "
         "too) whose train clips make up --mix-fraction of each batch; same frame rate and tasks",
     )
+    parser.add_argument(
+        "--masked-decoding", action="store_true",
+        help="also learn to fill in frames in a few parallel passes (MaskGIT), for --decoding masked: faster "
+        "imagined steps where a model step costs little more for a whole frame than for a code (a GPU); "
+        "a training step costs about twice as much",
+    )
+    parser.add_argument(
+        "--init-from", type=Path, default=None,
+        help="start from this video model's transformer weights (same tokenizer and architecture), e.g. to "
+        "teach a trained world model --masked-decoding in a short run",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from {run}/checkpoint")
     add_device_flag(parser)
     # clip_length defaults to None on the command line: the preset then decides.
@@ -232,7 +243,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
     config = fit_to_data(
         replace(
             preset.transformer, action_dropout=args.action_dropout, reward_head=args.reward_head,
-            continue_head=args.continue_head,
+            continue_head=args.continue_head, masked_decoding=args.masked_decoding,
         ),
         load_tokenizer(args.tokenizer, args.device),
         DatasetManifest.load(args.data),
@@ -241,7 +252,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
     settings = dataclass_values(args, VideoTraining)
     training = VideoTraining(**{**settings, "clip_length": args.clip_length or preset.clip_length})
     summary = train_video(args.data, args.tokenizer, args.run, config, training, args.resume, args.device, args.cache,
-                          mix_root=args.mix_data)
+                          mix_root=args.mix_data, init_from=args.init_from)
     print(json.dumps(summary, indent=2))
 
 
