@@ -44,7 +44,11 @@ def test_cached_sampling_equals_uncached(top_k, overrides):
 
 
 @pytest.mark.parametrize("sampling", [dict(), dict(top_k=3, temperature=0.8), dict(top_k=1)])
-@pytest.mark.parametrize("overrides", [dict(num_actions=3), dict(vocab_size=2**6, factorized_groups=2, code_shape=(3, 3))])
+@pytest.mark.parametrize("overrides", [
+    dict(num_actions=3),
+    dict(vocab_size=2**6, factorized_groups=2, code_shape=(3, 3)),
+    dict(vocab_size=60, code_levels=(3, 4, 5)),
+])
 def test_jacobi_decoding_gives_the_sequential_samplers_frames(sampling, overrides):
     model = tiny(**overrides)
     context = context_for(model)

@@ -45,10 +45,12 @@ def test_encode_decode_shapes_and_dtypes(quantizer, preset):
         assert frames.shape == (*lead, 64, 64, 3) and frames.dtype == torch.uint8
 
 
-def test_vocab_size_per_quantizer():
+def test_vocab_size_and_levels_per_quantizer():
     assert FrameTokenizer(tiny_config("vq")).vocab_size == 32
     assert FrameTokenizer(tiny_config("fsq")).vocab_size == 1000
     assert FrameTokenizer(tiny_config("lfq")).vocab_size == 2**10
+    assert FrameTokenizer(tiny_config("fsq")).code_levels == (8, 5, 5, 5)
+    assert FrameTokenizer(tiny_config("vq")).code_levels == FrameTokenizer(tiny_config("lfq")).code_levels == ()
 
 
 def test_encode_accepts_torch_and_numpy_and_chunks_consistently():

@@ -14,7 +14,7 @@ from worldmodel.checkpoint import CheckpointError, fingerprint, load_checkpoint
 from worldmodel.episodes import DatasetManifest, write_episode
 from worldmodel.token_cache import TokenCacheError, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import FrameTokenizer, TokenizerConfig
-from worldmodel.train_video import VideoTraining, bits_per_dim, mixed_batch, train_video
+from worldmodel.train_video import VideoTraining, bits_per_dim, fit_to_data, mixed_batch, train_video
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 from worldmodel.video_model import VideoModel
 
@@ -196,6 +196,20 @@ def test_bad_configurations_are_refused_up_front(tiny_dataset, tmp_path):
         train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(2))
     with pytest.raises(CheckpointError, match="transformer config"):
         train_video(tiny_dataset, tokenizer, tmp_path / "run", with_tasks, _training(2), resume=True)
+
+
+def test_a_factorized_head_predicts_fsq_codes_digit_by_digit(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    fsq = dataclasses.replace(TOKENIZER, latent_dim=3, quantizer="fsq", quantizer_kwargs={"levels": [5, 3, 2]})
+    FrameTokenizer(fsq).save(tmp_path / "fsq")
+    fitted = fit_to_data(TRANSFORMER, FrameTokenizer(fsq), None, actions=False, factorized=True)
+    assert (fitted.vocab_size, fitted.code_levels, fitted.factors) == (30, (5, 3, 2), (5, 3, 2))
+    config = dataclasses.replace(TRANSFORMER, vocab_size=30, code_levels=(5, 3, 2))
+    summary = train_video(tiny_dataset, tmp_path / "fsq", tmp_path / "run", config, _training(40, eval_every=100))
+    assert summary["bits_per_code"] < 0.6 * math.log2(30)  # an untrained model scores about log2(vocab)
+    assert VideoModel.load(tmp_path / "run" / "model").transformer.head.out_features == 3 * 5  # 3 digits, padded to 5
+    with pytest.raises(ValueError, match="codes made of levels"):
+        fit_to_data(TRANSFORMER, FrameTokenizer(TOKENIZER), None, actions=False, factorized=True)
 
 
 def test_a_run_can_start_from_a_trained_model_and_learn_masked_decoding(tiny_dataset, tmp_path):

@@ -7,6 +7,7 @@ import torch
 from tests.conftest import randomize_weights
 from worldmodel.checkpoint import CheckpointError, save_checkpoint
 from worldmodel.attention import KVCache
+from worldmodel.quantizers import FSQ
 from worldmodel.streaming import StreamingSampler, StreamingScorer
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig
 
@@ -68,6 +69,8 @@ def test_config_expresses_viper_dmc_and_round_trips_through_json():
         (dict(num_actions=3, action_dim=2), "not both"),
         (dict(vocab_size=1000, factorized_groups=2), "vocab_size = 2\\*\\*b"),
         (dict(vocab_size=2**9, factorized_groups=2), "divisible by 2"),
+        (dict(vocab_size=100, code_levels=(5, 5, 5)), "multiply to vocab_size 100"),
+        (dict(vocab_size=125, code_levels=(5, 25, 1)), "ints >= 2"),
         (dict(mlp_ratio=0), "mlp_ratio must be > 0"),
     ],
 )
@@ -199,15 +202,23 @@ def test_task_conditioning():
     assert torch.allclose(mixed[0], zero[0]) and torch.allclose(mixed[1], two[1])
 
 
-@pytest.mark.parametrize("vocab_size, groups, given_a_frame", [(16, 1, True), (2**10, 2, True), (2**16, 2, False)])
-def test_distributions_are_normalised(vocab_size, groups, given_a_frame):
+@pytest.mark.parametrize(
+    "vocab_size, factors, given_a_frame",
+    [(16, dict(), True), (2**10, dict(factorized_groups=2), True), (2**16, dict(factorized_groups=2), False),
+     (7 * 5 * 3, dict(code_levels=(7, 5, 3)), True)],
+)
+def test_distributions_are_normalised(vocab_size, factors, given_a_frame):
     """Enumerate every code of a 1x1 frame: probabilities sum to 1, for frame 0 and given a frame
-    (skipped for 2**16 codes, where it takes seconds)."""
-    model = tiny(vocab_size=vocab_size, factorized_groups=groups, code_shape=(1, 1))
-    group_vocab = round(vocab_size ** (1 / groups))
+    (skipped for 2**16 codes, where it takes seconds); FSQ's levels factorise as its indices do."""
+    model = tiny(vocab_size=vocab_size, code_shape=(1, 1), **factors)
+    groups, group_vocab = len(model.config.factors), max(model.config.factors)
     assert model(torch.zeros(1, 1, 1, 1, dtype=torch.long)).shape == (1, 1, 1, groups, group_vocab)
     every = torch.arange(vocab_size)
     assert torch.equal(model.join_codes(model.split_codes(every)), every)
+    if "code_levels" in factors:
+        fsq = FSQ(factors["code_levels"])
+        digits = torch.round(fsq.codes_from_indices(every) * torch.tensor([3, 2, 1]) + torch.tensor([3, 2, 1])).long()
+        assert torch.equal(model.split_codes(every), digits)
     first = model.log_prob(every.view(-1, 1, 1, 1))[:, 0]
     assert torch.allclose(first.logsumexp(0), torch.tensor(0.0), atol=1e-4)
     assert first.std() > 0.1
@@ -218,11 +229,11 @@ def test_distributions_are_normalised(vocab_size, groups, given_a_frame):
         assert not torch.allclose(first, second)
 
 
-@pytest.mark.parametrize("groups", [1, 2])
-def test_entropy_is_the_expected_surprise_and_streams_exactly(groups):
+@pytest.mark.parametrize("factors", [dict(), dict(factorized_groups=2), dict(code_levels=(4, 2, 8))])
+def test_entropy_is_the_expected_surprise_and_streams_exactly(factors):
     """Over every code of a 1x1 frame: sum_z p(z) log p(z) = -H, so log p + H averages to 0 under the
     model's own prediction; the streaming scorer's entropies equal the full pass's."""
-    model = tiny(vocab_size=64, factorized_groups=groups, code_shape=(1, 1))
+    model = tiny(vocab_size=64, code_shape=(1, 1), **factors)
     every = torch.arange(64)
     clips = torch.stack([torch.full_like(every, 5), every], dim=1).view(-1, 2, 1, 1)
     scores = model.code_scores(clips)

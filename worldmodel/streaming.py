@@ -207,7 +207,7 @@ class StreamingSampler(StreamingScorer):
         could flip a near-tie); it is faster when a few steps suffice.
         """
         model, cache, b = self.model, self.cache, self.batch_size
-        n, groups = model.config.codes_per_frame, model.config.factorized_groups
+        n, groups = model.config.codes_per_frame, len(model.config.factors)
         uniform = None
         if not is_greedy(temperature, top_k):
             uniform = torch.rand((n, b, groups), generator=generator, device=model.device).transpose(0, 1)

@@ -299,6 +299,13 @@ class Tokenizer(nn.Module, ABC):
         consumers that read codes instead of pixels (an agent acting on codes skips the decoder)."""
         raise ValueError(f"the {self.kind} tokenizer gives no code vectors")
 
+    @property
+    def code_levels(self) -> tuple[int, ...]:
+        """The levels whose product is the vocabulary, least significant first, where a code is a digit per
+        latent channel (FSQ); empty otherwise. A video transformer can predict one digit per softmax
+        (``VideoTransformerConfig.code_levels``)."""
+        return ()
+
     @abstractmethod
     def config_dict(self) -> dict[str, Any]:
         """The family's architecture as JSON, as its checkpoint records it."""
@@ -362,6 +369,10 @@ class ConvTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self.quantizer.codebook_size
+
+    @property
+    def code_levels(self) -> tuple[int, ...]:
+        return tuple(getattr(self.quantizer, "levels", ()))
 
     @property
     def code_shape(self) -> tuple[int, int]:

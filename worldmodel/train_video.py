@@ -183,8 +183,12 @@ def fit_to_data(
     tokenizer: Tokenizer,
     manifest: DatasetManifest | None,
     actions: bool | None = None,
+    factorized: bool = False,
 ) -> VideoTransformerConfig:
     """``config`` with the tokenizer's vocabulary and code grid, and the dataset's actions and tasks.
+
+    ``factorized``: predict a code as one digit per level of the tokenizer's (FSQ) codes, each from its own
+    softmax (``VideoTransformerConfig.code_levels``).
 
     Actions come from the manifest's action space. ``actions=None`` takes them where the data has
     them and trains action-free on action-free data (``action_space`` None: footage); ``True``
@@ -204,6 +208,8 @@ def fit_to_data(
     if config.action_dropout > 0 and not use:
         reason = "the dataset is action-free" if space is None else "it trains without actions"
         raise ValueError(f"action_dropout {config.action_dropout} drops the model's actions, but {reason}")
+    if factorized and not tokenizer.code_levels:
+        raise ValueError(f"a factorized head needs codes made of levels (FSQ's), not the {tokenizer.kind}'s")
     space = code_rate_action_space(space, tokenizer.frames_per_code_step)
     num_actions = int(space["n"]) if use and space["type"] == "discrete" else 0
     action_dim = int(np.prod(space["shape"])) if use and space["type"] == "box" else 0
@@ -211,6 +217,8 @@ def fit_to_data(
     return replace(
         config,
         vocab_size=tokenizer.vocab_size,
+        code_levels=tokenizer.code_levels if factorized else (),
+        factorized_groups=1 if factorized else config.factorized_groups,
         code_shape=tokenizer.code_shape,
         num_actions=num_actions,
         action_dim=action_dim,

@@ -25,9 +25,12 @@ never see the drafts, so likelihoods (the VIPER reward) stay exact and autoregre
 
 Tasks condition every LayerNorm (gain ``w + W c``, bias ``b + W_b c`` with ``c`` one-hot,
 ``W`` and ``W_b`` zero-initialised so training starts unconditional). Vocabularies of
-``2**b`` codes can be factorised into ``g`` groups of ``b / g`` bits (MAGVIT-v2's LFQ):
-one embedding table per group, summed, and one softmax head per group, with
-``log p(code) = sum_g log p_g(bits_g)`` given the context.
+``2**b`` codes can be factorised into ``g`` groups of ``b / g`` bits (MAGVIT-v2's LFQ), and
+an FSQ vocabulary into its levels (``code_levels``, one factor per latent channel): one
+embedding table per factor, summed, and one softmax head per factor, with
+``log p(code) = sum_g log p_g(digit_g)`` given the context. The head then has
+``sum(levels)`` outputs instead of ``prod(levels)``: most of a sampling step's cost on a
+CPU when the vocabulary runs to thousands.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class VideoTransformerConfig:
     action_dim: int = 0
     action_dropout: float = 0.0
     factorized_groups: int = 1
+    code_levels: tuple[int, ...] = ()
     rope_theta: float = 10000.0
     reward_head: bool = False
     continue_head: bool = False
@@ -102,6 +106,7 @@ class VideoTransformerConfig:
 
     def __post_init__(self) -> None:
         self.code_shape = tuple(self.code_shape)
+        self.code_levels = tuple(self.code_levels)
         for name in ("vocab_size", "embed_dim", "layers", "heads", "factorized_groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -138,6 +143,14 @@ class VideoTransformerConfig:
                 f"factorized_groups={self.factorized_groups} needs vocab_size = 2**b with b divisible by "
                 f"{self.factorized_groups}, got vocab_size={self.vocab_size}"
             )
+        if self.code_levels:
+            if any(not isinstance(level, int) or level < 2 for level in self.code_levels):
+                raise ValueError(f"code_levels must be ints >= 2, got {self.code_levels!r}")
+            if math.prod(self.code_levels) != self.vocab_size or self.factorized_groups > 1:
+                raise ValueError(
+                    f"code_levels {self.code_levels} must multiply to vocab_size {self.vocab_size}, "
+                    f"and replace factorized_groups (got {self.factorized_groups})"
+                )
 
     @property
     def head_dim(self) -> int:
@@ -153,9 +166,17 @@ class VideoTransformerConfig:
         return self.codes_per_frame + 1
 
     @property
+    def factors(self) -> tuple[int, ...]:
+        """The sizes of the vocabulary's factors, least significant first: ``code_levels``, or
+        ``factorized_groups`` equal groups, or the whole vocabulary as one."""
+        if self.code_levels:
+            return self.code_levels
+        return (round(self.vocab_size ** (1 / self.factorized_groups)),) * self.factorized_groups
+
+    @property
     def group_vocab(self) -> int:
-        """Codes per factor group: ``vocab_size ** (1 / factorized_groups)``."""
-        return round(self.vocab_size ** (1 / self.factorized_groups))
+        """The largest factor: each factor's logits are padded to it."""
+        return max(self.factors)
 
     @property
     def action_kind(self) -> str | None:
@@ -167,7 +188,7 @@ class VideoTransformerConfig:
         return self.layers * self.window
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "code_shape": list(self.code_shape)}
+        return {**dataclasses.asdict(self), "code_shape": list(self.code_shape), "code_levels": list(self.code_levels)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VideoTransformerConfig:
@@ -277,7 +298,7 @@ class VideoTransformer(nn.Module):
     def __init__(self, config: VideoTransformerConfig) -> None:
         super().__init__()
         self.config = config
-        d, groups = config.embed_dim, config.factorized_groups
+        d, groups = config.embed_dim, len(config.factors)
         self.code_embed = nn.Embedding(groups * config.group_vocab, d)
         self.start = nn.Parameter(torch.zeros(d))
         self.null_action = nn.Parameter(torch.zeros(d))
@@ -302,8 +323,14 @@ class VideoTransformer(nn.Module):
         rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         spatial = torch.cat([torch.tensor([[-1, -1]]), torch.stack([rows.flatten(), cols.flatten()], dim=-1)])
         self.register_buffer("_spatial", spatial, persistent=False)  # (N + 1, 2) row, col per token
-        self.register_buffer("_radix", config.group_vocab ** torch.arange(groups), persistent=False)
+        factors = torch.tensor(config.factors)
+        self.register_buffer("_factors", factors, persistent=False)
+        radix = torch.cumprod(torch.cat([factors.new_ones(1), factors[:-1]]), 0)
+        self.register_buffer("_radix", radix, persistent=False)
         self.register_buffer("_group_offset", config.group_vocab * torch.arange(groups), persistent=False)
+        # padding of the smaller factors' logits, None where all factors are of one size
+        unused = torch.arange(config.group_vocab) >= factors[:, None]
+        self.register_buffer("_unused_logits", unused if unused.any() else None, persistent=False)
 
         self.apply(self._init_weights)
         nn.init.normal_(self.start, std=0.02)
@@ -402,8 +429,8 @@ class VideoTransformer(nn.Module):
     # ----- building blocks
 
     def split_codes(self, codes: Tensor) -> Tensor:
-        """Codes ``(...)`` -> per-group sub-codes ``(..., groups)`` (low bits first)."""
-        return codes.unsqueeze(-1) // self._radix % self.config.group_vocab
+        """Codes ``(...)`` -> per-factor digits ``(..., groups)`` (least significant first)."""
+        return codes.unsqueeze(-1) // self._radix % self._factors
 
     def join_codes(self, groups: Tensor) -> Tensor:
         """Inverse of :meth:`split_codes`."""
@@ -429,8 +456,9 @@ class VideoTransformer(nn.Module):
         return torch.cat([start.unsqueeze(-2), filled], dim=-2) + self.draft
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """Features ``(..., d)`` -> logits ``(..., groups, group_vocab)``."""
-        return rearrange(self.head(hidden), "... (g v) -> ... g v", g=self.config.factorized_groups)
+        """Features ``(..., d)`` -> logits ``(..., groups, group_vocab)`` (-inf past a smaller factor's size)."""
+        logits = rearrange(self.head(hidden), "... (g v) -> ... g v", g=len(self.config.factors))
+        return logits if self._unused_logits is None else logits.masked_fill(self._unused_logits, float("-inf"))
 
     def code_log_prob(self, logits: Tensor, codes: Tensor) -> Tensor:
         """``log p(code)`` ``(...)`` from logits ``(..., groups, group_vocab)`` and codes ``(...)`` (float32)."""
@@ -443,8 +471,7 @@ class VideoTransformer(nn.Module):
         The groups of a factorised vocabulary are predicted independently given the context,
         so a code's entropy is the sum of its groups' entropies.
         """
-        log_probs = logits.float().log_softmax(-1)
-        return -(log_probs.exp() * log_probs).sum(-1).sum(-1)
+        return torch.special.entr(logits.float().softmax(-1)).sum(-1).sum(-1)
 
     def _positions(self, time: Tensor, offset: int, n: int) -> Tensor:
         """(time, row, col) of tokens ``offset .. offset + n - 1`` of frames ``time (...)`` -> ``(..., n, 3)``."""

@@ -215,6 +215,12 @@ def _add_train_video(subparsers: argparse._SubParsersAction) -> None:
         "too) whose train clips make up --mix-fraction of each batch; same frame rate and tasks",
     )
     parser.add_argument(
+        "--factorized-head", action="store_true",
+        help="predict an FSQ code as one digit per level, each from its own softmax (MAGVIT-v2 factorises LFQ "
+        "codes so): a head of sum(levels) outputs instead of prod(levels), most of a sampling step's cost on a CPU "
+        "for thousands of codes; the digits of a code are then independent given the context",
+    )
+    parser.add_argument(
         "--masked-decoding", action="store_true",
         help="also learn to fill in frames in a few parallel passes (MaskGIT), for --decoding masked: faster "
         "imagined steps where a model step costs little more for a whole frame than for a code (a GPU); "
@@ -248,6 +254,7 @@ def _run_train_video(args: argparse.Namespace) -> None:
         load_tokenizer(args.tokenizer, args.device),
         DatasetManifest.load(args.data),
         actions=False if args.no_actions else None,
+        factorized=args.factorized_head,
     )
     settings = dataclass_values(args, VideoTraining)
     training = VideoTraining(**{**settings, "clip_length": args.clip_length or preset.clip_length})
