@@ -198,6 +198,17 @@ def test_bad_configurations_are_refused_up_front(tiny_dataset, tmp_path):
         train_video(tiny_dataset, tokenizer, tmp_path / "run", with_tasks, _training(2), resume=True)
 
 
+def test_a_run_from_before_an_option_existed_resumes_at_its_default(tiny_dataset, tmp_path):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(3))
+    saved = tmp_path / "run" / "checkpoint" / "config.json"
+    config = json.loads(saved.read_text())
+    for newer in ("masked_decoding", "code_levels"):
+        del config["config"][newer]
+    saved.write_text(json.dumps(config))
+    assert train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(5), resume=True)["step"] == 5
+
+
 def test_a_factorized_head_predicts_fsq_codes_digit_by_digit(tiny_dataset, tmp_path):
     torch.manual_seed(0)
     fsq = dataclasses.replace(TOKENIZER, latent_dim=3, quantizer="fsq", quantizer_kwargs={"levels": [5, 3, 2]})

@@ -459,7 +459,9 @@ def train_video(
         "config": ("transformer config", transformer_config.to_dict()),
         "tokenizer_fingerprint": ("the codes of tokenizer", tokenizer_id),
     }
-    restored = run.restore(expected, {"adamw": optimizer})
+    # a run resumes across a release that added a transformer option, at that option's default
+    restored = run.restore(expected, {"adamw": optimizer},
+                           complete={"config": lambda saved: VideoTransformerConfig.from_dict(saved).to_dict()})
     if restored is not None:
         load_into_module(transformer, restored.weights, run.checkpoint_dir)
     elif init_from is not None:
