@@ -194,6 +194,12 @@ class ImaginationSettings:
             "their cost, and the agent a conv encoder; real frames are encoded)"
         )},
     )
+    factorized_head: bool = field(
+        default=False, metadata={"help": (
+            "the world model predicts each FSQ code (tokenizer preset fast) as one digit per level, each from its "
+            "own softmax: 27 outputs instead of 4375 per code, which is most of an imagined step's cost on a CPU"
+        )},
+    )
     decoding: str = field(
         default="sequential", metadata={"help": (
             "how imagined frames are sampled: sequential (one code per model step) or jacobi (a whole frame per "
@@ -410,7 +416,7 @@ def _train_world_model(
     config = fit_to_data(
         replace(preset.transformer, reward_head=True, continue_head=True,
                 masked_decoding=parse_decoding(settings.decoding)[0] == "masked"),
-        tokenizer, DatasetManifest.load(run.data),
+        tokenizer, DatasetManifest.load(run.data), factorized=settings.factorized_head,
     )
     steps = settings.first_world_model_steps + iteration * settings.world_model_steps
     training = VideoTraining(
