@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.conftest import moving_square_video
+from worldmodel import train_video as train_video_module
 from worldmodel import training_run
 from worldmodel.checkpoint import CheckpointError, fingerprint, load_checkpoint
 from worldmodel.episodes import DatasetManifest, write_episode
@@ -196,6 +197,20 @@ def test_bad_configurations_are_refused_up_front(tiny_dataset, tmp_path):
         train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(2))
     with pytest.raises(CheckpointError, match="transformer config"):
         train_video(tiny_dataset, tokenizer, tmp_path / "run", with_tasks, _training(2), resume=True)
+
+
+def test_a_finished_run_run_again_returns_its_results_without_evaluating_again(tiny_dataset, tmp_path, monkeypatch):
+    tokenizer = _tokenizer(tmp_path / "tok")
+    finished = train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(3))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was evaluated again")
+
+    monkeypatch.setattr(train_video_module, "evaluate_transformer", refuse)
+    again = train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(3), resume=True)
+    assert again == json.loads(json.dumps(finished))
+    with pytest.raises(AssertionError, match="evaluated again"):  # more steps asked for: it trains and evaluates
+        train_video(tiny_dataset, tokenizer, tmp_path / "run", TRANSFORMER, _training(4), resume=True)
 
 
 def test_a_run_from_before_an_option_existed_resumes_at_its_default(tiny_dataset, tmp_path):

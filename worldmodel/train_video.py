@@ -45,7 +45,7 @@ import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor
 
-from worldmodel.checkpoint import fingerprint, load_into_module
+from worldmodel.checkpoint import fingerprint, load_into_module, read_json
 from worldmodel.code_rate import code_rate_action_space
 from worldmodel.device import AUTO, resolve_device
 from worldmodel.episodes import DatasetManifest, EpisodeDataset
@@ -56,7 +56,7 @@ from worldmodel.training_run import MAX_MINUTES_HELP, RUN_CADENCE, TrainingRun
 from worldmodel.token_cache import CODES_KEY, build_token_cache, default_cache_dir, tokenizer_fingerprint
 from worldmodel.tokenizer import Tokenizer, load_tokenizer
 from worldmodel.transformer import CHECKPOINT_KIND, VideoTransformer, VideoTransformerConfig
-from worldmodel.video_model import VideoModel, VideoModelInfo, check_parts_fit
+from worldmodel.video_model import BUNDLE_FILE, VideoModel, VideoModelInfo, check_parts_fit
 
 MODEL_DIR = "model"
 EVAL_FILE = "eval.json"
@@ -462,6 +462,14 @@ def train_video(
     # a run resumes across a release that added a transformer option, at that option's default
     restored = run.restore(expected, {"adamw": optimizer},
                            complete={"config": lambda saved: VideoTransformerConfig.from_dict(saved).to_dict()})
+    if restored is not None and run.counters["step"] >= training.steps and (
+        (run.dir / EVAL_FILE).exists() and (run.dir / MODEL_DIR / BUNDLE_FILE).exists()
+    ):  # finished before: a chain of commands run again goes on at once, not through the final evaluation again
+        run.close()
+        group.barrier()
+        if group.owns_group:
+            dist.destroy_process_group()
+        return read_json(run.dir / EVAL_FILE)
     if restored is not None:
         load_into_module(transformer, restored.weights, run.checkpoint_dir)
     elif init_from is not None:
