@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.conftest import randomize_weights
 from worldmodel.sampling import masking_schedule, parse_decoding
 from worldmodel.streaming import StreamingSampler, StreamingScorer
 from worldmodel.transformer import VideoTransformer, VideoTransformerConfig, mask_codes
@@ -13,11 +14,8 @@ TINY = dict(vocab_size=16, code_shape=(2, 3), window=2, embed_dim=32, layers=2, 
 def tiny(**overrides) -> VideoTransformer:
     """Large random weights, so that every token's features depend visibly on what it attends to."""
     torch.manual_seed(0)
-    model = VideoTransformer(VideoTransformerConfig(**{**TINY, "masked_decoding": True, **overrides})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model
+    config = VideoTransformerConfig(**{**TINY, "masked_decoding": True, **overrides})
+    return randomize_weights(VideoTransformer(config).eval())
 
 
 def seeded(seed: int = 0) -> torch.Generator:
