@@ -70,7 +70,8 @@ def test_expert_episodes_join_the_world_models_batches_and_the_check_reports_bef
     assert "stopped before the actor-critic: the world model imagines the expert's actions" in capsys.readouterr().out
     assert train_in_imagination(tmp_path / "run", settings)["iteration"] == 1  # the gate may change on resume
     world_model = json.loads((tmp_path / "run" / "world_model" / "eval.json").read_text())
-    assert world_model["cache"]["mix"] == {"encoded": 0, "reused": 3}  # encoded by the gated first invocation
+    # trained, with the expert episodes encoded, by the gated first invocation; the second took it as it was
+    assert world_model["cache"]["mix"] == {"encoded": 3, "reused": 0}
     check = json.loads((tmp_path / "run" / "world_model_check.json").read_text())
     out = capsys.readouterr().out
     assert f"world model check: expert imagined {check['expert']['imagined_mean']:.1f}" in out
