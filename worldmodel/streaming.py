@@ -249,7 +249,8 @@ class StreamingSampler(StreamingScorer):
         start = model.embed_start(actions, cache.time > 0)
         codes = torch.zeros(b, n, dtype=torch.long, device=model.device)
         masked = torch.ones(b, n, dtype=torch.bool, device=model.device)
-        for left in masking_schedule(passes, n):
+        schedule = masking_schedule(passes, n)
+        for left in schedule:
             draft = model.embed_draft(start, codes, masked)
             logits = model.logits(model.step(draft, cache, task, advance=False, whole_frame=True)[:, 1:])
             drawn = model.join_codes(sample_logits(logits, temperature, top_k, generator))
@@ -258,7 +259,7 @@ class StreamingSampler(StreamingScorer):
             codes = torch.where(masked, drawn, codes)
             masked = ~fixed
         self.features = model.step(torch.cat([start[:, None], model.embed_codes(codes)], dim=1), cache, task)[:, -1]
-        self.frame_steps = len(masking_schedule(passes, n)) + 1
+        self.frame_steps = len(schedule) + 1
         self.latest = codes.view(b, *model.config.code_shape)
         return self.latest
 

@@ -747,8 +747,8 @@ class VideoTransformer(nn.Module):
                 "cannot start from a model of another architecture: "
                 + ", ".join(f"{k} {theirs[k]!r} there, {mine[k]!r} here" for k in differing)
             )
-        state = {k: v for k, v in trained.state_dict().items() if k in self.state_dict()}
-        self.load_state_dict(state, strict=False)
+        own = self.state_dict()
+        self.load_state_dict({k: v for k, v in trained.state_dict().items() if k in own}, strict=False)
 
     def save(self, directory: str | Path) -> None:
         """Write ``model.safetensors`` + ``config.json`` (kind ``video_transformer``) atomically."""
