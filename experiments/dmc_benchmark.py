@@ -159,7 +159,7 @@ def run_plan(run: GridRun, settings: GridSettings) -> tuple[Any, Training, str]:
                  if value is not None})
     training = Training(
         total_steps=total, seed_steps=min(1000, total // 10), replay_capacity=total + 1, eval_every=eval_every,
-        eval_episodes=settings.eval_episodes, checkpoint_every=eval_every, video_every=eval_every * 5,
+        eval_episodes=settings.eval_episodes, checkpoint_every=max(eval_every // 4, 1), video_every=eval_every * 5,
         log_every=max(eval_every // 4, 1), max_minutes=settings.max_minutes, seed=run.seed, **loop,
     )
     reward = "env" if run.reward == "env" else "viper"

@@ -364,7 +364,7 @@ def true_return(episode: dict[str, Any]) -> float:
     return float(episode.get("task_rewards", episode["rewards"]).sum())
 
 
-def _episode_seed(settings: ImaginationSettings, index: int) -> int:
+def episode_seed(settings: ImaginationSettings, index: int) -> int:
     return settings.seed * 1_000_003 + index
 
 
@@ -386,14 +386,14 @@ def _collect_random(run: ImaginationRun, env: gym.Env, agent: ActorCritic) -> No
         return  # collected before a resume, and logged then
     while run.counters["episodes"] < settings.seed_episodes:
         index = run.counters["episodes"]
-        episode = _play_random(env, _episode_seed(settings, index))
+        episode = _play_random(env, episode_seed(settings, index))
         run.random_returns.append(run.record(episode, index))
         _count_episode(run, episode)
         run.checkpoint(agent)
     run.training.writer.add_scalar("real/random_return", float(np.mean(run.random_returns)), 0)
 
 
-def _tokenizer_checkpoint(settings: ImaginationSettings, run_dir: Path) -> Path:
+def tokenizer_checkpoint(settings: ImaginationSettings, run_dir: Path) -> Path:
     """The frozen tokenizer of a run: the one given, else the one the run trains on its random play."""
     return run_dir / TOKENIZER_DIR / "checkpoint" if settings.tokenizer is None else Path(settings.tokenizer)
 
@@ -405,7 +405,7 @@ def _train_tokenizer(run: ImaginationRun, device: str) -> Path:
         train_tokenizer(
             run.data, run.tokenizer_run, tokenizer_preset(settings.tokenizer_preset), training, resume=True, device=device
         )
-    return _tokenizer_checkpoint(settings, run.dir)
+    return tokenizer_checkpoint(settings, run.dir)
 
 
 def _train_world_model(
@@ -431,22 +431,23 @@ def _train_world_model(
     )
 
 
-def _terminates(episodes: EpisodeDataset) -> bool:
+def terminates(episodes: EpisodeDataset) -> bool:
     """Whether any real training episode so far ended by termination. Where none has (cartpole never
     terminates), the continue head is not heeded: it learnt only "go on", so a termination it predicts (for
     0.9% of the imagined balance steps, measured) can only be wrong, and would cut the agent's returns short."""
     return any(episodes.episode(i).terminated for i in range(len(episodes.paths)))
 
 
-def _imagine(
-    run: ImaginationRun, agent: ActorCritic, model: VideoModel, iteration: int, terminations: bool
+def imagine(
+    settings: ImaginationSettings, data: Path, agent: ActorCritic, model: VideoModel, iteration: int,
+    terminations: bool,
 ) -> dict[str, float]:
-    """Actor-critic updates on imagined rollouts that start from real clips; the mean of their metrics.
+    """``settings.imagination_updates`` actor-critic updates on imagined rollouts that start from real clips of
+    the episodes in ``data``; the mean of their metrics.
 
     Rollouts restart from fresh clips at every update (IRIS's way), except with ``episode_start``: imagined
     episodes are then the real task, its start states and its length, and carry on across updates."""
-    settings = run.settings
-    clips = EpisodeDataset(run.data, "train", clip_length=max(1, model.window))
+    clips = EpisodeDataset(data, "train", clip_length=max(1, model.window))
     whole_episodes = settings.imagine_from == "episode_start"
     if whole_episodes:
         contexts, horizon = partial(clips.sample_contexts, episode_start=True), int(clips.lengths.max()) - 1
@@ -460,18 +461,18 @@ def _imagine(
     totals: dict[str, float] = {}
     for update in tqdm(range(settings.imagination_updates), desc="imagination", unit="update", leave=False):
         restart = update == 0 or not whole_episodes
-        seed = _episode_seed(settings, 10**6 * (iteration + 1) + update) if restart else None
+        seed = episode_seed(settings, 10**6 * (iteration + 1) + update) if restart else None
         metrics = agent.update(agent.rollout(env, seed=seed))
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value / settings.imagination_updates
     return totals
 
 
-def _play(env: gym.Env, agent: ActorCritic, tokenizer: Tokenizer, seed: int, sample: bool) -> dict[str, Any]:
+def play(env: gym.Env, agent: ActorCritic, tokenizer: Tokenizer, seed: int, sample: bool) -> dict[str, Any]:
     return run_episode(env, ReconstructingPolicy(agent, tokenizer, sample), seed)
 
 
-def _agent(settings: ImaginationSettings, env: gym.Env, device: str) -> ActorCritic:
+def make_agent(settings: ImaginationSettings, env: gym.Env, device: str) -> ActorCritic:
     """The actor-critic for what it observes: the env's frames, or the code vectors of the run's tokenizer (its
     checkpoint's, or its preset's shape before it is trained)."""
     space = env.observation_space
@@ -511,7 +512,7 @@ def _save_beside(real: np.ndarray, imagined: list[np.ndarray], path: Path, fps: 
     save_video(np.stack(frames), [path], fps)
 
 
-def _phase_seed(settings: ImaginationSettings, iteration: int, phase: int) -> int:
+def phase_seed(settings: ImaginationSettings, iteration: int, phase: int) -> int:
     """The torch seed of one phase of one iteration: a resumed run draws what an uninterrupted one drew,
     whatever the world model's training (resumed or not) did to the global generator before."""
     return int(np.random.SeedSequence([settings.seed, iteration, phase]).generate_state(1)[0])
@@ -524,7 +525,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     run = ImaginationRun(run_dir, settings)
     env = make_learning_env(settings, device)
     torch.manual_seed(settings.seed)
-    agent = _agent(settings, env, device)
+    agent = make_agent(settings, env, device)
     run.restore(agent)
     _collect_random(run, env, agent)
     tokenizer_checkpoint = _train_tokenizer(run, device)
@@ -547,12 +548,12 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
                 print(f"stopped before the actor-critic: {failure} (--check-gate {settings.check_gate:g})")
                 break
         seconds["world_model"] = time.monotonic()
-        terminations = _terminates(EpisodeDataset(run.data, "train"))  # the data change only at collection
-        torch.manual_seed(_phase_seed(settings, iteration, IMAGINATION_PHASE))
-        imagination = _imagine(run, agent, model, iteration, terminations)
+        terminations = terminates(EpisodeDataset(run.data, "train"))  # the data change only at collection
+        torch.manual_seed(phase_seed(settings, iteration, IMAGINATION_PHASE))
+        imagination = imagine(settings, run.data, agent, model, iteration, terminations)
         seconds["imagination"] = time.monotonic()
         evaluations = [
-            _play(env, agent, tokenizer, _episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
+            play(env, agent, tokenizer, episode_seed(settings, 10**9 + iteration * 100 + i), sample=False)
             for i in range(settings.eval_episodes)
         ]
         returns = [true_return(episode) for episode in evaluations]
@@ -562,11 +563,11 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             model, evaluations[0], gif, fps, settings.decoding, terminations
         )
         seconds["imagined_beside_real"] = time.monotonic()
-        torch.manual_seed(_phase_seed(settings, iteration, COLLECTION_PHASE))
+        torch.manual_seed(phase_seed(settings, iteration, COLLECTION_PHASE))
         collected, learned = [], []
         for _ in range(settings.episodes_per_iteration):
             index = run.counters["episodes"]
-            episode = _play(env, agent, tokenizer, _episode_seed(settings, index), sample=True)
+            episode = play(env, agent, tokenizer, episode_seed(settings, index), sample=True)
             collected.append(run.record(episode, index))
             learned.append(float(episode["rewards"].sum()))
             _count_episode(run, episode)
@@ -609,7 +610,7 @@ def gate_failure(check: dict[str, Any], share: float) -> str | None:
             f"{share:g} of the real {expert['real_mean']:.1f}")
 
 
-def _saved_settings(run_dir: Path, what: str, *needed: Path) -> ImaginationSettings:
+def saved_settings(run_dir: Path, what: str, *needed: Path) -> ImaginationSettings:
     """The settings of a train-imagination run directory that holds ``needed``; else an error saying it
     holds no ``what``."""
     for path in (run_dir / SETTINGS_FILE, *needed):
@@ -635,19 +636,19 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False, 
     run_dir = Path(run_dir)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
-    settings = _saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / CHECKPOINT_DIR / MODEL_FILE)
+    settings = saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / CHECKPOINT_DIR / MODEL_FILE)
     env = make_real_env(settings)
-    tokenizer = load_tokenizer(_tokenizer_checkpoint(settings, run_dir), device).eval()
-    agent = _agent(settings, env, device)
+    tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
+    agent = make_agent(settings, env, device)
     agent.load_state_tensors(load_typed_checkpoint(run_dir / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
     fps = DatasetManifest.load(run_dir / "data").fps
-    seeds = [_episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
+    seeds = [episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
     name = evaluation_name(sample)
     agent_returns, random_returns = [], []
     for i, seed in enumerate(tqdm(seeds, desc="evaluation", unit="episode")):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            episode = _play(env, agent, tokenizer, seed, sample=sample)
+            episode = play(env, agent, tokenizer, seed, sample=sample)
         if i == 0:
             save_video(episode["video"], [run_dir / "videos" / f"{name}.gif"], fps)
         agent_returns.append(float(episode["rewards"].sum()))
@@ -687,10 +688,10 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     model_dir = run_dir / WORLD_MODEL_DIR / "model"
-    settings = _saved_settings(run_dir, "world model", model_dir)
+    settings = saved_settings(run_dir, "world model", model_dir)
     env = make_learning_env(settings, device)
     expert = make_expert(task_name(settings.env), env)
-    seeds = [_episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
+    seeds = [episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
     model = VideoModel.load(model_dir, device)
     window = max(1, model.window)

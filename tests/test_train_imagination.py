@@ -13,9 +13,10 @@ from agents.actor_critic import ActorCritic, ActorCriticConfig
 from envs.collect import PolicySpec, collect
 from envs.experts import make_expert
 from experiments import train_imagination
+from experiments.diagnose_imagination import DiagnosisSettings, diagnose_imagination
 from experiments.train_imagination import (
-    ImaginationRun, ImaginationSettings, _imagine, _imagined_beside_real, check_world_model, evaluate_run,
-    make_real_env, train_in_imagination,
+    ImaginationRun, ImaginationSettings, _imagined_beside_real, check_world_model, evaluate_run,
+    imagine, make_real_env, train_in_imagination,
 )
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.video_model import VideoModel
@@ -120,7 +121,7 @@ def test_episode_start_imagines_episodes_of_the_real_length_carried_on_across_up
     agent = ActorCritic(env.observation_space, env.action_space, settings.agent)
     rollouts, rollout = [], agent.rollout
     monkeypatch.setattr(agent, "rollout", lambda env, seed=None: rollouts.append(rollout(env, seed)) or rollouts[-1])
-    _imagine(run, agent, VideoModel.load(run.world_model_run / "model"), iteration=0, terminations=False)
+    imagine(settings, run.data, agent, VideoModel.load(run.world_model_run / "model"), iteration=0, terminations=False)
     truncated = np.concatenate([batch["truncated"].numpy() for batch in rollouts])
     valid = np.concatenate([batch["valid"].numpy() for batch in rollouts])
     assert truncated.shape == (15, 3)
@@ -179,9 +180,9 @@ def test_each_phase_is_timed_and_imagined_errors_averaged_over_15_steps(trained_
     step_psnr, reward_error = np.arange(20.0), np.arange(20.0) / 10
     monkeypatch.setattr(train_imagination, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     monkeypatch.setattr(train_imagination, "_train_world_model", advancing(train_imagination._train_world_model, 1))
-    monkeypatch.setattr(train_imagination, "_imagine", advancing(train_imagination._imagine, 2))
+    monkeypatch.setattr(train_imagination, "imagine", advancing(train_imagination.imagine, 2))
     monkeypatch.setattr(
-        train_imagination, "_play", advancing(train_imagination._play, lambda *args, sample: 16 if sample else 4)
+        train_imagination, "play", advancing(train_imagination.play, lambda *args, sample: 16 if sample else 4)
     )
     monkeypatch.setattr(
         train_imagination, "_imagined_beside_real",
@@ -223,7 +224,7 @@ def test_evaluation_summary_of_known_returns(trained_run, tmp_path, monkeypatch)
     def play(*args, sample):
         return {"video": video, "rewards": np.array([next(agent_returns), 0.0])}
 
-    monkeypatch.setattr(train_imagination, "_play", play)
+    monkeypatch.setattr(train_imagination, "play", play)
     monkeypatch.setattr(train_imagination, "_play_random", lambda env, seed: {"rewards": np.array([next(random_returns)])})
     result = evaluate_run(tmp_path / "run", episodes=2)
     summary = [result[key] for key in ("agent_mean", "agent_std", "random_mean", "random_std", "ratio_to_random")]
@@ -302,7 +303,7 @@ def test_a_viper_run_learns_the_video_reward_and_reports_the_true_return(tmp_pat
     settings = replace(_settings(8 * 36), viper_model=str(model), viper_baseline_model=str(model))
     progress = train_in_imagination(tmp_path / "run", settings)
     assert DatasetManifest.load(tmp_path / "run" / "data").frame_skip == 8  # a frame per agent decision
-    seed = train_imagination._episode_seed(settings, 1)  # the second random-play episode, in the train split
+    seed = train_imagination.episode_seed(settings, 1)  # the second random-play episode, in the train split
     assert progress["random_returns"][1] == pytest.approx(_random_return(settings, seed), rel=1e-5)
     # the same episode stepped by hand: 4 scored frames of 2 physics steps per agent step
     loaded = VideoModel.load(model)
@@ -337,3 +338,46 @@ def test_an_agent_on_code_vectors_learns_in_imagination_and_plays_the_real_env(t
     assert len(result["agent_returns"]) == 1 and np.isfinite(result["agent_returns"][0])
     with pytest.raises(ValueError, match="agent_observes must be one of"):
         replace(settings, agent_observes="pixels")
+
+
+def _tree(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_diagnosis_trains_the_runs_agent_on_in_its_frozen_world_model_and_resumes_exactly(trained_run, tmp_path):
+    run = trained_run[0]
+    before = _tree(run)
+    settings = DiagnosisSettings(run=str(run), updates=2, eval_every=1, eval_episodes=2, imagine_from="episode_start")
+    whole = diagnose_imagination(tmp_path / "whole", replace(settings, updates=4))
+    assert [row["updates"] for row in whole["rows"]] == [0, 1, 2, 3, 4]
+    assert all(len(row["real_returns"]) == 2 and np.isfinite(row["real_mean"]) for row in whole["rows"])
+    assert "imagination_reward" in whole["rows"][1] and whole["imagine_from"] == "episode_start"
+    assert whole["random_returns"] == json.loads((run / "progress.json").read_text())["random_returns"]
+    assert _tree(run) == before  # the diagnosed run is only read
+    assert json.loads((tmp_path / "whole" / "diagnosis.json").read_text()) == whole
+    assert (tmp_path / "whole" / "diagnosis.png").stat().st_size > 0
+    # the run's last agent is where it starts: its first evaluation is that agent's, on the same seeds
+    agent_row = whole["rows"][0]["real_returns"]
+    assert diagnose_imagination(tmp_path / "again", replace(settings, updates=1))["rows"][0]["real_returns"] == agent_row
+    # stopped after 2 updates and resumed with a larger budget: the uninterrupted diagnosis
+    diagnose_imagination(tmp_path / "split", settings)
+    assert diagnose_imagination(tmp_path / "split", replace(settings, updates=4)) == whole
+    with pytest.raises(ValueError, match="eval_every"):
+        replace(settings, updates=3, eval_every=2)
+    with pytest.raises(ValueError, match="imagine_from must be one of"):
+        replace(settings, imagine_from="anywhere")
+    with pytest.raises(FileNotFoundError, match="no world model and agent trained by train-imagination"):
+        diagnose_imagination(tmp_path / "none", replace(settings, run=str(tmp_path / "missing")))
+
+
+def test_the_control_learns_from_real_envs_seen_through_the_tokenizer_and_resumes_exactly(trained_run, tmp_path):
+    settings = DiagnosisSettings(run=str(trained_run[0]), updates=1, eval_every=1, eval_episodes=1,
+                                 rollouts="real_env", imagined_envs=2)
+    whole = diagnose_imagination(tmp_path / "whole", replace(settings, updates=2))
+    assert whole["rollouts"] == "real_env" and [row["updates"] for row in whole["rows"]] == [0, 1, 2]
+    # cartpole's true reward is in [0, 1] per physics step, 8 of them per agent step
+    assert all(0 <= row["imagination_reward"] <= 8 for row in whole["rows"][1:])
+    diagnose_imagination(tmp_path / "split", settings)
+    assert diagnose_imagination(tmp_path / "split", replace(settings, updates=2)) == whole
+    with pytest.raises(ValueError, match="rollouts must be one of"):
+        replace(settings, rollouts="elsewhere")

@@ -119,8 +119,44 @@ def _run_check_world_model(args: argparse.Namespace) -> None:
     print(f"every return in {args.run / CHECK_FILE}")
 
 
+def _add_diagnose_imagination(subparsers: argparse._SubParsersAction) -> None:
+    from experiments.diagnose_imagination import DiagnosisSettings
+
+    parser = subparsers.add_parser(
+        "diagnose-imagination",
+        help="train a train-imagination run's agent on in its frozen world model, evaluated in the real env: "
+        "is it the actor-critic or the loop's budget?",
+        description="Load RUN's last world model (frozen) and its agent (or, with --fresh-agent, a new one), make "
+        "UPDATES more actor-critic updates on imagined rollouts (optionally starting elsewhere, or on more "
+        "sub-envs, than the run's), and play EVAL_EPISODES real episodes every EVAL_EVERY updates, on the same "
+        "start states each time. A world model that passes check-world-model and an agent that learns here say "
+        "the loop gave the actor-critic too few updates; one that does not learn here, that its imagined "
+        "rollouts do not teach the task. RUN is not written. Writes {out}/diagnosis.json (a row per "
+        "evaluation), {out}/diagnosis.png and {out}/tb; rerun the same command to resume.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--out", required=True, type=Path, help="directory of the diagnosis (its own run)")
+    add_device_flag(parser)
+    dataclass_flags(parser, DiagnosisSettings())
+    parser.set_defaults(handler=_run_diagnose_imagination)
+
+
+def _run_diagnose_imagination(args: argparse.Namespace) -> None:
+    from experiments.diagnose_imagination import DIAGNOSIS_FILE, DiagnosisSettings, diagnose_imagination
+
+    settings = DiagnosisSettings(**dataclass_values(args, DiagnosisSettings))
+    if not settings.run:
+        raise ValueError("--run is required: the train-imagination run directory to diagnose")
+    result = diagnose_imagination(args.out, settings, args.device)
+    first, last = result["rows"][0], result["rows"][-1]
+    print(f"{result['env']}: real return {first['real_mean']:.1f} at {first['updates']} updates, "
+          f"{last['real_mean']:.1f} at {last['updates']}; random play {result['random_mean']:.1f}; "
+          f"every row in {args.out / DIAGNOSIS_FILE}")
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """This job's subcommands, in the order ``wm --help`` lists them."""
     _add_train_imagination(subparsers)
     _add_eval_imagination(subparsers)
     _add_check_world_model(subparsers)
+    _add_diagnose_imagination(subparsers)
