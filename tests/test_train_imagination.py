@@ -357,8 +357,8 @@ def test_diagnosis_trains_the_runs_agent_on_in_its_frozen_world_model_and_resume
     assert json.loads((tmp_path / "whole" / "diagnosis.json").read_text()) == whole
     assert (tmp_path / "whole" / "diagnosis.png").stat().st_size > 0
     # the run's last agent is where it starts: its first evaluation is that agent's, on the same seeds
-    agent_row = whole["rows"][0]["real_returns"]
-    assert diagnose_imagination(tmp_path / "again", replace(settings, updates=1))["rows"][0]["real_returns"] == agent_row
+    again = diagnose_imagination(tmp_path / "again", replace(settings, updates=1))
+    assert again["rows"][0]["real_returns"] == whole["rows"][0]["real_returns"]
     # stopped after 2 updates and resumed with a larger budget: the uninterrupted diagnosis
     diagnose_imagination(tmp_path / "split", settings)
     assert diagnose_imagination(tmp_path / "split", replace(settings, updates=4)) == whole
