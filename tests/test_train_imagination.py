@@ -356,9 +356,9 @@ def test_diagnosis_trains_the_runs_agent_on_in_its_frozen_world_model_and_resume
     assert _tree(run) == before  # the diagnosed run is only read
     assert json.loads((tmp_path / "whole" / "diagnosis.json").read_text()) == whole
     assert (tmp_path / "whole" / "diagnosis.png").stat().st_size > 0
-    # the run's last agent is where it starts: its first evaluation is that agent's, on the same seeds
-    again = diagnose_imagination(tmp_path / "again", replace(settings, updates=1))
-    assert again["rows"][0]["real_returns"] == whole["rows"][0]["real_returns"]
+    # the run's last agent is where it starts, unless a fresh one is asked for
+    fresh = diagnose_imagination(tmp_path / "fresh", replace(settings, updates=1, fresh_agent=True))
+    assert fresh["seeds"] == whole["seeds"] and fresh["rows"][0]["real_returns"] != whole["rows"][0]["real_returns"]
     # stopped after 2 updates and resumed with a larger budget: the uninterrupted diagnosis
     diagnose_imagination(tmp_path / "split", settings)
     assert diagnose_imagination(tmp_path / "split", replace(settings, updates=4)) == whole
