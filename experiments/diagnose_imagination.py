@@ -34,8 +34,8 @@ from envs.world_model import code_observation_space, observe
 from experiments.plots import save_figure
 from experiments.train_imagination import (
     AGENT_KIND, IMAGINATION_STARTS, PROGRESS_FILE, WORLD_MODEL_DIR, ImaginationSettings, episode_seed, imagine,
-    make_agent, make_learning_env, make_real_env, phase_seed, play, saved_settings, terminates, tokenizer_checkpoint,
-    true_return,
+    make_agent, make_learning_env, make_real_env, phase_seed, play, save_agent, saved_settings, terminates,
+    tokenizer_checkpoint, true_return,
 )
 from worldmodel.checkpoint import MODEL_FILE, load_typed_checkpoint, read_json
 from worldmodel.device import AUTO, resolve_device
@@ -124,10 +124,7 @@ def diagnose_imagination(out: str | Path, settings: DiagnosisSettings, device: s
                 "seeds": seeds, "rows": rows}
 
     def save() -> None:
-        tensors = agent.state_tensors()
-        diagnosis.save({k: v for k, v in tensors.items() if not k.startswith("optim.")},
-                       {"kind": AGENT_KIND, "config": agent.describe()},
-                       tensors={k: v for k, v in tensors.items() if k.startswith("optim.")}, state={"rows": rows})
+        save_agent(diagnosis, agent, {"rows": rows})
         diagnosis.write_json(DIAGNOSIS_FILE, result())
         diagnosis_figure(result(), out / FIGURE_FILE)
 

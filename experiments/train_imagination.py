@@ -303,13 +303,7 @@ class ImaginationRun:
     def checkpoint(self, agent: ActorCritic) -> None:
         """The actor-critic (weights; optimizer state apart), counters, RNG states and history, then
         ``progress.json``, the readable summary that reports and ``compare-runs`` read."""
-        tensors = agent.state_tensors()
-        self.training.save(
-            {k: v for k, v in tensors.items() if not k.startswith("optim.")},
-            {"kind": AGENT_KIND, "config": agent.describe()},
-            tensors={k: v for k, v in tensors.items() if k.startswith("optim.")},
-            state={"history": self.history, "random_returns": self.random_returns},
-        )
+        save_agent(self.training, agent, {"history": self.history, "random_returns": self.random_returns})
         write_json_atomic(self.dir / PROGRESS_FILE, self.progress)
 
     @property
@@ -328,6 +322,15 @@ class ImaginationRun:
             terminated=episode["terminated"],
         )
         return true_return(episode)
+
+
+def save_agent(training: TrainingRun, agent: ActorCritic, state: dict[str, Any]) -> None:
+    """Checkpoint the actor-critic in ``training``'s run: its weights (the optimizer state beside them) and the
+    loop's JSON ``state``."""
+    tensors = agent.state_tensors()
+    weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
+    training.save(weights, {"kind": AGENT_KIND, "config": agent.describe()},
+                  tensors={k: v for k, v in tensors.items() if k.startswith("optim.")}, state=state)
 
 
 def make_real_env(settings: ImaginationSettings) -> gym.Env:
