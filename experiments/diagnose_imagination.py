@@ -16,6 +16,7 @@ its own resumable run directory: ``settings.json``, ``checkpoint/`` (the agent, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -123,10 +124,13 @@ def diagnose_imagination(out: str | Path, settings: DiagnosisSettings, device: s
                 "random_mean": float(np.mean(progress["random_returns"])),
                 "seeds": seeds, "rows": rows}
 
+    def publish() -> None:
+        diagnosis.write_json(DIAGNOSIS_FILE, result())
+        diagnosis_figure([result()], out / FIGURE_FILE)
+
     def save() -> None:
         save_agent(diagnosis, agent, {"rows": rows})
-        diagnosis.write_json(DIAGNOSIS_FILE, result())
-        diagnosis_figure(result(), out / FIGURE_FILE)
+        publish()
 
     if not rows:
         returns = evaluate()
@@ -149,8 +153,9 @@ def diagnose_imagination(out: str | Path, settings: DiagnosisSettings, device: s
                 diagnosis.writer.add_scalar(key, value, rows[-1]["updates"])
         diagnosis.tick()
         save()
-        print(f"{rows[-1]['updates']} updates: real return {rows[-1]['real_mean']:.1f}, imagined reward per step "
+        print(f"{rows[-1]['updates']} updates: real return {rows[-1]['real_mean']:.1f}, rollouts' reward per step "
               f"{metrics.get('reward', float('nan')):.3f}")
+    publish()  # a finished diagnosis, rerun, rewrites its summary
     diagnosis.close()
     return result()
 
@@ -180,28 +185,35 @@ def practise(agent: ActorCritic, env: gym.vector.VectorEnv, updates: int, seed: 
     return totals
 
 
-def diagnosis_figure(result: dict[str, Any], path: str | Path) -> Path:
-    """Real return (each episode and the mean) and the imagined reward per step, by actor-critic update."""
-    figure = Figure(figsize=(10, 3.6))
-    returns, imagined = figure.subplots(1, 2)
-    rows = result["rows"]
-    updates = [row["updates"] for row in rows]
-    for row in rows:
-        returns.plot([row["updates"]] * len(row["real_returns"]), row["real_returns"], ".", color="C0", alpha=0.4)
-    returns.plot(updates, [row["real_mean"] for row in rows], "o-", ms=3, color="C0", label="agent (mode), real env")
-    if result["random_returns"]:
-        returns.axhline(result["random_mean"], ls="--", color="grey", lw=1, label="random play")
-    start = "fresh agent" if result["fresh_agent"] else f"the run's agent after {result['run_iterations']} iterations"
-    source = ("real-env rollouts" if result["rollouts"] == "real_env"
-              else f"imagined from {result['imagine_from']}")
-    returns.set(title=f"{result['env']}: {start}, {source}",
-                xlabel="actor-critic updates in the frozen world model", ylabel="true return")
+def diagnosis_label(result: dict[str, Any]) -> str:
+    """What a diagnosis trained on: its rollouts' source and its starting agent."""
+    source = "real envs" if result["rollouts"] == "real_env" else f"imagined from {result['imagine_from']}"
+    agent = "a fresh agent" if result["fresh_agent"] else "the run's agent"
+    return f"{source}, {agent}"
+
+
+def diagnosis_figure(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Real return (each episode, and the mean) and the reward per step of the rollouts learnt from, by
+    actor-critic update, of one diagnosis or several of the same run (one colour each)."""
+    figure = Figure(figsize=(11, 3.8))
+    returns, rewards = figure.subplots(1, 2)
+    for i, result in enumerate(results):
+        rows, colour = result["rows"], f"C{i}"
+        for row in rows:
+            returns.plot([row["updates"]] * len(row["real_returns"]), row["real_returns"], ".", color=colour,
+                         alpha=0.3)
+        returns.plot([row["updates"] for row in rows], [row["real_mean"] for row in rows], "o-", ms=3, color=colour,
+                     label=diagnosis_label(result))
+        known = [(row["updates"], row["imagination_reward"]) for row in rows if "imagination_reward" in row]
+        if known:
+            rewards.plot(*zip(*known), "o-", ms=3, color=colour)
+    first = results[0]
+    returns.axhline(first["random_mean"], ls="--", color="grey", lw=1, label="random play")
+    returns.set(title=f"{first['env']}: real return of the agent (mode)", xlabel="actor-critic updates",
+                ylabel="true return")
     returns.legend(fontsize=8)
-    known = [(row["updates"], row["imagination_reward"]) for row in rows if "imagination_reward" in row]
-    if known:
-        imagined.plot(*zip(*known), "o-", ms=3, color="C1")
-    imagined.set(title="reward per step of the rollouts learnt from", xlabel="actor-critic updates",
-                 ylabel="reward per agent step")
-    for axes in (returns, imagined):
+    rewards.set(title="reward per step of the rollouts learnt from", xlabel="actor-critic updates",
+                ylabel="reward per agent step")
+    for axes in (returns, rewards):
         axes.grid(alpha=0.3)
     return save_figure(figure, path)

@@ -676,7 +676,10 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False, 
     return result
 
 
-def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO) -> dict[str, Any]:
+def check_world_model(
+    run_dir: str | Path, episodes: int = 4, device: str = AUTO, agents: dict[str, Path] | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
     """Whether a run's world model knows what actions do. Real episodes of the task's scripted expert and
     of random play, from the same start states, are each imagined open loop from their first frame alone,
     fed their own actions (rewards by the reward head, the continue head not heeded). An expert whose
@@ -684,10 +687,18 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
     no better than random play's, that an agent cannot learn that in its imagination either. Real returns are
     of the reward the run learns (VIPER's, for a run with ``viper_model``, its true returns beside them).
 
-    Writes ``{run}/world_model_check.json`` and ``{run}/videos/world_model_check.gif`` (the first expert
-    episode, real beside imagined). The world model runs on ``device``.
+    ``agents`` names directories whose ``checkpoint`` holds an actor-critic of this run's shape (the run's own,
+    a ``diagnose-imagination`` one's): each plays the same start states by its policy's mode, in the real env
+    and closed loop in the world model (acting on what the model imagines). Agents that the real env tells
+    apart and the model does not say that the model's returns hardly depend on the policy.
+
+    Writes ``world_model_check.json`` and ``videos/world_model_check.gif`` (the first expert episode, real beside
+    imagined) into ``out``, by default the run (whose loop then reports and gates on this check when resumed).
+    The world model runs on ``device``.
     """
+    device = resolve_device(device)
     run_dir = Path(run_dir)
+    out = run_dir if out is None else Path(out)
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     model_dir = run_dir / WORLD_MODEL_DIR / "model"
@@ -712,7 +723,7 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
         expert_frames.append(frames[0])
     real = played[0]["video"][1 : steps[0] + 1]
     fps = DatasetManifest.load(run_dir / "data").fps
-    _save_beside(real, expert_frames, run_dir / "videos" / "world_model_check.gif", fps)
+    _save_beside(real, expert_frames, out / "videos" / "world_model_check.gif", fps)
     result: dict[str, Any] = {"env": settings.env, "seeds": seeds}
     for name, part in (("expert", slice(0, episodes)), ("random", slice(episodes, None))):
         real_returns = [float(e["rewards"].sum()) for e in played[part]]
@@ -723,5 +734,38 @@ def check_world_model(run_dir: str | Path, episodes: int = 4, device: str = AUTO
         }
         if settings.viper_model is not None:
             result[name]["true_returns"] = [true_return(e) for e in played[part]]
-    write_json_atomic(run_dir / CHECK_FILE, result)
+    if agents:
+        tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
+        result["agents"] = {label: _agent_real_and_imagined(settings, env, tokenizer, model, seeds, Path(directory),
+                                                            device)
+                            for label, directory in agents.items()}
+    write_json_atomic(out / CHECK_FILE, result)
     return result
+
+
+def _agent_real_and_imagined(
+    settings: ImaginationSettings, env: gym.Env, tokenizer: Tokenizer, model: VideoModel, seeds: list[int],
+    directory: Path, device: str,
+) -> dict[str, Any]:
+    """The saved agent in ``directory`` by its policy's mode from each seed's start state: in the real env, and
+    closed loop in the world model from the real episode's first frame, for as many steps."""
+    agent = make_agent(settings, env, device)
+    agent.load_state_tensors(load_typed_checkpoint(directory / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
+    played = [play(env, agent, tokenizer, seed, sample=False) for seed in seeds]
+    window = max(1, model.window)
+    first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in played]) for key in ("video", "actions")}
+    imagined = WorldModelVectorEnv(
+        model, lambda n, rng: {**first, "lengths": np.ones(n, np.int64)}, len(played), reward="head",
+        terminations=False, decoding=settings.decoding, observations=settings.agent_observes,
+    )
+    stacks = FrameStacks(agent.config.frame_stack)
+    observations = stacks.reset(imagined.reset(seed=settings.seed)[0])
+    steps = [len(e["actions"]) - 1 for e in played]  # the last action is padding
+    rewards = np.zeros((max(steps), len(played)))
+    for t in range(max(steps)):
+        frames, rewards[t], _, _, _ = imagined.step(agent.act(observations, sample=False))
+        observations = stacks.push(frames, np.zeros(len(played), bool))
+    real_returns = [float(e["rewards"].sum()) for e in played]
+    imagined_returns = [float(rewards[:n, i].sum()) for i, n in enumerate(steps)]
+    return {"real_returns": real_returns, "imagined_returns": imagined_returns,
+            "real_mean": float(np.mean(real_returns)), "imagined_mean": float(np.mean(imagined_returns))}

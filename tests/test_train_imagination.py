@@ -381,3 +381,17 @@ def test_the_control_learns_from_real_envs_seen_through_the_tokenizer_and_resume
     assert diagnose_imagination(tmp_path / "split", replace(settings, updates=2)) == whole
     with pytest.raises(ValueError, match="rollouts must be one of"):
         replace(settings, rollouts="elsewhere")
+
+
+def test_world_model_check_plays_saved_agents_real_and_closed_loop_and_can_write_elsewhere(trained_run, tmp_path):
+    run = trained_run[0]
+    before = (run / "world_model_check.json").read_bytes() if (run / "world_model_check.json").exists() else None
+    result = check_world_model(run, episodes=2, agents={"own": run, "again": run}, out=tmp_path / "check")
+    own, again = result["agents"]["own"], result["agents"]["again"]
+    assert len(own["real_returns"]) == len(own["imagined_returns"]) == 2
+    assert own == again  # the same agent from the same start states, the model reset with the same seed
+    assert own["real_returns"] != pytest.approx(result["random"]["real_returns"])  # its own actions, not random
+    assert json.loads((tmp_path / "check" / "world_model_check.json").read_text()) == result
+    assert (tmp_path / "check" / "videos" / "world_model_check.gif").exists()
+    after = (run / "world_model_check.json").read_bytes() if (run / "world_model_check.json").exists() else None
+    assert after == before  # the run's own check, on which its loop gates, is left alone

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.cli.flags import add_device_flag, dataclass_flags, dataclass_values
+from experiments.cli.flags import add_device_flag, dataclass_flags, dataclass_values, labelled
 
 
 def _add_train_imagination(subparsers: argparse._SubParsersAction) -> None:
@@ -105,6 +105,12 @@ def _add_check_world_model(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--run", required=True, type=Path, help="run directory of train-imagination")
     parser.add_argument("--episodes", type=int, default=4, help="real episodes of the expert and of random play")
+    parser.add_argument("--agent", action="append", default=[], metavar="LABEL=DIR", help=(
+        "also a saved actor-critic of this run's shape (DIR/checkpoint: the run's own, or a diagnose-imagination "
+        "output's), played from the same start states by its policy's mode in the real env and closed loop in the "
+        "world model; repeat for several"))
+    parser.add_argument("--out", type=Path, help=(
+        "directory of the check's JSON and GIF (default: the run, whose loop then gates on it when resumed)"))
     add_device_flag(parser)
     parser.set_defaults(handler=_run_check_world_model)
 
@@ -112,11 +118,14 @@ def _add_check_world_model(subparsers: argparse._SubParsersAction) -> None:
 def _run_check_world_model(args: argparse.Namespace) -> None:
     from experiments.train_imagination import CHECK_FILE, check_world_model
 
-    result = check_world_model(args.run, args.episodes, args.device)
+    agents = {label: Path(directory) for label, directory in labelled(args.agent, "--agent", "DIR").items()}
+    result = check_world_model(args.run, args.episodes, args.device, agents=agents, out=args.out)
     print(f"{result['env']}, {args.episodes} episodes each, returns (mean):")
-    for name in ("expert", "random"):
-        print(f"  {name:7s} real {result[name]['real_mean']:8.1f}   imagined {result[name]['imagined_mean']:8.1f}")
-    print(f"every return in {args.run / CHECK_FILE}")
+    rows = {"expert": result["expert"], "random": result["random"], **result.get("agents", {})}
+    for name, row in rows.items():
+        print(f"  {name:12s} real {row['real_mean']:8.1f}   imagined {row['imagined_mean']:8.1f}")
+    print(f"every return in {(args.out or args.run) / CHECK_FILE}")
+
 
 
 def _add_diagnose_imagination(subparsers: argparse._SubParsersAction) -> None:
