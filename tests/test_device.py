@@ -95,7 +95,7 @@ def test_the_spy_catches_a_module_left_on_the_default_device(spy):
 MODEL_COMMANDS = {  # every subcommand that loads or trains a model; the rest take no --device
     "train-tokenizer", "train-video", "eval-tokenizer", "eval-video", "eval-consistency", "rollout",
     "calibrate-reward", "eval-reward", "train-agent", "train-imagination", "eval-imagination", "check-world-model",
-    "benchmark-dmc", "diagnose-reward", "build-reward", "quickstart",
+    "benchmark-dmc", "diagnose-reward", "build-reward", "quickstart", "diagnose-imagination",
 }
 
 
