@@ -9,9 +9,10 @@ world model, frozen, and its agent (or a fresh one), makes ``updates`` more acto
 imagination settings given (where rollouts start, how many sub-envs), and plays ``eval_episodes`` real episodes
 every ``eval_every`` updates on the same start states each time. With ``rollouts="real_env"`` the same updates
 learn from real envs instead (seen through the tokenizer, as in imagination): the control that says what the
-actor-critic learns with that many updates where the dynamics are right. Nothing in the run is written; the diagnosis is
-its own resumable run directory: ``settings.json``, ``checkpoint/`` (the agent, counters, RNG, the rows so far),
-``diagnosis.json`` (the rows), ``diagnosis.png`` (real return and imagined reward by update) and ``tb/``.
+actor-critic learns with that many updates where the dynamics are right. Nothing in the run is written; the
+diagnosis is its own resumable run directory: ``settings.json``, ``checkpoint/`` (the agent, counters, RNG, the
+rows so far), ``diagnosis.json`` (the rows), ``diagnosis.png`` (real return and the rollouts' reward by update)
+and ``tb/``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ from gymnasium.vector.utils import batch_space
 from gymnasium.wrappers.vector import TransformObservation
 from matplotlib.figure import Figure
 
-from agents.actor_critic import ActorCritic
 from envs.world_model import code_observation_space, observe
-
 from experiments.plots import save_figure
 from experiments.train_imagination import (
     AGENT_KIND, IMAGINATION_STARTS, PROGRESS_FILE, WORLD_MODEL_DIR, ImaginationSettings, episode_seed, imagine,
-    make_agent, make_learning_env, make_real_env, phase_seed, play, save_agent, saved_settings, terminates,
-    tokenizer_checkpoint, true_return,
+    learn_from_rollouts, make_agent, make_learning_env, make_real_env, phase_seed, play, save_agent,
+    saved_settings, terminates, tokenizer_checkpoint, true_return,
 )
 from worldmodel.checkpoint import MODEL_FILE, load_typed_checkpoint, read_json
 from worldmodel.device import AUTO, resolve_device
@@ -143,7 +142,9 @@ def diagnose_imagination(out: str | Path, settings: DiagnosisSettings, device: s
         if practice is None:
             metrics = imagine(loop, run_dir / "data", agent, model, 10**3 + chunk, with_terminations)
         else:
-            metrics = practise(agent, practice, settings.eval_every, episode_seed(loop, DIAGNOSIS_SEEDS // 2 + chunk))
+            # reset at each chunk's start, so that a resumed diagnosis repeats an uninterrupted one
+            seeds = [episode_seed(loop, DIAGNOSIS_SEEDS // 2 + chunk)] + [None] * (settings.eval_every - 1)
+            metrics = learn_from_rollouts(agent, practice, seeds, desc="real-env updates")
         returns = evaluate()
         rows.append({"updates": rows[-1]["updates"] + settings.eval_every, "real_returns": returns,
                      "real_mean": float(np.mean(returns)),
@@ -172,17 +173,6 @@ def real_vector_env(loop: ImaginationSettings, tokenizer: Tokenizer, device: str
             return observe(tokenizer, tokenizer.encode(frames), loop.agent_observes)
 
     return TransformObservation(envs, seen, batch_space(single, loop.imagined_envs), single)
-
-
-def practise(agent: ActorCritic, env: gym.vector.VectorEnv, updates: int, seed: int) -> dict[str, float]:
-    """``updates`` actor-critic updates on rollouts of ``env``, episodes carried on across them (reset, with
-    ``seed``, before the first: so a resumed diagnosis repeats an uninterrupted one); the mean of their metrics."""
-    totals: dict[str, float] = {}
-    for update in range(updates):
-        metrics = agent.update(agent.rollout(env, seed=seed if update == 0 else None))
-        for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value / updates
-    return totals
 
 
 def diagnosis_label(result: dict[str, Any]) -> str:

@@ -461,18 +461,33 @@ def imagine(
         model, contexts, settings.imagined_envs, reward="head", terminations=terminations, horizon=horizon,
         decoding=settings.decoding, observations=settings.agent_observes,
     )
+    seeds = [episode_seed(settings, 10**6 * (iteration + 1) + update) if update == 0 or not whole_episodes else None
+             for update in range(settings.imagination_updates)]
+    return learn_from_rollouts(agent, env, seeds, desc="imagination")
+
+
+def learn_from_rollouts(
+    agent: ActorCritic, env: gym.vector.VectorEnv, seeds: list[int | None], desc: str
+) -> dict[str, float]:
+    """One actor-critic update per entry of ``seeds`` on a rollout of ``env`` (reset with that seed first, or
+    carried on where the last rollout left it for None); the mean of their metrics."""
     totals: dict[str, float] = {}
-    for update in tqdm(range(settings.imagination_updates), desc="imagination", unit="update", leave=False):
-        restart = update == 0 or not whole_episodes
-        seed = episode_seed(settings, 10**6 * (iteration + 1) + update) if restart else None
+    for seed in tqdm(seeds, desc=desc, unit="update", leave=False):
         metrics = agent.update(agent.rollout(env, seed=seed))
         for key, value in metrics.items():
-            totals[key] = totals.get(key, 0.0) + value / settings.imagination_updates
+            totals[key] = totals.get(key, 0.0) + value / len(seeds)
     return totals
 
 
 def play(env: gym.Env, agent: ActorCritic, tokenizer: Tokenizer, seed: int, sample: bool) -> dict[str, Any]:
     return run_episode(env, ReconstructingPolicy(agent, tokenizer, sample), seed)
+
+
+def load_saved_agent(settings: ImaginationSettings, env: gym.Env, directory: Path, device: str) -> ActorCritic:
+    """The actor-critic saved in ``directory/checkpoint`` (a run's, or a diagnosis's), shaped by ``settings``."""
+    agent = make_agent(settings, env, device)
+    agent.load_state_tensors(load_typed_checkpoint(directory / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
+    return agent
 
 
 def make_agent(settings: ImaginationSettings, env: gym.Env, device: str) -> ActorCritic:
@@ -642,8 +657,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, sample: bool = False, 
     settings = saved_settings(run_dir, "agent", run_dir / PROGRESS_FILE, run_dir / CHECKPOINT_DIR / MODEL_FILE)
     env = make_real_env(settings)
     tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
-    agent = make_agent(settings, env, device)
-    agent.load_state_tensors(load_typed_checkpoint(run_dir / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
+    agent = load_saved_agent(settings, env, run_dir, device)
     fps = DatasetManifest.load(run_dir / "data").fps
     seeds = [episode_seed(settings, EVALUATION_SEEDS + i) for i in range(episodes)]
     name = evaluation_name(sample)
@@ -708,12 +722,7 @@ def check_world_model(
     seeds = [episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
     model = VideoModel.load(model_dir, device)
-    window = max(1, model.window)
-    first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in played]) for key in ("video", "actions")}
-    imagined = WorldModelVectorEnv(
-        model, lambda n, rng: {**first, "lengths": np.ones(n, np.int64)}, len(played), reward="head",
-        terminations=False, decoding=settings.decoding,
-    )
+    imagined = _imagined_from_first_frames(model, played, settings.decoding, "frames")
     imagined.reset(seed=settings.seed)
     steps = [len(e["actions"]) - 1 for e in played]  # the last action is padding
     rewards, expert_frames = np.zeros((max(steps), len(played))), []
@@ -749,15 +758,9 @@ def _agent_real_and_imagined(
 ) -> dict[str, Any]:
     """The saved agent in ``directory`` by its policy's mode from each seed's start state: in the real env, and
     closed loop in the world model from the real episode's first frame, for as many steps."""
-    agent = make_agent(settings, env, device)
-    agent.load_state_tensors(load_typed_checkpoint(directory / CHECKPOINT_DIR, AGENT_KIND, dict)[1])
+    agent = load_saved_agent(settings, env, directory, device)
     played = [play(env, agent, tokenizer, seed, sample=False) for seed in seeds]
-    window = max(1, model.window)
-    first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in played]) for key in ("video", "actions")}
-    imagined = WorldModelVectorEnv(
-        model, lambda n, rng: {**first, "lengths": np.ones(n, np.int64)}, len(played), reward="head",
-        terminations=False, decoding=settings.decoding, observations=settings.agent_observes,
-    )
+    imagined = _imagined_from_first_frames(model, played, settings.decoding, settings.agent_observes)
     stacks = FrameStacks(agent.config.frame_stack)
     observations = stacks.reset(imagined.reset(seed=settings.seed)[0])
     steps = [len(e["actions"]) - 1 for e in played]  # the last action is padding
@@ -769,3 +772,16 @@ def _agent_real_and_imagined(
     imagined_returns = [float(rewards[:n, i].sum()) for i, n in enumerate(steps)]
     return {"real_returns": real_returns, "imagined_returns": imagined_returns,
             "real_mean": float(np.mean(real_returns)), "imagined_mean": float(np.mean(imagined_returns))}
+
+
+def _imagined_from_first_frames(
+    model: VideoModel, episodes: list[dict[str, Any]], decoding: str, observations: str
+) -> WorldModelVectorEnv:
+    """One imagined sub-env per real episode, started from its first frame alone (repeated over the model's
+    window), rewarded by the reward head, the continue head not heeded."""
+    window = max(1, model.window)
+    first = {key: np.stack([np.repeat(e[key][:1], window, 0) for e in episodes]) for key in ("video", "actions")}
+    return WorldModelVectorEnv(
+        model, lambda n, rng: {**first, "lengths": np.ones(n, np.int64)}, len(episodes), reward="head",
+        terminations=False, decoding=decoding, observations=observations,
+    )

@@ -127,7 +127,6 @@ def _run_check_world_model(args: argparse.Namespace) -> None:
     print(f"every return in {(args.out or args.run) / CHECK_FILE}")
 
 
-
 def _add_diagnose_imagination(subparsers: argparse._SubParsersAction) -> None:
     from experiments.diagnose_imagination import DiagnosisSettings
 
