@@ -87,7 +87,8 @@ class CodeCue(ColourCue):
 def test_learns_to_act_on_code_vectors():
     torch.manual_seed(0)
     env = gym.vector.SyncVectorEnv([CodeCue for _ in range(8)])
-    config = ActorCriticConfig(horizon=8, frame_stack=2, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9)
+    config = ActorCriticConfig(horizon=8, frame_stack=2, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9,
+                               epochs=1, minibatches=1)  # REINFORCE learns this in a few dozen rollouts
     agent = ActorCritic(env.single_observation_space, env.single_action_space, config)
     assert isinstance(agent.net.encoder, torch.nn.Flatten)  # no conv encoder on a 2x2 grid
     first = agent.update(agent.rollout(env, seed=0))
@@ -110,7 +111,8 @@ def test_rollout_masks_reset_steps_and_keeps_shapes():
 def test_learns_to_act_on_what_it_sees(continuous):
     torch.manual_seed(0)
     env = _vector(continuous)
-    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9)
+    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9,
+                               epochs=1, minibatches=1)
     agent = ActorCritic(env.single_observation_space, env.single_action_space, config)
     first = agent.update(agent.rollout(env, seed=0))
     for _ in range(150):
@@ -141,7 +143,8 @@ def test_state_round_trip_and_bad_spaces():
 
 def test_more_epochs_learn_from_fewer_rollouts():
     space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
-    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9)
+    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9,
+                               minibatches=1)
 
     def first_and_last(epochs: int, rollouts: int) -> tuple[dict[str, float], dict[str, float]]:
         torch.manual_seed(0)
@@ -161,5 +164,25 @@ def test_more_epochs_learn_from_fewer_rollouts():
     assert eager.update(eager.rollout(_vector(), seed=0))["clip_fraction"] > 0  # 30 big steps leave the clip range
     with pytest.raises(ValueError, match="epochs"):
         ActorCriticConfig(epochs=0)
-    with pytest.raises(ValueError, match="clip"):
-        ActorCriticConfig(clip=1.5)
+    with pytest.raises(ValueError, match="minibatches"):
+        ActorCriticConfig(minibatches=0)
+
+
+def test_minibatches_split_each_epoch_into_gradient_steps():
+    space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9,
+                               epochs=3)
+
+    def learner_after(minibatches: int, rollouts: int) -> tuple[ActorCritic, dict[str, float]]:
+        torch.manual_seed(0)
+        env = _vector()
+        learner = ActorCritic(space, gym.spaces.Discrete(2), replace(config, minibatches=minibatches))
+        for i in range(rollouts):
+            metrics = learner.update(learner.rollout(env, seed=0 if i == 0 else None))
+        return learner, metrics
+
+    one_rollout, _ = learner_after(minibatches=4, rollouts=1)
+    assert {int(state["step"]) for state in one_rollout.optimizer.state.values()} == {12}  # 3 epochs x 4 steps
+    _, split = learner_after(minibatches=4, rollouts=12)
+    _, whole = learner_after(minibatches=1, rollouts=12)
+    assert split["reward"] > 0.9 > whole["reward"]  # the same rollouts, four times the gradient steps

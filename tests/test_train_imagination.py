@@ -29,7 +29,7 @@ def _settings(physics_steps: int) -> ImaginationSettings:
         env="dmc:cartpole-balance", episode_steps=12, physics_steps=physics_steps, seed_episodes=2,
         tokenizer_steps=3, first_world_model_steps=4, world_model_steps=2, world_model_batch=2, world_model_clip=8,
         imagination_updates=2, imagined_envs=3, imagine_from="any_frame", eval_episodes=1,
-        agent=ActorCriticConfig(horizon=3, feature_dim=16, hidden_dim=16),
+        agent=ActorCriticConfig(horizon=3, feature_dim=16, hidden_dim=16, epochs=2, minibatches=2),
     )
 
 
