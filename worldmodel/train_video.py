@@ -100,7 +100,7 @@ class VideoTraining:
     eval_clips: int = field(default=32, metadata={"help": "held-out clips scored at each evaluation"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation and clip sampling"})
     max_minutes: float | None = field(
-        default=None, metadata={"help": MAX_MINUTES_HELP}
+        default=None, metadata={"help": MAX_MINUTES_HELP + "; the token cache's first build counts too"}
     )
     mix_fraction: float = field(
         default=0.0, metadata={"help": (
