@@ -119,6 +119,22 @@ class FrameStacks:
         return frames.transpose(0, 3, 1, 2)
 
 
+class StackingPolicy:
+    """The actor-critic acting in one episode of a single env (a ``Policy`` for ``envs.collect.run_episode``):
+    each observation joins the frame stack, started afresh at the episode's first, and the policy acts on the
+    stack, sampling or taking its mode."""
+
+    def __init__(self, agent: ActorCritic, sample: bool) -> None:
+        self.agent, self.sample = agent, sample
+        self.stacks = FrameStacks(agent.config.frame_stack)
+        self.started = False
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        stacks = self.stacks.push(obs[None], np.zeros(1, bool)) if self.started else self.stacks.reset(obs[None])
+        self.started = True
+        return self.agent.act(stacks, sample=self.sample)[0]
+
+
 class PolicyValueNet(nn.Module):
     """A shared encoder (convs on pixel stacks; code-vector stacks are flattened as they are), then a policy
     head and a value head (which predicts symlog of the return)."""

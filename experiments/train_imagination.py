@@ -47,7 +47,7 @@ import torch
 from tqdm import tqdm
 
 import envs
-from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
+from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks, StackingPolicy
 from envs.collect import describe_env, run_episode, task_name
 from envs.experts import make_expert
 from envs.world_model import OBSERVATIONS, WorldModelEnv, WorldModelVectorEnv, code_observation_space, observe
@@ -256,17 +256,14 @@ class ReconstructingPolicy:
     vectors, as it observes imagined ones), then the stack."""
 
     def __init__(self, agent: ActorCritic, tokenizer: Tokenizer, sample: bool) -> None:
-        self.agent, self.tokenizer, self.sample = agent, tokenizer, sample
+        self.tokenizer = tokenizer
         self.observes = "frames" if agent.pixels else "codes"
-        self.stacks = FrameStacks(agent.config.frame_stack)
-        self.started = False
+        self.policy = StackingPolicy(agent, sample)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             seen = observe(self.tokenizer, self.tokenizer.encode(obs[None]), self.observes)
-        stacks = self.stacks.push(seen, np.zeros(1, bool)) if self.started else self.stacks.reset(seen)
-        self.started = True
-        return self.agent.act(stacks, sample=self.sample)[0]
+        return self.policy(seen[0])
 
 
 class ImaginationRun:

@@ -141,26 +141,25 @@ def test_state_round_trip_and_bad_spaces():
         ActorCriticConfig(horizon=0)
 
 
-def test_more_epochs_learn_from_fewer_rollouts():
-    space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
-    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9,
-                               minibatches=1)
+CUE_SPACE = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+CUE_CONFIG = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9)
 
-    def first_and_last(epochs: int, rollouts: int) -> tuple[dict[str, float], dict[str, float]]:
-        torch.manual_seed(0)
-        env = _vector()
-        learner = ActorCritic(space, gym.spaces.Discrete(2), replace(config, epochs=epochs))
-        first = metrics = learner.update(learner.rollout(env, seed=0))
-        for _ in range(rollouts):
-            metrics = learner.update(learner.rollout(env))
-        return first, metrics
 
-    once, once_last = first_and_last(epochs=1, rollouts=30)
-    assert once["clip_fraction"] == 0.0  # one step on the rollout's own policy: every ratio is 1, plain REINFORCE
-    _, repeated_last = first_and_last(epochs=4, rollouts=30)
-    assert repeated_last["reward"] > 0.9 > once_last["reward"]
+def _learn_cue(config: ActorCriticConfig, rollouts: int) -> tuple[ActorCritic, list[dict[str, float]]]:
+    """A fresh learner (seed 0) after ``rollouts`` updates on the discrete colour cue; each update's metrics."""
     torch.manual_seed(0)
-    eager = ActorCritic(space, gym.spaces.Discrete(2), replace(config, epochs=30, lr=1e-2))
+    env = _vector()
+    learner = ActorCritic(CUE_SPACE, gym.spaces.Discrete(2), config)
+    return learner, [learner.update(learner.rollout(env, seed=0 if i == 0 else None)) for i in range(rollouts)]
+
+
+def test_more_epochs_learn_from_fewer_rollouts():
+    _, once = _learn_cue(replace(CUE_CONFIG, epochs=1, minibatches=1), rollouts=31)
+    assert once[0]["clip_fraction"] == 0.0  # one step on the rollout's own policy: every ratio is 1, plain REINFORCE
+    _, repeated = _learn_cue(replace(CUE_CONFIG, epochs=4, minibatches=1), rollouts=31)
+    assert repeated[-1]["reward"] > 0.9 > once[-1]["reward"]
+    torch.manual_seed(0)
+    eager = ActorCritic(CUE_SPACE, gym.spaces.Discrete(2), replace(CUE_CONFIG, epochs=30, minibatches=1, lr=1e-2))
     assert eager.update(eager.rollout(_vector(), seed=0))["clip_fraction"] > 0  # 30 big steps leave the clip range
     with pytest.raises(ValueError, match="epochs"):
         ActorCriticConfig(epochs=0)
@@ -169,20 +168,8 @@ def test_more_epochs_learn_from_fewer_rollouts():
 
 
 def test_minibatches_split_each_epoch_into_gradient_steps():
-    space = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
-    config = ActorCriticConfig(horizon=8, frame_stack=1, lr=1e-3, feature_dim=32, hidden_dim=32, discount=0.9,
-                               epochs=3)
-
-    def learner_after(minibatches: int, rollouts: int) -> tuple[ActorCritic, dict[str, float]]:
-        torch.manual_seed(0)
-        env = _vector()
-        learner = ActorCritic(space, gym.spaces.Discrete(2), replace(config, minibatches=minibatches))
-        for i in range(rollouts):
-            metrics = learner.update(learner.rollout(env, seed=0 if i == 0 else None))
-        return learner, metrics
-
-    one_rollout, _ = learner_after(minibatches=4, rollouts=1)
+    one_rollout, _ = _learn_cue(replace(CUE_CONFIG, epochs=3, minibatches=4), rollouts=1)
     assert {int(state["step"]) for state in one_rollout.optimizer.state.values()} == {12}  # 3 epochs x 4 steps
-    _, split = learner_after(minibatches=4, rollouts=12)
-    _, whole = learner_after(minibatches=1, rollouts=12)
-    assert split["reward"] > 0.9 > whole["reward"]  # the same rollouts, four times the gradient steps
+    _, split = _learn_cue(replace(CUE_CONFIG, epochs=3, minibatches=4), rollouts=12)
+    _, whole = _learn_cue(replace(CUE_CONFIG, epochs=3, minibatches=1), rollouts=12)
+    assert split[-1]["reward"] > 0.9 > whole[-1]["reward"]  # the same rollouts, four times the gradient steps

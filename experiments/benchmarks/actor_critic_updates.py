@@ -27,7 +27,8 @@ import torch
 from matplotlib.figure import Figure
 
 import envs
-from agents.actor_critic import ActorCritic, ActorCriticConfig, FrameStacks
+from agents.actor_critic import ActorCritic, ActorCriticConfig, StackingPolicy
+from envs.collect import run_episode
 from experiments.plots import save_figure
 from experiments.train_imagination import learn_from_rollouts
 
@@ -41,18 +42,6 @@ def state_grid_env(spec: str, action_repeat: int) -> gym.Env:
     return gym.wrappers.TransformObservation(env, lambda state: state.astype(np.float32)[None, None], space)
 
 
-def play(env: gym.Env, agent: ActorCritic, seed: int) -> float:
-    """One real episode under the policy's mode; its return."""
-    stacks = FrameStacks(agent.config.frame_stack)
-    obs, _ = env.reset(seed=seed)
-    stack, total, done = stacks.reset(obs[None]), 0.0, False
-    while not done:
-        obs, reward, terminated, truncated, _ = env.step(agent.act(stack, sample=False)[0])
-        total, done = total + float(reward), terminated or truncated
-        stack = stacks.push(obs[None], np.zeros(1, bool))
-    return total
-
-
 def run_variant(args: argparse.Namespace, name: str, overrides: dict[str, Any]) -> list[dict[str, Any]]:
     """Train one variant for ``args.updates`` updates; its rows, also written to ``<out>/<name>.json``."""
     config = ActorCriticConfig(**overrides)
@@ -62,7 +51,8 @@ def run_variant(args: argparse.Namespace, name: str, overrides: dict[str, Any]) 
     agent = ActorCritic(vector.single_observation_space, vector.single_action_space, config)
 
     def evaluate() -> list[float]:
-        return [play(evaluation, agent, EVAL_SEEDS + i) for i in range(args.eval_episodes)]
+        return [float(run_episode(evaluation, StackingPolicy(agent, sample=False), EVAL_SEEDS + i)["rewards"].sum())
+                for i in range(args.eval_episodes)]
 
     start, returns = time.time(), evaluate()
     rows = [{"updates": 0, "returns": returns, "mean": float(np.mean(returns))}]
@@ -78,16 +68,17 @@ def run_variant(args: argparse.Namespace, name: str, overrides: dict[str, Any]) 
     return rows
 
 
-def updates_figure(results: dict[str, list[dict[str, Any]]], title: str, path: Path) -> Path:
+def updates_figure(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> Path:
     """Real return (mean of the evaluation episodes) by update, one line per variant."""
     figure = Figure(figsize=(7, 4))
     axes = figure.subplots()
     for name, rows in results.items():
         axes.plot([row["updates"] for row in rows], [row["mean"] for row in rows], "o-", ms=3, label=name)
-    axes.set(title=title, xlabel="actor-critic updates (32 sub-envs x 20 steps each)", ylabel="real return (mode)")
+    axes.set(title=f"{args.env} from states: the actor-critic alone", ylabel="real return (mode)",
+             xlabel=f"actor-critic updates ({args.envs} sub-envs x {ActorCriticConfig.horizon} steps by default)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
-    return save_figure(figure, path)
+    return save_figure(figure, args.out / "actor_critic_updates.png")
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
@@ -128,8 +119,7 @@ def main() -> None:
     print("variant | " + " | ".join(str(row["updates"]) for row in next(iter(results.values()))))
     for name, rows in results.items():
         print(f"{name} | " + " | ".join(f"{row['mean']:.0f}" for row in rows))
-    print(updates_figure(results, f"{args.env} from states: the actor-critic alone", args.out /
-                         "actor_critic_updates.png"))
+    print(updates_figure(results, args))
 
 
 if __name__ == "__main__":
