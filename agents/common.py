@@ -52,16 +52,6 @@ class ConvEncoder(nn.Module):
         return self.convs(obs.contiguous(memory_format=torch.channels_last).float().mul_(1 / 255).sub_(0.5))
 
 
-def symlog(x: Tensor) -> Tensor:
-    """``sign(x) log(1 + |x|)``: a critic regresses returns of any scale well in this space (DreamerV3)."""
-    return torch.sign(x) * torch.log1p(x.abs())
-
-
-def symexp(x: Tensor) -> Tensor:
-    """The inverse of :func:`symlog`."""
-    return torch.sign(x) * torch.expm1(x.abs())
-
-
 def trunk(in_dim: int, feature_dim: int) -> nn.Sequential:
     """Linear -> LayerNorm -> tanh: the bounded feature layer both DrQ agents put on the encoder."""
     return nn.Sequential(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())

@@ -134,7 +134,11 @@ def test_state_round_trip_and_bad_spaces():
     other.load_state_tensors(agent.state_tensors())
     stacks = np.random.default_rng(0).integers(0, 256, (4, 9, 16, 16), dtype=np.uint8)
     np.testing.assert_array_equal(agent.act(stacks, sample=False), other.act(stacks, sample=False))
-    assert other.return_scale == agent.return_scale
+    for key in ("return_scale", "return_mean", "return_var"):
+        assert getattr(other, key) == getattr(agent, key) != 0
+    weights_only = {key: value for key, value in agent.state_tensors().items() if key != "return_mean"}
+    with pytest.raises(ValueError, match="return_mean"):
+        other.load_state_tensors(weights_only)
     with pytest.raises(ValueError, match="pixel observations"):
         ActorCritic(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2))
     with pytest.raises(ValueError, match="horizon"):
@@ -173,3 +177,24 @@ def test_minibatches_split_each_epoch_into_gradient_steps():
     _, split = _learn_cue(replace(CUE_CONFIG, epochs=3, minibatches=4), rollouts=12)
     _, whole = _learn_cue(replace(CUE_CONFIG, epochs=3, minibatches=1), rollouts=12)
     assert split[-1]["reward"] > 0.9 > whole[-1]["reward"]  # the same rollouts, four times the gradient steps
+
+
+class LargeReturnCue(ColourCue):
+    """One-step episodes paying 1520 after a red frame and 1480 after a blue one, whatever the action."""
+
+    def step(self, action):
+        reward = 1500.0 + (20.0 if self.red else -20.0)
+        return self._frame(), reward, True, False, {}
+
+
+def test_critic_resolves_small_differences_between_large_returns():
+    """Returns of about 1500 differing by 40: the critic's estimates (in return units) come within 4 of each."""
+    torch.manual_seed(0)
+    env = gym.vector.SyncVectorEnv([LargeReturnCue for _ in range(8)])
+    agent = ActorCritic(CUE_SPACE, gym.spaces.Discrete(2), replace(CUE_CONFIG, epochs=4, minibatches=1))
+    for i in range(60):
+        agent.update(agent.rollout(env, seed=0 if i == 0 else None))
+    red, blue = (np.broadcast_to(colour, (1, 16, 16, 3)).transpose(0, 3, 1, 2).copy() for colour in (RED, BLUE))
+    with torch.no_grad():
+        values = [agent._unstandardise(agent.net(torch.as_tensor(cue))[1]).item() for cue in (red, blue)]
+    np.testing.assert_allclose(values, [1520.0, 1480.0], atol=4.0)

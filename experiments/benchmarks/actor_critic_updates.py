@@ -6,11 +6,11 @@ model: :class:`agents.actor_critic.ActorCritic` on a real DMC task from states (
 ``(1, 1, D)`` code-vector grid, the observation kind the loop's agent reads with ``--agent-observes codes``),
 32 sub-envs of 20 steps per update, as the loop's defaults, and each variant's settings on top. Every
 ``--eval-every`` updates it plays ``--eval-episodes`` real episodes (the policy's mode, the same start states
-each time). Writes ``<out>/<variant>.json`` (rows of update, returns, entropy, minutes; rerun to skip finished
-variants) and ``<out>/actor_critic_updates.png``.
+each time). Writes ``<out>/<variant>.json`` (rows of update, returns, entropy, the critic's mean absolute
+error, minutes; rerun to skip finished variants) and ``<out>/actor_critic_updates.png``.
 
     python -m experiments.benchmarks.actor_critic_updates --out runs/actor-critic-updates \\
-        --variant reinforce='{}' --variant ppo4x4='{"epochs": 4, "minibatches": 4}'
+        --variant reinforce='{"epochs": 1, "minibatches": 1}' --variant ppo4x4='{"epochs": 4}'
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def run_variant(args: argparse.Namespace, name: str, overrides: dict[str, Any]) 
         returns = evaluate()
         rows.append({"updates": rows[-1]["updates"] + args.eval_every, "returns": returns,
                      "mean": float(np.mean(returns)), "entropy": metrics["entropy"],
+                     "value_error": metrics["value_error"],
                      "minutes": (time.time() - start) / 60})
         print(f"{name}: {rows[-1]['updates']} updates, real return {rows[-1]['mean']:.1f}", flush=True)
     (args.out / f"{name}.json").write_text(json.dumps(rows))
