@@ -288,9 +288,9 @@ class ActorCritic:
             if not len(steps):  # every sub-env was resetting: nothing to learn from
                 return {}
             self._track_returns(returns[valid])
-            advantage = ((returns - all_values[:-1]) / self.return_scale.clamp(min=1.0)).flatten()
+            miss = returns - all_values[:-1]  # the critic's error, in return units
+            advantage = (miss / self.return_scale.clamp(min=1.0)).flatten()
             target = ((returns - self.return_mean) / self.return_var.sqrt()).flatten()
-            value_error = (returns - all_values[:-1])[valid].abs().mean()
         for _ in range(config.epochs):
             order = steps[torch.randperm(len(steps), device=self.device)] if config.minibatches > 1 else steps
             for part in order.tensor_split(min(config.minibatches, len(order))):
@@ -305,15 +305,14 @@ class ActorCritic:
                 (actor_loss + critic_loss).backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
                 self.optimizer.step()
-        mask = valid.float() / valid.float().sum().clamp(min=1.0)
         return {
             "actor_loss": actor_loss.item(),
             "critic_loss": critic_loss.item(),
             "entropy": entropy.item(),
-            "return": (returns * mask).sum().item(),
-            "reward": (batch["reward"] * mask).sum().item(),
+            "return": returns[valid].mean().item(),
+            "reward": batch["reward"][valid].mean().item(),
             "return_scale": self.return_scale.item(),
-            "value_error": value_error.item(),
+            "value_error": miss[valid].abs().mean().item(),
             "grad_norm": grad_norm.item(),
             "clip_fraction": (ratio != clipped).float().mean().item(),
         }
