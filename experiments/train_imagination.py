@@ -11,7 +11,8 @@ IRIS (Micheli et al., 2023) alternates, and so does :func:`train_in_imagination`
    tokenizer (one given, or one trained once on the random-play episodes); with ``expert_data``,
    a share ``expert_fraction`` of every batch comes from expert episodes, so that the model also
    sees what random play never shows (``check_episodes`` then reports, before any actor-critic
-   training, whether it imagines the expert's actions reaching the expert's return);
+   training, whether it imagines the expert's actions reaching the expert's return, and checks
+   every later world model the same way, so a model that drifts shows in the loop's curves);
 3. **train the actor-critic** (:mod:`agents.actor_critic`) only on imagined rollouts: each update
    starts ``imagined_envs`` sub-envs of :class:`envs.world_model.WorldModelVectorEnv` from real
    context clips and rewards them by the reward head;
@@ -81,6 +82,7 @@ IMAGINATION_STARTS = ("full_context", "any_frame", "episode_start")
 EVALUATION_SEEDS = 2 * 10**9  # episode indices of evaluate_run, apart from collection (< 10**6) and the loop's
 CHECK_SEEDS = 3 * 10**9  # episode indices of check_world_model
 CHECK_FILE = "world_model_check.json"
+CHECKS_DIR = "checks"  # the checks of iterations after the first
 
 
 @dataclass
@@ -143,8 +145,9 @@ class ImaginationSettings:
     )
     check_episodes: int = field(
         default=0, metadata={"help": (
-            "after the first world model, imagine this many scripted-expert and random-play episodes open loop "
-            "(wm check-world-model) and report them before any actor-critic training (0: no check)"
+            "after every world model, imagine this many scripted-expert and random-play episodes open loop "
+            "(wm check-world-model): the first check is reported before any actor-critic training, each "
+            "iteration's imagined/real shares are logged (check_expert_share, check_random_share; 0: no check)"
         )},
     )
     check_gate: float = field(
@@ -552,13 +555,12 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         seconds = {"start": time.monotonic()}
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration, device)
         model = VideoModel.load(run.world_model_run / "model", device)
-        if iteration == 0 and settings.check_episodes:
-            saved = run.dir / CHECK_FILE  # checked once; a resumed run reports (and gates on) the same check
-            check = read_json(saved) if saved.is_file() else check_world_model(run.dir, settings.check_episodes, device)
+        check = _check_iteration(run, iteration, device) if settings.check_episodes else None
+        if check is not None:
             print(f"world model check: expert imagined {check['expert']['imagined_mean']:.1f} (real "
                   f"{check['expert']['real_mean']:.1f}), random imagined {check['random']['imagined_mean']:.1f} "
                   f"(real {check['random']['real_mean']:.1f})")
-            failure = gate_failure(check, settings.check_gate)
+            failure = gate_failure(check, settings.check_gate) if iteration == 0 else None
             if failure:
                 print(f"stopped before the actor-critic: {failure} (--check-gate {settings.check_gate:g})")
                 break
@@ -600,6 +602,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
             "world_model_bits_per_code": summary.get("bits_per_code"),
             "world_model_reward_mae": summary.get("reward_mae"),
             **{f"imagination_{key}": value for key, value in imagination.items()},
+            **(check_shares(check) if check is not None else {}),
             **{f"seconds_{name}": round(t - marks[i][1], 1) for i, (name, t) in enumerate(marks[1:])},
         }
         for key, value in row.items():
@@ -613,6 +616,24 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         imagination_curves(run.history, float(np.mean(run.random_returns)), run.dir / CURVES_FILE, settings.env)
     run.training.close()
     return run.progress
+
+
+def _check_iteration(run: ImaginationRun, iteration: int, device: str) -> dict[str, Any]:
+    """The world model check of this iteration's model. Iteration 0's, the gate's, lives in the run directory
+    (where `wm check-world-model --run` writes by default), each later one's in ``checks/iterationNNN``; a resumed
+    run reads a saved check back rather than redoing it."""
+    out = run.dir if iteration == 0 else run.dir / CHECKS_DIR / f"iteration{iteration:03d}"
+    saved = out / CHECK_FILE
+    if saved.is_file():
+        return read_json(saved)
+    return check_world_model(run.dir, run.settings.check_episodes, device, out=out)
+
+
+def check_shares(check: dict[str, Any]) -> dict[str, float]:
+    """Each policy's imagined return as a share of its real one: the expert's should stay near 1 through the loop,
+    and random play's too; a model whose shares drift apart from 1 together imagines outcomes, not actions."""
+    return {f"check_{name}_share": check[name]["imagined_mean"] / check[name]["real_mean"]
+            for name in ("expert", "random") if check[name]["real_mean"] > 0}
 
 
 def gate_failure(check: dict[str, Any], share: float) -> str | None:

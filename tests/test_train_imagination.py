@@ -77,6 +77,12 @@ def test_expert_episodes_join_the_world_models_batches_and_the_check_reports_bef
     out = capsys.readouterr().out
     assert f"world model check: expert imagined {check['expert']['imagined_mean']:.1f}" in out
     assert out.index("world model check") < out.index('"iteration": 0')  # reported before the first row
+    # every later world model is checked too, its shares logged beside the iteration's returns
+    history = train_in_imagination(tmp_path / "run", replace(settings, physics_steps=8 * 48))["history"]
+    later = json.loads((tmp_path / "run" / "checks" / "iteration001" / "world_model_check.json").read_text())
+    assert history[1]["check_expert_share"] == later["expert"]["imagined_mean"] / later["expert"]["real_mean"]
+    assert history[0]["check_random_share"] == check["random"]["imagined_mean"] / check["random"]["real_mean"]
+    assert later["expert"]["real_returns"] == check["expert"]["real_returns"]  # the same episodes, a newer model
     with pytest.raises(ValueError, match="go together"):
         replace(settings, expert_fraction=0.0)
     with pytest.raises(ValueError, match="needs check_episodes"):
