@@ -555,7 +555,7 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
         seconds = {"start": time.monotonic()}
         summary = _train_world_model(run, tokenizer, tokenizer_checkpoint, iteration, device)
         model = VideoModel.load(run.world_model_run / "model", device)
-        check = _check_iteration(run, iteration, device) if settings.check_episodes else None
+        check = _check_iteration(run, env, model, iteration) if settings.check_episodes else None
         if check is not None:
             print(f"world model check: expert imagined {check['expert']['imagined_mean']:.1f} (real "
                   f"{check['expert']['real_mean']:.1f}), random imagined {check['random']['imagined_mean']:.1f} "
@@ -618,20 +618,22 @@ def train_in_imagination(run_dir: str | Path, settings: ImaginationSettings, dev
     return run.progress
 
 
-def _check_iteration(run: ImaginationRun, iteration: int, device: str) -> dict[str, Any]:
-    """The world model check of this iteration's model. Iteration 0's, the gate's, lives in the run directory
-    (where `wm check-world-model --run` writes by default), each later one's in ``checks/iterationNNN``; a resumed
-    run reads a saved check back rather than redoing it."""
+def _check_iteration(run: ImaginationRun, env: gym.Env, model: VideoModel, iteration: int) -> dict[str, Any]:
+    """The world model check of this iteration's ``model``, played in the loop's own ``env``. Iteration 0's, the
+    gate's, lives in the run directory (where `wm check-world-model --run` writes by default), each later one's in
+    ``checks/iterationNNN``; a resumed run reads a saved check back rather than redoing it."""
     out = run.dir if iteration == 0 else run.dir / CHECKS_DIR / f"iteration{iteration:03d}"
     saved = out / CHECK_FILE
     if saved.is_file():
         return read_json(saved)
-    return check_world_model(run.dir, run.settings.check_episodes, device, out=out)
+    check = _expert_and_random_imagined(run.settings, env, model, run.settings.check_episodes, run.dir, out)
+    write_json_atomic(saved, check)
+    return check
 
 
 def check_shares(check: dict[str, Any]) -> dict[str, float]:
     """Each policy's imagined return as a share of its real one: the expert's should stay near 1 through the loop,
-    and random play's too; a model whose shares drift apart from 1 together imagines outcomes, not actions."""
+    and random play's too; a model whose two shares move away from 1 together imagines outcomes, not actions."""
     return {f"check_{name}_share": check[name]["imagined_mean"] / check[name]["real_mean"]
             for name in ("expert", "random") if check[name]["real_mean"] > 0}
 
@@ -736,10 +738,25 @@ def check_world_model(
     model_dir = run_dir / WORLD_MODEL_DIR / "model"
     settings = saved_settings(run_dir, "world model", model_dir)
     env = make_learning_env(settings, device)
+    model = VideoModel.load(model_dir, device)
+    result = _expert_and_random_imagined(settings, env, model, episodes, run_dir, out)
+    if agents:
+        tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
+        result["agents"] = {label: _agent_real_and_imagined(settings, env, tokenizer, model, result["seeds"],
+                                                            Path(directory), device)
+                            for label, directory in agents.items()}
+    write_json_atomic(out / CHECK_FILE, result)
+    return result
+
+
+def _expert_and_random_imagined(
+    settings: ImaginationSettings, env: gym.Env, model: VideoModel, episodes: int, run_dir: Path, out: Path
+) -> dict[str, Any]:
+    """The check itself (:func:`check_world_model`) on a made env and a loaded world model, which the loop passes
+    its own of; saves the GIF into ``out`` and returns the check's record."""
     expert = make_expert(task_name(settings.env), env)
     seeds = [episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
-    model = VideoModel.load(model_dir, device)
     imagined = _imagined_from_first_frames(model, played, settings.decoding, "frames")
     imagined.reset(seed=settings.seed)
     steps = [len(e["actions"]) - 1 for e in played]  # the last action is padding
@@ -761,12 +778,6 @@ def check_world_model(
         }
         if settings.viper_model is not None:
             result[name]["true_returns"] = [true_return(e) for e in played[part]]
-    if agents:
-        tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
-        result["agents"] = {label: _agent_real_and_imagined(settings, env, tokenizer, model, seeds, Path(directory),
-                                                            device)
-                            for label, directory in agents.items()}
-    write_json_atomic(out / CHECK_FILE, result)
     return result
 
 
