@@ -6,7 +6,7 @@ the grid ran on seven:
 1. record the expert (the task's scripted expert, or a trained agent, ``agent:RUN``, as VIPER
    got its expert videos) and random play;
 2. train the tokenizer on the expert's frames;
-3. train the expert video model and a baseline video model of random play (at once, given two workers);
+3. train the expert video model and a baseline video model of random play;
 4. score held-out episodes of graded quality (the expert, the expert with growing action
    noise, random play) and probes of what an optimiser finds cheaply (holding still, pushing
    one way) with the likelihood ratio, and rank them against their true returns.
@@ -20,14 +20,11 @@ anneal over them); optional minutes stop slow machines early without bending the
 from __future__ import annotations
 
 import json
-import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from envs.collect import PLAY_POLICIES, PolicySpec, collect
 from experiments.agent_policy import run_policy_factory
@@ -140,26 +137,6 @@ def _train_video_model(data: Path, tokenizer_checkpoint: Path, run: Path, steps:
     return train_video(data, tokenizer_checkpoint, run, config, training, resume=True, device=device)
 
 
-def _train_video_model_with_threads(threads: int, *args: Any) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    return _train_video_model(*args)
-
-
-def _train_video_models(jobs: list[tuple[Any, ...]], workers: int) -> list[dict[str, Any]]:
-    """Train the expert and baseline video models (``_train_video_model``'s arguments per job).
-
-    On a CPU with ``workers >= 2`` they train at once, one process each with its share of the
-    threads: these small models gain little from a second thread, so two runs side by side finish
-    in about the time of the longer one, where one after the other on all threads take the sum.
-    """
-    if workers < 2 or any(job[-1] != "cpu" for job in jobs):
-        return [_train_video_model(*job) for job in jobs]
-    threads = max(1, torch.get_num_threads() // len(jobs))
-    # Spawned, not forked: torch's thread pools are not fork-safe.
-    with multiprocessing.get_context("spawn").Pool(len(jobs), maxtasksperchild=1) as pool:
-        return pool.starmap(_train_video_model_with_threads, [(threads, *job) for job in jobs])
-
-
 def build_reward(
     task: str, out: str | Path, recipe: RewardRecipe | None = None, workers: int = 2, device: str = AUTO,
     announce: Callable[[str], None] | None = None,
@@ -228,12 +205,10 @@ def build_reward(
     else:
         announce(f"training the expert video model ({recipe.video_steps} steps) into {out / VIDEO_DIR} and the "
                  f"random-play baseline ({recipe.baseline_steps} steps) into {out / BASELINE_DIR}")
-        video, baseline = _train_video_models(
-            [(data, tokenizer_checkpoint, out / VIDEO_DIR, recipe.video_steps, recipe.video_minutes, device),
-             (random_data, tokenizer_checkpoint, out / BASELINE_DIR, recipe.baseline_steps, recipe.baseline_minutes,
-              device)],
-            workers,
-        )
+        video = _train_video_model(data, tokenizer_checkpoint, out / VIDEO_DIR, recipe.video_steps,
+                                   recipe.video_minutes, device)
+        baseline = _train_video_model(random_data, tokenizer_checkpoint, out / BASELINE_DIR, recipe.baseline_steps,
+                                      recipe.baseline_minutes, device)
         baseline_dir = out / BASELINE_DIR / "model"
 
     policies = recipe.graded_policies()

@@ -281,32 +281,6 @@ def test_a_one_model_recipe_is_its_own_baseline(tmp_path, capsys):
     assert "already holds this recipe's reward" in capsys.readouterr().out
 
 
-def test_build_reward_trains_both_video_models_at_once_as_one_after_the_other(tmp_path):
-    """With two workers the expert and baseline models train in two processes; the same models as in turn."""
-    import torch
-
-    from experiments.reward_recipe import RewardRecipe, _train_video_model, build_reward
-    from worldmodel.video_model import VideoModel
-
-    recipe = RewardRecipe(episodes=2, random_episodes=2, graded_episodes=1, probes=(), tokenizer_steps=2,
-                          video_steps=2, baseline_steps=1, max_steps=20)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # each of the two processes gets one thread, as the run in turn below
-    try:
-        summary = build_reward("cartpole-balance", tmp_path / "both", recipe, workers=2)
-        torch.set_num_threads(1)
-        alone = _train_video_model(tmp_path / "both" / "data", tmp_path / "both" / "tokenizer" / "checkpoint",
-                                   tmp_path / "alone", 2, None, "cpu")
-    finally:
-        torch.set_num_threads(threads)
-    assert (summary["video"]["step"], summary["baseline"]["step"], alone["step"]) == (2, 1, 2)
-    at_once = VideoModel.load(tmp_path / "both" / "video" / "model", "cpu").transformer.state_dict()
-    in_turn = VideoModel.load(tmp_path / "alone" / "model", "cpu").transformer.state_dict()
-    assert at_once.keys() == in_turn.keys()
-    for key in at_once:
-        torch.testing.assert_close(at_once[key], in_turn[key], rtol=0, atol=0, msg=key)
-
-
 def test_build_reward_takes_the_tasks_recipe_unless_told(monkeypatch, tmp_path):
     import experiments.reward_recipe as recipe_module
 

@@ -349,9 +349,7 @@ def _add_build_reward(subparsers: argparse._SubParsersAction) -> None:
                         help="comma-separated play policies scored beside the graded episodes, the cheap behaviour an "
                         "agent may settle into: still (the do-nothing action), held:<steps> (a random action held), "
                         f"random (default: {','.join(defaults.probes)}; '' for none)")
-    parser.add_argument("--workers", type=int, default=2, help=(
-        "episode-recording processes; on a CPU, 2 or more also train the expert and baseline video models at "
-        "once, one process each"))
+    parser.add_argument("--workers", type=int, default=2, help="episode-recording processes")
     add_device_flag(parser)
     parser.set_defaults(handler=_run_build_reward)
 
