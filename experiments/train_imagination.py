@@ -738,13 +738,16 @@ def check_world_model(
     model_dir = run_dir / WORLD_MODEL_DIR / "model"
     settings = saved_settings(run_dir, "world model", model_dir)
     env = make_learning_env(settings, device)
-    model = VideoModel.load(model_dir, device)
-    result = _expert_and_random_imagined(settings, env, model, episodes, run_dir, out)
-    if agents:
-        tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
-        result["agents"] = {label: _agent_real_and_imagined(settings, env, tokenizer, model, result["seeds"],
-                                                            Path(directory), device)
-                            for label, directory in agents.items()}
+    try:
+        model = VideoModel.load(model_dir, device)
+        result = _expert_and_random_imagined(settings, env, model, episodes, run_dir, out)
+        if agents:
+            tokenizer = load_tokenizer(tokenizer_checkpoint(settings, run_dir), device).eval()
+            result["agents"] = {label: _agent_real_and_imagined(settings, env, tokenizer, model, result["seeds"],
+                                                                Path(directory), device)
+                                for label, directory in agents.items()}
+    finally:
+        env.close()
     write_json_atomic(out / CHECK_FILE, result)
     return result
 
@@ -752,8 +755,9 @@ def check_world_model(
 def _expert_and_random_imagined(
     settings: ImaginationSettings, env: gym.Env, model: VideoModel, episodes: int, run_dir: Path, out: Path
 ) -> dict[str, Any]:
-    """The check itself (:func:`check_world_model`) on a made env and a loaded world model, which the loop passes
-    its own of; saves the GIF into ``out`` and returns the check's record."""
+    """The expert and random-play part of :func:`check_world_model`, played in ``env`` and imagined by ``model``
+    (the imagination loop passes its own env and the world model it just loaded); saves the GIF into ``out`` and
+    returns the check's record, unsaved."""
     expert = make_expert(task_name(settings.env), env)
     seeds = [episode_seed(settings, CHECK_SEEDS + i) for i in range(episodes)]
     played = [run_episode(env, expert, seed) for seed in seeds] + [_play_random(env, seed) for seed in seeds]
