@@ -21,6 +21,10 @@ The **late** columns average predicted frames 100-156 only, where memory of the 
 model has to go on. The **revisit** row averages the predicted frames whose recorded pose (datasets
 made by ``envs/`` carry ``poses``) comes back to a pose held somewhere in the context, except the last
 context frame's pose, which copy-last already has: the frames a model with memory can get right.
+
+Beside the sampled frames, each of our per-frame models scores the true predicted frames **teacher-forced**
+(bits per code, each frame given the true ones before it): exact, cheap, and free of sampling noise, it shows
+whether a long window uses its memory on revisit frames before the model's samples are good enough to show it.
 """
 
 from __future__ import annotations
@@ -149,6 +153,30 @@ def model_predictor(
     return predict
 
 
+def predicted_frame_bits(
+    model: VideoModel, videos: list[TestVideo], context: int, horizon: int, batch_size: int
+) -> np.ndarray:
+    """Teacher-forced bits per code of every predicted frame ``(N, horizon)``: each frame scored given the true
+    frames and actions before it. No sampling noise, and seconds where sampling takes minutes: what a longer
+    window gains on revisit frames here is memory the model uses, whether or not its samples show it yet.
+    Frame by frame through the rolling KV cache, so TECO's 300-frame videos take no more memory than one window."""
+    takes_actions = model.transformer.config.action_kind is not None
+    out = []
+    for i in range(0, len(videos), batch_size):
+        batch = videos[i : i + batch_size]
+        tasks = None if batch[0].task is None else torch.cat([v.task for v in batch])
+        frames = np.stack([v.video[: context + horizon] for v in batch])
+        actions = np.stack([v.actions[: context + horizon] for v in batch])
+        scorer = model.scorer(len(batch))
+        log_probs = [
+            scorer.push(frames[:, t], torch.as_tensor(actions[:, t - 1]) if takes_actions and t else None, tasks)
+            for t in range(context + horizon)
+        ]
+        bits = -torch.stack(log_probs[context:], dim=1) / (model.transformer.config.codes_per_frame * math.log(2))
+        out.append(bits.cpu().numpy())
+    return np.concatenate(out)
+
+
 def predict_all(
     name: str, predictor: Predictor, videos: list[TestVideo], context: int, horizon: int, batch_size: int, seed: int,
     device: str = "cpu",
@@ -237,6 +265,7 @@ class MethodResult:
     revisit: dict[str, float] = field(default_factory=dict)
     fvd: float | None = None
     curves: dict[str, list[float]] = field(default_factory=dict)
+    bits_per_code: dict[str, float] = field(default_factory=dict)  # teacher-forced: all, late, revisits, elsewhere
 
 
 def summarise(
@@ -252,6 +281,15 @@ def summarise(
     if revisits is not None and revisits.any():
         result.revisit = {m: float(scores[m][revisits].mean()) for m in METRICS}
     return result
+
+
+def summarise_bits(bits: np.ndarray, protocol: Protocol, revisits: np.ndarray | None) -> dict[str, float]:
+    """Means of per-frame bits per code ``(N, horizon)``: over all predicted frames, the late ones, the revisit
+    frames and the others."""
+    summary = {"all": float(bits.mean()), "late": float(bits[:, protocol.late_from - 1 :].mean())}
+    if revisits is not None and revisits.any() and not revisits.all():
+        summary |= {"revisits": float(bits[revisits].mean()), "elsewhere": float(bits[~revisits].mean())}
+    return summary
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -289,6 +327,20 @@ def tables(results: list[MethodResult], protocol: Protocol, revisit_frames: int,
         "degrees of a context pose other than the last one."
         if revisit_frames else "Revisits: no recorded poses, or no predicted frame revisits a context pose."
     )
+    scored = [r for r in results if r.bits_per_code]
+    if scored:
+        lines += [
+            "",
+            "Teacher-forced bits per code of the predicted frames (lower is better; each frame given the true ones "
+            "before it): a long window that beats a short one on revisits uses its memory.",
+            "",
+            f"| model | all | {p.late_from}-{p.horizon} | revisits | elsewhere |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for r in scored:
+            b = r.bits_per_code
+            lines.append(f"| {r.name} | {b['all']:.3f} | {b['late']:.3f} | {_cell(b.get('revisits'), 3)} | "
+                         f"{_cell(b.get('elsewhere'), 3)} |")
     return "\n".join(lines)
 
 
@@ -333,8 +385,8 @@ def evaluate_consistency(
     (short window, tokenizer ceiling) are left out. Every model and the metric networks (LPIPS, I3D) run on
     ``device``.
 
-    Writes ``{out}/consistency.json`` (everything, curves included), ``consistency.md`` (the
-    tables), ``horizon_curves.png`` and ``videos/video{i}.gif|.mp4`` (truth beside each method).
+    Writes ``{out}/consistency.json`` (everything, curves and teacher-forced bits per code included),
+    ``consistency.md`` (the tables), ``horizon_curves.png`` and ``videos/video{i}.gif|.mp4`` (truth beside each method).
     Deterministic for a seed and batch size; ``decoding="jacobi"`` gives the same frames faster.
     """
     if videos < 1 or fvd_videos < 0 or save_videos < 0 or batch_size < 1:
@@ -349,16 +401,16 @@ def evaluate_consistency(
     device = resolve_device(device)
     model = None if model_dir is None else VideoModel.load(model_dir, device)
     sampling = {"temperature": temperature, "top_k": top_k, "decoding": decoding}
-    methods: dict[str, Predictor | Path] = {}
+    models: dict[str, VideoModel] = {}
     if model is not None:
-        methods["model"] = model_predictor(model, **sampling)
+        models["model"] = model
         if short_window is not None and short_window < model.window:
             k = model.frames_per_code_step
             unit = "" if k == 1 else f" code steps ({k * short_window} frames)"
-            methods[f"model, window {short_window}{unit}"] = model_predictor(model.with_window(short_window),
-                                                                             **sampling)
+            models[f"model, window {short_window}{unit}"] = model.with_window(short_window)
     for name, path in (others or {}).items():
-        methods[name] = model_predictor(VideoModel.load(path, device), **sampling)
+        models[name] = VideoModel.load(path, device)
+    methods: dict[str, Predictor | Path] = {name: model_predictor(m, **sampling) for name, m in models.items()}
     clash = sorted(set(predictions) & {*methods, COPY_LAST, TOKENIZER_CEILING})
     if clash:
         raise ValueError(f"predictions named {clash} would share a row with another method; rename them")
@@ -398,6 +450,9 @@ def evaluate_consistency(
                     name, method, fvd_tests, p.fvd_context, fvd_horizon, batch_size, seed, device
                 )
             result = summarise(name, frame_scores(truth, predicted, lpips), p, revisits)
+            if name in models and models[name].frames_per_code_step == 1:
+                bits = predicted_frame_bits(models[name], tests, p.context, p.horizon, batch_size)
+                result.bits_per_code = summarise_bits(bits, p, revisits)
             if future is not None:
                 generated = np.concatenate([fvd_truth[:, : p.fvd_context], future], axis=1)
                 result.fvd = frechet_distance(real_features, i3d_features(generated, i3d))

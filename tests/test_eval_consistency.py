@@ -145,8 +145,18 @@ def test_eval_consistency_tables_curves_videos_and_determinism(posed_dataset, tm
     reconstructed = tokenizer.decode(tokenizer.encode(videos[:, 6:11])).numpy()
     ceiling = psnr(videos[:, 6:11], reconstructed).mean().item()
     assert rows[TOKENIZER_CEILING]["means"]["psnr"] == pytest.approx(ceiling, rel=1e-5)
+    model = VideoModel.load(tmp_path / "model")
+    for name, window in [("model", CONFIG.window), ("model, window 1", 1)]:
+        actions = torch.as_tensor(np.stack([np.random.default_rng(i).integers(ACTIONS, size=12) for i in range(3)]))
+        log_probs = model.with_window(window).log_prob(videos[:, :11], actions[:, :11])[:, 6:]  # one batch pass
+        bits = (-log_probs / (CONFIG.codes_per_frame * math.log(2))).numpy()
+        expected_bits = {"all": bits.mean(), "late": bits[:, 2:].mean(), "revisits": bits[:, :3].mean(),
+                         "elsewhere": bits[:, 3:].mean()}
+        assert rows[name]["bits_per_code"] == pytest.approx(expected_bits, rel=1e-4)
+    assert rows[COPY_LAST]["bits_per_code"] == {} and rows[TOKENIZER_CEILING]["bits_per_code"] == {}
     table = (tmp_path / "a" / "consistency.md").read_text()
     assert "| method | FVD | PSNR | SSIM | LPIPS |" in table and "| copy-last |" in table
+    assert f"| model, window 1 | {rows['model, window 1']['bits_per_code']['all']:.3f} |" in table
     assert "9 predicted frames within 0.5 units" in table
     assert (tmp_path / "a" / "horizon_curves.png").stat().st_size > 0
     gif = imageio.mimread(tmp_path / "a" / "videos" / "video0.gif")

@@ -23,8 +23,10 @@ def _add_eval_consistency(subparsers: argparse._SubParsersAction) -> None:
         "model, the predictions of any other model read from files (--predictions), and the tokenizer's "
         "reconstruction of the true frames (it sees the truth: the best these codes allow); columns for the late "
         "predicted frames (--late-from on) and a row for predicted frames that revisit a pose held in the context "
-        "(datasets with recorded poses). Writes {out}/consistency.md (tables), consistency.json (all numbers "
-        "and per-horizon curves), horizon_curves.png and videos/video{i}.gif|.mp4 (truth beside every method). "
+        "(datasets with recorded poses); and each per-frame model's teacher-forced bits per code on the true "
+        "predicted frames, on revisits and elsewhere (memory a model uses, free of sampling noise). Writes "
+        "{out}/consistency.md (tables), consistency.json (all numbers and per-horizon curves), horizon_curves.png "
+        "and videos/video{i}.gif|.mp4 (truth beside every method). "
         "Deterministic for a seed and batch size. The metric weights are fetched on first use (see "
         "fetch-metric-weights).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
