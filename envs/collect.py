@@ -26,8 +26,9 @@ from worldmodel.episodes import DatasetManifest, write_episode
 
 POLICY_FORMS = (
     "'expert', 'random', 'still' (the do-nothing action), 'held:<steps>' (a random action held that many env "
-    "steps at a time), 'noisy:<std>' (the expert plus Gaussian action noise), 'agent:<run dir>' (a trained "
-    "agent of `wm train-agent`) or 'noisy-agent:<std>:<run dir>'"
+    "steps at a time), 'noisy:<std>' (the expert plus Gaussian action noise), 'spread:<fraction>' (a reacher or "
+    "point_mass expert coming to rest anywhere within that fraction of the target's radius, drawn per episode), "
+    "'agent:<run dir>' (a trained agent of `wm train-agent`) or 'noisy-agent:<std>:<run dir>'"
 )
 AGENT_POLICIES = ("agent", "noisy-agent")  # built by a policy factory the caller gives (see collect)
 PLAY_POLICIES = ("random", "still", "held")  # need neither an expert nor a trained agent
@@ -36,13 +37,15 @@ PLAY_POLICIES = ("random", "still", "held")  # need neither an expert nor a trai
 @dataclass(frozen=True)
 class PolicySpec:
     """A policy to record: ``expert``, ``random``, ``still`` (the do-nothing action), ``held:<steps>`` (a random
-    action held for that many env steps), ``noisy:<std>`` (expert plus Gaussian action noise), ``agent:<run>``
-    (the trained agent of a run directory) or ``noisy-agent:<std>:<run>``."""
+    action held for that many env steps), ``noisy:<std>`` (expert plus Gaussian action noise), ``spread:<fraction>``
+    (a goal task's expert resting anywhere within that fraction of the target's radius), ``agent:<run>`` (the
+    trained agent of a run directory) or ``noisy-agent:<std>:<run>``."""
 
     kind: str
     noise_std: float = 0.0
     source: str = ""  # the run directory of an agent policy
     hold: int = 0  # env steps each random action of a ``held`` policy lasts
+    spread: float = 0.0  # a ``spread`` expert's resting places, as a fraction of the target's radius
 
     @classmethod
     def parse(cls, text: str) -> "PolicySpec":
@@ -53,6 +56,15 @@ class PolicySpec:
             return cls(kind, hold=int(value))
         if kind == "agent" and value:
             return cls(kind, source=value)
+        if kind == "spread":
+            try:
+                spread = float(value)
+            except ValueError:
+                spread = -1.0
+            if 0 < spread <= 1:
+                return cls(kind, spread=spread)
+            raise ValueError(f"bad policy '{text}': 'spread:<fraction>' needs a fraction of the target's radius in "
+                             "(0, 1]")
         if kind in ("noisy", "noisy-agent"):
             std_text, _, source = value.partition(":") if kind == "noisy-agent" else (value, "", "")
             try:
@@ -71,6 +83,8 @@ class PolicySpec:
             return f"{noise}agent-{Path(self.source).name}"
         if self.kind == "held":
             return f"held{self.hold}"
+        if self.kind == "spread":
+            return f"spread{self.spread:g}"
         return f"noisy{self.noise_std:g}" if self.kind == "noisy" else self.kind
 
 
@@ -129,6 +143,8 @@ def make_policy(
         raise ValueError(
             f"policy 'noisy:<std>' adds Gaussian noise to continuous actions; {env_spec} has {env.action_space}"
         )
+    if spec.kind == "spread":
+        return make_expert(task_name(env_spec), env, seed, goal_spread=spec.spread)
     expert = make_expert(task_name(env_spec), env, seed)
     return expert if spec.kind == "expert" else noisy_policy(expert, spec.noise_std, seed)
 

@@ -210,6 +210,7 @@ class PointMassExpert:
 
     Each actuator pulls a fixed tendon whose joint coefficients (``wrap_prm``)
     give its x/y direction: identity on ``easy``, random directions on ``hard``.
+    ``aim_offset`` (x, y in metres) brings the mass to rest that far from the target's centre.
     """
 
     # Joint-force gains (N/m, N s/m): critically damped with mass 0.3 and joint
@@ -217,15 +218,16 @@ class PointMassExpert:
     _KP = 5.0
     _KD = 1.5
 
-    def __init__(self, env: DMCEnv) -> None:
+    def __init__(self, env: DMCEnv, aim_offset: tuple[float, float] = (0.0, 0.0)) -> None:
         self._env = env
+        self._aim_offset = np.asarray(aim_offset, np.float64)
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
         physics = self._env.physics
         model = physics.model
         directions = model.wrap_prm[: 2 * model.nu].reshape(model.nu, 2).T
         joint_force_per_control = directions * model.actuator_gear[:, 0]
-        to_target = physics.mass_to_target()[:2]
+        to_target = physics.mass_to_target()[:2] + self._aim_offset
         desired = self._KP * to_target - self._KD * physics.data.qvel
         control = np.linalg.solve(joint_force_per_control, desired)
         # Scale rather than clip so the pushing direction survives saturation.
@@ -244,14 +246,32 @@ _EXPERTS: dict[str, Callable[[DMCEnv], Policy]] = {
     "point_mass-hard": PointMassExpert,
 }
 EXPERT_TASKS: tuple[str, ...] = tuple(_EXPERTS)
+# Tasks whose expert reaches for a round target (the geom "target"), and so can aim anywhere on it.
+GOAL_TASKS: tuple[str, ...] = ("reacher-easy", "reacher-hard", "point_mass-easy", "point_mass-hard")
 
 
-def make_expert(task_name: str, env: gym.Env, seed: int = 0) -> Policy:
+def goal_offset(env: DMCEnv, spread: float, seed: int) -> np.ndarray:
+    """An aim offset ``(x, y)`` in metres drawn uniformly over the disc of ``spread`` times the target's radius."""
+    radius = spread * float(env.physics.named.model.geom_size["target", 0])
+    rng = np.random.default_rng(seed)
+    distance, angle = radius * np.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * np.pi)
+    return np.array([distance * np.cos(angle), distance * np.sin(angle)])
+
+
+def make_expert(task_name: str, env: gym.Env, seed: int = 0, goal_spread: float = 0.0) -> Policy:
     """The scripted expert for ``task_name`` (e.g. "cartpole-swingup") acting in ``env``.
 
     An env that brings its own scripted expert as ``scripted_policy(seed)`` (the voxel-terrain
-    walker, the maze explorer) gets that one, seeded with ``seed``; the DMC experts are deterministic and ignore it.
+    walker, the maze explorer) gets that one, seeded with ``seed``; the DMC experts are deterministic and ignore it,
+    except that with ``goal_spread > 0`` a goal task's expert (:data:`GOAL_TASKS`) comes to rest at a point drawn
+    from ``seed`` within ``goal_spread`` times the target's radius of its centre, as a trained agent's resting
+    place varies, rather than dead on it: videos of the exact centre only teach a video model that one picture
+    (docs/results/viper.md, point_mass-easy).
     """
+    if goal_spread < 0:
+        raise ValueError(f"goal_spread must be >= 0, got {goal_spread}")
+    if goal_spread and task_name not in GOAL_TASKS:
+        raise ValueError(f"goal_spread needs a task with a round target ({', '.join(GOAL_TASKS)}), got {task_name!r}")
     own_expert = getattr(env.unwrapped, "scripted_policy", None)
     if own_expert is not None:
         return own_expert(seed)
@@ -261,6 +281,8 @@ def make_expert(task_name: str, env: gym.Env, seed: int = 0) -> Policy:
     env_task = f"{getattr(dmc, 'domain', '?')}-{getattr(dmc, 'task', '?')}"
     if env_task != task_name:
         raise ValueError(f"expert for {task_name!r} needs a DMCEnv of that task, got {env_task!r}")
+    if goal_spread:
+        return _EXPERTS[task_name](dmc, aim_offset=goal_offset(dmc, goal_spread, seed))
     return _EXPERTS[task_name](dmc)
 
 

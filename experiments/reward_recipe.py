@@ -51,8 +51,9 @@ class RewardRecipe:
     """The data and training budgets of one task's reward."""
 
     expert: str = field(default="expert", metadata={"help": (
-        "whose videos the reward imitates: expert (the task's scripted expert) or agent:RUN (the agent of a "
-        "`wm train-agent --reward env` run on the task)"
+        "whose videos the reward imitates: expert (the task's scripted expert), spread:FRACTION (on reacher and "
+        "point_mass, the scripted expert coming to rest anywhere within that fraction of the target's radius) or "
+        "agent:RUN (the agent of a `wm train-agent --reward env` run on the task)"
     )})
     episodes: int = field(default=40, metadata={"help": "expert episodes to record"})
     random_episodes: int = field(default=40, metadata={"help": "random-play episodes for the baseline model"})
@@ -78,8 +79,8 @@ class RewardRecipe:
     )})
 
     def __post_init__(self) -> None:
-        if self.expert_policy.kind not in ("expert", "agent"):
-            raise ValueError(f"expert must be 'expert' or 'agent:RUN', got {self.expert!r}")
+        if self.expert_policy.kind not in ("expert", "spread", "agent"):
+            raise ValueError(f"expert must be 'expert', 'spread:FRACTION' or 'agent:RUN', got {self.expert!r}")
         counts = {name: getattr(self, name) for name in (
             "episodes", "random_episodes", "graded_episodes", "tokenizer_steps", "video_steps", "baseline_steps")}
         small = {name: value for name, value in counts.items() if value < 1}
@@ -243,7 +244,8 @@ def reward_sections(summary: dict[str, Any]) -> str:
     tokenizer, video, baseline, reward = (summary[key] for key in ("tokenizer", "video", "baseline", "reward"))
     recipe = summary["recipe"]
     policy = PolicySpec.parse(recipe["expert"])
-    expert = "the scripted expert" if policy.kind == "expert" else f"the agent of {policy.source}"
+    expert = {"expert": "the scripted expert", "spread": f"the scripted expert resting within {policy.spread:g} of the "
+              "target's radius"}.get(policy.kind, f"the agent of {policy.source}")
     return (
         f"## Expert episodes (true return)\n\n{returns_table(summary['expert_episodes'])}\n\n"
         f"## Tokenizer (held-out {tokenizer['eval_frames']} frames)\n\n"

@@ -305,7 +305,9 @@ def test_build_reward_takes_the_tasks_recipe_unless_told(monkeypatch, tmp_path):
     ]
     labels = [p.label for p in recipes[0].graded_policies()]
     assert labels == ["agent-walker", "noisy0.3-agent-walker", "noisy1-agent-walker", "random", "still", "held25"]
-    with pytest.raises(SystemExit, match="expert must be 'expert' or 'agent:RUN'"):
+    spread = recipe_module.RewardRecipe(expert="spread:0.8")
+    assert [p.label for p in spread.graded_policies()][:3] == ["spread0.8", "noisy0.3", "noisy1"]
+    with pytest.raises(SystemExit, match="expert must be 'expert', 'spread:FRACTION' or 'agent:RUN'"):
         main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--expert", "random"])
     with pytest.raises(SystemExit, match="probes must be play policies"):
         main(["build-reward", "--out", str(tmp_path), "--task", "walker-walk", "--probes", "still,noisy:1"])

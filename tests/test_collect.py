@@ -16,8 +16,10 @@ def test_policy_specs_parse_and_reject():
     assert PolicySpec.parse("still") == PolicySpec("still")
     assert PolicySpec.parse("held:25") == PolicySpec("held", hold=25)
     assert PolicySpec.parse("held:25").label == "held25"
+    assert PolicySpec.parse("spread:0.8") == PolicySpec("spread", spread=0.8)
+    assert PolicySpec.parse("spread:0.8").label == "spread0.8"
     for bad in ["noisy", "noisy:-1", "noisy:x", "greedy", "random:2", "agent", "agent:", "noisy-agent:0.3",
-                "still:1", "held", "held:0", "held:x", "held:-3",
+                "still:1", "held", "held:0", "held:x", "held:-3", "spread", "spread:0", "spread:1.5", "spread:x",
                 "noisy-agent:0:runs/w", "noisy-agent:x:runs/w"]:
         with pytest.raises(ValueError, match="bad policy"):
             PolicySpec.parse(bad)
@@ -103,3 +105,10 @@ def test_episodes_record_whether_the_task_ended_them():
     assert ended["terminated"] and len(ended["video"]) == 4
     cut = run_episode(gym.wrappers.TimeLimit(_Countdown(), 2), lambda obs: 0, seed=0)
     assert not cut["terminated"] and len(cut["video"]) == 3
+
+
+def test_a_spread_expert_records_where_the_task_has_a_round_target(tmp_path):
+    manifest = collect("dmc:point_mass-easy", [PolicySpec.parse("spread:0.5")], 1, tmp_path / "a", max_steps=3)
+    assert [info["policy"] for info in manifest.episodes.values()] == ["spread0.5"]
+    with pytest.raises(ValueError, match="round target"):
+        collect("dmc:cartpole-balance", [PolicySpec.parse("spread:0.5")], 1, tmp_path / "b", max_steps=3)

@@ -116,3 +116,22 @@ def test_reacher_expert_aimed_beside_the_target_rests_off_it():
         assert (sum(rewards[-20:]) > 0) == (offset == 0.0)
     assert distances[0.0] < 0.03 and 0.06 < distances[0.09] < 0.12
     env.close()
+
+
+def test_spread_expert_rests_at_its_seeds_place_within_the_target():
+    """point_mass's expert with a goal spread comes to rest off the centre, where the seed puts it, but inside the
+    target (true reward paid); each seed its own place, the same seed the same place."""
+    env = DMCEnv("point_mass", "easy", size=8)
+    radius = float(env.physics.named.model.geom_size["target", 0])
+    rests = []
+    for seed in (0, 1, 0):
+        observation, _ = env.reset(seed=5)
+        policy = make_expert("point_mass-easy", env, seed=seed, goal_spread=0.9)
+        rewards = [env.step(policy(observation))[1] for _ in range(150)]
+        rests.append(-env.physics.mass_to_target()[:2])  # the mass relative to the target's centre
+        assert min(rewards[-20:]) > 0.9 * 2  # inside the target at every step (action repeat 2)
+    assert np.allclose(rests[0], rests[2], atol=1e-3) and np.linalg.norm(rests[0] - rests[1]) > 1e-3
+    assert all(0.0 < np.linalg.norm(rest) < 0.9 * radius + 2e-3 for rest in rests)
+    env.close()
+    with pytest.raises(ValueError, match="round target"):
+        make_expert("cartpole-balance", DMCEnv("cartpole", "balance", size=8), goal_spread=0.5)
