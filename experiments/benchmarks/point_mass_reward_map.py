@@ -60,7 +60,7 @@ def reward_map(
     """The grid's coordinates ``(cells,)``, from ``-half_width`` to ``half_width`` about the target, and the reward
     of holding still at each ``(y, x)``, VIPER ratio and expert log-likelihood alone, each ``(cells, cells)``."""
     found = recipe_reward(recipe)
-    model, baseline = VideoModel.load(found.model, "cpu"), VideoModel.load(found.baseline, "cpu")
+    model, baseline = VideoModel.load(found.model), VideoModel.load(found.baseline)  # on a GPU where there is one
     axis = np.linspace(-half_width, half_width, cells)
     positions = np.stack(np.meshgrid(axis, axis, indexing="xy"), axis=-1).reshape(-1, 2)  # row = y, column = x
     frames = still_frames(positions, model.image_size)
