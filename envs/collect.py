@@ -143,10 +143,8 @@ def make_policy(
         raise ValueError(
             f"policy 'noisy:<std>' adds Gaussian noise to continuous actions; {env_spec} has {env.action_space}"
         )
-    if spec.kind == "spread":
-        return make_expert(task_name(env_spec), env, seed, goal_spread=spec.spread)
-    expert = make_expert(task_name(env_spec), env, seed)
-    return expert if spec.kind == "expert" else noisy_policy(expert, spec.noise_std, seed)
+    expert = make_expert(task_name(env_spec), env, seed, goal_spread=spec.spread)  # spread 0 but for "spread"
+    return noisy_policy(expert, spec.noise_std, seed) if spec.kind == "noisy" else expert
 
 
 def run_episode(env: gym.Env, policy: Policy, seed: int) -> dict[str, Any]:

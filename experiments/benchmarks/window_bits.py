@@ -4,7 +4,7 @@ The same weights at each ``--windows`` value score the true predicted frames of 
 given the true frames before it (:func:`experiments.eval_consistency.predicted_frame_bits`), on the revisit
 frames and elsewhere. A model that uses memory of places scores revisits lower with a long window than with a
 short one by more than it scores the other frames lower; one that only uses recent motion gains alike on both.
-No sampling: a forward pass per video and window.
+No sampling: each video's frames go once through the model's KV cache per window.
 
     python -m experiments.benchmarks.window_bits --model runs/memory/video/model --data data/maze-small \\
         --protocol scaled --windows 48 16 4 1
