@@ -54,8 +54,14 @@ PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 2
                       "walker-walk": "612 +- 164"}
 SUMMARY_FILE = "summary.json"
 FINAL_EVAL_SEED_OFFSET = 10_000  # final evaluations reset from seeds no training evaluation used
-REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each task's reward, by task
+REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each reward, by task (and label: see quality_key)
 GRID_REWARDS = ("viper", "ratio", "env")
+
+
+def quality_key(task: str, label: str = "") -> str:
+    """Where the held-out Spearman of a task's reward is kept: labelled runs may bring their own reward
+    (``--label spread`` with another recipe), so a label's figure never overwrites the plain task's."""
+    return task + (f"+{label}" if label else "")
 
 
 @dataclass(frozen=True)
@@ -231,9 +237,10 @@ def run_grid(
     """Run every grid cell (``workers`` processes at a time), then write the table and plots; returns the table.
 
     ``reward_quality`` (each task's held-out Spearman, as ``wm build-reward`` measured it) joins what
-    earlier grid commands into ``out`` recorded, for the table. ``threads_per_run`` (default: the CPUs
-    shared out among the workers) is each run's torch threads: give 1 where other jobs share the
-    machine, since a multi-threaded run whose threads wait on each other crawls on busy cores.
+    earlier grid commands into ``out`` recorded, for the table, under each run's :func:`quality_key`.
+    ``threads_per_run`` (default: the CPUs shared out among the workers) is each run's torch threads:
+    give 1 where other jobs share the machine, since a multi-threaded run whose threads wait on each
+    other crawls on busy cores.
     """
     if threads_per_run is not None and threads_per_run < 1:
         raise ValueError(f"threads_per_run must be >= 1, got {threads_per_run}")
@@ -242,7 +249,9 @@ def run_grid(
     if reward_quality:
         path = out / REWARD_QUALITY_FILE
         known = json.loads(path.read_text()) if path.is_file() else {}
-        write_json_atomic(path, {**known, **reward_quality})
+        recorded = {quality_key(run.task, run.label): reward_quality[run.task]
+                    for run in runs if run.task in reward_quality}
+        write_json_atomic(path, {**known, **recorded})
     write_json_atomic(out / "grid.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs],
                                           "models": {k: str(v) for k, v in models.items()},
                                           "baselines": {k: str(v) for k, v in (baselines or {}).items()},
@@ -317,12 +326,14 @@ def write_results(out: Path) -> str:
         figures = np.asarray(returns, float)  # None (no evaluation) as NaN
         first = summaries[0]
         reference = means.get((task, f"{first['agent']}-{first['observation']}-env"))  # the unlabelled one
+        # Grids recorded before labels kept their figure: a labelled row without its own shows the task's.
+        quality = spearman.get(quality_key(task, first.get("label", "")), spearman.get(task))
         share = "-" if first["reward"] == "env" or reference is None else format_share(means[(task, variant)], reference)
         wall = np.mean([s["elapsed_s"] for s in summaries]) / 60
         physics = int(np.mean([s["physics_steps"] for s in summaries]))
         episodes = ", ".join(str(n) for n in sorted({s["eval_episodes"] for s in summaries}))
         rows.append(
-            f"| {task} | {format_number(spearman.get(task), '.3f')} | {first['agent']} | {first['observation']} "
+            f"| {task} | {format_number(quality, '.3f')} | {first['agent']} | {first['observation']} "
             f"| {first['reward']}{' (' + first['label'] + ')' if first.get('label') else ''} | {len(returns)} "
             f"| {format_number(np.mean(figures))} +- {format_number(np.std(figures))} "
             f"| {episodes} | {share} | {physics} | {wall:.1f} "

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,23 @@ def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
     assert "| drqv2 | pixels | viper | 2 | 400.0 +- 200.0 | 3, 20 | 67 % | 100000 | 2.0 | - |" in table
     assert "| drqv2 | pixels | env | 2 | 600.0 +- 100.0 | 3 | - | 100000 | 2.0 | 759 +- 92 |" in table
     assert "| drqv2 | pixels | ratio | 2 | 450.0 +- 0.0 | 3 | 75 % | 100000 | 2.0 | - |" in table
+
+
+def test_a_labelled_grid_with_its_own_reward_keeps_the_plain_rows_spearman(tmp_path):
+    plain = GridRun("point_mass-easy", "drqv2", "state", "ratio", 0)
+    spread = GridRun("point_mass-easy", "drqv2", "state", "ratio", 0, "spread")
+    bonus = GridRun("point_mass-easy", "drqv2", "state", "ratio", 0, "bonus")
+    for run in (plain, spread, bonus):
+        run.directory(tmp_path).mkdir(parents=True)
+        (run.directory(tmp_path) / "summary.json").write_text(json.dumps(
+            {**asdict(run), "eval_true_return": 800.0, "elapsed_s": 60.0, "physics_steps": 100_000}))
+        (run.directory(tmp_path) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
+    settings = GridSettings(final_eval_episodes=0)  # finished runs: the grid only writes the table
+    run_grid(tmp_path, [plain], settings, {}, reward_quality={"point_mass-easy": 0.952})
+    table = run_grid(tmp_path, [spread], settings, {}, reward_quality={"point_mass-easy": 0.868})
+    assert "| point_mass-easy | 0.952 | drqv2 | state | ratio | 1 |" in table
+    assert "| point_mass-easy | 0.868 | drqv2 | state | ratio (spread) | 1 |" in table
+    assert "| point_mass-easy | 0.952 | drqv2 | state | ratio (bonus) | 1 |" in table  # the plain task's reward
 
 
 def _children(pid: int) -> list[int]:

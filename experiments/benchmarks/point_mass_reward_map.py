@@ -1,8 +1,8 @@
 """Where a point_mass-easy reward pays: the reward per step of holding the mass still, by position.
 
 The mass is put at rest at each position of a grid over the arena (the target where the task keeps it, at the
-centre), and ``--frames`` copies of that picture are scored as the VIPER wrapper scores an episode (the first frame
-is context): the map is the mean reward per step after it. A ratio agent that parks the mass beside the target
+centre), and one plus ``--steps`` copies of that picture are scored as the VIPER wrapper scores an episode (the
+first is context): the map is the mean reward per step after it. A ratio agent that parks the mass beside the target
 (docs/results/viper.md, point_mass-easy's seed 0) meets here the reward it climbs: a peak on the target with no
 ridge between it and the parking place means the agent's exploration stopped short, a ring or a valley around
 the target means the reward holds it off.
