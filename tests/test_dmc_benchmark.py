@@ -94,28 +94,27 @@ def test_a_final_evaluation_needs_a_finished_run(tmp_path):
         GridSettings(final_eval_episodes=-1)
 
 
+def _write_finished_run(out: Path, run: GridRun, true_return: float, elapsed_s: float) -> None:
+    """What a finished grid run leaves for the table: its summary (100k physics steps) and 3-episode evaluations."""
+    run.directory(out).mkdir(parents=True)
+    (run.directory(out) / "summary.json").write_text(json.dumps(
+        {**asdict(run), "eval_true_return": true_return, "elapsed_s": elapsed_s, "physics_steps": 100_000}))
+    (run.directory(out) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
+
+
 def test_results_give_viper_as_a_share_of_the_true_reward_agent(tmp_path):
     runs = [GridRun("cartpole-swingup", "drqv2", "pixels", reward, seed)
             for reward in ("viper", "ratio", "env") for seed in (0, 1)]
     returns = {("viper", 0): 200.0, ("viper", 1): 400.0, ("ratio", 0): 450.0, ("ratio", 1): 450.0,
                ("env", 0): 500.0, ("env", 1): 700.0}
     for run in runs:
-        run.directory(tmp_path).mkdir(parents=True)
-        summary = {"task": run.task, "agent": run.agent, "observation": run.observation, "reward": run.reward,
-                   "seed": run.seed, "eval_true_return": returns[(run.reward, run.seed)], "elapsed_s": 120.0,
-                   "physics_steps": 100_000}
-        (run.directory(tmp_path) / "summary.json").write_text(json.dumps(summary))
-        (run.directory(tmp_path) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
+        _write_finished_run(tmp_path, run, returns[(run.reward, run.seed)], elapsed_s=120.0)
     # A final evaluation over more episodes replaces the last evaluation's figure of its run.
     (runs[1].directory(tmp_path) / "final_eval.json").write_text(json.dumps(
         {"true_return": 600.0, "true_returns": [600.0] * 20, "episodes": 20, "seed": 10_001}))
     labelled = GridRun("cartpole-swingup", "drqv2", "pixels", "ratio", 0, "disagreement")
     assert labelled.directory(tmp_path) == tmp_path / "cartpole-swingup/drqv2-pixels-ratio+disagreement/seed0"
-    labelled.directory(tmp_path).mkdir(parents=True)
-    (labelled.directory(tmp_path) / "summary.json").write_text(json.dumps({
-        "task": "cartpole-swingup", "agent": "drqv2", "observation": "pixels", "reward": "ratio", "seed": 0,
-        "label": "disagreement", "eval_true_return": 540.0, "elapsed_s": 60.0, "physics_steps": 100_000}))
-    (labelled.directory(tmp_path) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
+    _write_finished_run(tmp_path, labelled, 540.0, elapsed_s=60.0)
     table = write_results(tmp_path)
     assert "| cartpole-swingup | n/a | drqv2 | pixels | viper | 2 |" in table  # no reward quality recorded
     assert "| drqv2 | pixels | ratio (disagreement) | 1 | 540.0 +- 0.0 | 3 | 90 % | 100000 | 1.0 | - |" in table
@@ -129,10 +128,7 @@ def test_a_labelled_grid_with_its_own_reward_keeps_the_plain_rows_spearman(tmp_p
     spread = GridRun("point_mass-easy", "drqv2", "state", "ratio", 0, "spread")
     bonus = GridRun("point_mass-easy", "drqv2", "state", "ratio", 0, "bonus")
     for run in (plain, spread, bonus):
-        run.directory(tmp_path).mkdir(parents=True)
-        (run.directory(tmp_path) / "summary.json").write_text(json.dumps(
-            {**asdict(run), "eval_true_return": 800.0, "elapsed_s": 60.0, "physics_steps": 100_000}))
-        (run.directory(tmp_path) / "settings.json").write_text(json.dumps({"eval_episodes": 3}))
+        _write_finished_run(tmp_path, run, 800.0, elapsed_s=60.0)
     settings = GridSettings(final_eval_episodes=0)  # finished runs: the grid only writes the table
     run_grid(tmp_path, [plain], settings, {}, reward_quality={"point_mass-easy": 0.952})
     table = run_grid(tmp_path, [spread], settings, {}, reward_quality={"point_mass-easy": 0.868})
