@@ -9,7 +9,9 @@ skipped, so an interrupted collection resumes where it stopped.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ POLICY_FORMS = (
 )
 AGENT_POLICIES = ("agent", "noisy-agent")  # built by a policy factory the caller gives (see collect)
 PLAY_POLICIES = ("random", "still", "held")  # need neither an expert nor a trained agent
+WORKER_DEATHS_ALLOWED = 2  # fresh process pools a collection starts after a worker dies, before it gives up
 
 
 @dataclass(frozen=True)
@@ -279,30 +282,46 @@ def collect(
     todo = [job for job in jobs if not job.path.exists()]
     manifest.save(root)
 
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(max(1, workers)) if workers > 1 else _InlinePool() as pool:
-        results = pool.imap_unordered(_run_job, todo)
-        for job, episode_return, length in tqdm(results, total=len(todo), desc=f"collect {task}", unit="episode"):
-            manifest.episodes[str(job.path.relative_to(root))] = {
-                "task": task,
-                "policy": job.policy.label,
-                "seed": job.seed,
-                "return": episode_return,
-                "length": length,
-            }
-            manifest.save(root)
+    results = _run_jobs(todo, workers) if workers > 1 else map(_run_job, todo)
+    for job, episode_return, length in tqdm(results, total=len(todo), desc=f"collect {task}", unit="episode"):
+        manifest.episodes[str(job.path.relative_to(root))] = {
+            "task": task,
+            "policy": job.policy.label,
+            "seed": job.seed,
+            "return": episode_return,
+            "length": length,
+        }
+        manifest.save(root)
     return manifest
 
 
-class _InlinePool:
-    """The slice of ``multiprocessing.Pool`` that ``collect`` uses, run in this process."""
+def _run_jobs(todo: list[EpisodeJob], workers: int) -> Iterator[tuple[EpisodeJob, float, int]]:
+    """``_run_job`` over ``todo`` in ``workers`` processes, as each finishes.
 
-    def __enter__(self) -> "_InlinePool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    @staticmethod
-    def imap_unordered(function, items):
-        return map(function, items)
+    A worker that dies (one segfaulted in libc after some 800 episodes of a reward recipe here) takes its episode:
+    ``multiprocessing.Pool`` then waits for it forever. A broken process pool says so instead, and the lost
+    episodes run again in a fresh one, up to ``WORKER_DEATHS_ALLOWED`` times before the collection gives up.
+    """
+    context = multiprocessing.get_context("spawn")
+    remaining = list(todo)
+    for _ in range(WORKER_DEATHS_ALLOWED + 1):
+        pool = ProcessPoolExecutor(workers, mp_context=context)
+        try:
+            futures = {pool.submit(_run_job, job): job for job in remaining}
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    continue  # stays in remaining, for the next pool
+                remaining.remove(futures[future])
+                yield result
+        finally:  # on Ctrl-C or an error, the episodes not yet started are dropped, not waited for
+            pool.shutdown(cancel_futures=True)
+        if not remaining:
+            return
+        print(f"a collection worker died; running {len(remaining)} episode(s) again in fresh workers", flush=True)
+    raise RuntimeError(
+        f"collection workers died {WORKER_DEATHS_ALLOWED + 1} times; {len(remaining)} episode(s) were not recorded "
+        f"(first: {remaining[0].path}). The episodes recorded are kept: run the same command again to resume, or "
+        "with one worker to see the error in this process."
+    )

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ PUBLISHED_DRQ_100K = {"cartpole-swingup": "759 +- 92", "reacher-easy": "601 +- 2
                       "walker-walk": "612 +- 164"}
 SUMMARY_FILE = "summary.json"
 FINAL_EVAL_SEED_OFFSET = 10_000  # final evaluations reset from seeds no training evaluation used
+RUN_RESTARTS = 2  # times a run killed by a signal (a segfault) starts again, resuming from its checkpoint
 REWARD_QUALITY_FILE = "reward_quality.json"  # held-out Spearman of each reward, by task (and label: see quality_key)
 GRID_REWARDS = ("viper", "ratio", "env")
 
@@ -223,10 +225,51 @@ def final_evaluation(run: GridRun, out: Path, episodes: int, device: str = "cpu"
     return result
 
 
-def _run_one_job(
-    job: tuple[GridRun, Path, GridSettings, dict[str, Path], dict[str, Path], int, dict[str, str]],
-) -> dict[str, Any]:
-    return run_one(*job)
+def run_each_in_a_process(
+    target: Callable[..., Any], jobs: Sequence[tuple], workers: int, on_done: Callable[[tuple], None],
+    restarts: int = RUN_RESTARTS,
+) -> None:
+    """``target(*job)`` for every job, each in a spawned process of its own, ``workers`` at a time; ``on_done(job)``
+    as each one ends.
+
+    A job whose process is killed by a signal (a segfault, the kernel's OOM killer) starts again, up
+    to ``restarts`` times (a grid run resumes from its last checkpoint); ``multiprocessing.Pool`` would wait for it
+    forever. A job that fails with an error (its traceback printed above) stops the whole. Leaving, also on Ctrl-C
+    or SIGTERM, terminates every running job, so no orphan keeps training. Spawned, not forked: torch and MuJoCo's
+    GL state are not fork-safe.
+    """
+    context = multiprocessing.get_context("spawn")
+    waiting = [(job, 0) for job in jobs]
+    running: dict[int, tuple[multiprocessing.process.BaseProcess, tuple, int]] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                job, tries = waiting.pop(0)
+                process = context.Process(target=target, args=job)
+                process.start()
+                running[process.sentinel] = (process, job, tries)
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                process, job, tries = running.pop(sentinel)
+                process.join()
+                if process.exitcode == 0:
+                    on_done(job)
+                elif process.exitcode < 0 and tries < restarts:
+                    print(f"{_job_name(job)}: its process was killed by signal {-process.exitcode}; starting it "
+                          f"again (restart {tries + 1} of {restarts})", flush=True)
+                    waiting.append((job, tries + 1))
+                else:
+                    cause = ("the error is above" if process.exitcode > 0
+                             else f"killed by signal {-process.exitcode} on each of its {tries + 1} starts")
+                    raise RuntimeError(f"{_job_name(job)} failed (exit code {process.exitcode}); {cause}")
+    finally:
+        for process, _, _ in running.values():
+            process.terminate()
+            process.join()
+
+
+def _job_name(job: tuple) -> str:
+    run = job[0]
+    return f"{run.task} {run.variant} seed {run.seed}" if isinstance(run, GridRun) else repr(job)
 
 
 def run_grid(
@@ -260,18 +303,16 @@ def run_grid(
     todo = [run for run in runs if not (run.directory(out) / SUMMARY_FILE).is_file()]
     print(f"dmc benchmark: {len(runs)} runs, {len(runs) - len(todo)} already done, {workers} at a time")
     if todo:
-        # Spawned, not forked: torch and MuJoCo's GL state are not fork-safe. One process per run.
-        # Leaving the block terminates the workers, also on Ctrl-C or SIGTERM (turned into SystemExit
-        # here), so no orphan keeps training; each run resumes from its last checkpoint.
-        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        context = multiprocessing.get_context("spawn")
+        def report(job: tuple) -> None:
+            summary = json.loads((job[0].directory(out) / SUMMARY_FILE).read_text())
+            print(f"done {summary['task']} {summary['agent']}-{summary['observation']}-{summary['reward']} "
+                  f"seed {summary['seed']}: eval true return {format_number(summary['eval_true_return'])} "
+                  f"in {summary['elapsed_s'] / 60:.1f} min")
+
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM leaves as Ctrl-C does
         try:
-            with context.Pool(min(workers, len(todo)), maxtasksperchild=1) as pool:
-                jobs = [(run, out, settings, models, baselines or {}, threads, baseline_tasks or {}) for run in todo]
-                for summary in pool.imap_unordered(_run_one_job, jobs):
-                    print(f"done {summary['task']} {summary['agent']}-{summary['observation']}-{summary['reward']} "
-                          f"seed {summary['seed']}: eval true return {format_number(summary['eval_true_return'])} "
-                          f"in {summary['elapsed_s'] / 60:.1f} min")
+            jobs = [(run, out, settings, models, baselines or {}, threads, baseline_tasks or {}) for run in todo]
+            run_each_in_a_process(run_one, jobs, workers, report)
         finally:
             signal.signal(signal.SIGTERM, previous)
     if settings.final_eval_episodes:

@@ -1,8 +1,12 @@
+import os
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from envs.collect import PolicySpec, collect, run_episode
+from envs.experts import random_policy
 from worldmodel.episodes import DatasetManifest, EpisodeDataset, read_episode
 
 
@@ -49,6 +53,31 @@ def test_worker_processes_give_the_same_episodes(tmp_path):
     assert inline.episodes == pooled.episodes
     for name in inline.episodes:
         np.testing.assert_array_equal(read_episode(tmp_path / "a" / name).video, read_episode(tmp_path / "b" / name).video)
+
+
+def _dies_once(spec, env, env_spec, seed):
+    """A policy factory whose worker process dies abruptly the first time (the marker file is ``spec.source``)."""
+    marker = Path(spec.source)
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return random_policy(env.action_space, seed)
+
+
+def _always_dies(spec, env, env_spec, seed):
+    os._exit(1)
+
+
+def test_a_worker_that_dies_loses_no_episode_and_hangs_nothing(tmp_path):
+    dies_once = PolicySpec("agent", source=str(tmp_path / "died"))
+    manifest = collect("dmc:cartpole-balance", [dies_once], 3, tmp_path / "data", test_fraction=0, max_steps=2,
+                       workers=2, policy_factory=_dies_once)
+    assert (tmp_path / "died").exists() and len(manifest.episodes) == 3
+    assert all((tmp_path / "data" / name).is_file() for name in manifest.episodes)
+
+    with pytest.raises(RuntimeError, match="workers died 3 times; 2 episode"):
+        collect("dmc:cartpole-balance", [PolicySpec("agent", source="never")], 2, tmp_path / "lost", max_steps=2,
+                workers=2, policy_factory=_always_dies)
 
 
 def test_a_dataset_refuses_another_action_space(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 
 from agents.workspace import load_agent
 from experiments.dmc_benchmark import (
-    GridRun, GridSettings, final_evaluation, physics_steps_per_agent_step, plan_grid, run_grid, run_one, run_plan,
-    write_results,
+    GridRun, GridSettings, final_evaluation, physics_steps_per_agent_step, plan_grid, run_each_in_a_process, run_grid,
+    run_one, run_plan, write_results,
 )
 from experiments.train_agent import agent_config, evaluate_run
 
@@ -175,6 +175,36 @@ def test_stopping_the_grid_stops_its_worker_processes(tmp_path):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers), "a worker outlived the grid"
+
+
+def _killed_the_first_time(marker: str, out: str) -> None:
+    """A job whose process is killed by SIGKILL the first time it runs, as a renderer's segfault kills a run."""
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    Path(out).write_text("done")
+
+
+def _fails(marker: str, out: str) -> None:
+    Path(marker).write_text(str(int(Path(marker).read_text() or 0) + 1) if Path(marker).exists() else "1")
+    raise ValueError("a bad setting")
+
+
+def test_a_run_killed_by_a_signal_starts_again_and_an_error_stops_the_grid(tmp_path, capsys):
+    jobs = [(str(tmp_path / f"marker{i}"), str(tmp_path / f"out{i}")) for i in range(2)]
+    done = []
+    run_each_in_a_process(_killed_the_first_time, jobs, 2, done.append)
+    assert sorted(done) == jobs and all(Path(out).read_text() == "done" for _, out in jobs)
+    assert capsys.readouterr().out.count("killed by signal 9; starting it again (restart 1 of 2)") == 2
+
+    marker = tmp_path / "failures"
+    with pytest.raises(RuntimeError, match="failed \\(exit code 1\\); the error is above"):
+        run_each_in_a_process(_fails, [(str(marker), "unused")], 2, done.append)
+    assert marker.read_text() == "1"  # an error is not retried
+
+    Path(jobs[0][0]).unlink()
+    with pytest.raises(RuntimeError, match="exit code -9\\); killed by signal 9 on each of its 1 starts"):
+        run_each_in_a_process(_killed_the_first_time, jobs[:1], 1, done.append, restarts=0)
 
 
 def test_a_reward_dir_gives_the_grid_its_models_and_its_held_out_spearman(tmp_path, monkeypatch):
