@@ -227,10 +227,10 @@ def final_evaluation(run: GridRun, out: Path, episodes: int, device: str = "cpu"
 
 def run_each_in_a_process(
     target: Callable[..., Any], jobs: Sequence[tuple], workers: int, on_done: Callable[[tuple], None],
-    restarts: int = RUN_RESTARTS,
+    restarts: int = RUN_RESTARTS, name: Callable[[tuple], str] = repr,
 ) -> None:
     """``target(*job)`` for every job, each in a spawned process of its own, ``workers`` at a time; ``on_done(job)``
-    as each one ends.
+    as each one ends (``name(job)`` says which in messages).
 
     A job whose process is killed by a signal (a segfault, the kernel's OOM killer) starts again, up
     to ``restarts`` times (a grid run resumes from its last checkpoint); ``multiprocessing.Pool`` would wait for it
@@ -254,22 +254,17 @@ def run_each_in_a_process(
                 if process.exitcode == 0:
                     on_done(job)
                 elif process.exitcode < 0 and tries < restarts:
-                    print(f"{_job_name(job)}: its process was killed by signal {-process.exitcode}; starting it "
+                    print(f"{name(job)}: its process was killed by signal {-process.exitcode}; starting it "
                           f"again (restart {tries + 1} of {restarts})", flush=True)
                     waiting.append((job, tries + 1))
                 else:
                     cause = ("the error is above" if process.exitcode > 0
                              else f"killed by signal {-process.exitcode} on each of its {tries + 1} starts")
-                    raise RuntimeError(f"{_job_name(job)} failed (exit code {process.exitcode}); {cause}")
+                    raise RuntimeError(f"{name(job)} failed (exit code {process.exitcode}); {cause}")
     finally:
         for process, _, _ in running.values():
             process.terminate()
             process.join()
-
-
-def _job_name(job: tuple) -> str:
-    run = job[0]
-    return f"{run.task} {run.variant} seed {run.seed}" if isinstance(run, GridRun) else repr(job)
 
 
 def run_grid(
@@ -312,7 +307,8 @@ def run_grid(
         previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SIGTERM leaves as Ctrl-C does
         try:
             jobs = [(run, out, settings, models, baselines or {}, threads, baseline_tasks or {}) for run in todo]
-            run_each_in_a_process(run_one, jobs, workers, report)
+            run_each_in_a_process(run_one, jobs, workers, report,
+                                  name=lambda job: f"{job[0].task} {job[0].variant} seed {job[0].seed}")
         finally:
             signal.signal(signal.SIGTERM, previous)
     if settings.final_eval_episodes:
